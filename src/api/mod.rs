@@ -1,0 +1,92 @@
+//! The HTTP API: routing, shared state, request logging. Handlers only
+//! decode, call the engine or registry, and encode; see `docs/API.md`.
+
+pub mod code;
+pub mod error;
+pub mod exec;
+pub mod extract;
+pub mod modules;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::engine::WasmEngine;
+use crate::registry::Registry;
+use error::{ApiError, ErrorCode};
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: WasmEngine,
+    pub registry: Arc<Registry>,
+    /// One permit per execution (or registration) in flight. Requests over
+    /// the cap are refused at once with 503 rather than queued, so a flood
+    /// cannot build an unbounded backlog of memory-hungry work.
+    exec_permits: Arc<Semaphore>,
+    max_concurrency: usize,
+}
+
+impl AppState {
+    pub fn new(engine: WasmEngine, registry: Arc<Registry>, max_concurrency: usize) -> Self {
+        let max_concurrency = max_concurrency.max(1);
+        AppState { engine, registry, exec_permits: Arc::new(Semaphore::new(max_concurrency)), max_concurrency }
+    }
+
+    /// Takes an execution slot, or fails fast with `503 overloaded`.
+    pub fn exec_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.exec_permits.clone().try_acquire_owned().map_err(|_| ApiError::overloaded(self.max_concurrency))
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(exec::router())
+        .merge(modules::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Liveness: answers once the server is accepting requests.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such endpoint; see docs/API.md")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+}
+
+/// One log line per request: method, path, status, error code, duration.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let micros = started.elapsed().as_micros() as u64;
+    let status = response.status().as_u16();
+    match response.extensions().get::<ErrorCode>() {
+        Some(ErrorCode(code)) if status >= 500 => {
+            tracing::error!(%method, %path, status, code, micros, "request failed")
+        }
+        Some(ErrorCode(code)) => tracing::info!(%method, %path, status, code, micros, "request refused"),
+        None => tracing::info!(%method, %path, status, micros, "request served"),
+    }
+    response
+}

@@ -1,0 +1,112 @@
+//! Every setting of the server: command-line flag, environment variable and
+//! default, in one place. `docs/API.md` ("Limits") lists them for users.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::engine::{EngineSettings, ExecLimits};
+
+/// Run WebAssembly over HTTP.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wasm-exec-api", version, about)]
+pub struct Settings {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(short = 'p', long, env = "WASM_EXEC_PORT", default_value_t = 4000)]
+    pub port: u16,
+
+    /// Address to bind. Keep the loopback default unless the server sits
+    /// behind access control.
+    #[arg(long, env = "WASM_EXEC_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// Directory for the persistent registry [default: the per-user data
+    /// directory, e.g. ~/.local/share/wasm-exec-api].
+    #[arg(short = 'd', long, env = "WASM_EXEC_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep the registry in memory only; nothing is written to disk.
+    #[arg(short = 'm', long, env = "WASM_EXEC_MEMORY")]
+    pub memory: bool,
+
+    /// Fuel per execution (about one unit per WebAssembly instruction).
+    #[arg(long, env = "WASM_EXEC_MAX_FUEL", default_value_t = 5_000_000_000)]
+    pub max_fuel: u64,
+
+    /// Wall-clock limit per execution, in milliseconds.
+    #[arg(long, env = "WASM_EXEC_TIMEOUT_MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
+
+    /// Linear memory per execution, in bytes (all memories together).
+    #[arg(long, env = "WASM_EXEC_MAX_MEMORY_BYTES", default_value_t = 256 << 20)]
+    pub max_memory_bytes: u64,
+
+    /// Elements per table.
+    #[arg(long, env = "WASM_EXEC_MAX_TABLE_ELEMENTS", default_value_t = 100_000)]
+    pub max_table_elements: u64,
+
+    /// WebAssembly stack size in bytes; deeper recursion traps.
+    #[arg(long, env = "WASM_EXEC_MAX_STACK_BYTES", default_value_t = 512 << 10)]
+    pub max_stack_bytes: usize,
+
+    /// Largest request body, in bytes.
+    #[arg(long, env = "WASM_EXEC_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Largest module binary, in bytes.
+    #[arg(long, env = "WASM_EXEC_MAX_MODULE_BYTES", default_value_t = 16 << 20)]
+    pub max_module_bytes: usize,
+
+    /// Executions (and registrations) in flight at once; more get 503.
+    #[arg(long, env = "WASM_EXEC_MAX_CONCURRENCY", default_value_t = 32)]
+    pub max_concurrency: usize,
+
+    /// Compiled modules kept in memory.
+    #[arg(long, env = "WASM_EXEC_CACHE_ENTRIES", default_value_t = 1024)]
+    pub cache_entries: usize,
+
+    /// Modules compiled at once.
+    #[arg(long, env = "WASM_EXEC_COMPILE_THREADS", default_value_t = 1)]
+    pub compile_threads: usize,
+
+    /// Epoch tick in milliseconds: timeout granularity, and how long guest
+    /// code runs before yielding its thread to other requests.
+    #[arg(long, env = "WASM_EXEC_EPOCH_TICK_MS", default_value_t = 1)]
+    pub epoch_tick_ms: u64,
+}
+
+impl Settings {
+    /// The engine's part of the settings.
+    pub fn engine(&self) -> EngineSettings {
+        EngineSettings {
+            max_module_bytes: self.max_module_bytes,
+            max_stack_bytes: self.max_stack_bytes,
+            cache_entries: self.cache_entries,
+            epoch_tick: Duration::from_millis(self.epoch_tick_ms.max(1)),
+            compile_threads: self.compile_threads,
+            limits: ExecLimits {
+                fuel: self.max_fuel,
+                timeout_ms: self.timeout_ms,
+                memory_bytes: self.max_memory_bytes,
+                table_elements: self.max_table_elements,
+            },
+        }
+    }
+
+    /// Where the registry lives on disk, or `None` with `--memory`.
+    pub fn registry_path(&self) -> Option<PathBuf> {
+        if self.memory {
+            return None;
+        }
+        let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        Some(dir.join("registry.redb"))
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "wasm-exec-api")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("wasm-exec-api-data"))
+}

@@ -1,0 +1,274 @@
+//! Compiling modules, and the compile cache keyed by SHA-256 of the binary.
+//!
+//! Compilation is the expensive step (Cranelift code generation), so a module
+//! is compiled once per process and found again by the hash of its bytes:
+//! sending the same inline module twice, or calling a registered module, does
+//! not compile again. Compiles run on tokio's blocking pool behind a
+//! semaphore, so a large module never stalls the reactor and only a bounded
+//! number of compiles compete for the CPU at once.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, Mutability};
+
+use super::exec::StoreState;
+use super::values::{signature, type_name};
+use super::{EngineError, WasmEngine};
+
+/// A SHA-256 digest of a module binary.
+pub type Sha256Digest = [u8; 32];
+
+/// Text of at most this size is turned into a binary on the calling thread;
+/// larger text is parsed on the blocking pool like a compile.
+const INLINE_WAT_BYTES: usize = 16 * 1024;
+
+/// A validated, compiled module, shared by every execution that uses it.
+pub struct CompiledModule {
+    sha256: Sha256Digest,
+    size: usize,
+    module: Module,
+    /// Ready-to-instantiate form for modules without imports, which skips
+    /// import resolution on every call (the common, hot case).
+    pre: Option<InstancePre<StoreState>>,
+}
+
+impl CompiledModule {
+    /// SHA-256 of the module binary.
+    pub fn sha256(&self) -> &Sha256Digest {
+        &self.sha256
+    }
+
+    /// SHA-256 of the module binary as lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// Size of the module binary in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub(crate) fn module(&self) -> &Module {
+        &self.module
+    }
+
+    pub(crate) fn pre(&self) -> Option<&InstancePre<StoreState>> {
+        self.pre.as_ref()
+    }
+
+    /// The type of the exported function `name`, if there is one.
+    pub(crate) fn function_type(&self, name: &str) -> Option<FuncType> {
+        match self.module.get_export(name) {
+            Some(ExternType::Func(ty)) => Some(ty),
+            _ => None,
+        }
+    }
+
+    /// Names and signatures of every exported function, for error messages.
+    pub fn exported_functions(&self) -> Vec<String> {
+        self.module
+            .exports()
+            .filter_map(|e| match e.ty() {
+                ExternType::Func(ty) => Some(format!("{} {}", e.name(), signature(&ty))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The module's exports and imports with their types.
+    pub fn interface(&self) -> ModuleInterface {
+        ModuleInterface {
+            exports: self.module.exports().map(|e| ExternDesc::new(None, e.name(), &e.ty())).collect(),
+            imports: self
+                .module
+                .imports()
+                .map(|i| ExternDesc::new(Some(i.module()), i.name(), &i.ty()))
+                .collect(),
+        }
+    }
+}
+
+/// A module's exports and imports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleInterface {
+    pub exports: Vec<ExternDesc>,
+    pub imports: Vec<ExternDesc>,
+}
+
+/// One export or import and its type.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternDesc {
+    /// The module an import comes from (absent for exports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    pub name: String,
+    /// `func`, `memory`, `table`, `global` or `tag`.
+    pub kind: &'static str,
+    /// For functions, `(i32, i32) -> (i64)`; for others a short description.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// For functions, the param types.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<String>>,
+    /// For functions, the result types.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<String>>,
+}
+
+impl ExternDesc {
+    fn new(module: Option<&str>, name: &str, ty: &ExternType) -> Self {
+        let (kind, text, params, results) = match ty {
+            ExternType::Func(f) => (
+                "func",
+                signature(f),
+                Some(f.params().map(|t| type_name(&t)).collect()),
+                Some(f.results().map(|t| type_name(&t)).collect()),
+            ),
+            ExternType::Memory(m) => ("memory", describe_limits(m.minimum(), m.maximum(), "pages"), None, None),
+            ExternType::Table(t) => (
+                "table",
+                format!(
+                    "{} {}",
+                    type_name(&wasmtime::ValType::Ref(t.element().clone())),
+                    describe_limits(t.minimum(), t.maximum(), "elements")
+                ),
+                None,
+                None,
+            ),
+            ExternType::Global(g) => {
+                let mutability = match g.mutability() {
+                    Mutability::Var => "mut ",
+                    Mutability::Const => "",
+                };
+                ("global", format!("{mutability}{}", type_name(g.content())), None, None)
+            }
+            ExternType::Tag(_) => ("tag", "tag".into(), None, None),
+        };
+        ExternDesc { module: module.map(str::to_string), name: name.to_string(), kind, ty: text, params, results }
+    }
+}
+
+fn describe_limits(min: u64, max: Option<u64>, unit: &str) -> String {
+    match max {
+        Some(max) => format!("{min}..{max} {unit}"),
+        None => format!("{min}.. {unit}"),
+    }
+}
+
+/// Whether a module came from the cache or was compiled for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Found compiled in the cache.
+    Cached,
+    /// Compiled now; the duration is how long compiling took.
+    Compiled(Duration),
+}
+
+/// Bounded LRU map from module hash to compiled module, plus the permits
+/// that bound concurrent compiles.
+pub(crate) struct CompileCache {
+    entries: Mutex<LruCache<Sha256Digest, Arc<CompiledModule>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl CompileCache {
+    pub(crate) fn new(entries: usize, compile_threads: usize) -> Self {
+        let capacity = NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN);
+        CompileCache {
+            entries: Mutex::new(LruCache::new(capacity)),
+            permits: Arc::new(Semaphore::new(compile_threads.max(1))),
+        }
+    }
+
+    fn get(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(sha).cloned()
+    }
+
+    fn insert(&self, module: Arc<CompiledModule>) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).put(module.sha256, module);
+    }
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> Sha256Digest {
+    Sha256::digest(bytes).into()
+}
+
+impl WasmEngine {
+    /// Turns WebAssembly text into a binary, off the reactor when it is large.
+    pub async fn wat_to_wasm(&self, text: String) -> Result<Vec<u8>, EngineError> {
+        let small = text.len() <= INLINE_WAT_BYTES;
+        let parse = move || {
+            wat::parse_str(&text).map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly text: {e}")))
+        };
+        if small {
+            return parse();
+        }
+        tokio::task::spawn_blocking(parse)
+            .await
+            .map_err(|e| EngineError::Internal(format!("text parser task failed: {e}")))?
+    }
+
+    /// The compiled module with this hash, if the cache has it.
+    pub fn cached(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
+        self.inner.cache.get(sha)
+    }
+
+    /// Returns the compiled form of `wasm`, compiling it only if the cache
+    /// does not have it yet.
+    pub async fn compile(&self, wasm: Vec<u8>) -> Result<(Arc<CompiledModule>, CacheOutcome), EngineError> {
+        let limit = self.inner.settings.max_module_bytes;
+        if wasm.len() > limit {
+            return Err(EngineError::ModuleTooLarge { size: wasm.len(), limit });
+        }
+        let sha = sha256(&wasm);
+        if let Some(hit) = self.cached(&sha) {
+            return Ok((hit, CacheOutcome::Cached));
+        }
+        let _permit = self
+            .inner
+            .cache
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::Internal("compile pool closed".into()))?;
+        // Another request may have compiled it while we waited for a permit.
+        if let Some(hit) = self.cached(&sha) {
+            return Ok((hit, CacheOutcome::Cached));
+        }
+        let engine = self.clone();
+        let started = Instant::now();
+        let compiled = tokio::task::spawn_blocking(move || engine.compile_blocking(sha, &wasm))
+            .await
+            .map_err(|e| EngineError::Internal(format!("compile task failed: {e}")))??;
+        let compiled = Arc::new(compiled);
+        self.inner.cache.insert(compiled.clone());
+        Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
+    }
+
+    fn compile_blocking(&self, sha: Sha256Digest, wasm: &[u8]) -> Result<CompiledModule, EngineError> {
+        let module = Module::from_binary(self.wasmtime(), wasm).map_err(|e| {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain.join(": ")))
+        })?;
+        let pre = if module.imports().len() == 0 {
+            let linker = Linker::<StoreState>::new(self.wasmtime());
+            Some(
+                linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| EngineError::Internal(format!("cannot pre-instantiate: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(CompiledModule { sha256: sha, size: wasm.len(), module, pre })
+    }
+}
+

@@ -1,0 +1,159 @@
+//! The engine's error type and the classification of wasmtime failures.
+//!
+//! Failures are classified by type (`wasmtime::Trap`, our own [`LimitHit`]),
+//! never by comparing message strings, so that a wasmtime upgrade that
+//! rewords a message cannot silently change an API error code.
+
+use std::fmt;
+
+use wasmtime::Trap;
+
+/// Which execution limit stopped a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// The fuel budget (roughly, WebAssembly instructions) ran out.
+    Fuel,
+    /// The wall-clock timeout passed.
+    Time,
+    /// Linear memory would have grown past the byte limit.
+    Memory,
+    /// A table would have grown past the element limit.
+    TableElements,
+    /// The module graph needed more instances, memories or tables than allowed.
+    Instances,
+}
+
+impl LimitKind {
+    /// The stable name used in API error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Fuel => "fuel",
+            LimitKind::Time => "time",
+            LimitKind::Memory => "memory",
+            LimitKind::TableElements => "table_elements",
+            LimitKind::Instances => "instances",
+        }
+    }
+}
+
+/// Raised from inside a store (limiter, epoch callback) when a limit is hit;
+/// it travels through wasmtime as the error's root and is recovered by
+/// downcasting in [`classify_runtime_error`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LimitHit {
+    pub kind: LimitKind,
+    pub message: String,
+}
+
+/// The kind of a WebAssembly trap, named as in the API.
+pub fn trap_name(trap: Trap) -> &'static str {
+    match trap {
+        Trap::UnreachableCodeReached => "unreachable",
+        Trap::IntegerDivisionByZero => "integer_divide_by_zero",
+        Trap::IntegerOverflow => "integer_overflow",
+        Trap::BadConversionToInteger => "bad_conversion_to_integer",
+        Trap::MemoryOutOfBounds => "out_of_bounds_memory_access",
+        Trap::HeapMisaligned => "misaligned_memory_access",
+        Trap::TableOutOfBounds => "out_of_bounds_table_access",
+        Trap::IndirectCallToNull => "indirect_call_to_null",
+        Trap::BadSignature => "indirect_call_type_mismatch",
+        Trap::StackOverflow => "stack_overflow",
+        Trap::NullReference => "null_reference",
+        Trap::ArrayOutOfBounds => "out_of_bounds_array_access",
+        Trap::AllocationTooLarge => "allocation_too_large",
+        Trap::CastFailure => "cast_failure",
+        Trap::AtomicWaitNonSharedMemory => "atomic_wait_non_shared_memory",
+        _ => "other",
+    }
+}
+
+/// Everything that can go wrong below the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The bytes or text are not a valid WebAssembly module.
+    #[error("{0}")]
+    InvalidModule(String),
+    /// The module is larger than the configured maximum.
+    #[error("module is {size} bytes; the limit is {limit} bytes")]
+    ModuleTooLarge { size: usize, limit: usize },
+    /// The requested export does not exist or is not a function.
+    #[error("{0}")]
+    FunctionNotFound(String),
+    /// Params do not match the function's signature.
+    #[error("{0}")]
+    InvalidParams(String),
+    /// An import cannot be satisfied by the listed host modules.
+    #[error("{0}")]
+    Link(String),
+    /// The guest trapped.
+    #[error("{message}")]
+    Trap { kind: &'static str, message: String },
+    /// The guest hit an execution limit.
+    #[error("{message}")]
+    LimitExceeded { kind: LimitKind, message: String },
+    /// Per-request limits asked for more than the server allows.
+    #[error("{0}")]
+    InvalidLimits(String),
+    /// A bug or an environment failure; details are logged, not returned.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Turns an error from instantiation or a call into an [`EngineError`].
+///
+/// `memory_denied` says whether the store's limiter refused a memory or table
+/// growth earlier in this execution: a trap that follows a refusal is most
+/// usefully reported as the limit that caused it.
+pub fn classify_runtime_error(error: wasmtime::Error, limits: &super::limits::ExecLimits) -> EngineError {
+    if let Some(hit) = error.downcast_ref::<LimitHit>() {
+        return EngineError::LimitExceeded { kind: hit.kind, message: hit.message.clone() };
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        let trap = *trap;
+        return match trap {
+            Trap::OutOfFuel => EngineError::LimitExceeded {
+                kind: LimitKind::Fuel,
+                message: format!("fuel exhausted: the execution used all {} units of fuel", limits.fuel),
+            },
+            Trap::Interrupt => EngineError::LimitExceeded {
+                kind: LimitKind::Time,
+                message: format!("execution exceeded the time limit of {} ms", limits.timeout_ms),
+            },
+            other => EngineError::Trap { kind: trap_name(other), message: describe_trap(&error, other) },
+        };
+    }
+    // Instantiation failures that are not traps are resource failures (for
+    // example an initial memory the pooling allocator cannot hold); they are
+    // the module's doing, so they are reported as a link-time limit.
+    let chain = error.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+    EngineError::Link(chain)
+}
+
+fn describe_trap(error: &wasmtime::Error, trap: Trap) -> String {
+    let mut message = trap.to_string();
+    if let Some(bt) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames: Vec<String> = bt
+            .frames()
+            .iter()
+            .take(16)
+            .map(|f| {
+                let name = f.func_name().map(str::to_string).unwrap_or_else(|| format!("func[{}]", f.func_index()));
+                match f.module().name() {
+                    Some(m) => format!("{m}!{name}"),
+                    None => name,
+                }
+            })
+            .collect();
+        if !frames.is_empty() {
+            message.push_str(&format!(" (in {})", frames.join(" <- ")));
+        }
+    }
+    message
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

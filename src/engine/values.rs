@@ -1,0 +1,462 @@
+//! JSON ⇄ WebAssembly value conversion, exact for every value type.
+//!
+//! Params arrive as raw JSON tokens (`serde_json::value::RawValue`) so that the
+//! decimal text of a number reaches us untouched: an `i64` is parsed from its
+//! digits and never passes through `f64`, and an `f32` is parsed from its
+//! decimal text straight into `f32` (parsing into `f64` first would round
+//! twice and break bit-exact round trips). Results are written back as JSON
+//! text for the same reason. The encodings are specified in `docs/API.md`.
+
+use serde_json::value::RawValue;
+use wasmtime::{FuncType, HeapType, RefType, V128, Val, ValType};
+
+/// Canonical NaN payloads: only the most significant mantissa bit set.
+const F32_CANONICAL_NAN_PAYLOAD: u32 = 1 << 22;
+const F64_CANONICAL_NAN_PAYLOAD: u64 = 1 << 51;
+const F32_MANTISSA: u32 = (1 << 23) - 1;
+const F64_MANTISSA: u64 = (1 << 52) - 1;
+
+/// Longest numeric text we try to parse; anything longer is out of range for
+/// every type anyway, and refusing early keeps hostile inputs cheap.
+const MAX_NUMBER_TEXT: usize = 1024;
+
+/// The short name of a value type as used in signatures and `result_types`.
+pub fn type_name(ty: &ValType) -> String {
+    match ty {
+        ValType::Ref(r) => ref_type_name(r),
+        other => other.to_string(),
+    }
+}
+
+fn ref_type_name(r: &RefType) -> String {
+    match (r.is_nullable(), r.heap_type()) {
+        (true, HeapType::Func) => "funcref".into(),
+        (true, HeapType::Extern) => "externref".into(),
+        (true, HeapType::Any) => "anyref".into(),
+        (true, HeapType::Exn) => "exnref".into(),
+        _ => r.to_string(),
+    }
+}
+
+/// Formats a function type as `(i32, i64) -> (f32)`.
+pub fn signature(ty: &FuncType) -> String {
+    let list = |it: &mut dyn Iterator<Item = ValType>| {
+        it.map(|t| type_name(&t)).collect::<Vec<_>>().join(", ")
+    };
+    format!("({}) -> ({})", list(&mut ty.params()), list(&mut ty.results()))
+}
+
+/// What a JSON token is, before it is interpreted against a value type.
+enum Token<'a> {
+    Null,
+    Number(&'a str),
+    String(String),
+    Other(&'static str),
+}
+
+fn classify(raw: &RawValue) -> Result<Token<'_>, String> {
+    let text = raw.get().trim();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text)
+            .map(Token::String)
+            .map_err(|e| format!("invalid JSON string: {e}")),
+        Some(b'n') => Ok(Token::Null),
+        Some(b't' | b'f') => Ok(Token::Other("a boolean")),
+        Some(b'[') => Ok(Token::Other("an array")),
+        Some(b'{') => Ok(Token::Other("an object")),
+        Some(_) => Ok(Token::Number(text)),
+        None => Err("empty value".into()),
+    }
+}
+
+/// Converts one JSON param into a value of type `ty`.
+///
+/// The error is a sentence fragment about the value (`"300 is out of range for
+/// i8"`); the caller adds which param it was and the function's signature.
+pub fn json_to_val(raw: &RawValue, ty: &ValType) -> Result<Val, String> {
+    let token = classify(raw)?;
+    let shown = || abbreviate(raw.get().trim());
+    match ty {
+        ValType::I32 => int_token(&token, 32, &shown).map(|v| Val::I32(v as u32 as i32)),
+        ValType::I64 => int_token(&token, 64, &shown).map(|v| Val::I64(v as i64)),
+        ValType::F32 => float_token(&token, &shown, parse_f32).map(Val::F32),
+        ValType::F64 => float_token(&token, &shown, parse_f64).map(Val::F64),
+        ValType::V128 => match &token {
+            Token::String(s) => parse_v128(s).map(|v| Val::V128(V128::from(v))),
+            _ => Err(format!(
+                "expected a v128 string such as \"0x000000010000000200000003000000ff\" or \"i32x4 1 2 3 255\", got {}",
+                shown()
+            )),
+        },
+        ValType::Ref(r) => match token {
+            Token::Null if r.is_nullable() => Val::default_for_ty(ty)
+                .ok_or_else(|| format!("cannot build a null {}", ref_type_name(r))),
+            Token::Null => Err(format!("{} is not nullable", ref_type_name(r))),
+            _ => Err(format!(
+                "only null can be passed for {}, got {}",
+                ref_type_name(r),
+                shown()
+            )),
+        },
+    }
+}
+
+fn int_token(token: &Token, bits: u32, shown: &dyn Fn() -> String) -> Result<u64, String> {
+    match token {
+        Token::Number(text) => parse_int(text, bits),
+        Token::String(s) => parse_int(s.trim(), bits),
+        Token::Null => Err(format!("expected an i{bits} integer, got null")),
+        Token::Other(what) => Err(format!("expected an i{bits} integer, got {what} {}", shown())),
+    }
+}
+
+fn float_token<T>(
+    token: &Token,
+    shown: &dyn Fn() -> String,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    match token {
+        Token::Number(text) => parse(text),
+        Token::String(s) => parse(s.trim()),
+        Token::Null => Err("expected a number, got null".into()),
+        Token::Other(what) => Err(format!("expected a number, got {what} {}", shown())),
+    }
+}
+
+fn abbreviate(text: &str) -> String {
+    const MAX: usize = 60;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Parses a signed or unsigned integer of `bits` width into its two's
+/// complement bit pattern. Accepts decimal and `0x` hexadecimal, with an
+/// optional sign; the range is `-2^(bits-1) ..= 2^bits - 1`.
+pub fn parse_int(text: &str, bits: u32) -> Result<u64, String> {
+    let fail = || format!("{} is not an i{bits} integer", abbreviate(text));
+    if text.len() > MAX_NUMBER_TEXT {
+        return Err(format!("{} is out of range for i{bits}", abbreviate(text)));
+    }
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (radix, digits) = match body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        Some(hex) => (16, hex),
+        None => (10, body),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(fail());
+    }
+    let out_of_range = || format!("{text} is out of range for i{bits}");
+    let magnitude = u128::from_str_radix(digits, radix).map_err(|_| out_of_range())?;
+    let limit = if negative { 1u128 << (bits - 1) } else { (1u128 << bits) - 1 };
+    if magnitude > limit {
+        return Err(out_of_range());
+    }
+    let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let value = if negative {
+        (magnitude as u64).wrapping_neg()
+    } else {
+        magnitude as u64
+    };
+    Ok(value & mask)
+}
+
+/// The special float spellings shared by f32 and f64.
+enum Special {
+    Nan { negative: bool, payload: Option<u64> },
+    Infinity { negative: bool },
+}
+
+fn parse_special(text: &str) -> Result<Option<Special>, String> {
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let lower = body.to_ascii_lowercase();
+    if lower == "nan" {
+        return Ok(Some(Special::Nan { negative, payload: None }));
+    }
+    if let Some(hex) = lower.strip_prefix("nan:0x") {
+        let payload = u64::from_str_radix(hex, 16)
+            .map_err(|_| format!("{} is not a valid NaN payload", abbreviate(text)))?;
+        return Ok(Some(Special::Nan { negative, payload: Some(payload) }));
+    }
+    if lower == "inf" || lower == "infinity" {
+        return Ok(Some(Special::Infinity { negative }));
+    }
+    Ok(None)
+}
+
+/// Checks that `text` is a plain decimal number, so that Rust's float parser
+/// (which also takes `inf`, `nan` and friends) sees only what we document.
+fn is_decimal(text: &str) -> bool {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    let mut parts = mantissa.splitn(2, '.');
+    let whole = parts.next().unwrap_or("");
+    let frac = parts.next().unwrap_or("");
+    let digits_ok = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    let mantissa_ok = (!whole.is_empty() || !frac.is_empty()) && digits_ok(whole) && digits_ok(frac);
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && digits_ok(e)
+    });
+    mantissa_ok && exponent_ok
+}
+
+/// Parses an f32 from decimal text (correctly rounded, straight into f32) or
+/// one of the special spellings, returning its bit pattern.
+pub fn parse_f32(text: &str) -> Result<u32, String> {
+    const SIGN: u32 = 1 << 31;
+    match parse_special(text)? {
+        Some(Special::Infinity { negative }) => Ok(f32::INFINITY.to_bits() | if negative { SIGN } else { 0 }),
+        Some(Special::Nan { negative, payload }) => {
+            let payload = payload.unwrap_or(F32_CANONICAL_NAN_PAYLOAD as u64);
+            if payload == 0 || payload > F32_MANTISSA as u64 {
+                return Err(format!("NaN payload of {text} must be between 0x1 and 0x7fffff"));
+            }
+            Ok(0x7f80_0000 | payload as u32 | if negative { SIGN } else { 0 })
+        }
+        None => {
+            if text.len() > MAX_NUMBER_TEXT || !is_decimal(text) {
+                return Err(format!("{} is not an f32 number", abbreviate(text)));
+            }
+            let value: f32 = text.parse().map_err(|_| format!("{} is not an f32 number", abbreviate(text)))?;
+            if value.is_infinite() {
+                return Err(format!("{} is out of range for f32", abbreviate(text)));
+            }
+            Ok(value.to_bits())
+        }
+    }
+}
+
+/// Parses an f64 like [`parse_f32`] does an f32.
+pub fn parse_f64(text: &str) -> Result<u64, String> {
+    const SIGN: u64 = 1 << 63;
+    match parse_special(text)? {
+        Some(Special::Infinity { negative }) => Ok(f64::INFINITY.to_bits() | if negative { SIGN } else { 0 }),
+        Some(Special::Nan { negative, payload }) => {
+            let payload = payload.unwrap_or(F64_CANONICAL_NAN_PAYLOAD);
+            if payload == 0 || payload > F64_MANTISSA {
+                return Err(format!("NaN payload of {text} must be between 0x1 and 0xfffffffffffff"));
+            }
+            Ok(0x7ff0_0000_0000_0000 | payload | if negative { SIGN } else { 0 })
+        }
+        None => {
+            if text.len() > MAX_NUMBER_TEXT || !is_decimal(text) {
+                return Err(format!("{} is not an f64 number", abbreviate(text)));
+            }
+            let value: f64 = text.parse().map_err(|_| format!("{} is not an f64 number", abbreviate(text)))?;
+            if value.is_infinite() {
+                return Err(format!("{} is out of range for f64", abbreviate(text)));
+            }
+            Ok(value.to_bits())
+        }
+    }
+}
+
+/// Parses a v128 from `0x` followed by up to 32 hex digits (the 128-bit
+/// little-endian value, lane 0 in the lowest bits), or from lane syntax as in
+/// the text format: `i8x16`, `i16x8`, `i32x4`, `i64x2`, `f32x4`, `f64x2`
+/// followed by the lanes separated by spaces.
+pub fn parse_v128(text: &str) -> Result<u128, String> {
+    let text = text.trim();
+    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        if hex.is_empty() || hex.len() > 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("{} is not 0x followed by 1 to 32 hex digits", abbreviate(text)));
+        }
+        return u128::from_str_radix(hex, 16).map_err(|e| e.to_string());
+    }
+    let mut words = text.split_whitespace();
+    let shape = words.next().unwrap_or("");
+    let (lane_bits, count, float): (u32, usize, bool) = match shape {
+        "i8x16" => (8, 16, false),
+        "i16x8" => (16, 8, false),
+        "i32x4" => (32, 4, false),
+        "i64x2" => (64, 2, false),
+        "f32x4" => (32, 4, true),
+        "f64x2" => (64, 2, true),
+        _ => {
+            return Err(format!(
+                "{} is not a v128: use 0x and 32 hex digits, or a shape (i8x16, i16x8, i32x4, i64x2, f32x4, f64x2) and its lanes",
+                abbreviate(text)
+            ));
+        }
+    };
+    let lanes: Vec<&str> = words.collect();
+    if lanes.len() != count {
+        return Err(format!("{shape} needs {count} lanes, got {}", lanes.len()));
+    }
+    let mut value = 0u128;
+    for (i, lane) in lanes.iter().enumerate() {
+        let bits = match (float, lane_bits) {
+            (true, 32) => parse_f32(lane)? as u64,
+            (true, _) => parse_f64(lane)?,
+            (false, _) => parse_int(lane, lane_bits)?,
+        };
+        value |= (bits as u128) << (i as u32 * lane_bits);
+    }
+    Ok(value)
+}
+
+/// Writes one result as JSON text (see `docs/API.md` for the encodings).
+pub fn val_to_json(val: &Val) -> String {
+    match val {
+        Val::I32(v) => v.to_string(),
+        Val::I64(v) => v.to_string(),
+        Val::F32(bits) => f32_to_json(*bits),
+        Val::F64(bits) => f64_to_json(*bits),
+        Val::V128(v) => format!("\"0x{:032x}\"", v.as_u128()),
+        Val::FuncRef(None) | Val::ExternRef(None) | Val::AnyRef(None) | Val::ExnRef(None) => "null".into(),
+        Val::FuncRef(Some(_)) => r#"{"ref":"func"}"#.into(),
+        Val::ExternRef(Some(_)) => r#"{"ref":"extern"}"#.into(),
+        Val::AnyRef(Some(_)) => r#"{"ref":"any"}"#.into(),
+        Val::ExnRef(Some(_)) => r#"{"ref":"exn"}"#.into(),
+        // `Val` is non-exhaustive; a new kind of value is still reported.
+        #[allow(unreachable_patterns)]
+        _ => r#"{"ref":"unknown"}"#.into(),
+    }
+}
+
+/// Shortest decimal text that parses back to the same f32, or a special
+/// string for NaN and the infinities.
+pub fn f32_to_json(bits: u32) -> String {
+    let value = f32::from_bits(bits);
+    let negative = bits >> 31 == 1;
+    if value.is_nan() {
+        nan_json(negative, (bits & F32_MANTISSA) as u64, F32_CANONICAL_NAN_PAYLOAD as u64)
+    } else if value.is_infinite() {
+        infinity_json(negative)
+    } else {
+        format!("{value:?}")
+    }
+}
+
+/// Shortest decimal text that parses back to the same f64, or a special
+/// string for NaN and the infinities.
+pub fn f64_to_json(bits: u64) -> String {
+    let value = f64::from_bits(bits);
+    let negative = bits >> 63 == 1;
+    if value.is_nan() {
+        nan_json(negative, bits & F64_MANTISSA, F64_CANONICAL_NAN_PAYLOAD)
+    } else if value.is_infinite() {
+        infinity_json(negative)
+    } else {
+        format!("{value:?}")
+    }
+}
+
+fn nan_json(negative: bool, payload: u64, canonical: u64) -> String {
+    let sign = if negative { "-" } else { "" };
+    if payload == canonical {
+        format!("\"{sign}NaN\"")
+    } else {
+        format!("\"{sign}nan:0x{payload:x}\"")
+    }
+}
+
+fn infinity_json(negative: bool) -> String {
+    if negative { "\"-Infinity\"".into() } else { "\"Infinity\"".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_string()).unwrap()
+    }
+
+    fn to_val(text: &str, ty: ValType) -> Result<Val, String> {
+        json_to_val(&raw(text), &ty)
+    }
+
+    #[test]
+    fn i32_accepts_signed_unsigned_strings_and_hex() {
+        assert_eq!(to_val("2", ValType::I32).unwrap().unwrap_i32(), 2);
+        assert_eq!(to_val("-2147483648", ValType::I32).unwrap().unwrap_i32(), i32::MIN);
+        assert_eq!(to_val("4294967295", ValType::I32).unwrap().unwrap_i32(), -1);
+        assert_eq!(to_val("\"0xffffffff\"", ValType::I32).unwrap().unwrap_i32(), -1);
+        assert_eq!(to_val("\"-7\"", ValType::I32).unwrap().unwrap_i32(), -7);
+    }
+
+    #[test]
+    fn i32_rejects_out_of_range_fractions_and_other_types() {
+        assert!(to_val("4294967296", ValType::I32).unwrap_err().contains("out of range"));
+        assert!(to_val("-2147483649", ValType::I32).unwrap_err().contains("out of range"));
+        assert!(to_val("2.0", ValType::I32).unwrap_err().contains("not an i32"));
+        assert!(to_val("1e3", ValType::I32).is_err());
+        assert!(to_val("true", ValType::I32).unwrap_err().contains("boolean"));
+        assert!(to_val("null", ValType::I32).is_err());
+        assert!(to_val("\"\"", ValType::I32).is_err());
+    }
+
+    #[test]
+    fn i64_is_exact_beyond_2_pow_53() {
+        assert_eq!(to_val("9007199254740993", ValType::I64).unwrap().unwrap_i64(), 9007199254740993);
+        assert_eq!(to_val("-9223372036854775808", ValType::I64).unwrap().unwrap_i64(), i64::MIN);
+        assert_eq!(to_val("18446744073709551615", ValType::I64).unwrap().unwrap_i64(), -1);
+        assert!(to_val("18446744073709551616", ValType::I64).is_err());
+        assert_eq!(val_to_json(&Val::I64(i64::MAX)), "9223372036854775807");
+    }
+
+    #[test]
+    fn f32_parses_straight_from_decimal() {
+        let bits = to_val("0.1", ValType::F32).unwrap().unwrap_f32().to_bits();
+        assert_eq!(bits, 0.1f32.to_bits());
+        assert_eq!(f32_to_json(bits), "0.1");
+        // 16777217 is not representable in f32; it must round to even once.
+        assert_eq!(to_val("16777217", ValType::F32).unwrap().unwrap_f32(), 16777216.0);
+    }
+
+    #[test]
+    fn signed_zero_nan_and_infinities_survive() {
+        let neg_zero = to_val("-0.0", ValType::F64).unwrap();
+        assert_eq!(val_to_json(&neg_zero), "-0.0");
+        assert_eq!(val_to_json(&to_val("\"NaN\"", ValType::F32).unwrap()), "\"NaN\"");
+        assert_eq!(val_to_json(&to_val("\"-nan\"", ValType::F64).unwrap()), "\"-NaN\"");
+        assert_eq!(val_to_json(&to_val("\"nan:0x200000\"", ValType::F32).unwrap()), "\"nan:0x200000\"");
+        assert_eq!(val_to_json(&to_val("\"Infinity\"", ValType::F32).unwrap()), "\"Infinity\"");
+        assert_eq!(val_to_json(&to_val("\"-Infinity\"", ValType::F64).unwrap()), "\"-Infinity\"");
+    }
+
+    #[test]
+    fn floats_reject_overflow_and_junk() {
+        assert!(to_val("1e39", ValType::F32).unwrap_err().contains("out of range"));
+        assert!(to_val("1e309", ValType::F64).unwrap_err().contains("out of range"));
+        assert!(to_val("\"12abc\"", ValType::F64).is_err());
+        assert!(to_val("\"nan:0x0\"", ValType::F32).is_err());
+        assert!(to_val("\"nan:0x800000\"", ValType::F32).is_err());
+    }
+
+    #[test]
+    fn v128_hex_and_lane_forms_agree() {
+        let hex = parse_v128("0x00000004000000030000000200000001").unwrap();
+        let lanes = parse_v128("i32x4 1 2 3 4").unwrap();
+        assert_eq!(hex, lanes);
+        assert_eq!(val_to_json(&Val::V128(V128::from(lanes))), "\"0x00000004000000030000000200000001\"");
+        assert_eq!(parse_v128("i8x16 -1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 255").unwrap(), 0xff << 120 | 0xff);
+        assert!(parse_v128("i32x4 1 2 3").is_err());
+    }
+
+    #[test]
+    fn refs_take_only_null() {
+        assert!(matches!(to_val("null", ValType::FUNCREF).unwrap(), Val::FuncRef(None)));
+        assert!(matches!(to_val("null", ValType::EXTERNREF).unwrap(), Val::ExternRef(None)));
+        assert!(to_val("1", ValType::FUNCREF).is_err());
+        assert_eq!(type_name(&ValType::FUNCREF), "funcref");
+    }
+}

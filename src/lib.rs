@@ -1,0 +1,26 @@
+//! wasm-exec-api: run WebAssembly over HTTP.
+//!
+//! A client posts a module (binary as hex or base64, or WebAssembly text), a
+//! function name and JSON params; the server infers each param's type from
+//! the export's signature, runs the call in a sandbox under limits, and
+//! answers with typed JSON results. Modules can be registered by name,
+//! persisted, and linked to each other.
+//!
+//! # Layout
+//!
+//! - [`config`]: every flag and environment variable, with defaults.
+//! - [`startup`]: builds the application from settings, binds, serves.
+//! - [`api`]: HTTP only: routes, request and response types, the one
+//!   `ApiError`. Handlers decode, call the engine or registry, encode.
+//! - [`engine`]: the only module that knows wasmtime: compile cache, limits,
+//!   linking checks, execution, JSON ⇄ value conversion.
+//! - [`registry`]: named modules over the `ModuleStore` trait, whose default
+//!   backend is an embedded redb file.
+//! - [`telemetry`]: logging.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod registry;
+pub mod startup;
+pub mod telemetry;

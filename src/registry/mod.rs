@@ -1,0 +1,279 @@
+//! The module registry: named, immutable, persisted modules and their links.
+//!
+//! [`Registry`] keeps an in-memory index of every record (so the hot path of
+//! `/execute` reads no storage) in front of a [`ModuleStore`] backend, and
+//! uses the engine to validate modules and to resolve a module's host
+//! modules into the graph an execution instantiates. Store calls run on the
+//! blocking pool; the store, not the index, decides races.
+
+pub mod redb_store;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use crate::engine::compile::Sha256Digest;
+use crate::engine::link::check_imports;
+use crate::engine::{CacheOutcome, CompiledModule, EngineError, LinkedModule, WasmEngine};
+pub use redb_store::RedbStore;
+pub use store::{ModuleRecord, ModuleStore, StoreError};
+
+/// Longest module name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Import module names the WebAssembly system interface uses; reserved so a
+/// registered module can never stand in for it.
+const RESERVED_NAMES: &[&str] = &["wasi_snapshot_preview1", "wasi_unstable"];
+
+/// Failures of registry operations.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The module name breaks the naming rules.
+    #[error("{0}")]
+    InvalidName(String),
+    /// No module has this name.
+    #[error("no module named `{0}` is registered")]
+    NotFound(String),
+    /// A listed host module is not registered.
+    #[error("host module `{0}` is not registered")]
+    HostModuleNotFound(String),
+    /// The name is taken; names are immutable.
+    #[error("a module named `{0}` is already registered; names are immutable, so choose another or delete it first")]
+    Exists(String),
+    /// Other modules depend on this one.
+    #[error("module `{name}` is a host module of {}; delete those first", dependents.join(", "))]
+    InUse { name: String, dependents: Vec<String> },
+    /// Validation, compilation or linking failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The storage backend failed.
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Exists(n) => RegistryError::Exists(n),
+            StoreError::NotFound(n) => RegistryError::NotFound(n),
+            StoreError::MissingHostModule(n) => RegistryError::HostModuleNotFound(n),
+            StoreError::InUse { name, dependents } => RegistryError::InUse { name, dependents },
+            StoreError::Backend(m) => RegistryError::Storage(m),
+        }
+    }
+}
+
+/// An index entry: the record plus its digest in binary form.
+struct Entry {
+    record: ModuleRecord,
+    digest: Sha256Digest,
+}
+
+/// Named modules, their storage, and their link graphs.
+pub struct Registry {
+    store: Arc<dyn ModuleStore>,
+    engine: WasmEngine,
+    index: RwLock<HashMap<String, Arc<Entry>>>,
+}
+
+/// Checks a module name: 1 to 128 characters of `A-Z a-z 0-9 _ . -`, not
+/// starting with `.` or `-`, and not a reserved system interface name.
+pub fn validate_name(name: &str) -> Result<(), RegistryError> {
+    let bad = |why: &str| Err(RegistryError::InvalidName(format!("invalid module name {name:?}: {why}")));
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return bad("it must be 1 to 128 characters long");
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return bad("use only letters, digits, `_`, `.` and `-`");
+    }
+    if name.starts_with(['.', '-']) {
+        return bad("it must start with a letter, digit or `_`");
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return bad("the name is reserved for the WebAssembly system interface");
+    }
+    Ok(())
+}
+
+fn digest_of(record: &ModuleRecord) -> Result<Sha256Digest, RegistryError> {
+    let bytes = hex::decode(&record.sha256).map_err(|e| RegistryError::Storage(format!("bad digest in record: {e}")))?;
+    bytes.try_into().map_err(|_| RegistryError::Storage(format!("bad digest length in record `{}`", record.name)))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, RegistryError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RegistryError::Storage(format!("storage task failed: {e}")))?
+        .map_err(RegistryError::from)
+}
+
+impl Registry {
+    /// Opens the registry over `store`, loading the index of every record.
+    pub async fn open(store: Arc<dyn ModuleStore>, engine: WasmEngine) -> Result<Self, RegistryError> {
+        let records = {
+            let store = store.clone();
+            blocking(move || store.list()).await?
+        };
+        let mut index = HashMap::with_capacity(records.len());
+        for record in records {
+            let digest = digest_of(&record)?;
+            index.insert(record.name.clone(), Arc::new(Entry { record, digest }));
+        }
+        Ok(Registry { store, engine, index: RwLock::new(index) })
+    }
+
+    fn entry(&self, name: &str) -> Option<Arc<Entry>> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Every record, in name order.
+    pub fn list(&self) -> Vec<ModuleRecord> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let mut records: Vec<ModuleRecord> = index.values().map(|e| e.record.clone()).collect();
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        records
+    }
+
+    /// How many modules are registered.
+    pub fn len(&self) -> usize {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no module is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The record of `name`.
+    pub fn get(&self, name: &str) -> Result<ModuleRecord, RegistryError> {
+        self.entry(name).map(|e| e.record.clone()).ok_or_else(|| RegistryError::NotFound(name.to_string()))
+    }
+
+    /// The binary of `name`.
+    pub async fn wasm(&self, name: &str) -> Result<Vec<u8>, RegistryError> {
+        let entry = self.entry(name).ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        let store = self.store.clone();
+        let sha = entry.record.sha256.clone();
+        blocking(move || store.wasm(&sha))
+            .await?
+            .ok_or_else(|| RegistryError::Storage(format!("binary of module `{name}` is missing from storage")))
+    }
+
+    /// The compiled form of `name`, from the cache or compiled from storage.
+    pub async fn compiled(&self, name: &str) -> Result<(Arc<CompiledModule>, CacheOutcome), RegistryError> {
+        let entry = self.entry(name).ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        if let Some(hit) = self.engine.cached(&entry.digest) {
+            return Ok((hit, CacheOutcome::Cached));
+        }
+        let wasm = self.wasm(name).await?;
+        let (compiled, outcome) = self.engine.compile(wasm).await?;
+        if compiled.sha256() != &entry.digest {
+            return Err(RegistryError::Storage(format!("stored binary of module `{name}` does not match its SHA-256")));
+        }
+        Ok((compiled, outcome))
+    }
+
+    /// Resolves `hosts` and everything they depend on into a list in which
+    /// each module appears once, after all of its own host modules.
+    pub async fn link_graph(&self, hosts: &[String]) -> Result<Vec<LinkedModule>, RegistryError> {
+        if hosts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Iterative post-order walk; the graph is acyclic because a module's
+        // host modules must exist before it is registered and names never
+        // change, but `seen` also guards against a corrupted store.
+        let mut order: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut stack: Vec<(String, bool)> = hosts.iter().rev().map(|h| (h.clone(), false)).collect();
+        while let Some((name, expanded)) = stack.pop() {
+            if expanded {
+                order.push(name);
+                continue;
+            }
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let entry = self.entry(&name).ok_or_else(|| RegistryError::HostModuleNotFound(name.clone()))?;
+            stack.push((name, true));
+            for host in entry.record.host_modules.iter().rev() {
+                if !seen.contains(host) {
+                    stack.push((host.clone(), false));
+                }
+            }
+        }
+        let mut graph = Vec::with_capacity(order.len());
+        for name in order {
+            let (compiled, _) = self.compiled(&name).await?;
+            graph.push(LinkedModule { name, compiled });
+        }
+        Ok(graph)
+    }
+
+    /// The direct host modules `hosts`, picked out of a resolved `graph`.
+    pub fn direct_hosts(graph: &[LinkedModule], hosts: &[String]) -> Vec<LinkedModule> {
+        graph.iter().filter(|m| hosts.contains(&m.name)).cloned().collect()
+    }
+
+    /// Validates, links and stores a new module under `name`.
+    pub async fn register(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        host_modules: Vec<String>,
+    ) -> Result<(ModuleRecord, Arc<CompiledModule>), RegistryError> {
+        validate_name(name)?;
+        if self.entry(name).is_some() {
+            return Err(RegistryError::Exists(name.to_string()));
+        }
+        let mut hosts: Vec<String> = Vec::with_capacity(host_modules.len());
+        for host in host_modules {
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+        let graph = self.link_graph(&hosts).await?;
+        let size = wasm.len() as u64;
+        let (compiled, _) = self.engine.compile(wasm.clone()).await?;
+        check_imports(&format!("module `{name}`"), &compiled, &Self::direct_hosts(&graph, &hosts))?;
+        let record = ModuleRecord {
+            name: name.to_string(),
+            sha256: compiled.sha256_hex(),
+            size,
+            host_modules: hosts,
+            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        };
+        {
+            let store = self.store.clone();
+            let record = record.clone();
+            blocking(move || store.insert(&record, &wasm)).await?;
+        }
+        let entry = Arc::new(Entry { record: record.clone(), digest: *compiled.sha256() });
+        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), entry);
+        Ok((record, compiled))
+    }
+
+    /// Deletes `name`, unless other modules depend on it.
+    pub async fn delete(&self, name: &str) -> Result<(), RegistryError> {
+        let store = self.store.clone();
+        let owned = name.to_string();
+        blocking(move || store.remove(&owned)).await?;
+        self.index.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn names_follow_the_rules() {
+        for ok in ["utils", "a", "my-mod.v2", "_x", "A1"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "white space", "wasi_snapshot_preview1", &"x".repeat(129)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! [`ModuleStore`] on redb, an embedded, crash-safe key-value store.
+//!
+//! redb commits are copy-on-write with a checksummed commit record and an
+//! fsync, so an acknowledged registration survives a crash and a torn write
+//! is never visible. Write transactions are serialized by redb itself, which
+//! is what makes check-then-insert on a name atomic. With `--memory` the same
+//! code runs on redb's in-memory backend, so both modes share one tested path.
+//!
+//! Layout: `modules` maps name → JSON [`ModuleRecord`]; `blobs` maps SHA-256
+//! hex → module binary (content-addressed, so identical modules registered
+//! under two names are stored once).
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::store::{ModuleRecord, ModuleStore, StoreError};
+
+const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+
+/// The embedded store.
+pub struct RedbStore {
+    db: Database,
+}
+
+fn backend<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        Self::with_tables(db)
+    }
+
+    /// A store that lives in memory only and is gone when dropped.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(backend)?;
+        Self::with_tables(db)
+    }
+
+    fn with_tables(db: Database) -> Result<Self, StoreError> {
+        let txn = db.begin_write().map_err(backend)?;
+        txn.open_table(MODULES).map_err(backend)?;
+        txn.open_table(BLOBS).map_err(backend)?;
+        txn.commit().map_err(backend)?;
+        Ok(RedbStore { db })
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<ModuleRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("unreadable module record: {e}")))
+}
+
+impl ModuleStore for RedbStore {
+    fn list(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(MODULES).map_err(backend)?;
+        let mut records = Vec::new();
+        for entry in table.iter().map_err(backend)? {
+            let (_, value) = entry.map_err(backend)?;
+            records.push(decode(value.value())?);
+        }
+        Ok(records)
+    }
+
+    fn insert(&self, record: &ModuleRecord, wasm: &[u8]) -> Result<(), StoreError> {
+        let encoded = serde_json::to_vec(record).map_err(backend)?;
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut modules = txn.open_table(MODULES).map_err(backend)?;
+            if modules.get(record.name.as_str()).map_err(backend)?.is_some() {
+                return Err(StoreError::Exists(record.name.clone()));
+            }
+            for host in &record.host_modules {
+                if modules.get(host.as_str()).map_err(backend)?.is_none() {
+                    return Err(StoreError::MissingHostModule(host.clone()));
+                }
+            }
+            modules.insert(record.name.as_str(), encoded.as_slice()).map_err(backend)?;
+            let mut blobs = txn.open_table(BLOBS).map_err(backend)?;
+            if blobs.get(record.sha256.as_str()).map_err(backend)?.is_none() {
+                blobs.insert(record.sha256.as_str(), wasm).map_err(backend)?;
+            }
+        }
+        txn.commit().map_err(backend)
+    }
+
+    fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(BLOBS).map_err(backend)?;
+        Ok(table.get(sha256).map_err(backend)?.map(|v| v.value().to_vec()))
+    }
+
+    fn remove(&self, name: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let mut modules = txn.open_table(MODULES).map_err(backend)?;
+            let target = match modules.get(name).map_err(backend)? {
+                Some(v) => decode(v.value())?,
+                None => return Err(StoreError::NotFound(name.to_string())),
+            };
+            let mut dependents = Vec::new();
+            let mut blob_shared = false;
+            for entry in modules.iter().map_err(backend)? {
+                let (key, value) = entry.map_err(backend)?;
+                if key.value() == name {
+                    continue;
+                }
+                let other = decode(value.value())?;
+                if other.host_modules.iter().any(|h| h == name) {
+                    dependents.push(other.name.clone());
+                }
+                blob_shared |= other.sha256 == target.sha256;
+            }
+            if !dependents.is_empty() {
+                return Err(StoreError::InUse { name: name.to_string(), dependents });
+            }
+            modules.remove(name).map_err(backend)?;
+            if !blob_shared {
+                txn.open_table(BLOBS).map_err(backend)?.remove(target.sha256.as_str()).map_err(backend)?;
+            }
+        }
+        txn.commit().map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, sha: &str, hosts: &[&str]) -> ModuleRecord {
+        ModuleRecord {
+            name: name.into(),
+            sha256: sha.into(),
+            size: 3,
+            host_modules: hosts.iter().map(|h| h.to_string()).collect(),
+            created: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_hosts_must_exist() {
+        let store = RedbStore::in_memory().unwrap();
+        store.insert(&record("a", "aa", &[]), b"abc").unwrap();
+        assert!(matches!(store.insert(&record("a", "bb", &[]), b"xyz"), Err(StoreError::Exists(_))));
+        assert!(matches!(store.insert(&record("b", "bb", &["nope"]), b"xyz"), Err(StoreError::MissingHostModule(_))));
+        store.insert(&record("b", "bb", &["a"]), b"xyz").unwrap();
+        assert_eq!(store.list().unwrap().len(), 2);
+        assert_eq!(store.wasm("aa").unwrap().unwrap(), b"abc");
+    }
+
+    #[test]
+    fn removal_is_refused_while_depended_on_and_keeps_shared_blobs() {
+        let store = RedbStore::in_memory().unwrap();
+        store.insert(&record("a", "aa", &[]), b"abc").unwrap();
+        store.insert(&record("twin", "aa", &[]), b"abc").unwrap();
+        store.insert(&record("b", "bb", &["a"]), b"xyz").unwrap();
+        match store.remove("a") {
+            Err(StoreError::InUse { dependents, .. }) => assert_eq!(dependents, vec!["b".to_string()]),
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        store.remove("b").unwrap();
+        store.remove("a").unwrap();
+        assert_eq!(store.wasm("aa").unwrap().unwrap(), b"abc", "still used by `twin`");
+        store.remove("twin").unwrap();
+        assert!(store.wasm("aa").unwrap().is_none());
+        assert!(matches!(store.remove("a"), Err(StoreError::NotFound(_))));
+    }
+}

@@ -1,0 +1,67 @@
+//! The storage contract for registered modules.
+//!
+//! The trait is small and synchronous on purpose: every backend (the
+//! embedded redb file today, a networked database later) implements the same
+//! few operations, each atomic on its own, and callers run them on the
+//! blocking pool. Integrity rules that must hold across concurrent writers
+//! (names are unique, a module's host modules exist, a module others depend
+//! on cannot be removed) are part of the contract, so that several server
+//! nodes sharing one database keep them too.
+
+use serde::{Deserialize, Serialize};
+
+/// What is stored about a registered module besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    /// Unique, immutable name; also the import module name dependents use.
+    pub name: String,
+    /// SHA-256 of the module binary, lowercase hex.
+    pub sha256: String,
+    /// Size of the module binary in bytes.
+    pub size: u64,
+    /// Registered modules whose exports this module may import.
+    pub host_modules: Vec<String>,
+    /// When it was registered, RFC 3339 UTC.
+    pub created: String,
+}
+
+/// Failures of a [`ModuleStore`] operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The name is taken.
+    #[error("a module named `{0}` is already registered")]
+    Exists(String),
+    /// No module has this name.
+    #[error("no module named `{0}` is registered")]
+    NotFound(String),
+    /// A host module named by the new record is not stored.
+    #[error("host module `{0}` is not registered")]
+    MissingHostModule(String),
+    /// Other modules list this one as a host module.
+    #[error("module `{name}` is a host module of {}; delete those first", dependents.join(", "))]
+    InUse { name: String, dependents: Vec<String> },
+    /// The backend failed (I/O, corruption, connection).
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// Persistent storage of module records and binaries.
+pub trait ModuleStore: Send + Sync + 'static {
+    /// Every stored record, in name order.
+    fn list(&self) -> Result<Vec<ModuleRecord>, StoreError>;
+
+    /// Stores `record` and its binary, atomically. Fails with
+    /// [`StoreError::Exists`] if the name is taken (of two concurrent inserts
+    /// of one name exactly one succeeds) and with
+    /// [`StoreError::MissingHostModule`] if a host module is not stored.
+    /// When it returns `Ok`, the record survives a crash.
+    fn insert(&self, record: &ModuleRecord, wasm: &[u8]) -> Result<(), StoreError>;
+
+    /// The binary with this SHA-256 (hex), if stored.
+    fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes the record `name`, atomically refusing with
+    /// [`StoreError::InUse`] while another record lists it as a host module.
+    /// Its binary goes too unless another record shares it.
+    fn remove(&self, name: &str) -> Result<(), StoreError>;
+}

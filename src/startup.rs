@@ -1,0 +1,93 @@
+//! Building the application from settings, binding, and serving until a
+//! shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::engine::WasmEngine;
+use crate::registry::{ModuleStore, RedbStore, Registry};
+
+/// A bound, ready-to-serve server.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    addr: SocketAddr,
+}
+
+impl Application {
+    /// Opens the store, builds the engine and registry, and binds the
+    /// listener (port 0 picks a free port; see [`Application::port`]).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store: Arc<dyn ModuleStore> = match settings.registry_path() {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
+                }
+                tracing::info!(path = %path.display(), "opening registry");
+                Arc::new(RedbStore::open(&path)?)
+            }
+            None => {
+                tracing::info!("registry kept in memory only (--memory)");
+                Arc::new(RedbStore::in_memory()?)
+            }
+        };
+        let engine = WasmEngine::new(settings.engine())?;
+        let registry = Arc::new(Registry::open(store, engine.clone()).await?);
+        tracing::info!(modules = registry.len(), "registry loaded");
+        let state = AppState::new(engine, registry, settings.max_concurrency);
+        let router = api::router(state, settings.max_body_bytes);
+        let listener = TcpListener::bind((settings.bind, settings.port))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind {}:{}: {e}", settings.bind, settings.port))?;
+        let addr = listener.local_addr()?;
+        Ok(Application { listener, router, addr })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        tracing::info!(addr = %self.addr, "listening");
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
