@@ -8,15 +8,15 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: every flag and environment variable, with defaults.
-//! - [`startup`]: builds the application from settings, binds, serves.
-//! - [`api`]: HTTP only: routes, request and response types, the one
+//! - [`config`] — every flag and environment variable, with defaults.
+//! - [`startup`] — builds the application from settings, binds, serves.
+//! - [`api`] — HTTP only: routes, request and response types, the one
 //!   `ApiError`. Handlers decode, call the engine or registry, encode.
-//! - [`engine`]: the only module that knows wasmtime: compile cache, limits,
+//! - [`engine`] — the only module that knows wasmtime: compile cache, limits,
 //!   linking checks, execution, JSON ⇄ value conversion.
-//! - [`registry`]: named modules over the `ModuleStore` trait, whose default
+//! - [`registry`] — named modules over the `ModuleStore` trait, whose default
 //!   backend is an embedded redb file.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`] — logging.
 
 pub mod api;
 pub mod config;

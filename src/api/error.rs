@@ -32,7 +32,12 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), extra: Map::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: Map::new(),
+        }
     }
 
     /// `400 invalid_request`: the request body or path is malformed.
@@ -50,14 +55,20 @@ impl ApiError {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
-            format!("the server is running its maximum of {limit} concurrent executions; retry shortly"),
+            format!(
+                "the server is running its maximum of {limit} concurrent executions; retry shortly"
+            ),
         )
     }
 
     /// `500 internal`: logs `cause`, answers with a fixed message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error; see the server log",
+        )
     }
 
     /// Adds an extra member to the error object.
@@ -81,14 +92,17 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::InvalidModule(m) => ApiError::new(S::BAD_REQUEST, "invalid_module", m),
             EngineError::ModuleTooLarge { .. } => ApiError::payload_too_large(e.to_string()),
-            EngineError::FunctionNotFound(m) => ApiError::new(S::NOT_FOUND, "function_not_found", m),
+            EngineError::FunctionNotFound(m) => {
+                ApiError::new(S::NOT_FOUND, "function_not_found", m)
+            }
             EngineError::InvalidParams(m) => ApiError::new(S::BAD_REQUEST, "invalid_params", m),
             EngineError::Link(m) => ApiError::new(S::BAD_REQUEST, "link_error", m),
             EngineError::Trap { kind, message } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "trap", message).with("trap", kind)
             }
             EngineError::LimitExceeded { kind, message } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "limit_exceeded", message).with("limit", kind.as_str())
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "limit_exceeded", message)
+                    .with("limit", kind.as_str())
             }
             EngineError::InvalidLimits(m) => ApiError::invalid_request(m),
             EngineError::Internal(m) => ApiError::internal(m),
@@ -101,12 +115,17 @@ impl From<RegistryError> for ApiError {
         use StatusCode as S;
         match e {
             RegistryError::InvalidName(m) => ApiError::invalid_request(m),
-            RegistryError::NotFound(_) => ApiError::new(S::NOT_FOUND, "module_not_found", e.to_string()),
-            RegistryError::HostModuleNotFound(_) => ApiError::new(S::BAD_REQUEST, "link_error", e.to_string()),
+            RegistryError::NotFound(_) => {
+                ApiError::new(S::NOT_FOUND, "module_not_found", e.to_string())
+            }
+            RegistryError::HostModuleNotFound(_) => {
+                ApiError::new(S::BAD_REQUEST, "link_error", e.to_string())
+            }
             RegistryError::Exists(_) => ApiError::new(S::CONFLICT, "module_exists", e.to_string()),
             RegistryError::InUse { ref dependents, .. } => {
                 let dependents = dependents.clone();
-                ApiError::new(S::CONFLICT, "module_in_use", e.to_string()).with("dependents", dependents)
+                ApiError::new(S::CONFLICT, "module_in_use", e.to_string())
+                    .with("dependents", dependents)
             }
             RegistryError::Engine(inner) => inner.into(),
             RegistryError::Storage(m) => ApiError::internal(m),
@@ -122,7 +141,9 @@ impl IntoResponse for ApiError {
         error.extend(self.extra);
         let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response.extensions_mut().insert(ErrorCode(self.code));
         response

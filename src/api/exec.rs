@@ -18,7 +18,9 @@ use crate::engine::{CacheOutcome, CallRequest, CompiledModule, LimitOverrides, L
 use crate::registry::Registry;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/", post(run_inline)).route("/execute", post(run_registered))
+    Router::new()
+        .route("/", post(run_inline))
+        .route("/execute", post(run_registered))
 }
 
 /// Body of `POST /`.
@@ -67,16 +69,36 @@ struct StatsBody {
     wall_time_us: u64,
 }
 
-async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInline>) -> ApiResult<Json<ExecResponse>> {
+async fn run_inline(
+    State(app): State<AppState>,
+    JsonBody(req): JsonBody<RunInline>,
+) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit()?;
     let started = Instant::now();
-    let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
-    let code = CodeFields { wasm_hex: req.wasm_hex, wasm_base64: req.wasm_base64, wat: req.wat };
+    let limits = app
+        .engine
+        .default_limits()
+        .lowered_by(req.limits.as_ref())?;
+    let code = CodeFields {
+        wasm_hex: req.wasm_hex,
+        wasm_base64: req.wasm_base64,
+        wat: req.wat,
+    };
     let wasm = code.into_wasm(&app.engine).await?;
     let (root, outcome) = app.engine.compile(wasm).await?;
     let graph = app.registry.link_graph(&req.host_modules).await?;
-    check_imports("the module", &root, &Registry::direct_hosts(&graph, &req.host_modules))?;
-    let call = Call { root, outcome, graph, label: "the module".into(), function: &req.function_name };
+    check_imports(
+        "the module",
+        &root,
+        &Registry::direct_hosts(&graph, &req.host_modules),
+    )?;
+    let call = Call {
+        root,
+        outcome,
+        graph,
+        label: "the module".into(),
+        function: &req.function_name,
+    };
     call.run(&app, &req.params, limits, started).await
 }
 
@@ -86,12 +108,21 @@ async fn run_registered(
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit()?;
     let started = Instant::now();
-    let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
+    let limits = app
+        .engine
+        .default_limits()
+        .lowered_by(req.limits.as_ref())?;
     let record = app.registry.get(&req.module_name)?;
     let (root, outcome) = app.registry.compiled(&req.module_name).await?;
     let graph = app.registry.link_graph(&record.host_modules).await?;
     let label = format!("module `{}`", req.module_name);
-    let call = Call { root, outcome, graph, label, function: &req.function_name };
+    let call = Call {
+        root,
+        outcome,
+        graph,
+        label,
+        function: &req.function_name,
+    };
     call.run(&app, &req.params, limits, started).await
 }
 
@@ -114,7 +145,9 @@ impl Call<'_> {
     ) -> ApiResult<Json<ExecResponse>> {
         let (compile, compile_us) = match self.outcome {
             CacheOutcome::Cached => ("cached", 0),
-            CacheOutcome::Compiled(d) => ("compiled", u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            CacheOutcome::Compiled(d) => {
+                ("compiled", u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            }
         };
         let request = CallRequest {
             root: self.root,
@@ -124,10 +157,14 @@ impl Call<'_> {
             params,
             limits,
         };
-        let outcome = app.engine.call(request).await.map_err(|(e, stats)| match stats {
-            Some(stats) => ApiError::from(e).with_stats(&stats),
-            None => ApiError::from(e),
-        })?;
+        let outcome = app
+            .engine
+            .call(request)
+            .await
+            .map_err(|(e, stats)| match stats {
+                Some(stats) => ApiError::from(e).with_stats(&stats),
+                None => ApiError::from(e),
+            })?;
         let results = outcome
             .results
             .into_iter()
@@ -142,6 +179,10 @@ impl Call<'_> {
             call_us: outcome.stats.call_us,
             wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         };
-        Ok(Json(ExecResponse { results, result_types: outcome.result_types, stats }))
+        Ok(Json(ExecResponse {
+            results,
+            result_types: outcome.result_types,
+            stats,
+        }))
     }
 }

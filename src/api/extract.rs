@@ -22,24 +22,36 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if !is_json(content_type) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 format!(
                     "expected a JSON body with `Content-Type: application/json`, got {}",
-                    if content_type.is_empty() { "no content type".to_string() } else { format!("`{content_type}`") }
+                    if content_type.is_empty() {
+                        "no content type".to_string()
+                    } else {
+                        format!("`{content_type}`")
+                    }
                 ),
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(
-                    "the request body is larger than the server's limit (see --max-body-bytes)".to_string(),
+                    "the request body is larger than the server's limit (see --max-body-bytes)"
+                        .to_string(),
                 )
             } else {
-                ApiError::invalid_request(format!("cannot read the request body: {}", rejection.body_text()))
+                ApiError::invalid_request(format!(
+                    "cannot read the request body: {}",
+                    rejection.body_text()
+                ))
             }
         })?;
         serde_json::from_slice(&bytes)
@@ -49,6 +61,12 @@ where
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

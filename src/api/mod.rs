@@ -38,12 +38,20 @@ pub struct AppState {
 impl AppState {
     pub fn new(engine: WasmEngine, registry: Arc<Registry>, max_concurrency: usize) -> Self {
         let max_concurrency = max_concurrency.max(1);
-        AppState { engine, registry, exec_permits: Arc::new(Semaphore::new(max_concurrency)), max_concurrency }
+        AppState {
+            engine,
+            registry,
+            exec_permits: Arc::new(Semaphore::new(max_concurrency)),
+            max_concurrency,
+        }
     }
 
     /// Takes an execution slot, or fails fast with `503 overloaded`.
     pub fn exec_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.exec_permits.clone().try_acquire_owned().map_err(|_| ApiError::overloaded(self.max_concurrency))
+        self.exec_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded(self.max_concurrency))
     }
 }
 
@@ -66,11 +74,19 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such endpoint; see docs/API.md")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "no such endpoint; see docs/API.md",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
 }
 
 /// One log line per request: method, path, status, error code, duration.
@@ -85,7 +101,9 @@ async fn log_request(request: Request, next: Next) -> Response {
         Some(ErrorCode(code)) if status >= 500 => {
             tracing::error!(%method, %path, status, code, micros, "request failed")
         }
-        Some(ErrorCode(code)) => tracing::info!(%method, %path, status, code, micros, "request refused"),
+        Some(ErrorCode(code)) => {
+            tracing::info!(%method, %path, status, code, micros, "request refused")
+        }
         None => tracing::info!(%method, %path, status, micros, "request served"),
     }
     response

@@ -49,26 +49,50 @@ struct ModuleList {
     modules: Vec<ModuleRecord>,
 }
 
-async fn register(State(app): State<AppState>, JsonBody(req): JsonBody<Register>) -> ApiResult<impl IntoResponse> {
+async fn register(
+    State(app): State<AppState>,
+    JsonBody(req): JsonBody<Register>,
+) -> ApiResult<impl IntoResponse> {
     let _permit = app.exec_permit()?;
-    let code = CodeFields { wasm_hex: req.wasm_hex, wasm_base64: req.wasm_base64, wat: req.wat };
+    let code = CodeFields {
+        wasm_hex: req.wasm_hex,
+        wasm_base64: req.wasm_base64,
+        wat: req.wat,
+    };
     let wasm = code.into_wasm(&app.engine).await?;
-    let (record, compiled) = app.registry.register(&req.module_name, wasm, req.host_modules).await?;
-    let detail = ModuleDetail { record, interface: compiled.interface() };
+    let (record, compiled) = app
+        .registry
+        .register(&req.module_name, wasm, req.host_modules)
+        .await?;
+    let detail = ModuleDetail {
+        record,
+        interface: compiled.interface(),
+    };
     Ok((StatusCode::CREATED, Json(detail)))
 }
 
 async fn list(State(app): State<AppState>) -> Json<ModuleList> {
-    Json(ModuleList { modules: app.registry.list() })
+    Json(ModuleList {
+        modules: app.registry.list(),
+    })
 }
 
-async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ModuleDetail>> {
+async fn describe(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ModuleDetail>> {
     let record = app.registry.get(&name)?;
     let (compiled, _) = app.registry.compiled(&name).await?;
-    Ok(Json(ModuleDetail { record, interface: compiled.interface() }))
+    Ok(Json(ModuleDetail {
+        record,
+        interface: compiled.interface(),
+    }))
 }
 
-async fn binary(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn binary(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let wasm = app.registry.wasm(&name).await?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], wasm))
 }

@@ -84,7 +84,11 @@ impl CompiledModule {
     /// The module's exports and imports with their types.
     pub fn interface(&self) -> ModuleInterface {
         ModuleInterface {
-            exports: self.module.exports().map(|e| ExternDesc::new(None, e.name(), &e.ty())).collect(),
+            exports: self
+                .module
+                .exports()
+                .map(|e| ExternDesc::new(None, e.name(), &e.ty()))
+                .collect(),
             imports: self
                 .module
                 .imports()
@@ -130,7 +134,12 @@ impl ExternDesc {
                 Some(f.params().map(|t| type_name(&t)).collect()),
                 Some(f.results().map(|t| type_name(&t)).collect()),
             ),
-            ExternType::Memory(m) => ("memory", describe_limits(m.minimum(), m.maximum(), "pages"), None, None),
+            ExternType::Memory(m) => (
+                "memory",
+                describe_limits(m.minimum(), m.maximum(), "pages"),
+                None,
+                None,
+            ),
             ExternType::Table(t) => (
                 "table",
                 format!(
@@ -146,11 +155,23 @@ impl ExternDesc {
                     Mutability::Var => "mut ",
                     Mutability::Const => "",
                 };
-                ("global", format!("{mutability}{}", type_name(g.content())), None, None)
+                (
+                    "global",
+                    format!("{mutability}{}", type_name(g.content())),
+                    None,
+                    None,
+                )
             }
             ExternType::Tag(_) => ("tag", "tag".into(), None, None),
         };
-        ExternDesc { module: module.map(str::to_string), name: name.to_string(), kind, ty: text, params, results }
+        ExternDesc {
+            module: module.map(str::to_string),
+            name: name.to_string(),
+            kind,
+            ty: text,
+            params,
+            results,
+        }
     }
 }
 
@@ -187,11 +208,18 @@ impl CompileCache {
     }
 
     fn get(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(sha).cloned()
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sha)
+            .cloned()
     }
 
     fn insert(&self, module: Arc<CompiledModule>) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).put(module.sha256, module);
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(module.sha256, module);
     }
 }
 
@@ -205,7 +233,8 @@ impl WasmEngine {
     pub async fn wat_to_wasm(&self, text: String) -> Result<Vec<u8>, EngineError> {
         let small = text.len() <= INLINE_WAT_BYTES;
         let parse = move || {
-            wat::parse_str(&text).map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly text: {e}")))
+            wat::parse_str(&text)
+                .map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly text: {e}")))
         };
         if small {
             return parse();
@@ -222,10 +251,16 @@ impl WasmEngine {
 
     /// Returns the compiled form of `wasm`, compiling it only if the cache
     /// does not have it yet.
-    pub async fn compile(&self, wasm: Vec<u8>) -> Result<(Arc<CompiledModule>, CacheOutcome), EngineError> {
+    pub async fn compile(
+        &self,
+        wasm: Vec<u8>,
+    ) -> Result<(Arc<CompiledModule>, CacheOutcome), EngineError> {
         let limit = self.inner.settings.max_module_bytes;
         if wasm.len() > limit {
-            return Err(EngineError::ModuleTooLarge { size: wasm.len(), limit });
+            return Err(EngineError::ModuleTooLarge {
+                size: wasm.len(),
+                limit,
+            });
         }
         let sha = sha256(&wasm);
         if let Some(hit) = self.cached(&sha) {
@@ -253,7 +288,11 @@ impl WasmEngine {
         Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
     }
 
-    fn compile_blocking(&self, sha: Sha256Digest, wasm: &[u8]) -> Result<CompiledModule, EngineError> {
+    fn compile_blocking(
+        &self,
+        sha: Sha256Digest,
+        wasm: &[u8],
+    ) -> Result<CompiledModule, EngineError> {
         let module = Module::from_binary(self.wasmtime(), wasm).map_err(|e| {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain.join(": ")))
@@ -268,7 +307,11 @@ impl WasmEngine {
         } else {
             None
         };
-        Ok(CompiledModule { sha256: sha, size: wasm.len(), module, pre })
+        Ok(CompiledModule {
+            sha256: sha,
+            size: wasm.len(),
+            module,
+            pre,
+        })
     }
 }
-

@@ -105,28 +105,47 @@ pub enum EngineError {
 /// `memory_denied` says whether the store's limiter refused a memory or table
 /// growth earlier in this execution: a trap that follows a refusal is most
 /// usefully reported as the limit that caused it.
-pub fn classify_runtime_error(error: wasmtime::Error, limits: &super::limits::ExecLimits) -> EngineError {
+pub fn classify_runtime_error(
+    error: wasmtime::Error,
+    limits: &super::limits::ExecLimits,
+) -> EngineError {
     if let Some(hit) = error.downcast_ref::<LimitHit>() {
-        return EngineError::LimitExceeded { kind: hit.kind, message: hit.message.clone() };
+        return EngineError::LimitExceeded {
+            kind: hit.kind,
+            message: hit.message.clone(),
+        };
     }
     if let Some(trap) = error.downcast_ref::<Trap>() {
         let trap = *trap;
         return match trap {
             Trap::OutOfFuel => EngineError::LimitExceeded {
                 kind: LimitKind::Fuel,
-                message: format!("fuel exhausted: the execution used all {} units of fuel", limits.fuel),
+                message: format!(
+                    "fuel exhausted: the execution used all {} units of fuel",
+                    limits.fuel
+                ),
             },
             Trap::Interrupt => EngineError::LimitExceeded {
                 kind: LimitKind::Time,
-                message: format!("execution exceeded the time limit of {} ms", limits.timeout_ms),
+                message: format!(
+                    "execution exceeded the time limit of {} ms",
+                    limits.timeout_ms
+                ),
             },
-            other => EngineError::Trap { kind: trap_name(other), message: describe_trap(&error, other) },
+            other => EngineError::Trap {
+                kind: trap_name(other),
+                message: describe_trap(&error, other),
+            },
         };
     }
     // Instantiation failures that are not traps are resource failures (for
     // example an initial memory the pooling allocator cannot hold); they are
     // the module's doing, so they are reported as a link-time limit.
-    let chain = error.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+    let chain = error
+        .chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
     EngineError::Link(chain)
 }
 
@@ -138,7 +157,10 @@ fn describe_trap(error: &wasmtime::Error, trap: Trap) -> String {
             .iter()
             .take(16)
             .map(|f| {
-                let name = f.func_name().map(str::to_string).unwrap_or_else(|| format!("func[{}]", f.func_index()));
+                let name = f
+                    .func_name()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("func[{}]", f.func_index()));
                 match f.module().name() {
                     Some(m) => format!("{m}!{name}"),
                     None => name,

@@ -25,10 +25,6 @@ pub struct StoreState {
     limiter: StoreLimiter,
     deadline: Instant,
     timeout_ms: u64,
-    /// Fuel left as seen at the last epoch tick. When the time limit stops a
-    /// guest, the unwinding skips the final fuel write-back, so this is the
-    /// best figure of what it used.
-    fuel_left_at_tick: u64,
 }
 
 /// One call to run.
@@ -72,24 +68,37 @@ fn micros(d: Duration) -> u64 {
 impl WasmEngine {
     /// Runs `request`. On failure the error says which limit, trap, param or
     /// import was at fault; fuel used so far is returned alongside.
-    pub async fn call(&self, request: CallRequest<'_>) -> Result<CallOutcome, (EngineError, Option<ExecStats>)> {
+    pub async fn call(
+        &self,
+        request: CallRequest<'_>,
+    ) -> Result<CallOutcome, (EngineError, Option<ExecStats>)> {
         let no_stats = |e| (e, None);
-        let ty = request.root.function_type(request.function).ok_or_else(|| {
-            let available = request.root.exported_functions();
-            no_stats(EngineError::FunctionNotFound(format!(
-                "{} has no exported function `{}`; it exports: {}",
-                request.root_label,
-                request.function,
-                if available.is_empty() { "no functions".to_string() } else { available.join(", ") }
-            )))
-        })?;
+        let ty = request
+            .root
+            .function_type(request.function)
+            .ok_or_else(|| {
+                let available = request.root.exported_functions();
+                no_stats(EngineError::FunctionNotFound(format!(
+                    "{} has no exported function `{}`; it exports: {}",
+                    request.root_label,
+                    request.function,
+                    if available.is_empty() {
+                        "no functions".to_string()
+                    } else {
+                        available.join(", ")
+                    }
+                )))
+            })?;
         let params = convert_params(request.function, &ty, request.params).map_err(no_stats)?;
 
         let mut store = self.new_store(&request.limits);
         let started = Instant::now();
         let instance = instantiate(&mut store, &request).await;
         let instantiated = Instant::now();
-        let mut stats = ExecStats { instantiate_us: micros(instantiated - started), ..Default::default() };
+        let mut stats = ExecStats {
+            instantiate_us: micros(instantiated - started),
+            ..Default::default()
+        };
         let instance = match instance {
             Ok(instance) => instance,
             Err(e) => {
@@ -99,7 +108,12 @@ impl WasmEngine {
         };
         let func = instance
             .get_func(&mut store, request.function)
-            .ok_or_else(|| (EngineError::Internal("export vanished after instantiation".into()), None))?;
+            .ok_or_else(|| {
+                (
+                    EngineError::Internal("export vanished after instantiation".into()),
+                    None,
+                )
+            })?;
         let mut results = vec![Val::I32(0); ty.results().len()];
         let outcome = func.call_async(&mut store, &params, &mut results).await;
         stats.call_us = micros(instantiated.elapsed());
@@ -119,21 +133,21 @@ impl WasmEngine {
             limiter: StoreLimiter::new(limits),
             deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
             timeout_ms: limits.timeout_ms,
-            fuel_left_at_tick: limits.fuel,
         };
         let mut store = Store::new(self.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
         // Fuel is enabled engine-wide, so setting it cannot fail.
         let _ = store.set_fuel(limits.fuel);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let fuel_left = ctx.get_fuel().unwrap_or(0);
-            let state = ctx.data_mut();
-            state.fuel_left_at_tick = fuel_left;
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
             if Instant::now() >= state.deadline {
                 return Err(wasmtime::Error::new(LimitHit {
                     kind: LimitKind::Time,
-                    message: format!("execution exceeded the time limit of {} ms", state.timeout_ms),
+                    message: format!(
+                        "execution exceeded the time limit of {} ms",
+                        state.timeout_ms
+                    ),
                 }));
             }
             // Let other requests run on this worker thread, then go on.
@@ -143,12 +157,19 @@ impl WasmEngine {
     }
 }
 
+/// Fuel used so far. Compiled code keeps its fuel counter in a register and
+/// writes it back at calls and returns; when the time limit interrupts a
+/// tight loop the last write-back may be old, so after a timeout this can
+/// undercount (documented in docs/API.md).
 fn fuel_used(store: &Store<StoreState>, limits: &ExecLimits) -> u64 {
-    let left = store.get_fuel().unwrap_or(0).min(store.data().fuel_left_at_tick);
-    limits.fuel.saturating_sub(left)
+    limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
 }
 
-fn convert_params(function: &str, ty: &wasmtime::FuncType, params: &[Box<RawValue>]) -> Result<Vec<Val>, EngineError> {
+fn convert_params(
+    function: &str,
+    ty: &wasmtime::FuncType,
+    params: &[Box<RawValue>],
+) -> Result<Vec<Val>, EngineError> {
     let expected = ty.params().len();
     if params.len() != expected {
         return Err(EngineError::InvalidParams(format!(
@@ -176,7 +197,10 @@ fn convert_params(function: &str, ty: &wasmtime::FuncType, params: &[Box<RawValu
 /// Instantiates the dependency graph in order, then the root, all in one
 /// store, so that a module reached twice (a diamond) exists once and its
 /// memory and globals are shared by everyone who imports them.
-async fn instantiate(store: &mut Store<StoreState>, request: &CallRequest<'_>) -> wasmtime::Result<Instance> {
+async fn instantiate(
+    store: &mut Store<StoreState>,
+    request: &CallRequest<'_>,
+) -> wasmtime::Result<Instance> {
     if request.graph.is_empty()
         && let Some(pre) = request.root.pre()
     {
@@ -186,9 +210,15 @@ async fn instantiate(store: &mut Store<StoreState>, request: &CallRequest<'_>) -
     for node in &request.graph {
         let instance = match node.compiled.pre() {
             Some(pre) => pre.instantiate_async(&mut *store).await?,
-            None => linker.instantiate_async(&mut *store, node.compiled.module()).await?,
+            None => {
+                linker
+                    .instantiate_async(&mut *store, node.compiled.module())
+                    .await?
+            }
         };
         linker.instance(&mut *store, &node.name, instance)?;
     }
-    linker.instantiate_async(&mut *store, request.root.module()).await
+    linker
+        .instantiate_async(&mut *store, request.root.module())
+        .await
 }

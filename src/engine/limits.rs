@@ -75,16 +75,27 @@ pub struct StoreLimiter {
 
 impl StoreLimiter {
     pub fn new(limits: &ExecLimits) -> Self {
-        StoreLimiter { memory_bytes: limits.memory_bytes, table_elements: limits.table_elements, memory_in_use: 0 }
+        StoreLimiter {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            memory_in_use: 0,
+        }
     }
 }
 
 impl wasmtime::ResourceLimiter for StoreLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
-        let in_use = self.memory_in_use.saturating_add((desired - current) as u64);
+        let in_use = self
+            .memory_in_use
+            .saturating_add((desired - current) as u64);
         if in_use > self.memory_bytes {
             return Err(wasmtime::Error::new(LimitHit {
                 kind: LimitKind::Memory,
@@ -98,7 +109,12 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
@@ -131,19 +147,36 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
 mod tests {
     use super::*;
 
-    const SERVER: ExecLimits = ExecLimits { fuel: 100, timeout_ms: 1000, memory_bytes: 65536, table_elements: 10 };
+    const SERVER: ExecLimits = ExecLimits {
+        fuel: 100,
+        timeout_ms: 1000,
+        memory_bytes: 65536,
+        table_elements: 10,
+    };
 
     #[test]
     fn overrides_lower_limits() {
-        let o = LimitOverrides { fuel: Some(5), ..Default::default() };
-        assert_eq!(SERVER.lowered_by(Some(&o)).unwrap(), ExecLimits { fuel: 5, ..SERVER });
+        let o = LimitOverrides {
+            fuel: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            SERVER.lowered_by(Some(&o)).unwrap(),
+            ExecLimits { fuel: 5, ..SERVER }
+        );
         assert_eq!(SERVER.lowered_by(None).unwrap(), SERVER);
     }
 
     #[test]
     fn overrides_cannot_raise_limits() {
-        let o = LimitOverrides { timeout_ms: Some(5000), ..Default::default() };
+        let o = LimitOverrides {
+            timeout_ms: Some(5000),
+            ..Default::default()
+        };
         let err = SERVER.lowered_by(Some(&o)).unwrap_err().to_string();
-        assert!(err.contains("limits.timeout_ms = 5000 exceeds the server maximum of 1000"), "{err}");
+        assert!(
+            err.contains("limits.timeout_ms = 5000 exceeds the server maximum of 1000"),
+            "{err}"
+        );
     }
 }

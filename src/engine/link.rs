@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use wasmtime::ExternType;
 
+use super::EngineError;
 use super::compile::CompiledModule;
 use super::values::signature;
-use super::EngineError;
 
 /// A registered module taking part in an execution, under its registry name.
 #[derive(Clone)]
@@ -37,10 +37,19 @@ fn describe(ty: &ExternType) -> String {
 /// Memory, table and global types are checked in full by wasmtime when the
 /// graph is instantiated; functions are checked here so that the message can
 /// show both signatures.
-pub fn check_imports(who: &str, module: &CompiledModule, hosts: &[LinkedModule]) -> Result<(), EngineError> {
+pub fn check_imports(
+    who: &str,
+    module: &CompiledModule,
+    hosts: &[LinkedModule],
+) -> Result<(), EngineError> {
     for import in module.module().imports() {
         let wanted = import.ty();
-        let shown = format!("`{}`.`{}` ({})", import.module(), import.name(), describe(&wanted));
+        let shown = format!(
+            "`{}`.`{}` ({})",
+            import.module(),
+            import.name(),
+            describe(&wanted)
+        );
         let Some(host) = hosts.iter().find(|h| h.name == import.module()) else {
             let listed = if hosts.is_empty() {
                 "it lists no host modules".to_string()
@@ -54,12 +63,21 @@ pub fn check_imports(who: &str, module: &CompiledModule, hosts: &[LinkedModule])
             )));
         };
         let Some(found) = host.compiled.module().get_export(import.name()) else {
-            let exports: Vec<String> = host.compiled.module().exports().map(|e| e.name().to_string()).collect();
+            let exports: Vec<String> = host
+                .compiled
+                .module()
+                .exports()
+                .map(|e| e.name().to_string())
+                .collect();
             return Err(EngineError::Link(format!(
                 "{who} imports {shown}, but host module `{}` has no export named `{}` (it exports: {})",
                 host.name,
                 import.name(),
-                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
             )));
         };
         let matches = match (&wanted, &found) {

@@ -5,13 +5,13 @@
 //! the epoch ticker thread, and the compile cache. It knows nothing of HTTP
 //! or of how modules are stored: callers hand it bytes and module graphs.
 //!
-//! - [`compile`]: bytes → [`CompiledModule`], cached by SHA-256, compiled off
+//! - [`compile`] — bytes → [`CompiledModule`], cached by SHA-256, compiled off
 //!   the async reactor on a bounded number of threads.
-//! - [`link`]: checks that a module's imports are satisfied by its host
+//! - [`link`] — checks that a module's imports are satisfied by its host
 //!   modules' exports, with messages that name the import.
-//! - [`exec`]: instantiates a module graph in a fresh store under limits and
+//! - [`exec`] — instantiates a module graph in a fresh store under limits and
 //!   calls one export.
-//! - [`values`]: exact JSON ⇄ WebAssembly value conversion.
+//! - [`values`] — exact JSON ⇄ WebAssembly value conversion.
 //! - [`limits`], [`error`]: limits and the classification of failures.
 
 pub mod compile;
@@ -78,7 +78,13 @@ impl WasmEngine {
             .map_err(|e| EngineError::Internal(format!("cannot configure wasmtime: {e}")))?;
         spawn_epoch_ticker(&engine, settings.epoch_tick)?;
         let cache = compile::CompileCache::new(settings.cache_entries, settings.compile_threads);
-        Ok(WasmEngine { inner: Arc::new(Inner { engine, settings, cache }) })
+        Ok(WasmEngine {
+            inner: Arc::new(Inner {
+                engine,
+                settings,
+                cache,
+            }),
+        })
     }
 
     /// The engine-wide settings.
@@ -103,14 +109,16 @@ impl WasmEngine {
 /// once the engine is dropped (in tests, many engines come and go).
 fn spawn_epoch_ticker(engine: &wasmtime::Engine, tick: Duration) -> Result<(), EngineError> {
     let weak = engine.weak();
-    std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
-        loop {
-            std::thread::sleep(tick);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => break,
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
             }
-        }
         })
         // Without a ticker timeouts would never fire; refuse to run blind.
         .map_err(|e| EngineError::Internal(format!("cannot start the epoch ticker thread: {e}")))?;

@@ -39,11 +39,16 @@ pub enum RegistryError {
     #[error("host module `{0}` is not registered")]
     HostModuleNotFound(String),
     /// The name is taken; names are immutable.
-    #[error("a module named `{0}` is already registered; names are immutable, so choose another or delete it first")]
+    #[error(
+        "a module named `{0}` is already registered; names are immutable, so choose another or delete it first"
+    )]
     Exists(String),
     /// Other modules depend on this one.
     #[error("module `{name}` is a host module of {}; delete those first", dependents.join(", "))]
-    InUse { name: String, dependents: Vec<String> },
+    InUse {
+        name: String,
+        dependents: Vec<String>,
+    },
     /// Validation, compilation or linking failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -80,11 +85,18 @@ pub struct Registry {
 /// Checks a module name: 1 to 128 characters of `A-Z a-z 0-9 _ . -`, not
 /// starting with `.` or `-`, and not a reserved system interface name.
 pub fn validate_name(name: &str) -> Result<(), RegistryError> {
-    let bad = |why: &str| Err(RegistryError::InvalidName(format!("invalid module name {name:?}: {why}")));
+    let bad = |why: &str| {
+        Err(RegistryError::InvalidName(format!(
+            "invalid module name {name:?}: {why}"
+        )))
+    };
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return bad("it must be 1 to 128 characters long");
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
         return bad("use only letters, digits, `_`, `.` and `-`");
     }
     if name.starts_with(['.', '-']) {
@@ -97,11 +109,16 @@ pub fn validate_name(name: &str) -> Result<(), RegistryError> {
 }
 
 fn digest_of(record: &ModuleRecord) -> Result<Sha256Digest, RegistryError> {
-    let bytes = hex::decode(&record.sha256).map_err(|e| RegistryError::Storage(format!("bad digest in record: {e}")))?;
-    bytes.try_into().map_err(|_| RegistryError::Storage(format!("bad digest length in record `{}`", record.name)))
+    let bytes = hex::decode(&record.sha256)
+        .map_err(|e| RegistryError::Storage(format!("bad digest in record: {e}")))?;
+    bytes.try_into().map_err(|_| {
+        RegistryError::Storage(format!("bad digest length in record `{}`", record.name))
+    })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, RegistryError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, RegistryError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| RegistryError::Storage(format!("storage task failed: {e}")))?
@@ -110,7 +127,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> +
 
 impl Registry {
     /// Opens the registry over `store`, loading the index of every record.
-    pub async fn open(store: Arc<dyn ModuleStore>, engine: WasmEngine) -> Result<Self, RegistryError> {
+    pub async fn open(
+        store: Arc<dyn ModuleStore>,
+        engine: WasmEngine,
+    ) -> Result<Self, RegistryError> {
         let records = {
             let store = store.clone();
             blocking(move || store.list()).await?
@@ -120,11 +140,19 @@ impl Registry {
             let digest = digest_of(&record)?;
             index.insert(record.name.clone(), Arc::new(Entry { record, digest }));
         }
-        Ok(Registry { store, engine, index: RwLock::new(index) })
+        Ok(Registry {
+            store,
+            engine,
+            index: RwLock::new(index),
+        })
     }
 
     fn entry(&self, name: &str) -> Option<Arc<Entry>> {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Every record, in name order.
@@ -147,29 +175,40 @@ impl Registry {
 
     /// The record of `name`.
     pub fn get(&self, name: &str) -> Result<ModuleRecord, RegistryError> {
-        self.entry(name).map(|e| e.record.clone()).ok_or_else(|| RegistryError::NotFound(name.to_string()))
+        self.entry(name)
+            .map(|e| e.record.clone())
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
     }
 
     /// The binary of `name`.
     pub async fn wasm(&self, name: &str) -> Result<Vec<u8>, RegistryError> {
-        let entry = self.entry(name).ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
         let store = self.store.clone();
         let sha = entry.record.sha256.clone();
-        blocking(move || store.wasm(&sha))
-            .await?
-            .ok_or_else(|| RegistryError::Storage(format!("binary of module `{name}` is missing from storage")))
+        blocking(move || store.wasm(&sha)).await?.ok_or_else(|| {
+            RegistryError::Storage(format!("binary of module `{name}` is missing from storage"))
+        })
     }
 
     /// The compiled form of `name`, from the cache or compiled from storage.
-    pub async fn compiled(&self, name: &str) -> Result<(Arc<CompiledModule>, CacheOutcome), RegistryError> {
-        let entry = self.entry(name).ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+    pub async fn compiled(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<CompiledModule>, CacheOutcome), RegistryError> {
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
         if let Some(hit) = self.engine.cached(&entry.digest) {
             return Ok((hit, CacheOutcome::Cached));
         }
         let wasm = self.wasm(name).await?;
         let (compiled, outcome) = self.engine.compile(wasm).await?;
         if compiled.sha256() != &entry.digest {
-            return Err(RegistryError::Storage(format!("stored binary of module `{name}` does not match its SHA-256")));
+            return Err(RegistryError::Storage(format!(
+                "stored binary of module `{name}` does not match its SHA-256"
+            )));
         }
         Ok((compiled, outcome))
     }
@@ -185,7 +224,8 @@ impl Registry {
         // change, but `seen` also guards against a corrupted store.
         let mut order: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
-        let mut stack: Vec<(String, bool)> = hosts.iter().rev().map(|h| (h.clone(), false)).collect();
+        let mut stack: Vec<(String, bool)> =
+            hosts.iter().rev().map(|h| (h.clone(), false)).collect();
         while let Some((name, expanded)) = stack.pop() {
             if expanded {
                 order.push(name);
@@ -194,7 +234,9 @@ impl Registry {
             if !seen.insert(name.clone()) {
                 continue;
             }
-            let entry = self.entry(&name).ok_or_else(|| RegistryError::HostModuleNotFound(name.clone()))?;
+            let entry = self
+                .entry(&name)
+                .ok_or_else(|| RegistryError::HostModuleNotFound(name.clone()))?;
             stack.push((name, true));
             for host in entry.record.host_modules.iter().rev() {
                 if !seen.contains(host) {
@@ -212,7 +254,11 @@ impl Registry {
 
     /// The direct host modules `hosts`, picked out of a resolved `graph`.
     pub fn direct_hosts(graph: &[LinkedModule], hosts: &[String]) -> Vec<LinkedModule> {
-        graph.iter().filter(|m| hosts.contains(&m.name)).cloned().collect()
+        graph
+            .iter()
+            .filter(|m| hosts.contains(&m.name))
+            .cloned()
+            .collect()
     }
 
     /// Validates, links and stores a new module under `name`.
@@ -235,7 +281,11 @@ impl Registry {
         let graph = self.link_graph(&hosts).await?;
         let size = wasm.len() as u64;
         let (compiled, _) = self.engine.compile(wasm.clone()).await?;
-        check_imports(&format!("module `{name}`"), &compiled, &Self::direct_hosts(&graph, &hosts))?;
+        check_imports(
+            &format!("module `{name}`"),
+            &compiled,
+            &Self::direct_hosts(&graph, &hosts),
+        )?;
         let record = ModuleRecord {
             name: name.to_string(),
             sha256: compiled.sha256_hex(),
@@ -248,8 +298,14 @@ impl Registry {
             let record = record.clone();
             blocking(move || store.insert(&record, &wasm)).await?;
         }
-        let entry = Arc::new(Entry { record: record.clone(), digest: *compiled.sha256() });
-        self.index.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), entry);
+        let entry = Arc::new(Entry {
+            record: record.clone(),
+            digest: *compiled.sha256(),
+        });
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), entry);
         Ok((record, compiled))
     }
 
@@ -258,7 +314,10 @@ impl Registry {
         let store = self.store.clone();
         let owned = name.to_string();
         blocking(move || store.remove(&owned)).await?;
-        self.index.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         Ok(())
     }
 }
@@ -272,7 +331,15 @@ mod tests {
         for ok in ["utils", "a", "my-mod.v2", "_x", "A1"] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".hidden", "-x", "a/b", "white space", "wasi_snapshot_preview1", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "white space",
+            "wasi_snapshot_preview1",
+            &"x".repeat(129),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }

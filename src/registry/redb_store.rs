@@ -31,7 +31,8 @@ fn backend<E: std::fmt::Display>(e: E) -> StoreError {
 impl RedbStore {
     /// Opens (or creates) the database file `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         Self::with_tables(db)
     }
 
@@ -53,7 +54,8 @@ impl RedbStore {
 }
 
 fn decode(bytes: &[u8]) -> Result<ModuleRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("unreadable module record: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Backend(format!("unreadable module record: {e}")))
 }
 
 impl ModuleStore for RedbStore {
@@ -73,7 +75,11 @@ impl ModuleStore for RedbStore {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut modules = txn.open_table(MODULES).map_err(backend)?;
-            if modules.get(record.name.as_str()).map_err(backend)?.is_some() {
+            if modules
+                .get(record.name.as_str())
+                .map_err(backend)?
+                .is_some()
+            {
                 return Err(StoreError::Exists(record.name.clone()));
             }
             for host in &record.host_modules {
@@ -81,10 +87,18 @@ impl ModuleStore for RedbStore {
                     return Err(StoreError::MissingHostModule(host.clone()));
                 }
             }
-            modules.insert(record.name.as_str(), encoded.as_slice()).map_err(backend)?;
+            modules
+                .insert(record.name.as_str(), encoded.as_slice())
+                .map_err(backend)?;
             let mut blobs = txn.open_table(BLOBS).map_err(backend)?;
-            if blobs.get(record.sha256.as_str()).map_err(backend)?.is_none() {
-                blobs.insert(record.sha256.as_str(), wasm).map_err(backend)?;
+            if blobs
+                .get(record.sha256.as_str())
+                .map_err(backend)?
+                .is_none()
+            {
+                blobs
+                    .insert(record.sha256.as_str(), wasm)
+                    .map_err(backend)?;
             }
         }
         txn.commit().map_err(backend)
@@ -93,7 +107,10 @@ impl ModuleStore for RedbStore {
     fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(BLOBS).map_err(backend)?;
-        Ok(table.get(sha256).map_err(backend)?.map(|v| v.value().to_vec()))
+        Ok(table
+            .get(sha256)
+            .map_err(backend)?
+            .map(|v| v.value().to_vec()))
     }
 
     fn remove(&self, name: &str) -> Result<(), StoreError> {
@@ -118,11 +135,17 @@ impl ModuleStore for RedbStore {
                 blob_shared |= other.sha256 == target.sha256;
             }
             if !dependents.is_empty() {
-                return Err(StoreError::InUse { name: name.to_string(), dependents });
+                return Err(StoreError::InUse {
+                    name: name.to_string(),
+                    dependents,
+                });
             }
             modules.remove(name).map_err(backend)?;
             if !blob_shared {
-                txn.open_table(BLOBS).map_err(backend)?.remove(target.sha256.as_str()).map_err(backend)?;
+                txn.open_table(BLOBS)
+                    .map_err(backend)?
+                    .remove(target.sha256.as_str())
+                    .map_err(backend)?;
             }
         }
         txn.commit().map_err(backend)
@@ -147,8 +170,14 @@ mod tests {
     fn names_are_unique_and_hosts_must_exist() {
         let store = RedbStore::in_memory().unwrap();
         store.insert(&record("a", "aa", &[]), b"abc").unwrap();
-        assert!(matches!(store.insert(&record("a", "bb", &[]), b"xyz"), Err(StoreError::Exists(_))));
-        assert!(matches!(store.insert(&record("b", "bb", &["nope"]), b"xyz"), Err(StoreError::MissingHostModule(_))));
+        assert!(matches!(
+            store.insert(&record("a", "bb", &[]), b"xyz"),
+            Err(StoreError::Exists(_))
+        ));
+        assert!(matches!(
+            store.insert(&record("b", "bb", &["nope"]), b"xyz"),
+            Err(StoreError::MissingHostModule(_))
+        ));
         store.insert(&record("b", "bb", &["a"]), b"xyz").unwrap();
         assert_eq!(store.list().unwrap().len(), 2);
         assert_eq!(store.wasm("aa").unwrap().unwrap(), b"abc");
@@ -161,12 +190,18 @@ mod tests {
         store.insert(&record("twin", "aa", &[]), b"abc").unwrap();
         store.insert(&record("b", "bb", &["a"]), b"xyz").unwrap();
         match store.remove("a") {
-            Err(StoreError::InUse { dependents, .. }) => assert_eq!(dependents, vec!["b".to_string()]),
+            Err(StoreError::InUse { dependents, .. }) => {
+                assert_eq!(dependents, vec!["b".to_string()])
+            }
             other => panic!("expected InUse, got {other:?}"),
         }
         store.remove("b").unwrap();
         store.remove("a").unwrap();
-        assert_eq!(store.wasm("aa").unwrap().unwrap(), b"abc", "still used by `twin`");
+        assert_eq!(
+            store.wasm("aa").unwrap().unwrap(),
+            b"abc",
+            "still used by `twin`"
+        );
         store.remove("twin").unwrap();
         assert!(store.wasm("aa").unwrap().is_none());
         assert!(matches!(store.remove("a"), Err(StoreError::NotFound(_))));

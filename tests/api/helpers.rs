@@ -1,0 +1,215 @@
+//! Test harness: a real server per test, on 127.0.0.1 port 0, with typed
+//! helpers for each endpoint.
+//!
+//! The server runs on its own thread with its own multi-threaded tokio
+//! runtime, as in production, so a hostile guest in one request cannot share
+//! an executor with the test's client. Set `TEST_LOG=1` to see server logs.
+
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use clap::Parser;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use wasm_exec_api::config::Settings;
+use wasm_exec_api::startup::Application;
+
+/// The origin README's `double` module, as hex.
+pub const DOUBLE_HEX: &str =
+    "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
+/// The origin README's `double_twice` module importing `utils.double`.
+pub const DOUBLE_TWICE_HEX: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Default test settings: port 0, registry in memory.
+pub fn test_settings() -> Settings {
+    Settings::parse_from(["wasm-exec-api", "--port", "0", "--memory"])
+}
+
+/// A server with default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+/// A server with `settings` (the port is forced to 0 and bind to loopback).
+pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        wasm_exec_api::telemetry::init();
+    }
+    settings.port = 0;
+    settings.bind = [127, 0, 0, 1].into();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = match Application::build(settings).await {
+                Ok(app) => app,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(app.port()));
+            app.run_until(async {
+                let _ = shutdown_rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let port = ready_rx
+        .await
+        .expect("server thread died")
+        .expect("server failed to start");
+    let app = TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        shutdown: Some(shutdown_tx),
+        thread: Some(thread),
+    };
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "server not ready");
+    app
+}
+
+/// A server whose registry lives in `dir`.
+pub async fn spawn_app_on(dir: &Path) -> TestApp {
+    let mut settings = test_settings();
+    settings.memory = false;
+    settings.data_dir = Some(dir.to_path_buf());
+    spawn_app_with(settings).await
+}
+
+impl TestApp {
+    /// Stops the server gracefully and waits until its store is closed.
+    pub async fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON; returns status and raw body text.
+    pub async fn post_text(&self, path: &str, body: &Value) -> (StatusCode, String) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request failed");
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    }
+
+    /// POSTs JSON; returns status and parsed body.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let (status, text) = self.post_text(path, body).await;
+        (status, parse(&text))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request failed");
+        let status = response.status();
+        (status, parse(&response.text().await.unwrap()))
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request failed");
+        let status = response.status();
+        (status, parse(&response.text().await.unwrap()))
+    }
+
+    /// `POST /` with WebAssembly text.
+    pub async fn run_wat(&self, wat: &str, function: &str, params: Value) -> (StatusCode, Value) {
+        self.post(
+            "/",
+            &json!({ "wat": wat, "function_name": function, "params": params }),
+        )
+        .await
+    }
+
+    /// `POST /` with WebAssembly text; raw body (for exact number checks).
+    pub async fn run_wat_text(
+        &self,
+        wat: &str,
+        function: &str,
+        params: Value,
+    ) -> (StatusCode, String) {
+        self.post_text(
+            "/",
+            &json!({ "wat": wat, "function_name": function, "params": params }),
+        )
+        .await
+    }
+
+    /// `POST /register` with WebAssembly text.
+    pub async fn register_wat(&self, name: &str, wat: &str, hosts: &[&str]) -> (StatusCode, Value) {
+        self.post(
+            "/register",
+            &json!({ "module_name": name, "wat": wat, "host_modules": hosts }),
+        )
+        .await
+    }
+
+    /// `POST /execute`.
+    pub async fn execute(&self, name: &str, function: &str, params: Value) -> (StatusCode, Value) {
+        self.post(
+            "/execute",
+            &json!({ "module_name": name, "function_name": function, "params": params }),
+        )
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+fn parse(text: &str) -> Value {
+    if text.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"))
+}
+
+/// The `error.code` of an error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
+}

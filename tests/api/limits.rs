@@ -1,0 +1,324 @@
+//! Every limit in pairs, `_obeyed` and `_violated`, and the promise that a
+//! hostile request never starves a healthy one.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{DOUBLE_HEX, TestApp, code, spawn_app, spawn_app_with, test_settings};
+
+const COUNT_TO: &str = r#"(module (func (export "count") (param i32) (result i32) (local i32)
+    (loop (local.set 1 (i32.add (local.get 1) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 1) (local.get 0))))
+    (local.get 1)))"#;
+const SPIN: &str = r#"(module (func (export "spin") (loop (br 0))))"#;
+const GROW_MEMORY: &str = r#"(module (memory 1) (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))"#;
+const GROW_TABLE: &str = r#"(module (table 1 funcref) (func (export "grow") (param i32) (result i32) (table.grow (ref.null func) (local.get 0))))"#;
+
+async fn run_limited(
+    app: &TestApp,
+    wat: &str,
+    function: &str,
+    params: Value,
+    limits: Value,
+) -> (StatusCode, Value) {
+    app.post(
+        "/",
+        &json!({"wat": wat, "function_name": function, "params": params, "limits": limits}),
+    )
+    .await
+}
+
+fn assert_limit(status: StatusCode, body: &Value, limit: &str) {
+    assert_eq!(
+        (status, code(body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["limit"], limit, "{body}");
+}
+
+#[tokio::test]
+async fn fuel_limit_obeyed() {
+    let app = spawn_app().await;
+    let (status, body) = run_limited(
+        &app,
+        COUNT_TO,
+        "count",
+        json!([100]),
+        json!({"fuel": 10_000}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["stats"]["fuel_consumed"].as_u64().unwrap() <= 10_000);
+}
+
+#[tokio::test]
+async fn fuel_limit_violated() {
+    let app = spawn_app().await;
+    let (status, body) = run_limited(
+        &app,
+        COUNT_TO,
+        "count",
+        json!([1_000_000]),
+        json!({"fuel": 10_000}),
+    )
+    .await;
+    assert_limit(status, &body, "fuel");
+    assert_eq!(body["error"]["stats"]["fuel_consumed"], 10_000);
+}
+
+#[tokio::test]
+async fn time_limit_obeyed() {
+    let app = spawn_app().await;
+    let (status, body) = run_limited(
+        &app,
+        COUNT_TO,
+        "count",
+        json!([1000]),
+        json!({"timeout_ms": 5000}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn time_limit_violated() {
+    let app = spawn_app().await;
+    let (status, body) =
+        run_limited(&app, SPIN, "spin", json!([]), json!({"timeout_ms": 100})).await;
+    assert_limit(status, &body, "time");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("100 ms")
+    );
+    assert!(body["error"]["stats"]["call_us"].as_u64().unwrap() >= 100_000);
+}
+
+#[tokio::test]
+async fn memory_limit_obeyed() {
+    let app = spawn_app().await;
+    let (status, body) = run_limited(
+        &app,
+        GROW_MEMORY,
+        "grow",
+        json!([3]),
+        json!({"memory_bytes": 4 * 65536}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([1]));
+}
+
+#[tokio::test]
+async fn memory_limit_violated_by_growth() {
+    let app = spawn_app().await;
+    let (status, body) = run_limited(
+        &app,
+        GROW_MEMORY,
+        "grow",
+        json!([4]),
+        json!({"memory_bytes": 4 * 65536}),
+    )
+    .await;
+    assert_limit(status, &body, "memory");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 262144 bytes")
+    );
+}
+
+#[tokio::test]
+async fn memory_limit_violated_by_initial_size() {
+    let app = spawn_app().await;
+    let wat = r#"(module (memory 100) (func (export "f")))"#;
+    let (status, body) =
+        run_limited(&app, wat, "f", json!([]), json!({"memory_bytes": 65536})).await;
+    assert_limit(status, &body, "memory");
+}
+
+#[tokio::test]
+async fn growth_past_a_modules_own_maximum_returns_minus_one() {
+    let app = spawn_app().await;
+    let wat = r#"(module (memory 1 2) (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))"#;
+    let (status, body) = app.run_wat(wat, "grow", json!([5])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([-1]));
+}
+
+#[tokio::test]
+async fn table_limit_obeyed() {
+    let app = spawn_app().await;
+    let (status, body) = run_limited(
+        &app,
+        GROW_TABLE,
+        "grow",
+        json!([10]),
+        json!({"table_elements": 100}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([1]));
+}
+
+#[tokio::test]
+async fn table_limit_violated() {
+    let app = spawn_app().await;
+    let (status, body) = run_limited(
+        &app,
+        GROW_TABLE,
+        "grow",
+        json!([1000]),
+        json!({"table_elements": 100}),
+    )
+    .await;
+    assert_limit(status, &body, "table_elements");
+}
+
+#[tokio::test]
+async fn requests_cannot_raise_limits() {
+    let mut settings = test_settings();
+    settings.max_fuel = 1000;
+    let app = spawn_app_with(settings).await;
+    let (status, body) =
+        run_limited(&app, COUNT_TO, "count", json!([1]), json!({"fuel": 1001})).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the server maximum of 1000")
+    );
+    let (status, body) =
+        run_limited(&app, COUNT_TO, "count", json!([1]), json!({"fuel": 1000})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_payload_too_large() {
+    let mut settings = test_settings();
+    settings.max_body_bytes = 1024;
+    let app = spawn_app_with(settings).await;
+    let (status, body) = app
+        .post(
+            "/",
+            &json!({"wasm_hex": "00".repeat(2048), "function_name": "f"}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+}
+
+#[tokio::test]
+async fn a_module_over_the_limit_is_payload_too_large() {
+    let mut settings = test_settings();
+    settings.max_module_bytes = 40;
+    let app = spawn_app_with(settings).await;
+    let (status, body) = app
+        .post(
+            "/",
+            &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [1]}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 40 bytes")
+    );
+    let (status, body) = app
+        .post(
+            "/register",
+            &json!({"module_name": "big", "wasm_hex": DOUBLE_HEX}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+}
+
+#[tokio::test]
+async fn over_the_concurrency_cap_requests_get_a_fast_503() {
+    let mut settings = test_settings();
+    settings.max_concurrency = 1;
+    let app = spawn_app_with(settings).await;
+    // Two spinning requests against a cap of one: whichever arrives second
+    // finds the slot taken and must be refused at once, not queued.
+    let spins = (0..2).map(|_| {
+        let (client, url) = (app.client.clone(), app.url("/"));
+        async move {
+            let body =
+                json!({"wat": SPIN, "function_name": "spin", "limits": {"timeout_ms": 1000}});
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (
+                response.status(),
+                retry_after,
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    });
+    let mut outcomes = futures::future::join_all(spins).await;
+    outcomes.sort_by_key(|(status, _, _)| *status);
+    let (ran, refused) = (&outcomes[0], &outcomes[1]);
+    assert_limit(ran.0, &ran.2, "time");
+    assert_eq!(
+        (refused.0, code(&refused.2)),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        "{outcomes:?}"
+    );
+    assert_eq!(refused.1.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn healthy_requests_are_served_while_hostile_ones_spin() {
+    let mut settings = test_settings();
+    // Enough fuel that the wall-clock limit, not fuel, stops the spinners.
+    settings.max_fuel = u64::MAX / 2;
+    let app = spawn_app_with(settings).await;
+    // Two spinning guests: as many as the server has worker threads.
+    let hostile: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/"));
+            tokio::spawn(async move {
+                let body =
+                    json!({"wat": SPIN, "function_name": "spin", "limits": {"timeout_ms": 4000}});
+                let response = client.post(url).json(&body).send().await.unwrap();
+                (response.status(), response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        let (status, body) = app
+            .post(
+                "/",
+                &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [i]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"], json!([2 * i]));
+    }
+    assert!(
+        hostile.iter().all(|h| !h.is_finished()),
+        "healthy requests should finish while the hostile ones still spin"
+    );
+    for h in hostile {
+        let (status, body) = h.await.unwrap();
+        assert_limit(status, &body, "time");
+    }
+}

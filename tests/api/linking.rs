@@ -1,0 +1,181 @@
+//! Linking registered modules: chains, diamonds, shared state, and the
+//! errors that name what is missing.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{code, spawn_app};
+
+#[tokio::test]
+async fn a_three_deep_chain_links_recursively() {
+    let app = spawn_app().await;
+    app.register_wat("c", r#"(module (func (export "inc") (param i32) (result i32) (i32.add (local.get 0) (i32.const 1))))"#, &[]).await;
+    let (status, body) = app
+        .register_wat(
+            "b",
+            r#"(module (import "c" "inc" (func $inc (param i32) (result i32)))
+                (func (export "inc2") (param i32) (result i32) (call $inc (call $inc (local.get 0)))))"#,
+            &["c"],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    app.register_wat(
+        "a",
+        r#"(module (import "b" "inc2" (func $inc2 (param i32) (result i32)))
+            (func (export "inc4") (param i32) (result i32) (call $inc2 (call $inc2 (local.get 0)))))"#,
+        &["b"],
+    )
+    .await;
+    let (status, body) = app.execute("a", "inc4", json!([10])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([14]));
+
+    // Inline code can sit on top of the chain too.
+    let (status, body) = app
+        .post(
+            "/",
+            &json!({"wat": r#"(module (import "a" "inc4" (func $f (param i32) (result i32)))
+                (func (export "go") (result i32) (call $f (i32.const 0))))"#,
+                "function_name": "go", "host_modules": ["a"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([4]));
+}
+
+#[tokio::test]
+async fn a_diamond_instantiates_the_shared_module_once() {
+    let app = spawn_app().await;
+    // `counter` keeps state in a global; if `left` and `right` got separate
+    // instances of it, the second bump would return 1 again.
+    app.register_wat(
+        "counter",
+        r#"(module (global $n (mut i32) (i32.const 0))
+            (func (export "bump") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#,
+        &[],
+    )
+    .await;
+    for side in ["left", "right"] {
+        let (status, body) = app
+            .register_wat(
+                side,
+                r#"(module (import "counter" "bump" (func $b (result i32))) (func (export "bump") (result i32) (call $b)))"#,
+                &["counter"],
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = app
+        .register_wat(
+            "top",
+            r#"(module (import "left" "bump" (func $l (result i32))) (import "right" "bump" (func $r (result i32)))
+                (func (export "both") (result i32 i32) (call $l) (call $r)))"#,
+            &["left", "right"],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app.execute("top", "both", json!([])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([1, 2]));
+}
+
+#[tokio::test]
+async fn an_imported_memory_is_shared_between_modules() {
+    let app = spawn_app().await;
+    app.register_wat(
+        "mem",
+        r#"(module (memory (export "memory") 1)
+            (func (export "read") (param i32) (result i32) (i32.load (local.get 0))))"#,
+        &[],
+    )
+    .await;
+    let (status, body) = app
+        .post(
+            "/",
+            &json!({"wat": r#"(module (import "mem" "memory" (memory 1)) (import "mem" "read" (func $read (param i32) (result i32)))
+                (func (export "write_then_read") (result i32) (i32.store (i32.const 8) (i32.const 1234)) (call $read (i32.const 8))))"#,
+                "function_name": "write_then_read", "host_modules": ["mem"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([1234]));
+}
+
+#[tokio::test]
+async fn an_import_no_host_module_satisfies_is_a_link_error_naming_it() {
+    let app = spawn_app().await;
+    let wat = r#"(module (import "env" "print" (func (param i32))))"#;
+    let (status, body) = app
+        .post("/", &json!({"wat": wat, "function_name": "x"}))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "link_error")
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`env`.`print` (func (i32) -> ())")
+            && message.contains("no host module named `env`"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_export_or_wrong_signature_is_a_link_error() {
+    let app = spawn_app().await;
+    app.register_wat("utils", r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#, &[]).await;
+
+    let (status, body) = app
+        .register_wat(
+            "x",
+            r#"(module (import "utils" "triple" (func (param i32) (result i32))))"#,
+            &["utils"],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "link_error")
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no export named `triple` (it exports: double)")
+    );
+
+    let (status, body) = app
+        .register_wat(
+            "y",
+            r#"(module (import "utils" "double" (func (param i64) (result i64))))"#,
+            &["utils"],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "link_error")
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("(func (i64) -> (i64))") && message.contains("as func (i32) -> (i32)"),
+        "{message}"
+    );
+
+    let (status, body) = app.register_wat("z", r#"(module)"#, &["nowhere"]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "link_error")
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("host module `nowhere` is not registered")
+    );
+    assert_eq!(
+        app.get("/modules").await.1["modules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

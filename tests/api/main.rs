@@ -1,0 +1,10 @@
+//! Integration tests: each starts the real server and speaks HTTP to it.
+
+mod errors;
+mod helpers;
+mod limits;
+mod linking;
+mod persistence;
+mod registry;
+mod spectest;
+mod values;
