@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use wasmtime::ExternType;
+use wasmtime::{ExternType, Mutability, ValType};
 
 use super::EngineError;
 use super::compile::CompiledModule;
-use super::values::signature;
+use super::values::{signature, type_name};
 
 /// A registered module taking part in an execution, under its registry name.
 #[derive(Clone)]
@@ -21,22 +21,98 @@ pub struct LinkedModule {
     pub compiled: Arc<CompiledModule>,
 }
 
+fn limits_text(min: u64, max: Option<u64>) -> String {
+    match max {
+        Some(max) => format!("{min}..{max}"),
+        None => format!("{min}.."),
+    }
+}
+
 fn describe(ty: &ExternType) -> String {
     match ty {
         ExternType::Func(f) => format!("func {}", signature(f)),
-        ExternType::Memory(_) => "memory".into(),
-        ExternType::Table(_) => "table".into(),
-        ExternType::Global(_) => "global".into(),
+        ExternType::Memory(m) => format!(
+            "memory {} pages{}{}",
+            limits_text(m.minimum(), m.maximum()),
+            if m.is_64() { " i64" } else { "" },
+            if m.is_shared() { " shared" } else { "" }
+        ),
+        ExternType::Table(t) => format!(
+            "table {} {}",
+            limits_text(t.minimum(), t.maximum()),
+            type_name(&ValType::Ref(t.element().clone()))
+        ),
+        ExternType::Global(g) => format!(
+            "global {}{}",
+            if g.mutability() == Mutability::Var {
+                "mut "
+            } else {
+                ""
+            },
+            type_name(g.content())
+        ),
         ExternType::Tag(_) => "tag".into(),
     }
 }
 
+/// Whether an export's limits fit an import's: at least the import's
+/// minimum, and within its maximum if it has one (the spec's rule).
+fn limits_fit(have_min: u64, have_max: Option<u64>, want_min: u64, want_max: Option<u64>) -> bool {
+    have_min >= want_min
+        && match (want_max, have_max) {
+            (None, _) => true,
+            (Some(want), Some(have)) => have <= want,
+            (Some(_), None) => false,
+        }
+}
+
+/// Whether an export of type `have` satisfies an import of type `want`.
+fn satisfies(have: &ExternType, want: &ExternType) -> bool {
+    match (want, have) {
+        (ExternType::Func(want), ExternType::Func(have)) => have.matches(want),
+        (ExternType::Memory(want), ExternType::Memory(have)) => {
+            have.is_64() == want.is_64()
+                && have.is_shared() == want.is_shared()
+                && have.page_size() == want.page_size()
+                && limits_fit(
+                    have.minimum(),
+                    have.maximum(),
+                    want.minimum(),
+                    want.maximum(),
+                )
+        }
+        (ExternType::Table(want), ExternType::Table(have)) => {
+            have.is_64() == want.is_64()
+                && have.element().matches(want.element())
+                && want.element().matches(have.element())
+                && limits_fit(
+                    have.minimum(),
+                    have.maximum(),
+                    want.minimum(),
+                    want.maximum(),
+                )
+        }
+        (ExternType::Global(want), ExternType::Global(have)) => {
+            have.mutability() == want.mutability()
+                && match want.mutability() {
+                    Mutability::Const => have.content().matches(want.content()),
+                    Mutability::Var => {
+                        have.content().matches(want.content())
+                            && want.content().matches(have.content())
+                    }
+                }
+        }
+        // Tags need the exceptions proposal; leave their check to wasmtime.
+        (ExternType::Tag(_), ExternType::Tag(_)) => true,
+        _ => false,
+    }
+}
+
 /// Checks that every import of `module` (called `who` in messages) is an
-/// export of matching kind and signature of one of `hosts`.
-///
-/// Memory, table and global types are checked in full by wasmtime when the
-/// graph is instantiated; functions are checked here so that the message can
-/// show both signatures.
+/// export of matching kind and type of one of `hosts`, by the spec's import
+/// matching rules, so that a mismatch is reported at registration with both
+/// types shown rather than at every later call. (Wasmtime checks again at
+/// instantiation; a memory grown past its declared minimum only fits better.)
 pub fn check_imports(
     who: &str,
     module: &CompiledModule,
@@ -80,15 +156,7 @@ pub fn check_imports(
                 }
             )));
         };
-        let matches = match (&wanted, &found) {
-            (ExternType::Func(want), ExternType::Func(have)) => have.matches(want),
-            (ExternType::Memory(_), ExternType::Memory(_))
-            | (ExternType::Table(_), ExternType::Table(_))
-            | (ExternType::Global(_), ExternType::Global(_))
-            | (ExternType::Tag(_), ExternType::Tag(_)) => true,
-            _ => false,
-        };
-        if !matches {
+        if !satisfies(&found, &wanted) {
             return Err(EngineError::Link(format!(
                 "{who} imports {shown}, but host module `{}` exports `{}` as {}",
                 host.name,

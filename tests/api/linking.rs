@@ -179,3 +179,34 @@ async fn a_missing_export_or_wrong_signature_is_a_link_error() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_memory_import_larger_than_the_export_is_a_link_error_at_registration() {
+    let app = spawn_app().await;
+    app.register_wat("mem", r#"(module (memory (export "memory") 1 2))"#, &[])
+        .await;
+    let (status, body) = app
+        .register_wat(
+            "big",
+            r#"(module (import "mem" "memory" (memory 4)))"#,
+            &["mem"],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "link_error")
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("(memory 4.. pages)") && message.contains("as memory 1..2 pages"),
+        "{message}"
+    );
+    let (status, body) = app
+        .register_wat(
+            "ok",
+            r#"(module (import "mem" "memory" (memory 1 3)))"#,
+            &["mem"],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
