@@ -244,10 +244,44 @@ fn is_decimal(text: &str) -> bool {
     mantissa_ok && exponent_ok
 }
 
-/// Parses an f32 from decimal text (correctly rounded, straight into f32) or
-/// one of the special spellings, returning its bit pattern.
+/// Whether `text` is a hexadecimal float (`0x1.8p3`, `-0x1p-149`), the
+/// notation the text format and the spec tests use for exact values.
+fn is_hex_float(text: &str) -> bool {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    body.starts_with("0x") || body.starts_with("0X")
+}
+
+/// Parses a hex float with the text-format parser (which `wat` already
+/// brings in), so its rounding is the spec's. `None` if it is not one.
+fn parse_hex_float<'a, T: wast::parser::Parse<'a>>(
+    buffer: &'a wast::parser::ParseBuffer<'a>,
+) -> Option<T> {
+    wast::parser::parse::<T>(buffer).ok()
+}
+
+fn hex_f32(text: &str) -> Result<u32, String> {
+    let fail = || format!("{} is not an f32 hex float", abbreviate(text));
+    let buffer = wast::parser::ParseBuffer::new(text).map_err(|_| fail())?;
+    parse_hex_float::<wast::token::F32>(&buffer)
+        .map(|f| f.bits)
+        .ok_or_else(fail)
+}
+
+fn hex_f64(text: &str) -> Result<u64, String> {
+    let fail = || format!("{} is not an f64 hex float", abbreviate(text));
+    let buffer = wast::parser::ParseBuffer::new(text).map_err(|_| fail())?;
+    parse_hex_float::<wast::token::F64>(&buffer)
+        .map(|f| f.bits)
+        .ok_or_else(fail)
+}
+
+/// Parses an f32 from decimal text (correctly rounded, straight into f32),
+/// a hex float, or one of the special spellings, returning its bit pattern.
 pub fn parse_f32(text: &str) -> Result<u32, String> {
     const SIGN: u32 = 1 << 31;
+    if text.len() <= MAX_NUMBER_TEXT && is_hex_float(text) {
+        return hex_f32(text);
+    }
     match parse_special(text)? {
         Some(Special::Infinity { negative }) => {
             Ok(f32::INFINITY.to_bits() | if negative { SIGN } else { 0 })
@@ -279,6 +313,9 @@ pub fn parse_f32(text: &str) -> Result<u32, String> {
 /// Parses an f64 like [`parse_f32`] does an f32.
 pub fn parse_f64(text: &str) -> Result<u64, String> {
     const SIGN: u64 = 1 << 63;
+    if text.len() <= MAX_NUMBER_TEXT && is_hex_float(text) {
+        return hex_f64(text);
+    }
     match parse_special(text)? {
         Some(Special::Infinity { negative }) => {
             Ok(f64::INFINITY.to_bits() | if negative { SIGN } else { 0 })
@@ -538,6 +575,15 @@ mod tests {
             val_to_json(&to_val("\"-Infinity\"", ValType::F64).unwrap()),
             "\"-Infinity\""
         );
+    }
+
+    #[test]
+    fn hex_floats_are_exact() {
+        assert_eq!(parse_f32("0x1p-149").unwrap(), 1);
+        assert_eq!(parse_f32("-0x1.fffffep+127").unwrap(), f32::MIN.to_bits());
+        assert_eq!(parse_f64("0x1.8p1").unwrap(), 3.0f64.to_bits());
+        assert!(parse_f32("0x1p128").is_err(), "overflow is refused");
+        assert!(parse_f64("0xzz").is_err());
     }
 
     #[test]
