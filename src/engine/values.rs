@@ -632,4 +632,52 @@ mod tests {
         assert!(to_val("1", ValType::FUNCREF).is_err());
         assert_eq!(type_name(&ValType::FUNCREF), "funcref");
     }
+
+    mod round_trip {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Writes a value as a result, reads it back as a param.
+        fn again(val: Val, ty: ValType) -> Val {
+            json_to_val(&raw(&val_to_json(&val)), &ty).unwrap()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+            #[test]
+            fn every_f32_bit_pattern_survives(bits in any::<u32>()) {
+                prop_assert_eq!(again(Val::F32(bits), ValType::F32).unwrap_f32().to_bits(), bits);
+            }
+
+            #[test]
+            fn every_f64_bit_pattern_survives(bits in any::<u64>()) {
+                prop_assert_eq!(again(Val::F64(bits), ValType::F64).unwrap_f64().to_bits(), bits);
+            }
+
+            #[test]
+            fn every_i32_and_i64_survives(a in any::<i32>(), b in any::<i64>()) {
+                prop_assert_eq!(again(Val::I32(a), ValType::I32).unwrap_i32(), a);
+                prop_assert_eq!(again(Val::I64(b), ValType::I64).unwrap_i64(), b);
+            }
+
+            #[test]
+            fn every_v128_survives(bits in any::<u128>()) {
+                prop_assert_eq!(again(Val::V128(V128::from(bits)), ValType::V128).unwrap_v128().as_u128(), bits);
+            }
+
+            #[test]
+            fn unsigned_spellings_wrap_like_twos_complement(u in any::<u64>()) {
+                prop_assert_eq!(to_val(&u.to_string(), ValType::I64).unwrap().unwrap_i64(), u as i64);
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,40}") {
+                let quoted = serde_json::to_string(&text).unwrap();
+                for ty in [ValType::I32, ValType::I64, ValType::F32, ValType::F64, ValType::V128, ValType::FUNCREF] {
+                    let _ = to_val(&quoted, ty);
+                }
+            }
+        }
+    }
 }
