@@ -13,11 +13,12 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::engine::WasmEngine;
 use crate::registry::Registry;
@@ -64,6 +65,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // A bug that panics in a handler answers 500 in the usual JSON shape
+        // (and is logged) instead of dropping the connection.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -71,6 +75,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 /// Liveness: answers once the server is accepting requests.
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    ApiError::internal(format!("handler panicked: {detail}")).into_response()
 }
 
 async fn not_found() -> ApiError {
