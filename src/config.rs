@@ -71,6 +71,15 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_COMPILE_THREADS", default_value_t = 1)]
     pub compile_threads: usize,
 
+    /// Bytes kept of a WASI program's stdout, and of its stderr; the rest
+    /// is dropped and the response says `truncated`.
+    #[arg(long, env = "WASM_EXEC_MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
+    pub max_output_bytes: usize,
+
+    /// Bytes a request may read out of guest memory, all reads together.
+    #[arg(long, env = "WASM_EXEC_MAX_READ_BYTES", default_value_t = 16 << 20)]
+    pub max_read_bytes: u64,
+
     /// Epoch tick in milliseconds: timeout granularity, and how long guest
     /// code runs before yielding its thread to other requests.
     #[arg(long, env = "WASM_EXEC_EPOCH_TICK_MS", default_value_t = 1)]
@@ -86,6 +95,8 @@ impl Settings {
             cache_entries: self.cache_entries,
             epoch_tick: Duration::from_millis(self.epoch_tick_ms.max(1)),
             compile_threads: self.compile_threads,
+            max_output_bytes: self.max_output_bytes,
+            max_read_bytes: self.max_read_bytes,
             limits: ExecLimits {
                 fuel: self.max_fuel,
                 timeout_ms: self.timeout_ms,

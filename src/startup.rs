@@ -25,9 +25,8 @@ impl Application {
         let store: Arc<dyn ModuleStore> = match settings.registry_path() {
             Some(path) => {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        anyhow::anyhow!("cannot create data directory {}: {e}", dir.display())
-                    })?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
                 }
                 tracing::info!(path = %path.display(), "opening registry");
                 Arc::new(RedbStore::open(&path)?)
@@ -46,11 +45,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind {}:{}: {e}", settings.bind, settings.port))?;
         let addr = listener.local_addr()?;
-        Ok(Application {
-            listener,
-            router,
-            addr,
-        })
+        Ok(Application { listener, router, addr })
     }
 
     /// The port actually bound.
@@ -64,10 +59,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, "listening");
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

@@ -20,9 +20,7 @@ impl CodeFields {
     pub async fn into_wasm(self, engine: &WasmEngine) -> ApiResult<Vec<u8>> {
         let limit = engine.settings().max_module_bytes;
         let too_large = |size: usize| {
-            ApiError::payload_too_large(format!(
-                "module is about {size} bytes; the limit is {limit} bytes"
-            ))
+            ApiError::payload_too_large(format!("module is about {size} bytes; the limit is {limit} bytes"))
         };
         match (self.wasm_hex, self.wasm_base64, self.wat) {
             (Some(hex), None, None) => {
@@ -30,9 +28,7 @@ impl CodeFields {
                 if hex.len() / 2 > limit {
                     return Err(too_large(hex.len() / 2));
                 }
-                hex::decode(&hex).map_err(|e| {
-                    ApiError::invalid_request(format!("wasm_hex is not valid hex: {e}"))
-                })
+                hex::decode(&hex).map_err(|e| ApiError::invalid_request(format!("wasm_hex is not valid hex: {e}")))
             }
             (None, Some(b64), None) => {
                 let b64 = strip_whitespace(b64);
@@ -42,9 +38,7 @@ impl CodeFields {
                 base64::engine::general_purpose::STANDARD
                     .decode(&b64)
                     .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&b64))
-                    .map_err(|e| {
-                        ApiError::invalid_request(format!("wasm_base64 is not valid base64: {e}"))
-                    })
+                    .map_err(|e| ApiError::invalid_request(format!("wasm_base64 is not valid base64: {e}")))
             }
             (None, None, Some(wat)) => Ok(engine.wat_to_wasm(wat).await?),
             (None, None, None) => Err(ApiError::invalid_request(

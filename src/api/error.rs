@@ -55,9 +55,7 @@ impl ApiError {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
-            format!(
-                "the server is running its maximum of {limit} concurrent executions; retry shortly"
-            ),
+            format!("the server is running its maximum of {limit} concurrent executions; retry shortly"),
         )
     }
 
@@ -92,18 +90,16 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::InvalidModule(m) => ApiError::new(S::BAD_REQUEST, "invalid_module", m),
             EngineError::ModuleTooLarge { .. } => ApiError::payload_too_large(e.to_string()),
-            EngineError::FunctionNotFound(m) => {
-                ApiError::new(S::NOT_FOUND, "function_not_found", m)
-            }
+            EngineError::FunctionNotFound(m) => ApiError::new(S::NOT_FOUND, "function_not_found", m),
             EngineError::InvalidParams(m) => ApiError::new(S::BAD_REQUEST, "invalid_params", m),
             EngineError::Link(m) => ApiError::new(S::BAD_REQUEST, "link_error", m),
             EngineError::Trap { kind, message } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "trap", message).with("trap", kind)
             }
             EngineError::LimitExceeded { kind, message } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "limit_exceeded", message)
-                    .with("limit", kind.as_str())
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "limit_exceeded", message).with("limit", kind.as_str())
             }
+            EngineError::MemoryAccess(m) => ApiError::new(S::BAD_REQUEST, "invalid_memory_access", m),
             EngineError::InvalidLimits(m) => ApiError::invalid_request(m),
             EngineError::Internal(m) => ApiError::internal(m),
         }
@@ -115,17 +111,12 @@ impl From<RegistryError> for ApiError {
         use StatusCode as S;
         match e {
             RegistryError::InvalidName(m) => ApiError::invalid_request(m),
-            RegistryError::NotFound(_) => {
-                ApiError::new(S::NOT_FOUND, "module_not_found", e.to_string())
-            }
-            RegistryError::HostModuleNotFound(_) => {
-                ApiError::new(S::BAD_REQUEST, "link_error", e.to_string())
-            }
+            RegistryError::NotFound(_) => ApiError::new(S::NOT_FOUND, "module_not_found", e.to_string()),
+            RegistryError::HostModuleNotFound(_) => ApiError::new(S::BAD_REQUEST, "link_error", e.to_string()),
             RegistryError::Exists(_) => ApiError::new(S::CONFLICT, "module_exists", e.to_string()),
             RegistryError::InUse { ref dependents, .. } => {
                 let dependents = dependents.clone();
-                ApiError::new(S::CONFLICT, "module_in_use", e.to_string())
-                    .with("dependents", dependents)
+                ApiError::new(S::CONFLICT, "module_in_use", e.to_string()).with("dependents", dependents)
             }
             RegistryError::Engine(inner) => inner.into(),
             RegistryError::Storage(m) => ApiError::internal(m),

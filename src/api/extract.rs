@@ -44,14 +44,10 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(
-                    "the request body is larger than the server's limit (see --max-body-bytes)"
-                        .to_string(),
+                    "the request body is larger than the server's limit (see --max-body-bytes)".to_string(),
                 )
             } else {
-                ApiError::invalid_request(format!(
-                    "cannot read the request body: {}",
-                    rejection.body_text()
-                ))
+                ApiError::invalid_request(format!("cannot read the request body: {}", rejection.body_text()))
             }
         })?;
         serde_json::from_slice(&bytes)
@@ -61,12 +57,6 @@ where
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

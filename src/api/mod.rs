@@ -1,6 +1,7 @@
 //! The HTTP API: routing, shared state, request logging. Handlers only
 //! decode, call the engine or registry, and encode; see `docs/API.md`.
 
+pub mod call;
 pub mod code;
 pub mod error;
 pub mod exec;

@@ -49,10 +49,7 @@ struct ModuleList {
     modules: Vec<ModuleRecord>,
 }
 
-async fn register(
-    State(app): State<AppState>,
-    JsonBody(req): JsonBody<Register>,
-) -> ApiResult<impl IntoResponse> {
+async fn register(State(app): State<AppState>, JsonBody(req): JsonBody<Register>) -> ApiResult<impl IntoResponse> {
     let _permit = app.exec_permit()?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
@@ -60,10 +57,7 @@ async fn register(
         wat: req.wat,
     };
     let wasm = code.into_wasm(&app.engine).await?;
-    let (record, compiled) = app
-        .registry
-        .register(&req.module_name, wasm, req.host_modules)
-        .await?;
+    let (record, compiled) = app.registry.register(&req.module_name, wasm, req.host_modules).await?;
     let detail = ModuleDetail {
         record,
         interface: compiled.interface(),
@@ -77,10 +71,7 @@ async fn list(State(app): State<AppState>) -> Json<ModuleList> {
     })
 }
 
-async fn describe(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<ModuleDetail>> {
+async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ModuleDetail>> {
     let record = app.registry.get(&name)?;
     let (compiled, _) = app.registry.compiled(&name).await?;
     Ok(Json(ModuleDetail {
@@ -89,10 +80,7 @@ async fn describe(
     }))
 }
 
-async fn binary(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+async fn binary(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
     let wasm = app.registry.wasm(&name).await?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], wasm))
 }

@@ -15,10 +15,11 @@ use lru::LruCache;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, Mutability};
+use wasmtime::{ExternType, FuncType, InstancePre, Module, Mutability};
 
 use super::exec::StoreState;
 use super::values::{signature, type_name};
+use super::wasi::WASI_MODULE;
 use super::{EngineError, WasmEngine};
 
 /// A SHA-256 digest of a module binary.
@@ -33,9 +34,11 @@ pub struct CompiledModule {
     sha256: Sha256Digest,
     size: usize,
     module: Module,
-    /// Ready-to-instantiate form for modules without imports, which skips
-    /// import resolution on every call (the common, hot case).
+    /// Ready-to-instantiate form for modules without imports other than
+    /// WASI, which skips import resolution on every call (the hot case).
     pre: Option<InstancePre<StoreState>>,
+    /// Whether the module imports WASI (and so needs a WASI context).
+    imports_wasi: bool,
 }
 
 impl CompiledModule {
@@ -52,6 +55,11 @@ impl CompiledModule {
     /// Size of the module binary in bytes.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Whether the module imports `wasi_snapshot_preview1`.
+    pub fn imports_wasi(&self) -> bool {
+        self.imports_wasi
     }
 
     pub(crate) fn module(&self) -> &Module {
@@ -134,12 +142,7 @@ impl ExternDesc {
                 Some(f.params().map(|t| type_name(&t)).collect()),
                 Some(f.results().map(|t| type_name(&t)).collect()),
             ),
-            ExternType::Memory(m) => (
-                "memory",
-                describe_limits(m.minimum(), m.maximum(), "pages"),
-                None,
-                None,
-            ),
+            ExternType::Memory(m) => ("memory", describe_limits(m.minimum(), m.maximum(), "pages"), None, None),
             ExternType::Table(t) => (
                 "table",
                 format!(
@@ -155,12 +158,7 @@ impl ExternDesc {
                     Mutability::Var => "mut ",
                     Mutability::Const => "",
                 };
-                (
-                    "global",
-                    format!("{mutability}{}", type_name(g.content())),
-                    None,
-                    None,
-                )
+                ("global", format!("{mutability}{}", type_name(g.content())), None, None)
             }
             ExternType::Tag(_) => ("tag", "tag".into(), None, None),
         };
@@ -208,11 +206,7 @@ impl CompileCache {
     }
 
     fn get(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sha)
-            .cloned()
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(sha).cloned()
     }
 
     fn insert(&self, module: Arc<CompiledModule>) {
@@ -233,8 +227,7 @@ impl WasmEngine {
     pub async fn wat_to_wasm(&self, text: String) -> Result<Vec<u8>, EngineError> {
         let small = text.len() <= INLINE_WAT_BYTES;
         let parse = move || {
-            wat::parse_str(&text)
-                .map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly text: {e}")))
+            wat::parse_str(&text).map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly text: {e}")))
         };
         if small {
             return parse();
@@ -251,10 +244,7 @@ impl WasmEngine {
 
     /// Returns the compiled form of `wasm`, compiling it only if the cache
     /// does not have it yet.
-    pub async fn compile(
-        &self,
-        wasm: Vec<u8>,
-    ) -> Result<(Arc<CompiledModule>, CacheOutcome), EngineError> {
+    pub async fn compile(&self, wasm: Vec<u8>) -> Result<(Arc<CompiledModule>, CacheOutcome), EngineError> {
         let limit = self.inner.settings.max_module_bytes;
         if wasm.len() > limit {
             return Err(EngineError::ModuleTooLarge {
@@ -288,22 +278,19 @@ impl WasmEngine {
         Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
     }
 
-    fn compile_blocking(
-        &self,
-        sha: Sha256Digest,
-        wasm: &[u8],
-    ) -> Result<CompiledModule, EngineError> {
+    fn compile_blocking(&self, sha: Sha256Digest, wasm: &[u8]) -> Result<CompiledModule, EngineError> {
         let module = Module::from_binary(self.wasmtime(), wasm).map_err(|e| {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain.join(": ")))
         })?;
-        let pre = if module.imports().len() == 0 {
-            let linker = Linker::<StoreState>::new(self.wasmtime());
-            Some(
-                linker
-                    .instantiate_pre(&module)
-                    .map_err(|e| EngineError::Internal(format!("cannot pre-instantiate: {e}")))?,
-            )
+        let imports_wasi = module.imports().any(|i| i.module() == WASI_MODULE);
+        let pre = if module.imports().all(|i| i.module() == WASI_MODULE) {
+            // Resolving WASI imports here also reports an unknown WASI
+            // function once, at compile time, naming it.
+            Some(self.base_linker().instantiate_pre(&module).map_err(|e| {
+                let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                EngineError::Link(chain.join(": "))
+            })?)
         } else {
             None
         };
@@ -312,6 +299,7 @@ impl WasmEngine {
             size: wasm.len(),
             module,
             pre,
+            imports_wasi,
         })
     }
 }

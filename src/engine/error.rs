@@ -92,6 +92,9 @@ pub enum EngineError {
     /// The guest hit an execution limit.
     #[error("{message}")]
     LimitExceeded { kind: LimitKind, message: String },
+    /// A memory read or write names a missing memory or leaves its bounds.
+    #[error("{0}")]
+    MemoryAccess(String),
     /// Per-request limits asked for more than the server allows.
     #[error("{0}")]
     InvalidLimits(String),
@@ -102,13 +105,13 @@ pub enum EngineError {
 
 /// Turns an error from instantiation or a call into an [`EngineError`].
 ///
-/// `memory_denied` says whether the store's limiter refused a memory or table
-/// growth earlier in this execution: a trap that follows a refusal is most
-/// usefully reported as the limit that caused it.
-pub fn classify_runtime_error(
-    error: wasmtime::Error,
-    limits: &super::limits::ExecLimits,
-) -> EngineError {
+pub fn classify_runtime_error(error: wasmtime::Error, limits: &super::limits::ExecLimits) -> EngineError {
+    // Our own errors raised inside a call (a bad memory access, a param the
+    // allocator could not place) come back unchanged.
+    let error = match error.downcast::<EngineError>() {
+        Ok(ours) => return ours,
+        Err(other) => other,
+    };
     if let Some(hit) = error.downcast_ref::<LimitHit>() {
         return EngineError::LimitExceeded {
             kind: hit.kind,
@@ -120,17 +123,11 @@ pub fn classify_runtime_error(
         return match trap {
             Trap::OutOfFuel => EngineError::LimitExceeded {
                 kind: LimitKind::Fuel,
-                message: format!(
-                    "fuel exhausted: the execution used all {} units of fuel",
-                    limits.fuel
-                ),
+                message: format!("fuel exhausted: the execution used all {} units of fuel", limits.fuel),
             },
             Trap::Interrupt => EngineError::LimitExceeded {
                 kind: LimitKind::Time,
-                message: format!(
-                    "execution exceeded the time limit of {} ms",
-                    limits.timeout_ms
-                ),
+                message: format!("execution exceeded the time limit of {} ms", limits.timeout_ms),
             },
             other => EngineError::Trap {
                 kind: trap_name(other),
@@ -141,11 +138,7 @@ pub fn classify_runtime_error(
     // Instantiation failures that are not traps are resource failures (for
     // example an initial memory the pooling allocator cannot hold); they are
     // the module's doing, so they are reported as a link-time limit.
-    let chain = error
-        .chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ");
+    let chain = error.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
     EngineError::Link(chain)
 }
 

@@ -1,5 +1,8 @@
-//! Running one call: a fresh store under limits, the module graph
-//! instantiated into it, one export called with converted params.
+//! Running guest code: a store under limits, the module graph instantiated
+//! into it ([`LiveInstance`]), and calls with memory I/O around them.
+//!
+//! One-shot executions instantiate, call once and drop; stateful instances
+//! keep the [`LiveInstance`] and call it again. Both take the same path.
 //!
 //! Guest code runs on the async reactor through wasmtime's async support:
 //! every epoch tick the guest yields back to tokio, so a long-running guest
@@ -11,43 +14,61 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use wasmtime::{Instance, Linker, Store, UpdateDeadline, Val};
+use wasmtime::{Func, FuncType, Instance, Linker, Store, UpdateDeadline, Val, ValType};
 
 use super::compile::CompiledModule;
 use super::error::{LimitHit, LimitKind, classify_runtime_error};
 use super::limits::{ExecLimits, StoreLimiter};
 use super::link::LinkedModule;
-use super::values::{json_to_val, signature, type_name, val_to_json};
+use super::memory::{self, MemoryRead, MemoryWrite};
+use super::values::{Arg, classify_args, json_to_val, signature, type_name, val_to_json};
+use super::wasi::{WasiConfig, WasiOutput, WasiState};
 use super::{EngineError, WasmEngine};
 
-/// Per-store host state: only what limits need. Guests get no host access.
+/// Per-store host state: limits and, for WASI programs, their context.
 pub struct StoreState {
     limiter: StoreLimiter,
     deadline: Instant,
     timeout_ms: u64,
+    wasi: Option<WasiState>,
 }
 
-/// One call to run.
-pub struct CallRequest<'a> {
-    /// The module whose export is called.
+impl StoreState {
+    /// The WASI context; a store whose graph imports WASI always has one.
+    pub(crate) fn wasi_ctx(&mut self) -> &mut wasmtime_wasi::p1::WasiP1Ctx {
+        &mut self
+            .wasi
+            .get_or_insert_with(|| WasiState::new(&WasiConfig::default(), 0))
+            .ctx
+    }
+}
+
+/// What to instantiate.
+pub struct InstanceSpec {
+    /// The module whose exports are called.
     pub root: Arc<CompiledModule>,
     /// How the root is named in messages (`module \`a\`` or `the module`).
     pub root_label: String,
     /// Every registered module the root depends on, directly or not, each
     /// once, dependencies before their dependents.
     pub graph: Vec<LinkedModule>,
-    pub function: &'a str,
-    pub params: &'a [Box<RawValue>],
     pub limits: ExecLimits,
+    /// The WASI world, for graphs that import WASI.
+    pub wasi: Option<WasiConfig>,
+    /// Cap on captured stdout and on stderr, each.
+    pub output_cap: usize,
 }
 
-/// What a successful call returns.
-#[derive(Debug)]
-pub struct CallOutcome {
-    /// Each result as JSON text (see `values::val_to_json`).
-    pub results: Vec<String>,
-    pub result_types: Vec<String>,
-    pub stats: ExecStats,
+/// One call on a live instance.
+pub struct CallSpec<'a> {
+    /// The export to call; `None` runs a WASI command's `_start`.
+    pub function: Option<&'a str>,
+    pub params: &'a [Box<RawValue>],
+    pub writes: &'a [MemoryWrite],
+    pub reads: &'a [MemoryRead],
+    /// Read a `(ptr, len)` result back as bytes.
+    pub result_as_bytes: bool,
+    pub limits: ExecLimits,
 }
 
 /// Measurements of one execution.
@@ -61,164 +82,450 @@ pub struct ExecStats {
     pub call_us: u64,
 }
 
+/// A WASI program's exit status and output.
+#[derive(Debug, Clone, Default)]
+pub struct WasiResult {
+    pub exit_code: i32,
+    pub output: WasiOutput,
+}
+
+/// What a successful call returns.
+#[derive(Debug, Default)]
+pub struct CallOutcome {
+    /// Each result as JSON text (see `values::val_to_json`).
+    pub results: Vec<String>,
+    pub result_types: Vec<String>,
+    /// The `(ptr, len)` result's bytes, when asked for.
+    pub result_bytes: Option<Vec<u8>>,
+    /// One entry per requested read, in order.
+    pub memory: Vec<Vec<u8>>,
+    pub wasi: Option<WasiResult>,
+    pub stats: ExecStats,
+}
+
+/// A failed call, with whatever could still be observed.
+#[derive(Debug)]
+pub struct CallFailure {
+    pub error: EngineError,
+    /// Present once guest code ran.
+    pub stats: Option<ExecStats>,
+    /// Requested reads, taken after a trap to help debugging.
+    pub memory: Vec<Vec<u8>>,
+    pub wasi: Option<WasiOutput>,
+}
+
+impl From<EngineError> for CallFailure {
+    fn from(error: EngineError) -> Self {
+        CallFailure {
+            error,
+            stats: None,
+            memory: Vec::new(),
+            wasi: None,
+        }
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// A module graph instantiated into its own store, ready for calls.
+pub struct LiveInstance {
+    store: Store<StoreState>,
+    root: Instance,
+    root_module: Arc<CompiledModule>,
+    root_label: String,
+    /// Host module instances by name, for `host:export` memory access.
+    hosts: Vec<(String, Instance)>,
+    /// Fuel and time spent instantiating, reported with the first call.
+    pending: Option<ExecStats>,
+}
+
 impl WasmEngine {
-    /// Runs `request`. On failure the error says which limit, trap, param or
-    /// import was at fault; fuel used so far is returned alongside.
-    pub async fn call(
-        &self,
-        request: CallRequest<'_>,
-    ) -> Result<CallOutcome, (EngineError, Option<ExecStats>)> {
-        let no_stats = |e| (e, None);
-        let ty = request
-            .root
-            .function_type(request.function)
-            .ok_or_else(|| {
-                let available = request.root.exported_functions();
-                no_stats(EngineError::FunctionNotFound(format!(
-                    "{} has no exported function `{}`; it exports: {}",
-                    request.root_label,
-                    request.function,
-                    if available.is_empty() {
-                        "no functions".to_string()
-                    } else {
-                        available.join(", ")
-                    }
-                )))
-            })?;
-        let params = convert_params(request.function, &ty, request.params).map_err(no_stats)?;
-
-        let mut store = self.new_store(&request.limits);
-        let started = Instant::now();
-        let instance = instantiate(&mut store, &request).await;
-        let instantiated = Instant::now();
-        let mut stats = ExecStats {
-            instantiate_us: micros(instantiated - started),
-            ..Default::default()
-        };
-        let instance = match instance {
-            Ok(instance) => instance,
-            Err(e) => {
-                stats.fuel_consumed = fuel_used(&store, &request.limits);
-                return Err((classify_runtime_error(e, &request.limits), Some(stats)));
-            }
-        };
-        let func = instance
-            .get_func(&mut store, request.function)
-            .ok_or_else(|| {
-                (
-                    EngineError::Internal("export vanished after instantiation".into()),
-                    None,
-                )
-            })?;
-        let mut results = vec![Val::I32(0); ty.results().len()];
-        let outcome = func.call_async(&mut store, &params, &mut results).await;
-        stats.call_us = micros(instantiated.elapsed());
-        stats.fuel_consumed = fuel_used(&store, &request.limits);
-        if let Err(e) = outcome {
-            return Err((classify_runtime_error(e, &request.limits), Some(stats)));
-        }
-        Ok(CallOutcome {
-            results: results.iter().map(val_to_json).collect(),
-            result_types: ty.results().map(|t| type_name(&t)).collect(),
-            stats,
-        })
-    }
-
-    fn new_store(&self, limits: &ExecLimits) -> Store<StoreState> {
+    /// Instantiates `spec`: the graph in order, then the root, then a
+    /// reactor's `_initialize`, all under `spec.limits`.
+    pub async fn instantiate(&self, spec: InstanceSpec) -> Result<LiveInstance, CallFailure> {
+        // A graph that imports WASI always gets a context: the request's, or
+        // an empty world (no args, no env, empty stdin).
+        let needs_wasi = spec.root.imports_wasi() || spec.graph.iter().any(|m| m.compiled.imports_wasi());
+        let config = spec.wasi.clone().or_else(|| needs_wasi.then(WasiConfig::default));
+        let wasi = config.as_ref().map(|config| WasiState::new(config, spec.output_cap));
         let state = StoreState {
-            limiter: StoreLimiter::new(limits),
-            deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
-            timeout_ms: limits.timeout_ms,
+            limiter: StoreLimiter::new(&spec.limits),
+            deadline: Instant::now(),
+            timeout_ms: spec.limits.timeout_ms,
+            wasi,
         };
         let mut store = Store::new(self.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
-        // Fuel is enabled engine-wide, so setting it cannot fail.
-        let _ = store.set_fuel(limits.fuel);
-        store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
             let state = ctx.data();
             if Instant::now() >= state.deadline {
                 return Err(wasmtime::Error::new(LimitHit {
                     kind: LimitKind::Time,
-                    message: format!(
-                        "execution exceeded the time limit of {} ms",
-                        state.timeout_ms
-                    ),
+                    message: format!("execution exceeded the time limit of {} ms", state.timeout_ms),
                 }));
             }
             // Let other requests run on this worker thread, then go on.
             Ok(UpdateDeadline::Yield(1))
         });
-        store
+        arm(&mut store, &spec.limits);
+        let started = Instant::now();
+        let result = self.instantiate_graph(&mut store, &spec).await;
+        let mut stats = ExecStats {
+            instantiate_us: micros(started.elapsed()),
+            ..Default::default()
+        };
+        stats.fuel_consumed = fuel_used(&store, &spec.limits);
+        let (root, hosts) = match result {
+            Ok(instances) => instances,
+            Err(e) => {
+                return Err(CallFailure {
+                    error: classify_runtime_error(e, &spec.limits),
+                    stats: Some(stats),
+                    memory: Vec::new(),
+                    wasi: store.data().wasi.as_ref().map(WasiState::take_output),
+                });
+            }
+        };
+        Ok(LiveInstance {
+            store,
+            root,
+            root_module: spec.root,
+            root_label: spec.root_label,
+            hosts,
+            pending: Some(stats),
+        })
+    }
+
+    async fn instantiate_graph(
+        &self,
+        store: &mut Store<StoreState>,
+        spec: &InstanceSpec,
+    ) -> wasmtime::Result<(Instance, Vec<(String, Instance)>)> {
+        let root = if spec.graph.is_empty()
+            && let Some(pre) = spec.root.pre()
+        {
+            (pre.instantiate_async(&mut *store).await?, Vec::new())
+        } else {
+            let mut linker: Linker<StoreState> = self.base_linker().clone();
+            let mut hosts = Vec::with_capacity(spec.graph.len());
+            for node in &spec.graph {
+                let instance = match node.compiled.pre() {
+                    Some(pre) => pre.instantiate_async(&mut *store).await?,
+                    None => linker.instantiate_async(&mut *store, node.compiled.module()).await?,
+                };
+                linker.instance(&mut *store, &node.name, instance)?;
+                initialize(store, instance).await?;
+                hosts.push((node.name.clone(), instance));
+            }
+            (linker.instantiate_async(&mut *store, spec.root.module()).await?, hosts)
+        };
+        initialize(store, root.0).await?;
+        Ok(root)
     }
 }
 
-/// Fuel used so far. Compiled code keeps its fuel counter in a register and
-/// writes it back at calls and returns; when the time limit interrupts a
-/// tight loop the last write-back may be old, so after a timeout this can
-/// undercount (documented in docs/API.md).
+/// Runs a WASI reactor's `_initialize`, as the reactor ABI requires before
+/// any other export is called.
+async fn initialize(store: &mut Store<StoreState>, instance: Instance) -> wasmtime::Result<()> {
+    if let Some(init) = instance.get_func(&mut *store, "_initialize") {
+        init.call_async(&mut *store, &[], &mut []).await?;
+    }
+    Ok(())
+}
+
+/// Refills fuel and restarts the clock for one call (or the instantiation).
+fn arm(store: &mut Store<StoreState>, limits: &ExecLimits) {
+    // Fuel is enabled engine-wide, so setting it cannot fail.
+    let _ = store.set_fuel(limits.fuel);
+    let state = store.data_mut();
+    state.deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+    state.timeout_ms = limits.timeout_ms;
+    store.set_epoch_deadline(1);
+}
+
+/// Fuel used since the last [`arm`]. Compiled code keeps its fuel counter in
+/// a register and writes it back at calls and returns; when the time limit
+/// interrupts a tight loop the last write-back may be old, so after a
+/// timeout this can undercount (documented in docs/API.md).
 fn fuel_used(store: &Store<StoreState>, limits: &ExecLimits) -> u64 {
     limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
 }
 
-fn convert_params(
-    function: &str,
-    ty: &wasmtime::FuncType,
-    params: &[Box<RawValue>],
-) -> Result<Vec<Val>, EngineError> {
-    let expected = ty.params().len();
-    if params.len() != expected {
-        return Err(EngineError::InvalidParams(format!(
-            "`{function}` expects {}; got {} param{}",
-            signature(ty),
-            params.len(),
-            if params.len() == 1 { "" } else { "s" }
-        )));
-    }
-    ty.params()
-        .zip(params)
-        .enumerate()
-        .map(|(i, (param_ty, raw))| {
-            json_to_val(raw, &param_ty).map_err(|reason| {
-                EngineError::InvalidParams(format!(
-                    "param {i} of `{function}` {} must be {}: {reason}",
-                    signature(ty),
-                    type_name(&param_ty)
-                ))
-            })
-        })
-        .collect()
-}
+/// Names of the guest allocators tried, in order, for byte arguments.
+const ALLOCATORS: &[&str] = &["alloc", "malloc"];
 
-/// Instantiates the dependency graph in order, then the root, all in one
-/// store, so that a module reached twice (a diamond) exists once and its
-/// memory and globals are shared by everyone who imports them.
-async fn instantiate(
-    store: &mut Store<StoreState>,
-    request: &CallRequest<'_>,
-) -> wasmtime::Result<Instance> {
-    if request.graph.is_empty()
-        && let Some(pre) = request.root.pre()
-    {
-        return pre.instantiate_async(&mut *store).await;
+impl LiveInstance {
+    /// The root module.
+    pub fn module(&self) -> &Arc<CompiledModule> {
+        &self.root_module
     }
-    let mut linker = Linker::new(store.engine());
-    for node in &request.graph {
-        let instance = match node.compiled.pre() {
-            Some(pre) => pre.instantiate_async(&mut *store).await?,
-            None => {
-                linker
-                    .instantiate_async(&mut *store, node.compiled.module())
-                    .await?
+
+    /// Current size in bytes of the root's default memory, if it has one.
+    pub fn memory_size(&mut self) -> Option<usize> {
+        memory::resolve(&mut self.store, self.root, &self.hosts, None)
+            .ok()
+            .map(|(_, m)| m.data_size(&self.store))
+    }
+
+    /// Calls one export: memory writes, byte arguments, the call, then reads.
+    pub async fn call(&mut self, spec: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
+        let prepared = prepare(&self.root_module, &self.root_label, &spec)?;
+        self.call_prepared(prepared, spec).await
+    }
+
+    /// Runs a call whose arguments [`prepare`] has already checked.
+    pub(crate) async fn call_prepared(
+        &mut self,
+        prepared: Prepared,
+        spec: CallSpec<'_>,
+    ) -> Result<CallOutcome, CallFailure> {
+        let Prepared { name, ty, args } = prepared;
+        let func = self
+            .root
+            .get_func(&mut self.store, &name)
+            .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
+        let mut stats = self.pending.take().unwrap_or_default();
+        let instantiate_fuel = stats.fuel_consumed;
+        arm(&mut self.store, &spec.limits);
+        let started = Instant::now();
+        let outcome = self.call_inner(&name, func, &ty, args, &spec).await;
+        stats.call_us = micros(started.elapsed());
+        stats.fuel_consumed = instantiate_fuel + fuel_used(&self.store, &spec.limits);
+        let wasi_output = self.store.data().wasi.as_ref().map(WasiState::take_output);
+
+        let outcome = match outcome {
+            Ok(values) => Ok((values, 0)),
+            Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                // `proc_exit` ends the program normally with a status.
+                Some(exit) if wasi_output.is_some() => Ok((Vec::new(), exit.0)),
+                _ => Err(e),
+            },
+        };
+        // Reads happen after traps too: the memory at the trap helps debugging.
+        let reads = self.read_all(spec.reads);
+        let (values, exit_code) = match outcome {
+            Ok(ok) => ok,
+            Err(e) => {
+                return Err(CallFailure {
+                    error: classify_runtime_error(e, &spec.limits),
+                    stats: Some(stats),
+                    memory: reads.unwrap_or_default(),
+                    wasi: wasi_output,
+                });
             }
         };
-        linker.instance(&mut *store, &node.name, instance)?;
+        let memory = reads.map_err(|error| CallFailure {
+            error,
+            stats: Some(stats.clone()),
+            memory: Vec::new(),
+            wasi: None,
+        })?;
+        let result_bytes = if spec.result_as_bytes && values.len() == 2 {
+            let (ptr, len) = (
+                values[0].unwrap_i32() as u32 as u64,
+                values[1].unwrap_i32() as u32 as u64,
+            );
+            Some(
+                self.read_one(&MemoryRead {
+                    memory: None,
+                    offset: ptr,
+                    length: len,
+                })
+                .map_err(CallFailure::from)?,
+            )
+        } else {
+            None
+        };
+        let is_command = spec.function.is_none() || name == "_start";
+        Ok(CallOutcome {
+            results: values.iter().map(val_to_json).collect(),
+            result_types: if is_command && exit_code != 0 {
+                Vec::new()
+            } else {
+                ty.results().map(|t| type_name(&t)).collect()
+            },
+            result_bytes,
+            memory,
+            wasi: wasi_output.map(|output| WasiResult { exit_code, output }),
+            stats,
+        })
     }
-    linker
-        .instantiate_async(&mut *store, request.root.module())
-        .await
+
+    async fn call_inner(
+        &mut self,
+        name: &str,
+        func: Func,
+        ty: &FuncType,
+        args: Vec<PreparedArg>,
+        spec: &CallSpec<'_>,
+    ) -> wasmtime::Result<Vec<Val>> {
+        for write in spec.writes {
+            let (shown, mem) = memory::resolve(&mut self.store, self.root, &self.hosts, write.memory.as_deref())?;
+            memory::write(&mut self.store, &shown, mem, write.offset, &write.data)?;
+        }
+        let mut params = Vec::with_capacity(ty.params().len());
+        for arg in args {
+            match arg {
+                PreparedArg::Value(val) => params.push(val),
+                PreparedArg::Bytes(bytes) => {
+                    let ptr = self.place_bytes(name, &bytes).await?;
+                    params.push(Val::I32(ptr as i32));
+                    params.push(Val::I32(bytes.len() as i32));
+                }
+            }
+        }
+        let mut results = vec![Val::I32(0); ty.results().len()];
+        func.call_async(&mut self.store, &params, &mut results).await?;
+        Ok(results)
+    }
+
+    /// Copies a byte argument into memory the guest allocated for it.
+    async fn place_bytes(&mut self, function: &str, bytes: &[u8]) -> wasmtime::Result<u32> {
+        let alloc = ALLOCATORS
+            .iter()
+            .find_map(|n| self.root.get_typed_func::<i32, i32>(&mut self.store, n).ok())
+            .ok_or_else(|| {
+                EngineError::InvalidParams(format!(
+                    "a bytes param of `{function}` needs the module to export an allocator `alloc(i32) -> i32` or `malloc(i32) -> i32`"
+                ))
+            })?;
+        let len = i32::try_from(bytes.len())
+            .map_err(|_| EngineError::InvalidParams("a bytes param is larger than 2 GiB".into()))?;
+        let ptr = alloc.call_async(&mut self.store, len).await? as u32;
+        if ptr == 0 && !bytes.is_empty() {
+            return Err(EngineError::InvalidParams(format!(
+                "the guest allocator returned null for a {len}-byte param of `{function}`"
+            ))
+            .into());
+        }
+        let (shown, mem) = memory::resolve(&mut self.store, self.root, &self.hosts, None)?;
+        memory::write(&mut self.store, &shown, mem, ptr as u64, bytes)?;
+        Ok(ptr)
+    }
+
+    fn read_one(&mut self, read: &MemoryRead) -> Result<Vec<u8>, EngineError> {
+        let (shown, mem) = memory::resolve(&mut self.store, self.root, &self.hosts, read.memory.as_deref())?;
+        memory::read(&self.store, &shown, mem, read.offset, read.length)
+    }
+
+    fn read_all(&mut self, reads: &[MemoryRead]) -> Result<Vec<Vec<u8>>, EngineError> {
+        reads.iter().map(|r| self.read_one(r)).collect()
+    }
+}
+
+/// A call whose function exists and whose arguments fit its signature.
+pub(crate) struct Prepared {
+    name: String,
+    ty: FuncType,
+    args: Vec<PreparedArg>,
+}
+
+pub(crate) enum PreparedArg {
+    Value(Val),
+    /// Placed in guest memory at call time; fills a `(ptr, len)` pair.
+    Bytes(Vec<u8>),
+}
+
+/// Everything about a call that can be checked without a store: the
+/// function exists, the arguments fill its signature and convert to their
+/// types. Done before instantiation, so a bad request costs no guest code.
+pub(crate) fn prepare(module: &CompiledModule, label: &str, spec: &CallSpec<'_>) -> Result<Prepared, EngineError> {
+    let name = match spec.function {
+        Some(name) => name.to_string(),
+        None if module.function_type("_start").is_some() => "_start".to_string(),
+        None => {
+            return Err(EngineError::FunctionNotFound(format!(
+                "no `function_name` was given and {label} is not a WASI command (it exports no `_start`); it exports: {}",
+                list_or_none(module.exported_functions())
+            )));
+        }
+    };
+    let ty = module.function_type(&name).ok_or_else(|| {
+        EngineError::FunctionNotFound(format!(
+            "{label} has no exported function `{name}`; it exports: {}",
+            list_or_none(module.exported_functions())
+        ))
+    })?;
+    let args = classify_args(spec.params).map_err(EngineError::InvalidParams)?;
+    check_arity(&name, &ty, &args)?;
+    if spec.result_as_bytes && !returns_ptr_len(&ty) {
+        return Err(EngineError::InvalidParams(format!(
+            "`{name}` {} does not return (i32, i32), so its result cannot be read as bytes",
+            signature(&ty)
+        )));
+    }
+    let param_types: Vec<ValType> = ty.params().collect();
+    let mut types = param_types.into_iter();
+    let mut prepared = Vec::with_capacity(args.len());
+    for (i, arg) in args.into_iter().enumerate() {
+        match arg {
+            Arg::Json(raw) => {
+                let param_ty = types.next().unwrap_or(ValType::I32);
+                let val = json_to_val(raw, &param_ty).map_err(|reason| {
+                    EngineError::InvalidParams(format!(
+                        "param {i} of `{name}` {} must be {}: {reason}",
+                        signature(&ty),
+                        type_name(&param_ty)
+                    ))
+                })?;
+                prepared.push(PreparedArg::Value(val));
+            }
+            Arg::Bytes(bytes) => {
+                types.next();
+                types.next();
+                prepared.push(PreparedArg::Bytes(bytes));
+            }
+        }
+    }
+    Ok(Prepared {
+        name,
+        ty,
+        args: prepared,
+    })
+}
+
+fn returns_ptr_len(ty: &FuncType) -> bool {
+    let results: Vec<ValType> = ty.results().collect();
+    results.len() == 2 && results.iter().all(|t| matches!(t, ValType::I32))
+}
+
+fn list_or_none(items: Vec<String>) -> String {
+    if items.is_empty() {
+        "no functions".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Checks that the arguments fill the signature: a JSON value fills one
+/// param, a bytes object fills an `(i32, i32)` pair (pointer, length).
+fn check_arity(name: &str, ty: &FuncType, args: &[Arg<'_>]) -> Result<(), EngineError> {
+    let types: Vec<ValType> = ty.params().collect();
+    let mut at = 0usize;
+    for (i, arg) in args.iter().enumerate() {
+        match arg {
+            Arg::Json(_) => at += 1,
+            Arg::Bytes(_) => {
+                let pair = types.get(at..at + 2);
+                if !pair.is_some_and(|p| p.iter().all(|t| matches!(t, ValType::I32))) {
+                    return Err(EngineError::InvalidParams(format!(
+                        "param {i} of `{name}` {} is bytes, which fills two i32 params (pointer, length), but the signature has no i32 pair at position {at}",
+                        signature(ty)
+                    )));
+                }
+                at += 2;
+            }
+        }
+    }
+    if at != types.len() {
+        return Err(EngineError::InvalidParams(format!(
+            "`{name}` expects {}; got {} param{}",
+            signature(ty),
+            args.len(),
+            if args.len() == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
 }

@@ -84,18 +84,11 @@ impl StoreLimiter {
 }
 
 impl wasmtime::ResourceLimiter for StoreLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
-        let in_use = self
-            .memory_in_use
-            .saturating_add((desired - current) as u64);
+        let in_use = self.memory_in_use.saturating_add((desired - current) as u64);
         if in_use > self.memory_bytes {
             return Err(wasmtime::Error::new(LimitHit {
                 kind: LimitKind::Memory,
@@ -109,12 +102,7 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
@@ -160,10 +148,7 @@ mod tests {
             fuel: Some(5),
             ..Default::default()
         };
-        assert_eq!(
-            SERVER.lowered_by(Some(&o)).unwrap(),
-            ExecLimits { fuel: 5, ..SERVER }
-        );
+        assert_eq!(SERVER.lowered_by(Some(&o)).unwrap(), ExecLimits { fuel: 5, ..SERVER });
         assert_eq!(SERVER.lowered_by(None).unwrap(), SERVER);
     }
 

@@ -12,6 +12,7 @@ use wasmtime::{ExternType, Mutability, ValType};
 use super::EngineError;
 use super::compile::CompiledModule;
 use super::values::{signature, type_name};
+use super::wasi::WASI_MODULE;
 
 /// A registered module taking part in an execution, under its registry name.
 #[derive(Clone)]
@@ -44,11 +45,7 @@ fn describe(ty: &ExternType) -> String {
         ),
         ExternType::Global(g) => format!(
             "global {}{}",
-            if g.mutability() == Mutability::Var {
-                "mut "
-            } else {
-                ""
-            },
+            if g.mutability() == Mutability::Var { "mut " } else { "" },
             type_name(g.content())
         ),
         ExternType::Tag(_) => "tag".into(),
@@ -74,32 +71,19 @@ fn satisfies(have: &ExternType, want: &ExternType) -> bool {
             have.is_64() == want.is_64()
                 && have.is_shared() == want.is_shared()
                 && have.page_size() == want.page_size()
-                && limits_fit(
-                    have.minimum(),
-                    have.maximum(),
-                    want.minimum(),
-                    want.maximum(),
-                )
+                && limits_fit(have.minimum(), have.maximum(), want.minimum(), want.maximum())
         }
         (ExternType::Table(want), ExternType::Table(have)) => {
             have.is_64() == want.is_64()
                 && have.element().matches(want.element())
                 && want.element().matches(have.element())
-                && limits_fit(
-                    have.minimum(),
-                    have.maximum(),
-                    want.minimum(),
-                    want.maximum(),
-                )
+                && limits_fit(have.minimum(), have.maximum(), want.minimum(), want.maximum())
         }
         (ExternType::Global(want), ExternType::Global(have)) => {
             have.mutability() == want.mutability()
                 && match want.mutability() {
                     Mutability::Const => have.content().matches(want.content()),
-                    Mutability::Var => {
-                        have.content().matches(want.content())
-                            && want.content().matches(have.content())
-                    }
+                    Mutability::Var => have.content().matches(want.content()) && want.content().matches(have.content()),
                 }
         }
         // Tags need the exceptions proposal; leave their check to wasmtime.
@@ -113,19 +97,15 @@ fn satisfies(have: &ExternType, want: &ExternType) -> bool {
 /// matching rules, so that a mismatch is reported at registration with both
 /// types shown rather than at every later call. (Wasmtime checks again at
 /// instantiation; a memory grown past its declared minimum only fits better.)
-pub fn check_imports(
-    who: &str,
-    module: &CompiledModule,
-    hosts: &[LinkedModule],
-) -> Result<(), EngineError> {
+pub fn check_imports(who: &str, module: &CompiledModule, hosts: &[LinkedModule]) -> Result<(), EngineError> {
     for import in module.module().imports() {
+        // WASI imports are the host's; they were resolved against the WASI
+        // linker when the module was compiled.
+        if import.module() == WASI_MODULE {
+            continue;
+        }
         let wanted = import.ty();
-        let shown = format!(
-            "`{}`.`{}` ({})",
-            import.module(),
-            import.name(),
-            describe(&wanted)
-        );
+        let shown = format!("`{}`.`{}` ({})", import.module(), import.name(), describe(&wanted));
         let Some(host) = hosts.iter().find(|h| h.name == import.module()) else {
             let listed = if hosts.is_empty() {
                 "it lists no host modules".to_string()
@@ -139,12 +119,7 @@ pub fn check_imports(
             )));
         };
         let Some(found) = host.compiled.module().get_export(import.name()) else {
-            let exports: Vec<String> = host
-                .compiled
-                .module()
-                .exports()
-                .map(|e| e.name().to_string())
-                .collect();
+            let exports: Vec<String> = host.compiled.module().exports().map(|e| e.name().to_string()).collect();
             return Err(EngineError::Link(format!(
                 "{who} imports {shown}, but host module `{}` has no export named `{}` (it exports: {})",
                 host.name,

@@ -9,8 +9,10 @@
 //!   the async reactor on a bounded number of threads.
 //! - [`link`] — checks that a module's imports are satisfied by its host
 //!   modules' exports, with messages that name the import.
-//! - [`exec`] — instantiates a module graph in a fresh store under limits and
-//!   calls one export.
+//! - [`exec`] — instantiates a module graph in a store under limits
+//!   ([`LiveInstance`]) and calls its exports.
+//! - [`memory`] — reads and writes of guest memory for requests.
+//! - [`wasi`] — WASI preview 1 contexts with in-memory stdio.
 //! - [`values`] — exact JSON ⇄ WebAssembly value conversion.
 //! - [`limits`], [`error`]: limits and the classification of failures.
 
@@ -19,16 +21,20 @@ pub mod error;
 pub mod exec;
 pub mod limits;
 pub mod link;
+pub mod memory;
 pub mod values;
+pub mod wasi;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use compile::{CacheOutcome, CompiledModule, ModuleInterface};
 pub use error::{EngineError, LimitKind};
-pub use exec::{CallOutcome, CallRequest, ExecStats};
+pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, InstanceSpec, LiveInstance, WasiResult};
 pub use limits::{ExecLimits, LimitOverrides};
 pub use link::LinkedModule;
+pub use memory::{MemoryRead, MemoryWrite};
+pub use wasi::{WasiConfig, WasiOutput};
 
 /// Engine-wide settings, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -47,6 +53,10 @@ pub struct EngineSettings {
     pub compile_threads: usize,
     /// The ceilings for every execution.
     pub limits: ExecLimits,
+    /// Most bytes kept of a WASI program's stdout, and of its stderr.
+    pub max_output_bytes: usize,
+    /// Most bytes a request may read out of guest memory, all reads together.
+    pub max_read_bytes: u64,
 }
 
 /// The shared engine. Cheap to clone.
@@ -59,6 +69,9 @@ struct Inner {
     engine: wasmtime::Engine,
     settings: EngineSettings,
     cache: compile::CompileCache,
+    /// Host definitions shared by every store: WASI preview 1 and nothing
+    /// else. Cloned per request when a graph needs a linker of its own.
+    base_linker: wasmtime::Linker<exec::StoreState>,
 }
 
 impl WasmEngine {
@@ -78,11 +91,15 @@ impl WasmEngine {
             .map_err(|e| EngineError::Internal(format!("cannot configure wasmtime: {e}")))?;
         spawn_epoch_ticker(&engine, settings.epoch_tick)?;
         let cache = compile::CompileCache::new(settings.cache_entries, settings.compile_threads);
+        let mut base_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut base_linker, |s: &mut exec::StoreState| s.wasi_ctx())
+            .map_err(|e| EngineError::Internal(format!("cannot define WASI: {e}")))?;
         Ok(WasmEngine {
             inner: Arc::new(Inner {
                 engine,
                 settings,
                 cache,
+                base_linker,
             }),
         })
     }
@@ -99,6 +116,18 @@ impl WasmEngine {
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner.engine
+    }
+
+    pub(crate) fn base_linker(&self) -> &wasmtime::Linker<exec::StoreState> {
+        &self.inner.base_linker
+    }
+
+    /// Instantiates `spec` and makes one call: a one-shot execution.
+    /// The call is checked before anything is instantiated.
+    pub async fn run(&self, spec: InstanceSpec, call: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
+        let prepared = exec::prepare(&spec.root, &spec.root_label, &call)?;
+        let mut live = self.instantiate(spec).await?;
+        live.call_prepared(prepared, call).await
     }
 }
 

@@ -40,14 +40,55 @@ fn ref_type_name(r: &RefType) -> String {
 
 /// Formats a function type as `(i32, i64) -> (f32)`.
 pub fn signature(ty: &FuncType) -> String {
-    let list = |it: &mut dyn Iterator<Item = ValType>| {
-        it.map(|t| type_name(&t)).collect::<Vec<_>>().join(", ")
-    };
-    format!(
-        "({}) -> ({})",
-        list(&mut ty.params()),
-        list(&mut ty.results())
-    )
+    let list = |it: &mut dyn Iterator<Item = ValType>| it.map(|t| type_name(&t)).collect::<Vec<_>>().join(", ");
+    format!("({}) -> ({})", list(&mut ty.params()), list(&mut ty.results()))
+}
+
+/// One JSON param before it meets the signature: a value for one param, or
+/// bytes for a `(ptr, len)` pair placed in guest memory.
+#[derive(Debug)]
+pub enum Arg<'a> {
+    Json(&'a RawValue),
+    Bytes(Vec<u8>),
+}
+
+/// The object forms of a bytes param: exactly one field.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BytesParam {
+    utf8: Option<String>,
+    hex: Option<String>,
+    base64: Option<String>,
+}
+
+/// Splits params into plain values and bytes objects (`{"utf8": …}`,
+/// `{"hex": …}`, `{"base64": …}`).
+pub fn classify_args(params: &[Box<RawValue>]) -> Result<Vec<Arg<'_>>, String> {
+    use base64::Engine as _;
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            if !raw.get().trim_start().starts_with('{') {
+                return Ok(Arg::Json(raw));
+            }
+            let shape = || {
+                format!("param {i} is an object; a bytes param is {{\"utf8\": …}}, {{\"hex\": …}} or {{\"base64\": …}}")
+            };
+            let bytes: BytesParam = serde_json::from_str(raw.get()).map_err(|e| format!("{}: {e}", shape()))?;
+            match (bytes.utf8, bytes.hex, bytes.base64) {
+                (Some(text), None, None) => Ok(Arg::Bytes(text.into_bytes())),
+                (None, Some(hex), None) => hex::decode(hex.trim())
+                    .map(Arg::Bytes)
+                    .map_err(|e| format!("param {i}: invalid hex: {e}")),
+                (None, None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map(Arg::Bytes)
+                    .map_err(|e| format!("param {i}: invalid base64: {e}")),
+                _ => Err(shape()),
+            }
+        })
+        .collect()
 }
 
 /// What a JSON token is, before it is interpreted against a value type.
@@ -93,8 +134,9 @@ pub fn json_to_val(raw: &RawValue, ty: &ValType) -> Result<Val, String> {
             )),
         },
         ValType::Ref(r) => match token {
-            Token::Null if r.is_nullable() => Val::default_for_ty(ty)
-                .ok_or_else(|| format!("cannot build a null {}", ref_type_name(r))),
+            Token::Null if r.is_nullable() => {
+                Val::default_for_ty(ty).ok_or_else(|| format!("cannot build a null {}", ref_type_name(r)))
+            }
             Token::Null => Err(format!("{} is not nullable", ref_type_name(r))),
             _ => Err(format!(
                 "only null can be passed for {}, got {}",
@@ -110,10 +152,7 @@ fn int_token(token: &Token, bits: u32, shown: &dyn Fn() -> String) -> Result<u64
         Token::Number(text) => parse_int(text, bits),
         Token::String(s) => parse_int(s.trim(), bits),
         Token::Null => Err(format!("expected an i{bits} integer, got null")),
-        Token::Other(what) => Err(format!(
-            "expected an i{bits} integer, got {what} {}",
-            shown()
-        )),
+        Token::Other(what) => Err(format!("expected an i{bits} integer, got {what} {}", shown())),
     }
 }
 
@@ -172,11 +211,7 @@ pub fn parse_int(text: &str, bits: u32) -> Result<u64, String> {
     if magnitude > limit {
         return Err(out_of_range());
     }
-    let mask = if bits == 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    };
+    let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
     let value = if negative {
         (magnitude as u64).wrapping_neg()
     } else {
@@ -187,13 +222,8 @@ pub fn parse_int(text: &str, bits: u32) -> Result<u64, String> {
 
 /// The special float spellings shared by f32 and f64.
 enum Special {
-    Nan {
-        negative: bool,
-        payload: Option<u64>,
-    },
-    Infinity {
-        negative: bool,
-    },
+    Nan { negative: bool, payload: Option<u64> },
+    Infinity { negative: bool },
 }
 
 fn parse_special(text: &str) -> Result<Option<Special>, String> {
@@ -210,8 +240,8 @@ fn parse_special(text: &str) -> Result<Option<Special>, String> {
         }));
     }
     if let Some(hex) = lower.strip_prefix("nan:0x") {
-        let payload = u64::from_str_radix(hex, 16)
-            .map_err(|_| format!("{} is not a valid NaN payload", abbreviate(text)))?;
+        let payload =
+            u64::from_str_radix(hex, 16).map_err(|_| format!("{} is not a valid NaN payload", abbreviate(text)))?;
         return Ok(Some(Special::Nan {
             negative,
             payload: Some(payload),
@@ -235,8 +265,7 @@ fn is_decimal(text: &str) -> bool {
     let whole = parts.next().unwrap_or("");
     let frac = parts.next().unwrap_or("");
     let digits_ok = |s: &str| s.chars().all(|c| c.is_ascii_digit());
-    let mantissa_ok =
-        (!whole.is_empty() || !frac.is_empty()) && digits_ok(whole) && digits_ok(frac);
+    let mantissa_ok = (!whole.is_empty() || !frac.is_empty()) && digits_ok(whole) && digits_ok(frac);
     let exponent_ok = exponent.is_none_or(|e| {
         let e = e.strip_prefix(['-', '+']).unwrap_or(e);
         !e.is_empty() && digits_ok(e)
@@ -253,9 +282,7 @@ fn is_hex_float(text: &str) -> bool {
 
 /// Parses a hex float with the text-format parser (which `wat` already
 /// brings in), so its rounding is the spec's. `None` if it is not one.
-fn parse_hex_float<'a, T: wast::parser::Parse<'a>>(
-    buffer: &'a wast::parser::ParseBuffer<'a>,
-) -> Option<T> {
+fn parse_hex_float<'a, T: wast::parser::Parse<'a>>(buffer: &'a wast::parser::ParseBuffer<'a>) -> Option<T> {
     wast::parser::parse::<T>(buffer).ok()
 }
 
@@ -283,15 +310,11 @@ pub fn parse_f32(text: &str) -> Result<u32, String> {
         return hex_f32(text);
     }
     match parse_special(text)? {
-        Some(Special::Infinity { negative }) => {
-            Ok(f32::INFINITY.to_bits() | if negative { SIGN } else { 0 })
-        }
+        Some(Special::Infinity { negative }) => Ok(f32::INFINITY.to_bits() | if negative { SIGN } else { 0 }),
         Some(Special::Nan { negative, payload }) => {
             let payload = payload.unwrap_or(F32_CANONICAL_NAN_PAYLOAD as u64);
             if payload == 0 || payload > F32_MANTISSA as u64 {
-                return Err(format!(
-                    "NaN payload of {text} must be between 0x1 and 0x7fffff"
-                ));
+                return Err(format!("NaN payload of {text} must be between 0x1 and 0x7fffff"));
             }
             Ok(0x7f80_0000 | payload as u32 | if negative { SIGN } else { 0 })
         }
@@ -317,15 +340,11 @@ pub fn parse_f64(text: &str) -> Result<u64, String> {
         return hex_f64(text);
     }
     match parse_special(text)? {
-        Some(Special::Infinity { negative }) => {
-            Ok(f64::INFINITY.to_bits() | if negative { SIGN } else { 0 })
-        }
+        Some(Special::Infinity { negative }) => Ok(f64::INFINITY.to_bits() | if negative { SIGN } else { 0 }),
         Some(Special::Nan { negative, payload }) => {
             let payload = payload.unwrap_or(F64_CANONICAL_NAN_PAYLOAD);
             if payload == 0 || payload > F64_MANTISSA {
-                return Err(format!(
-                    "NaN payload of {text} must be between 0x1 and 0xfffffffffffff"
-                ));
+                return Err(format!("NaN payload of {text} must be between 0x1 and 0xfffffffffffff"));
             }
             Ok(0x7ff0_0000_0000_0000 | payload | if negative { SIGN } else { 0 })
         }
@@ -352,10 +371,7 @@ pub fn parse_v128(text: &str) -> Result<u128, String> {
     let text = text.trim();
     if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         if hex.is_empty() || hex.len() > 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!(
-                "{} is not 0x followed by 1 to 32 hex digits",
-                abbreviate(text)
-            ));
+            return Err(format!("{} is not 0x followed by 1 to 32 hex digits", abbreviate(text)));
         }
         return u128::from_str_radix(hex, 16).map_err(|e| e.to_string());
     }
@@ -399,9 +415,7 @@ pub fn val_to_json(val: &Val) -> String {
         Val::F32(bits) => f32_to_json(*bits),
         Val::F64(bits) => f64_to_json(*bits),
         Val::V128(v) => format!("\"0x{:032x}\"", v.as_u128()),
-        Val::FuncRef(None) | Val::ExternRef(None) | Val::AnyRef(None) | Val::ExnRef(None) => {
-            "null".into()
-        }
+        Val::FuncRef(None) | Val::ExternRef(None) | Val::AnyRef(None) | Val::ExnRef(None) => "null".into(),
         Val::FuncRef(Some(_)) => r#"{"ref":"func"}"#.into(),
         Val::ExternRef(Some(_)) => r#"{"ref":"extern"}"#.into(),
         Val::AnyRef(Some(_)) => r#"{"ref":"any"}"#.into(),
@@ -418,11 +432,7 @@ pub fn f32_to_json(bits: u32) -> String {
     let value = f32::from_bits(bits);
     let negative = bits >> 31 == 1;
     if value.is_nan() {
-        nan_json(
-            negative,
-            (bits & F32_MANTISSA) as u64,
-            F32_CANONICAL_NAN_PAYLOAD as u64,
-        )
+        nan_json(negative, (bits & F32_MANTISSA) as u64, F32_CANONICAL_NAN_PAYLOAD as u64)
     } else if value.is_infinite() {
         infinity_json(negative)
     } else {
@@ -476,41 +486,23 @@ mod tests {
     #[test]
     fn i32_accepts_signed_unsigned_strings_and_hex() {
         assert_eq!(to_val("2", ValType::I32).unwrap().unwrap_i32(), 2);
-        assert_eq!(
-            to_val("-2147483648", ValType::I32).unwrap().unwrap_i32(),
-            i32::MIN
-        );
+        assert_eq!(to_val("-2147483648", ValType::I32).unwrap().unwrap_i32(), i32::MIN);
         assert_eq!(to_val("4294967295", ValType::I32).unwrap().unwrap_i32(), -1);
-        assert_eq!(
-            to_val("\"0xffffffff\"", ValType::I32).unwrap().unwrap_i32(),
-            -1
-        );
+        assert_eq!(to_val("\"0xffffffff\"", ValType::I32).unwrap().unwrap_i32(), -1);
         assert_eq!(to_val("\"-7\"", ValType::I32).unwrap().unwrap_i32(), -7);
     }
 
     #[test]
     fn i32_rejects_out_of_range_fractions_and_other_types() {
-        assert!(
-            to_val("4294967296", ValType::I32)
-                .unwrap_err()
-                .contains("out of range")
-        );
+        assert!(to_val("4294967296", ValType::I32).unwrap_err().contains("out of range"));
         assert!(
             to_val("-2147483649", ValType::I32)
                 .unwrap_err()
                 .contains("out of range")
         );
-        assert!(
-            to_val("2.0", ValType::I32)
-                .unwrap_err()
-                .contains("not an i32")
-        );
+        assert!(to_val("2.0", ValType::I32).unwrap_err().contains("not an i32"));
         assert!(to_val("1e3", ValType::I32).is_err());
-        assert!(
-            to_val("true", ValType::I32)
-                .unwrap_err()
-                .contains("boolean")
-        );
+        assert!(to_val("true", ValType::I32).unwrap_err().contains("boolean"));
         assert!(to_val("null", ValType::I32).is_err());
         assert!(to_val("\"\"", ValType::I32).is_err());
     }
@@ -518,23 +510,14 @@ mod tests {
     #[test]
     fn i64_is_exact_beyond_2_pow_53() {
         assert_eq!(
-            to_val("9007199254740993", ValType::I64)
-                .unwrap()
-                .unwrap_i64(),
+            to_val("9007199254740993", ValType::I64).unwrap().unwrap_i64(),
             9007199254740993
         );
         assert_eq!(
-            to_val("-9223372036854775808", ValType::I64)
-                .unwrap()
-                .unwrap_i64(),
+            to_val("-9223372036854775808", ValType::I64).unwrap().unwrap_i64(),
             i64::MIN
         );
-        assert_eq!(
-            to_val("18446744073709551615", ValType::I64)
-                .unwrap()
-                .unwrap_i64(),
-            -1
-        );
+        assert_eq!(to_val("18446744073709551615", ValType::I64).unwrap().unwrap_i64(), -1);
         assert!(to_val("18446744073709551616", ValType::I64).is_err());
         assert_eq!(val_to_json(&Val::I64(i64::MAX)), "9223372036854775807");
     }
@@ -545,24 +528,15 @@ mod tests {
         assert_eq!(bits, 0.1f32.to_bits());
         assert_eq!(f32_to_json(bits), "0.1");
         // 16777217 is not representable in f32; it must round to even once.
-        assert_eq!(
-            to_val("16777217", ValType::F32).unwrap().unwrap_f32(),
-            16777216.0
-        );
+        assert_eq!(to_val("16777217", ValType::F32).unwrap().unwrap_f32(), 16777216.0);
     }
 
     #[test]
     fn signed_zero_nan_and_infinities_survive() {
         let neg_zero = to_val("-0.0", ValType::F64).unwrap();
         assert_eq!(val_to_json(&neg_zero), "-0.0");
-        assert_eq!(
-            val_to_json(&to_val("\"NaN\"", ValType::F32).unwrap()),
-            "\"NaN\""
-        );
-        assert_eq!(
-            val_to_json(&to_val("\"-nan\"", ValType::F64).unwrap()),
-            "\"-NaN\""
-        );
+        assert_eq!(val_to_json(&to_val("\"NaN\"", ValType::F32).unwrap()), "\"NaN\"");
+        assert_eq!(val_to_json(&to_val("\"-nan\"", ValType::F64).unwrap()), "\"-NaN\"");
         assert_eq!(
             val_to_json(&to_val("\"nan:0x200000\"", ValType::F32).unwrap()),
             "\"nan:0x200000\""
@@ -588,16 +562,8 @@ mod tests {
 
     #[test]
     fn floats_reject_overflow_and_junk() {
-        assert!(
-            to_val("1e39", ValType::F32)
-                .unwrap_err()
-                .contains("out of range")
-        );
-        assert!(
-            to_val("1e309", ValType::F64)
-                .unwrap_err()
-                .contains("out of range")
-        );
+        assert!(to_val("1e39", ValType::F32).unwrap_err().contains("out of range"));
+        assert!(to_val("1e309", ValType::F64).unwrap_err().contains("out of range"));
         assert!(to_val("\"12abc\"", ValType::F64).is_err());
         assert!(to_val("\"nan:0x0\"", ValType::F32).is_err());
         assert!(to_val("\"nan:0x800000\"", ValType::F32).is_err());
@@ -621,10 +587,7 @@ mod tests {
 
     #[test]
     fn refs_take_only_null() {
-        assert!(matches!(
-            to_val("null", ValType::FUNCREF).unwrap(),
-            Val::FuncRef(None)
-        ));
+        assert!(matches!(to_val("null", ValType::FUNCREF).unwrap(), Val::FuncRef(None)));
         assert!(matches!(
             to_val("null", ValType::EXTERNREF).unwrap(),
             Val::ExternRef(None)

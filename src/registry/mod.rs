@@ -39,16 +39,11 @@ pub enum RegistryError {
     #[error("host module `{0}` is not registered")]
     HostModuleNotFound(String),
     /// The name is taken; names are immutable.
-    #[error(
-        "a module named `{0}` is already registered; names are immutable, so choose another or delete it first"
-    )]
+    #[error("a module named `{0}` is already registered; names are immutable, so choose another or delete it first")]
     Exists(String),
     /// Other modules depend on this one.
     #[error("module `{name}` is a host module of {}; delete those first", dependents.join(", "))]
-    InUse {
-        name: String,
-        dependents: Vec<String>,
-    },
+    InUse { name: String, dependents: Vec<String> },
     /// Validation, compilation or linking failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -109,11 +104,11 @@ pub fn validate_name(name: &str) -> Result<(), RegistryError> {
 }
 
 fn digest_of(record: &ModuleRecord) -> Result<Sha256Digest, RegistryError> {
-    let bytes = hex::decode(&record.sha256)
-        .map_err(|e| RegistryError::Storage(format!("bad digest in record: {e}")))?;
-    bytes.try_into().map_err(|_| {
-        RegistryError::Storage(format!("bad digest length in record `{}`", record.name))
-    })
+    let bytes =
+        hex::decode(&record.sha256).map_err(|e| RegistryError::Storage(format!("bad digest in record: {e}")))?;
+    bytes
+        .try_into()
+        .map_err(|_| RegistryError::Storage(format!("bad digest length in record `{}`", record.name)))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -127,10 +122,7 @@ async fn blocking<T: Send + 'static>(
 
 impl Registry {
     /// Opens the registry over `store`, loading the index of every record.
-    pub async fn open(
-        store: Arc<dyn ModuleStore>,
-        engine: WasmEngine,
-    ) -> Result<Self, RegistryError> {
+    pub async fn open(store: Arc<dyn ModuleStore>, engine: WasmEngine) -> Result<Self, RegistryError> {
         let records = {
             let store = store.clone();
             blocking(move || store.list()).await?
@@ -148,11 +140,7 @@ impl Registry {
     }
 
     fn entry(&self, name: &str) -> Option<Arc<Entry>> {
-        self.index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.index.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// Every record, in name order.
@@ -187,16 +175,13 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
         let store = self.store.clone();
         let sha = entry.record.sha256.clone();
-        blocking(move || store.wasm(&sha)).await?.ok_or_else(|| {
-            RegistryError::Storage(format!("binary of module `{name}` is missing from storage"))
-        })
+        blocking(move || store.wasm(&sha))
+            .await?
+            .ok_or_else(|| RegistryError::Storage(format!("binary of module `{name}` is missing from storage")))
     }
 
     /// The compiled form of `name`, from the cache or compiled from storage.
-    pub async fn compiled(
-        &self,
-        name: &str,
-    ) -> Result<(Arc<CompiledModule>, CacheOutcome), RegistryError> {
+    pub async fn compiled(&self, name: &str) -> Result<(Arc<CompiledModule>, CacheOutcome), RegistryError> {
         let entry = self
             .entry(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
@@ -224,8 +209,7 @@ impl Registry {
         // change, but `seen` also guards against a corrupted store.
         let mut order: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
-        let mut stack: Vec<(String, bool)> =
-            hosts.iter().rev().map(|h| (h.clone(), false)).collect();
+        let mut stack: Vec<(String, bool)> = hosts.iter().rev().map(|h| (h.clone(), false)).collect();
         while let Some((name, expanded)) = stack.pop() {
             if expanded {
                 order.push(name);
@@ -254,11 +238,7 @@ impl Registry {
 
     /// The direct host modules `hosts`, picked out of a resolved `graph`.
     pub fn direct_hosts(graph: &[LinkedModule], hosts: &[String]) -> Vec<LinkedModule> {
-        graph
-            .iter()
-            .filter(|m| hosts.contains(&m.name))
-            .cloned()
-            .collect()
+        graph.iter().filter(|m| hosts.contains(&m.name)).cloned().collect()
     }
 
     /// Validates, links and stores a new module under `name`.
@@ -314,10 +294,7 @@ impl Registry {
         let store = self.store.clone();
         let owned = name.to_string();
         blocking(move || store.remove(&owned)).await?;
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.index.write().unwrap_or_else(|p| p.into_inner()).remove(name);
         Ok(())
     }
 }

@@ -31,8 +31,8 @@ fn backend<E: std::fmt::Display>(e: E) -> StoreError {
 impl RedbStore {
     /// Opens (or creates) the database file `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let db =
+            Database::create(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         Self::with_tables(db)
     }
 
@@ -54,8 +54,7 @@ impl RedbStore {
 }
 
 fn decode(bytes: &[u8]) -> Result<ModuleRecord, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Backend(format!("unreadable module record: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("unreadable module record: {e}")))
 }
 
 impl ModuleStore for RedbStore {
@@ -75,11 +74,7 @@ impl ModuleStore for RedbStore {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut modules = txn.open_table(MODULES).map_err(backend)?;
-            if modules
-                .get(record.name.as_str())
-                .map_err(backend)?
-                .is_some()
-            {
+            if modules.get(record.name.as_str()).map_err(backend)?.is_some() {
                 return Err(StoreError::Exists(record.name.clone()));
             }
             for host in &record.host_modules {
@@ -91,14 +86,8 @@ impl ModuleStore for RedbStore {
                 .insert(record.name.as_str(), encoded.as_slice())
                 .map_err(backend)?;
             let mut blobs = txn.open_table(BLOBS).map_err(backend)?;
-            if blobs
-                .get(record.sha256.as_str())
-                .map_err(backend)?
-                .is_none()
-            {
-                blobs
-                    .insert(record.sha256.as_str(), wasm)
-                    .map_err(backend)?;
+            if blobs.get(record.sha256.as_str()).map_err(backend)?.is_none() {
+                blobs.insert(record.sha256.as_str(), wasm).map_err(backend)?;
             }
         }
         txn.commit().map_err(backend)
@@ -107,10 +96,7 @@ impl ModuleStore for RedbStore {
     fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(BLOBS).map_err(backend)?;
-        Ok(table
-            .get(sha256)
-            .map_err(backend)?
-            .map(|v| v.value().to_vec()))
+        Ok(table.get(sha256).map_err(backend)?.map(|v| v.value().to_vec()))
     }
 
     fn remove(&self, name: &str) -> Result<(), StoreError> {
@@ -197,11 +183,7 @@ mod tests {
         }
         store.remove("b").unwrap();
         store.remove("a").unwrap();
-        assert_eq!(
-            store.wasm("aa").unwrap().unwrap(),
-            b"abc",
-            "still used by `twin`"
-        );
+        assert_eq!(store.wasm("aa").unwrap().unwrap(), b"abc", "still used by `twin`");
         store.remove("twin").unwrap();
         assert!(store.wasm("aa").unwrap().is_none());
         assert!(matches!(store.remove("a"), Err(StoreError::NotFound(_))));

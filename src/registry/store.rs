@@ -39,10 +39,7 @@ pub enum StoreError {
     MissingHostModule(String),
     /// Other modules list this one as a host module.
     #[error("module `{name}` is a host module of {}; delete those first", dependents.join(", "))]
-    InUse {
-        name: String,
-        dependents: Vec<String>,
-    },
+    InUse { name: String, dependents: Vec<String> },
     /// The backend failed (I/O, corruption, connection).
     #[error("storage failure: {0}")]
     Backend(String),

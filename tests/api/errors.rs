@@ -5,7 +5,8 @@ use serde_json::json;
 
 use crate::helpers::{DOUBLE_HEX, code, spawn_app};
 
-const DOUBLE_WAT: &str = r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
+const DOUBLE_WAT: &str =
+    r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
 
 #[tokio::test]
 async fn malformed_json_is_invalid_request() {
@@ -21,28 +22,15 @@ async fn malformed_json_is_invalid_request() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(code(&body), "invalid_request");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid JSON body")
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("invalid JSON body"));
 }
 
 #[tokio::test]
 async fn missing_duplicate_and_unknown_fields_are_invalid_request() {
     let app = spawn_app().await;
     let (status, body) = app.post("/", &json!({"function_name": "double"})).await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_request")
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("wasm_hex")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("wasm_hex"));
 
     let (status, body) = app
         .post(
@@ -50,24 +38,13 @@ async fn missing_duplicate_and_unknown_fields_are_invalid_request() {
             &json!({"wasm_hex": DOUBLE_HEX, "wat": DOUBLE_WAT, "function_name": "double"}),
         )
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_request")
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("exactly one")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("exactly one"));
 
     let (status, body) = app
         .post("/", &json!({"wasm_hex": DOUBLE_HEX, "function": "double"}))
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_request")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"));
     assert!(
         body["error"]["message"]
             .as_str()
@@ -78,10 +55,7 @@ async fn missing_duplicate_and_unknown_fields_are_invalid_request() {
     let (status, body) = app
         .post("/", &json!({"wasm_hex": "zz", "function_name": "double"}))
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_request")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"));
 }
 
 #[tokio::test]
@@ -104,32 +78,20 @@ async fn a_non_json_content_type_is_unsupported_media_type() {
 async fn bytes_that_are_not_wasm_are_invalid_module() {
     let app = spawn_app().await;
     let (status, body) = app
-        .post(
-            "/",
-            &json!({"wasm_hex": "0061736d01000000ff", "function_name": "f"}),
-        )
+        .post("/", &json!({"wasm_hex": "0061736d01000000ff", "function_name": "f"}))
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_module")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_module"));
     let (status, body) = app
         .post(
             "/",
             &json!({"wat": "(module (func (export \"f\") i32.add))", "function_name": "f"}),
         )
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_module")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_module"));
     let (status, body) = app
         .post("/", &json!({"wat": "(module (fun", "function_name": "f"}))
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_module")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_module"));
     assert!(
         body["error"]["message"]
             .as_str()
@@ -147,10 +109,7 @@ async fn wrong_param_count_states_the_signature() {
             &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [2, 3]}),
         )
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_params")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_params"));
     assert_eq!(
         body["error"]["message"],
         "`double` expects (i32) -> (i32); got 2 params"
@@ -175,8 +134,7 @@ async fn wrong_param_types_and_ranges_are_invalid_params() {
         );
         let message = body["error"]["message"].as_str().unwrap();
         assert!(
-            message.contains("param 0 of `double` (i32) -> (i32) must be i32")
-                && message.contains(fragment),
+            message.contains("param 0 of `double` (i32) -> (i32) must be i32") && message.contains(fragment),
             "{message}"
         );
     }
@@ -186,10 +144,7 @@ async fn wrong_param_types_and_ranges_are_invalid_params() {
 async fn an_unknown_function_is_function_not_found_listing_exports() {
     let app = spawn_app().await;
     let (status, body) = app.run_wat(DOUBLE_WAT, "triple", json!([1])).await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::NOT_FOUND, "function_not_found")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "function_not_found"));
     assert!(
         body["error"]["message"]
             .as_str()
@@ -246,10 +201,7 @@ async fn traps_name_their_kind() {
 async fn unknown_routes_and_methods_answer_json() {
     let app = spawn_app().await;
     let (status, body) = app.get("/nope").await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::NOT_FOUND, "route_not_found")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "route_not_found"));
     let (status, body) = app.get("/execute").await;
     assert_eq!(
         (status, code(&body)),

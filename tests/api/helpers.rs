@@ -16,8 +16,7 @@ use wasm_exec_api::config::Settings;
 use wasm_exec_api::startup::Application;
 
 /// The origin README's `double` module, as hex.
-pub const DOUBLE_HEX: &str =
-    "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
+pub const DOUBLE_HEX: &str = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
 /// The origin README's `double_twice` module importing `utils.double`.
 pub const DOUBLE_TWICE_HEX: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
 
@@ -131,48 +130,27 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request failed");
+        let response = self.client.get(self.url(path)).send().await.expect("request failed");
         let status = response.status();
         (status, parse(&response.text().await.unwrap()))
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .delete(self.url(path))
-            .send()
-            .await
-            .expect("request failed");
+        let response = self.client.delete(self.url(path)).send().await.expect("request failed");
         let status = response.status();
         (status, parse(&response.text().await.unwrap()))
     }
 
     /// `POST /` with WebAssembly text.
     pub async fn run_wat(&self, wat: &str, function: &str, params: Value) -> (StatusCode, Value) {
-        self.post(
-            "/",
-            &json!({ "wat": wat, "function_name": function, "params": params }),
-        )
-        .await
+        self.post("/", &json!({ "wat": wat, "function_name": function, "params": params }))
+            .await
     }
 
     /// `POST /` with WebAssembly text; raw body (for exact number checks).
-    pub async fn run_wat_text(
-        &self,
-        wat: &str,
-        function: &str,
-        params: Value,
-    ) -> (StatusCode, String) {
-        self.post_text(
-            "/",
-            &json!({ "wat": wat, "function_name": function, "params": params }),
-        )
-        .await
+    pub async fn run_wat_text(&self, wat: &str, function: &str, params: Value) -> (StatusCode, String) {
+        self.post_text("/", &json!({ "wat": wat, "function_name": function, "params": params }))
+            .await
     }
 
     /// `POST /register` with WebAssembly text.

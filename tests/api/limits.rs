@@ -10,16 +10,11 @@ const COUNT_TO: &str = r#"(module (func (export "count") (param i32) (result i32
     (loop (local.set 1 (i32.add (local.get 1) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 1) (local.get 0))))
     (local.get 1)))"#;
 const SPIN: &str = r#"(module (func (export "spin") (loop (br 0))))"#;
-const GROW_MEMORY: &str = r#"(module (memory 1) (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))"#;
+const GROW_MEMORY: &str =
+    r#"(module (memory 1) (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))"#;
 const GROW_TABLE: &str = r#"(module (table 1 funcref) (func (export "grow") (param i32) (result i32) (table.grow (ref.null func) (local.get 0))))"#;
 
-async fn run_limited(
-    app: &TestApp,
-    wat: &str,
-    function: &str,
-    params: Value,
-    limits: Value,
-) -> (StatusCode, Value) {
+async fn run_limited(app: &TestApp, wat: &str, function: &str, params: Value, limits: Value) -> (StatusCode, Value) {
     app.post(
         "/",
         &json!({"wat": wat, "function_name": function, "params": params, "limits": limits}),
@@ -39,14 +34,7 @@ fn assert_limit(status: StatusCode, body: &Value, limit: &str) {
 #[tokio::test]
 async fn fuel_limit_obeyed() {
     let app = spawn_app().await;
-    let (status, body) = run_limited(
-        &app,
-        COUNT_TO,
-        "count",
-        json!([100]),
-        json!({"fuel": 10_000}),
-    )
-    .await;
+    let (status, body) = run_limited(&app, COUNT_TO, "count", json!([100]), json!({"fuel": 10_000})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["stats"]["fuel_consumed"].as_u64().unwrap() <= 10_000);
 }
@@ -54,14 +42,7 @@ async fn fuel_limit_obeyed() {
 #[tokio::test]
 async fn fuel_limit_violated() {
     let app = spawn_app().await;
-    let (status, body) = run_limited(
-        &app,
-        COUNT_TO,
-        "count",
-        json!([1_000_000]),
-        json!({"fuel": 10_000}),
-    )
-    .await;
+    let (status, body) = run_limited(&app, COUNT_TO, "count", json!([1_000_000]), json!({"fuel": 10_000})).await;
     assert_limit(status, &body, "fuel");
     assert_eq!(body["error"]["stats"]["fuel_consumed"], 10_000);
 }
@@ -69,29 +50,16 @@ async fn fuel_limit_violated() {
 #[tokio::test]
 async fn time_limit_obeyed() {
     let app = spawn_app().await;
-    let (status, body) = run_limited(
-        &app,
-        COUNT_TO,
-        "count",
-        json!([1000]),
-        json!({"timeout_ms": 5000}),
-    )
-    .await;
+    let (status, body) = run_limited(&app, COUNT_TO, "count", json!([1000]), json!({"timeout_ms": 5000})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
 async fn time_limit_violated() {
     let app = spawn_app().await;
-    let (status, body) =
-        run_limited(&app, SPIN, "spin", json!([]), json!({"timeout_ms": 100})).await;
+    let (status, body) = run_limited(&app, SPIN, "spin", json!([]), json!({"timeout_ms": 100})).await;
     assert_limit(status, &body, "time");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("100 ms")
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("100 ms"));
     assert!(body["error"]["stats"]["call_us"].as_u64().unwrap() >= 100_000);
 }
 
@@ -134,8 +102,7 @@ async fn memory_limit_violated_by_growth() {
 async fn memory_limit_violated_by_initial_size() {
     let app = spawn_app().await;
     let wat = r#"(module (memory 100) (func (export "f")))"#;
-    let (status, body) =
-        run_limited(&app, wat, "f", json!([]), json!({"memory_bytes": 65536})).await;
+    let (status, body) = run_limited(&app, wat, "f", json!([]), json!({"memory_bytes": 65536})).await;
     assert_limit(status, &body, "memory");
 }
 
@@ -151,14 +118,7 @@ async fn growth_past_a_modules_own_maximum_returns_minus_one() {
 #[tokio::test]
 async fn table_limit_obeyed() {
     let app = spawn_app().await;
-    let (status, body) = run_limited(
-        &app,
-        GROW_TABLE,
-        "grow",
-        json!([10]),
-        json!({"table_elements": 100}),
-    )
-    .await;
+    let (status, body) = run_limited(&app, GROW_TABLE, "grow", json!([10]), json!({"table_elements": 100})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"], json!([1]));
 }
@@ -166,14 +126,7 @@ async fn table_limit_obeyed() {
 #[tokio::test]
 async fn table_limit_violated() {
     let app = spawn_app().await;
-    let (status, body) = run_limited(
-        &app,
-        GROW_TABLE,
-        "grow",
-        json!([1000]),
-        json!({"table_elements": 100}),
-    )
-    .await;
+    let (status, body) = run_limited(&app, GROW_TABLE, "grow", json!([1000]), json!({"table_elements": 100})).await;
     assert_limit(status, &body, "table_elements");
 }
 
@@ -182,20 +135,15 @@ async fn requests_cannot_raise_limits() {
     let mut settings = test_settings();
     settings.max_fuel = 1000;
     let app = spawn_app_with(settings).await;
-    let (status, body) =
-        run_limited(&app, COUNT_TO, "count", json!([1]), json!({"fuel": 1001})).await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_request")
-    );
+    let (status, body) = run_limited(&app, COUNT_TO, "count", json!([1]), json!({"fuel": 1001})).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"));
     assert!(
         body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("exceeds the server maximum of 1000")
     );
-    let (status, body) =
-        run_limited(&app, COUNT_TO, "count", json!([1]), json!({"fuel": 1000})).await;
+    let (status, body) = run_limited(&app, COUNT_TO, "count", json!([1]), json!({"fuel": 1000})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -205,10 +153,7 @@ async fn a_body_over_the_limit_is_payload_too_large() {
     settings.max_body_bytes = 1024;
     let app = spawn_app_with(settings).await;
     let (status, body) = app
-        .post(
-            "/",
-            &json!({"wasm_hex": "00".repeat(2048), "function_name": "f"}),
-        )
+        .post("/", &json!({"wasm_hex": "00".repeat(2048), "function_name": "f"}))
         .await;
     assert_eq!(
         (status, code(&body)),
@@ -238,10 +183,7 @@ async fn a_module_over_the_limit_is_payload_too_large() {
             .contains("the limit is 40 bytes")
     );
     let (status, body) = app
-        .post(
-            "/register",
-            &json!({"module_name": "big", "wasm_hex": DOUBLE_HEX}),
-        )
+        .post("/register", &json!({"module_name": "big", "wasm_hex": DOUBLE_HEX}))
         .await;
     assert_eq!(
         (status, code(&body)),
@@ -259,18 +201,13 @@ async fn over_the_concurrency_cap_requests_get_a_fast_503() {
     let spins = (0..2).map(|_| {
         let (client, url) = (app.client.clone(), app.url("/"));
         async move {
-            let body =
-                json!({"wat": SPIN, "function_name": "spin", "limits": {"timeout_ms": 1000}});
+            let body = json!({"wat": SPIN, "function_name": "spin", "limits": {"timeout_ms": 1000}});
             let response = client.post(url).json(&body).send().await.unwrap();
             let retry_after = response
                 .headers()
                 .get("retry-after")
                 .map(|v| v.to_str().unwrap().to_string());
-            (
-                response.status(),
-                retry_after,
-                response.json::<Value>().await.unwrap(),
-            )
+            (response.status(), retry_after, response.json::<Value>().await.unwrap())
         }
     });
     let mut outcomes = futures::future::join_all(spins).await;
@@ -296,8 +233,7 @@ async fn healthy_requests_are_served_while_hostile_ones_spin() {
         .map(|_| {
             let (client, url) = (app.client.clone(), app.url("/"));
             tokio::spawn(async move {
-                let body =
-                    json!({"wat": SPIN, "function_name": "spin", "limits": {"timeout_ms": 4000}});
+                let body = json!({"wat": SPIN, "function_name": "spin", "limits": {"timeout_ms": 4000}});
                 let response = client.post(url).json(&body).send().await.unwrap();
                 (response.status(), response.json::<Value>().await.unwrap())
             })

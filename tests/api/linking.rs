@@ -9,7 +9,12 @@ use crate::helpers::{code, spawn_app};
 #[tokio::test]
 async fn a_three_deep_chain_links_recursively() {
     let app = spawn_app().await;
-    app.register_wat("c", r#"(module (func (export "inc") (param i32) (result i32) (i32.add (local.get 0) (i32.const 1))))"#, &[]).await;
+    app.register_wat(
+        "c",
+        r#"(module (func (export "inc") (param i32) (result i32) (i32.add (local.get 0) (i32.const 1))))"#,
+        &[],
+    )
+    .await;
     let (status, body) = app
         .register_wat(
             "b",
@@ -105,17 +110,11 @@ async fn an_imported_memory_is_shared_between_modules() {
 async fn an_import_no_host_module_satisfies_is_a_link_error_naming_it() {
     let app = spawn_app().await;
     let wat = r#"(module (import "env" "print" (func (param i32))))"#;
-    let (status, body) = app
-        .post("/", &json!({"wat": wat, "function_name": "x"}))
-        .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "link_error")
-    );
+    let (status, body) = app.post("/", &json!({"wat": wat, "function_name": "x"})).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "link_error"));
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("`env`.`print` (func (i32) -> ())")
-            && message.contains("no host module named `env`"),
+        message.contains("`env`.`print` (func (i32) -> ())") && message.contains("no host module named `env`"),
         "{message}"
     );
 }
@@ -123,7 +122,12 @@ async fn an_import_no_host_module_satisfies_is_a_link_error_naming_it() {
 #[tokio::test]
 async fn a_missing_export_or_wrong_signature_is_a_link_error() {
     let app = spawn_app().await;
-    app.register_wat("utils", r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#, &[]).await;
+    app.register_wat(
+        "utils",
+        r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#,
+        &[],
+    )
+    .await;
 
     let (status, body) = app
         .register_wat(
@@ -132,10 +136,7 @@ async fn a_missing_export_or_wrong_signature_is_a_link_error() {
             &["utils"],
         )
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "link_error")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "link_error"));
     assert!(
         body["error"]["message"]
             .as_str()
@@ -150,10 +151,7 @@ async fn a_missing_export_or_wrong_signature_is_a_link_error() {
             &["utils"],
         )
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "link_error")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "link_error"));
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("(func (i64) -> (i64))") && message.contains("as func (i32) -> (i32)"),
@@ -161,23 +159,14 @@ async fn a_missing_export_or_wrong_signature_is_a_link_error() {
     );
 
     let (status, body) = app.register_wat("z", r#"(module)"#, &["nowhere"]).await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "link_error")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "link_error"));
     assert!(
         body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("host module `nowhere` is not registered")
     );
-    assert_eq!(
-        app.get("/modules").await.1["modules"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(app.get("/modules").await.1["modules"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -186,27 +175,16 @@ async fn a_memory_import_larger_than_the_export_is_a_link_error_at_registration(
     app.register_wat("mem", r#"(module (memory (export "memory") 1 2))"#, &[])
         .await;
     let (status, body) = app
-        .register_wat(
-            "big",
-            r#"(module (import "mem" "memory" (memory 4)))"#,
-            &["mem"],
-        )
+        .register_wat("big", r#"(module (import "mem" "memory" (memory 4)))"#, &["mem"])
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "link_error")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "link_error"));
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("(memory 4.. pages)") && message.contains("as memory 1..2 pages"),
         "{message}"
     );
     let (status, body) = app
-        .register_wat(
-            "ok",
-            r#"(module (import "mem" "memory" (memory 1 3)))"#,
-            &["mem"],
-        )
+        .register_wat("ok", r#"(module (import "mem" "memory" (memory 1 3)))"#, &["mem"])
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }

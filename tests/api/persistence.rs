@@ -10,10 +10,7 @@ async fn registered_modules_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_on(dir.path()).await;
     let (status, created) = app
-        .post(
-            "/register",
-            &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}),
-        )
+        .post("/register", &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}))
         .await;
     assert_eq!(status, StatusCode::CREATED);
     app.register_wat(

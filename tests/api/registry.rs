@@ -10,10 +10,7 @@ use crate::helpers::{DOUBLE_HEX, code, spawn_app};
 async fn a_registered_module_is_listed_described_downloaded_and_executed() {
     let app = spawn_app().await;
     let (status, created) = app
-        .post(
-            "/register",
-            &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}),
-        )
+        .post("/register", &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let sha = created["sha256"].as_str().unwrap().to_string();
@@ -38,12 +35,7 @@ async fn a_registered_module_is_listed_described_downloaded_and_executed() {
     );
     assert_eq!(detail["imports"], json!([]));
 
-    let response = app
-        .client
-        .get(app.url("/modules/utils/wasm"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(app.url("/modules/utils/wasm")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/wasm");
     assert_eq!(
@@ -60,48 +52,27 @@ async fn a_registered_module_is_listed_described_downloaded_and_executed() {
 #[tokio::test]
 async fn deleting_a_module_removes_it() {
     let app = spawn_app().await;
-    app.post(
-        "/register",
-        &json!({"module_name": "gone", "wasm_hex": DOUBLE_HEX}),
-    )
-    .await;
+    app.post("/register", &json!({"module_name": "gone", "wasm_hex": DOUBLE_HEX}))
+        .await;
     let (status, _) = app.delete("/modules/gone").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = app.get("/modules/gone").await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::NOT_FOUND, "module_not_found")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "module_not_found"));
     let (status, body) = app.delete("/modules/gone").await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::NOT_FOUND, "module_not_found")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "module_not_found"));
     let (status, body) = app.execute("gone", "double", json!([1])).await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::NOT_FOUND, "module_not_found")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "module_not_found"));
 }
 
 #[tokio::test]
 async fn a_taken_name_is_module_exists() {
     let app = spawn_app().await;
-    app.post(
-        "/register",
-        &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}),
-    )
-    .await;
-    let (status, body) = app
-        .post(
-            "/register",
-            &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}),
-        )
+    app.post("/register", &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}))
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::CONFLICT, "module_exists")
-    );
+    let (status, body) = app
+        .post("/register", &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}))
+        .await;
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "module_exists"));
 }
 
 #[tokio::test]
@@ -122,10 +93,7 @@ async fn a_module_others_depend_on_is_module_in_use() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, body) = app.delete("/modules/base").await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::CONFLICT, "module_in_use")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "module_in_use"));
     assert_eq!(body["error"]["dependents"], json!(["user"]));
     assert_eq!(app.delete("/modules/user").await.0, StatusCode::NO_CONTENT);
     assert_eq!(app.delete("/modules/base").await.0, StatusCode::NO_CONTENT);
@@ -136,10 +104,7 @@ async fn invalid_names_and_modules_are_refused_at_registration() {
     let app = spawn_app().await;
     for name in ["", "a/b", "wasi_snapshot_preview1", ".x"] {
         let (status, body) = app
-            .post(
-                "/register",
-                &json!({"module_name": name, "wasm_hex": DOUBLE_HEX}),
-            )
+            .post("/register", &json!({"module_name": name, "wasm_hex": DOUBLE_HEX}))
             .await;
         assert_eq!(
             (status, code(&body)),
@@ -148,15 +113,9 @@ async fn invalid_names_and_modules_are_refused_at_registration() {
         );
     }
     let (status, body) = app
-        .post(
-            "/register",
-            &json!({"module_name": "bad", "wasm_hex": "00"}),
-        )
+        .post("/register", &json!({"module_name": "bad", "wasm_hex": "00"}))
         .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_module")
-    );
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_module"));
     assert_eq!(app.get("/modules").await.1["modules"], json!([]));
 }
 
@@ -169,10 +128,7 @@ async fn of_concurrent_registrations_of_one_name_exactly_one_wins() {
         async move { app.register_wat("contested", &wat, &[]).await }
     });
     let outcomes = futures::future::join_all(attempts).await;
-    let winners: Vec<_> = outcomes
-        .iter()
-        .filter(|(s, _)| *s == StatusCode::CREATED)
-        .collect();
+    let winners: Vec<_> = outcomes.iter().filter(|(s, _)| *s == StatusCode::CREATED).collect();
     let losers = outcomes
         .iter()
         .filter(|(s, b)| *s == StatusCode::CONFLICT && code(b) == "module_exists")

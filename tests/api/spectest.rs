@@ -118,10 +118,7 @@ async fn spec_testsuite_numeric_files_pass_through_http() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(
-        total > 10_000,
-        "only {total} spec assertions ran ({skipped} skipped)"
-    );
+    assert!(total > 10_000, "only {total} spec assertions ran ({skipped} skipped)");
 }
 
 /// Turns one file's directives into cases; returns how many were skipped.
@@ -167,9 +164,7 @@ fn collect_cases(name: &str, text: &str, cases: &mut Vec<Case>) -> usize {
                 message,
                 ..
             } if invoke.module.is_none() => {
-                let (Some(m), Some(args), Some(kind)) =
-                    (&module, encode_args(&invoke.args), trap_kind(message))
-                else {
+                let (Some(m), Some(args), Some(kind)) = (&module, encode_args(&invoke.args), trap_kind(message)) else {
                     skipped += 1;
                     continue;
                 };
@@ -190,9 +185,7 @@ fn collect_cases(name: &str, text: &str, cases: &mut Vec<Case>) -> usize {
                     outcome: Outcome::Trap("stack_overflow"),
                 });
             }
-            WastDirective::AssertInvalid {
-                module: mut quote, ..
-            }
+            WastDirective::AssertInvalid { module: mut quote, .. }
             | WastDirective::AssertMalformed {
                 module: mut quote @ QuoteWat::Wat(_),
                 ..
@@ -254,10 +247,7 @@ fn encode_args(args: &[WastArg]) -> Option<Vec<String>> {
             WastArg::Core(WastArgCore::I64(v)) => Some(format!("\"{v}\"")),
             WastArg::Core(WastArgCore::F32(f)) => Some(f32_arg(f.bits)),
             WastArg::Core(WastArgCore::F64(f)) => Some(f64_arg(f.bits)),
-            WastArg::Core(WastArgCore::V128(v)) => Some(format!(
-                "\"0x{:032x}\"",
-                u128::from_le_bytes(v.to_le_bytes())
-            )),
+            WastArg::Core(WastArgCore::V128(v)) => Some(format!("\"0x{:032x}\"", u128::from_le_bytes(v.to_le_bytes()))),
             WastArg::Core(WastArgCore::RefNull(_)) => Some("null".into()),
             _ => None,
         })
@@ -326,10 +316,7 @@ fn trap_kind(message: &str) -> Option<&'static str> {
         ("indirect call type mismatch", "indirect_call_type_mismatch"),
         ("call stack exhausted", "stack_overflow"),
     ];
-    table
-        .iter()
-        .find(|(m, _)| message.starts_with(m))
-        .map(|(_, k)| *k)
+    table.iter().find(|(m, _)| message.starts_with(m)).map(|(_, k)| *k)
 }
 
 #[derive(Deserialize)]
@@ -361,8 +348,7 @@ async fn check(app: &TestApp, case: Case) -> Result<(), String> {
             if status != StatusCode::OK {
                 return fail("expected 200".into());
             }
-            let body: Success =
-                serde_json::from_str(&text).map_err(|e| format!("{}: bad body {e}", case.what))?;
+            let body: Success = serde_json::from_str(&text).map_err(|e| format!("{}: bad body {e}", case.what))?;
             if body.results.len() != expected.len() {
                 return fail(format!("expected {} results", expected.len()));
             }
@@ -430,11 +416,7 @@ fn float_matches(got: u64, want: Nan<u64>, bits: u32) -> bool {
     let (exp_mask, mantissa, quiet): (u64, u64, u64) = if bits == 32 {
         (0x7f80_0000, 0x7f_ffff, 0x40_0000)
     } else {
-        (
-            0x7ff0_0000_0000_0000,
-            0xf_ffff_ffff_ffff,
-            0x8_0000_0000_0000,
-        )
+        (0x7ff0_0000_0000_0000, 0xf_ffff_ffff_ffff, 0x8_0000_0000_0000)
     };
     let is_nan = got & exp_mask == exp_mask && got & mantissa != 0;
     match want {
@@ -469,17 +451,12 @@ fn matches_value(token: &str, want: &Expect) -> bool {
             };
             let lane = |i: usize, w: u32| ((value >> (i as u32 * w)) & ((1u128 << w) - 1)) as u64;
             match lanes {
-                Lanes::Int { bits, values } => {
-                    values.iter().enumerate().all(|(i, v)| lane(i, *bits) == *v)
-                }
+                Lanes::Int { bits, values } => values.iter().enumerate().all(|(i, v)| lane(i, *bits) == *v),
                 Lanes::F32(ns) => ns
                     .iter()
                     .enumerate()
                     .all(|(i, n)| float_matches(lane(i, 32), widen32(*n), 32)),
-                Lanes::F64(ns) => ns
-                    .iter()
-                    .enumerate()
-                    .all(|(i, n)| float_matches(lane(i, 64), *n, 64)),
+                Lanes::F64(ns) => ns.iter().enumerate().all(|(i, n)| float_matches(lane(i, 64), *n, 64)),
             }
         }
     }

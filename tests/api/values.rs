@@ -44,10 +44,7 @@ async fn repeating_an_inline_module_uses_the_compile_cache() {
 async fn the_origin_linking_example_returns_8() {
     let app = spawn_app().await;
     let (status, _) = app
-        .post(
-            "/register",
-            &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}),
-        )
+        .post("/register", &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}))
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, body) = app
@@ -92,9 +89,7 @@ async fn i64_values_are_exact_at_every_edge() {
         let (status, text) = app.run_wat_text(IDENTITY_I64, "id", json!([param])).await;
         assert_eq!(status, StatusCode::OK, "{text}");
         assert!(
-            text.starts_with(&format!(
-                "{{\"results\":[{expected}],\"result_types\":[\"i64\"]"
-            )),
+            text.starts_with(&format!("{{\"results\":[{expected}],\"result_types\":[\"i64\"]")),
             "{param} -> {text}"
         );
     }
@@ -118,13 +113,8 @@ async fn f32_point_one_round_trips_as_its_shortest_text() {
     let app = spawn_app().await;
     let (status, text) = app.run_wat_text(IDENTITY_F32, "id", json!([0.1])).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        text.starts_with(r#"{"results":[0.1],"result_types":["f32"]"#),
-        "{text}"
-    );
-    let (_, text) = app
-        .run_wat_text(IDENTITY_F32, "id", json!(["3.4028235e38"]))
-        .await;
+    assert!(text.starts_with(r#"{"results":[0.1],"result_types":["f32"]"#), "{text}");
+    let (_, text) = app.run_wat_text(IDENTITY_F32, "id", json!(["3.4028235e38"])).await;
     assert!(text.starts_with(r#"{"results":[3.4028235e38]"#), "{text}");
 }
 
@@ -177,7 +167,8 @@ async fn multi_value_results_keep_each_type() {
 #[tokio::test]
 async fn v128_values_use_hex_or_lanes() {
     let app = spawn_app().await;
-    let wat = r#"(module (func (export "add") (param v128 v128) (result v128) (i32x4.add (local.get 0) (local.get 1))))"#;
+    let wat =
+        r#"(module (func (export "add") (param v128 v128) (result v128) (i32x4.add (local.get 0) (local.get 1))))"#;
     let (status, body) = app
         .run_wat(
             wat,
@@ -186,17 +177,15 @@ async fn v128_values_use_hex_or_lanes() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        body["results"],
-        json!(["0x00000005000000040000000300000002"])
-    );
+    assert_eq!(body["results"], json!(["0x00000005000000040000000300000002"]));
     assert_eq!(body["result_types"], json!(["v128"]));
 }
 
 #[tokio::test]
 async fn reference_params_take_null_and_results_show_null() {
     let app = spawn_app().await;
-    let wat = r#"(module (func (export "id") (param funcref externref) (result externref funcref) local.get 1 local.get 0))"#;
+    let wat =
+        r#"(module (func (export "id") (param funcref externref) (result externref funcref) local.get 1 local.get 0))"#;
     let (status, body) = app.run_wat(wat, "id", json!([null, null])).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"], json!([null, null]));

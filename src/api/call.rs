@@ -1,0 +1,300 @@
+//! The parts of a call shared by `POST /`, `POST /execute` and instance
+//! calls: memory writes and reads, WASI settings, result decoding, and the
+//! response (or error) built from the engine's outcome.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use axum::Json;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::error::{ApiError, ApiResult};
+use crate::engine::{CacheOutcome, CallFailure, CallOutcome, MemoryRead, MemoryWrite, WasiConfig, WasiOutput};
+
+/// How bytes are written in JSON.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Hex,
+    Base64,
+    /// UTF-8 text; bytes that are not valid UTF-8 become U+FFFD.
+    Utf8,
+}
+
+impl Encoding {
+    pub fn encode(self, bytes: &[u8]) -> String {
+        match self {
+            Encoding::Hex => hex::encode(bytes),
+            Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+            Encoding::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Hex => "hex",
+            Encoding::Base64 => "base64",
+            Encoding::Utf8 => "utf8",
+        }
+    }
+}
+
+/// One entry of `memory_writes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryWriteBody {
+    offset: u64,
+    hex: Option<String>,
+    base64: Option<String>,
+    utf8: Option<String>,
+    memory: Option<String>,
+}
+
+/// One entry of `memory_reads`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryReadBody {
+    offset: u64,
+    length: u64,
+    #[serde(default)]
+    encoding: Encoding,
+    memory: Option<String>,
+}
+
+/// The `wasi` object of a request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasiBody {
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    stdin: Option<StdinBody>,
+}
+
+/// `stdin` as text, or as `{"base64": …}` for binary input.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StdinBody {
+    Text(String),
+    Bytes { base64: String },
+}
+
+/// Decodes `memory_writes`.
+pub fn writes(bodies: Vec<MemoryWriteBody>) -> ApiResult<Vec<MemoryWrite>> {
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let data = match (w.hex, w.base64, w.utf8) {
+                (Some(hex), None, None) => hex::decode(hex.trim())
+                    .map_err(|e| ApiError::invalid_request(format!("memory_writes[{i}].hex is not valid hex: {e}")))?,
+                (None, Some(b64), None) => {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64.trim())
+                        .map_err(|e| {
+                            ApiError::invalid_request(format!("memory_writes[{i}].base64 is not valid base64: {e}"))
+                        })?
+                }
+                (None, None, Some(text)) => text.into_bytes(),
+                _ => {
+                    return Err(ApiError::invalid_request(format!(
+                        "memory_writes[{i}] needs exactly one of `hex`, `base64` or `utf8`"
+                    )));
+                }
+            };
+            Ok(MemoryWrite {
+                memory: w.memory,
+                offset: w.offset,
+                data,
+            })
+        })
+        .collect()
+}
+
+/// Turns `memory_reads` into engine reads, refusing more than `max_bytes`
+/// in all before anything runs.
+pub fn reads(bodies: &[MemoryReadBody], max_bytes: u64) -> ApiResult<Vec<MemoryRead>> {
+    let total = bodies.iter().fold(0u64, |sum, r| sum.saturating_add(r.length));
+    if total > max_bytes {
+        return Err(ApiError::invalid_request(format!(
+            "memory_reads ask for {total} bytes in all; the limit is {max_bytes} bytes (see --max-read-bytes)"
+        )));
+    }
+    Ok(bodies
+        .iter()
+        .map(|r| MemoryRead {
+            memory: r.memory.clone(),
+            offset: r.offset,
+            length: r.length,
+        })
+        .collect())
+}
+
+/// Builds the WASI world from the request's `wasi` object. `program` is
+/// `argv[0]`.
+pub fn wasi_config(body: Option<WasiBody>, program: &str) -> ApiResult<Option<WasiConfig>> {
+    let Some(body) = body else { return Ok(None) };
+    let stdin = match body.stdin {
+        None => Vec::new(),
+        Some(StdinBody::Text(text)) => text.into_bytes(),
+        Some(StdinBody::Bytes { base64 }) => base64::engine::general_purpose::STANDARD
+            .decode(base64.trim())
+            .map_err(|e| ApiError::invalid_request(format!("wasi.stdin.base64 is not valid base64: {e}")))?,
+    };
+    Ok(Some(WasiConfig {
+        program: program.to_string(),
+        args: body.args,
+        env: body.env,
+        stdin,
+    }))
+}
+
+/// A successful execution.
+#[derive(Serialize)]
+pub struct ExecResponse {
+    results: Vec<Box<RawValue>>,
+    result_types: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    memory: Vec<MemoryReadOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    output: Option<OutputBody>,
+    stats: StatsBody,
+}
+
+/// One entry of the response's `memory`.
+#[derive(Serialize)]
+pub struct MemoryReadOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<String>,
+    offset: u64,
+    length: u64,
+    encoding: Encoding,
+    data: String,
+}
+
+/// A WASI program's output.
+#[derive(Serialize)]
+struct OutputBody {
+    stdout: String,
+    stderr: String,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+}
+
+impl From<WasiOutput> for OutputBody {
+    fn from(o: WasiOutput) -> Self {
+        OutputBody {
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            stdout_truncated: o.stdout_truncated,
+            stderr_truncated: o.stderr_truncated,
+        }
+    }
+}
+
+/// `stats` of a response.
+#[derive(Serialize)]
+struct StatsBody {
+    fuel_consumed: u64,
+    /// `cached` or `compiled`; absent for calls on a live instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compile: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compile_us: Option<u64>,
+    instantiate_us: u64,
+    call_us: u64,
+    wall_time_us: u64,
+}
+
+fn memory_out(bodies: &[MemoryReadBody], data: Vec<Vec<u8>>) -> Vec<MemoryReadOut> {
+    bodies
+        .iter()
+        .zip(data)
+        .map(|(r, bytes)| MemoryReadOut {
+            memory: r.memory.clone(),
+            offset: r.offset,
+            length: r.length,
+            encoding: r.encoding,
+            data: r.encoding.encode(&bytes),
+        })
+        .collect()
+}
+
+/// Builds the response of a successful call.
+pub fn respond(
+    outcome: CallOutcome,
+    read_bodies: &[MemoryReadBody],
+    result_encoding: Option<Encoding>,
+    compile: Option<CacheOutcome>,
+    started: Instant,
+) -> ApiResult<Json<ExecResponse>> {
+    let (results, result_types) = match (result_encoding, outcome.result_bytes) {
+        (Some(encoding), Some(bytes)) => {
+            let text = serde_json::to_string(&encoding.encode(&bytes)).map_err(ApiError::internal)?;
+            (
+                vec![RawValue::from_string(text).map_err(ApiError::internal)?],
+                vec![encoding.name().to_string()],
+            )
+        }
+        _ => (
+            outcome
+                .results
+                .into_iter()
+                .map(RawValue::from_string)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ApiError::internal)?,
+            outcome.result_types,
+        ),
+    };
+    let (compile, compile_us) = match compile {
+        None => (None, None),
+        Some(CacheOutcome::Cached) => (Some("cached"), Some(0)),
+        Some(CacheOutcome::Compiled(d)) => (Some("compiled"), Some(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))),
+    };
+    let stats = StatsBody {
+        fuel_consumed: outcome.stats.fuel_consumed,
+        compile,
+        compile_us,
+        instantiate_us: outcome.stats.instantiate_us,
+        call_us: outcome.stats.call_us,
+        wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    };
+    let (exit_code, output) = match outcome.wasi {
+        Some(w) => (Some(w.exit_code), Some(w.output.into())),
+        None => (None, None),
+    };
+    Ok(Json(ExecResponse {
+        results,
+        result_types,
+        memory: memory_out(read_bodies, outcome.memory),
+        exit_code,
+        output,
+        stats,
+    }))
+}
+
+/// Builds the error of a failed call, with stats, memory reads and WASI
+/// output when there are any.
+pub fn failure(f: CallFailure, read_bodies: &[MemoryReadBody]) -> ApiError {
+    let mut error = ApiError::from(f.error);
+    if let Some(stats) = f.stats {
+        error = error.with_stats(&stats);
+    }
+    if !f.memory.is_empty()
+        && let Ok(v) = serde_json::to_value(memory_out(read_bodies, f.memory))
+    {
+        error = error.with("memory", v);
+    }
+    if let Some(output) = f.wasi
+        && let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(OutputBody::from(output))
+    {
+        error.extra.extend(fields);
+    }
+    error
+}

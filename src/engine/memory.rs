@@ -1,0 +1,119 @@
+//! Reading and writing guest linear memory on behalf of a request.
+//!
+//! A memory is named the way the API names it: absent means the module's
+//! `memory` export (or its only exported memory); `name` is another export of
+//! the module; `host:name` is an export of a linked host module. Every access
+//! is bounds-checked against the memory's current size, and the error says
+//! what that size is.
+
+use wasmtime::{Extern, Instance, Memory, Store};
+
+use super::EngineError;
+use super::exec::StoreState;
+
+/// Bytes to put into memory before the call.
+#[derive(Debug, Clone)]
+pub struct MemoryWrite {
+    pub memory: Option<String>,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// A range to read out of memory after the call.
+#[derive(Debug, Clone)]
+pub struct MemoryRead {
+    pub memory: Option<String>,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// Finds the memory `name` among the root instance's exports or, for
+/// `host:export`, a host module's.
+pub(crate) fn resolve(
+    store: &mut Store<StoreState>,
+    root: Instance,
+    hosts: &[(String, Instance)],
+    name: Option<&str>,
+) -> Result<(String, Memory), EngineError> {
+    let not_found = |what: String| EngineError::MemoryAccess(what);
+    match name {
+        None => default_memory(store, root)
+            .ok_or_else(|| not_found("the module exports no memory named `memory` (and not exactly one memory); name one in `memory`, or a host module's as `host:export`".into())),
+        Some(name) => {
+            let (instance, export, shown) = match name.split_once(':') {
+                Some((host, export)) => {
+                    let instance = hosts
+                        .iter()
+                        .find(|(n, _)| n == host)
+                        .map(|(_, i)| *i)
+                        .ok_or_else(|| not_found(format!("`{host}` is not a host module of this execution")))?;
+                    (instance, export, name.to_string())
+                }
+                None => (root, name, name.to_string()),
+            };
+            match instance.get_export(&mut *store, export) {
+                Some(Extern::Memory(m)) => Ok((shown, m)),
+                Some(Extern::SharedMemory(_)) => Err(not_found(format!("memory `{shown}` is shared; shared memories cannot be accessed"))),
+                _ => Err(not_found(format!("no exported memory named `{shown}`"))),
+            }
+        }
+    }
+}
+
+fn default_memory(store: &mut Store<StoreState>, root: Instance) -> Option<(String, Memory)> {
+    if let Some(memory) = root.get_memory(&mut *store, "memory") {
+        return Some(("memory".into(), memory));
+    }
+    let mut found = None;
+    let exports: Vec<(String, Extern)> = root
+        .exports(&mut *store)
+        .map(|e| (e.name().to_string(), e.into_extern()))
+        .collect();
+    for (name, ext) in exports {
+        if let Extern::Memory(m) = ext {
+            if found.is_some() {
+                return None;
+            }
+            found = Some((name, m));
+        }
+    }
+    found
+}
+
+fn range(shown: &str, size: usize, offset: u64, length: u64) -> Result<std::ops::Range<usize>, EngineError> {
+    let end = offset.checked_add(length);
+    match end {
+        Some(end) if end <= size as u64 => Ok(offset as usize..end as usize),
+        _ => Err(EngineError::MemoryAccess(format!(
+            "{length} bytes at offset {offset} are outside memory `{shown}`, which is {size} bytes ({} pages)",
+            size / 65536
+        ))),
+    }
+}
+
+/// Writes `data` at `offset` of `memory`.
+pub(crate) fn write(
+    store: &mut Store<StoreState>,
+    shown: &str,
+    memory: Memory,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), EngineError> {
+    let bytes = memory.data_mut(&mut *store);
+    let r = range(shown, bytes.len(), offset, data.len() as u64)?;
+    bytes[r].copy_from_slice(data);
+    Ok(())
+}
+
+/// Reads `length` bytes at `offset` of `memory`.
+pub(crate) fn read(
+    store: &Store<StoreState>,
+    shown: &str,
+    memory: Memory,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, EngineError> {
+    let bytes = memory.data(store);
+    let r = range(shown, bytes.len(), offset, length)?;
+    Ok(bytes[r].to_vec())
+}
