@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::engine::{EngineSettings, ExecLimits};
+use crate::instances::InstanceSettings;
 
 /// Run WebAssembly over HTTP.
 #[derive(Debug, Clone, Parser)]
@@ -80,6 +81,19 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_MAX_READ_BYTES", default_value_t = 16 << 20)]
     pub max_read_bytes: u64,
 
+    /// Live instances at once (POST /instances).
+    #[arg(long, env = "WASM_EXEC_MAX_INSTANCES", default_value_t = 64)]
+    pub max_instances: usize,
+
+    /// Memory all live instances may reserve together, in bytes; each
+    /// reserves its `memory_bytes` limit.
+    #[arg(long, env = "WASM_EXEC_MAX_INSTANCE_MEMORY_BYTES", default_value_t = 4 << 30)]
+    pub max_instance_memory_bytes: u64,
+
+    /// Seconds an instance may go without a call before it is dropped.
+    #[arg(long, env = "WASM_EXEC_INSTANCE_IDLE_SECS", default_value_t = 300)]
+    pub instance_idle_secs: u64,
+
     /// Epoch tick in milliseconds: timeout granularity, and how long guest
     /// code runs before yielding its thread to other requests.
     #[arg(long, env = "WASM_EXEC_EPOCH_TICK_MS", default_value_t = 1)]
@@ -103,6 +117,15 @@ impl Settings {
                 memory_bytes: self.max_memory_bytes,
                 table_elements: self.max_table_elements,
             },
+        }
+    }
+
+    /// The instance table's part of the settings.
+    pub fn instances(&self) -> InstanceSettings {
+        InstanceSettings {
+            max_instances: self.max_instances,
+            max_total_memory_bytes: self.max_instance_memory_bytes,
+            idle_timeout: Duration::from_secs(self.instance_idle_secs),
         }
     }
 

@@ -14,6 +14,8 @@
 //!   `ApiError`. Handlers decode, call the engine or registry, encode.
 //! - [`engine`] — the only module that knows wasmtime: compile cache, limits,
 //!   linking checks, execution, JSON ⇄ value conversion.
+//! - [`instances`] — live instances kept across calls, with caps and an
+//!   idle reaper.
 //! - [`registry`] — named modules over the `ModuleStore` trait, whose default
 //!   backend is an embedded redb file.
 //! - [`telemetry`] — logging.
@@ -21,6 +23,7 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod instances;
 pub mod registry;
 pub mod startup;
 pub mod telemetry;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::engine::WasmEngine;
+use crate::instances::Instances;
 use crate::registry::{ModuleStore, RedbStore, Registry};
 
 /// A bound, ready-to-serve server.
@@ -39,7 +40,8 @@ impl Application {
         let engine = WasmEngine::new(settings.engine())?;
         let registry = Arc::new(Registry::open(store, engine.clone()).await?);
         tracing::info!(modules = registry.len(), "registry loaded");
-        let state = AppState::new(engine, registry, settings.max_concurrency);
+        let instances = Instances::new(engine.clone(), settings.instances());
+        let state = AppState::new(engine, registry, instances, settings.max_concurrency);
         let router = api::router(state, settings.max_body_bytes);
         let listener = TcpListener::bind((settings.bind, settings.port))
             .await

@@ -6,6 +6,7 @@ pub mod code;
 pub mod error;
 pub mod exec;
 pub mod extract;
+pub mod instances;
 pub mod modules;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::engine::WasmEngine;
+use crate::instances::Instances;
 use crate::registry::Registry;
 use error::{ApiError, ErrorCode};
 
@@ -30,6 +32,7 @@ use error::{ApiError, ErrorCode};
 pub struct AppState {
     pub engine: WasmEngine,
     pub registry: Arc<Registry>,
+    pub instances: Arc<Instances>,
     /// One permit per execution (or registration) in flight. Requests over
     /// the cap are refused at once with 503 rather than queued, so a flood
     /// cannot build an unbounded backlog of memory-hungry work.
@@ -38,11 +41,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(engine: WasmEngine, registry: Arc<Registry>, max_concurrency: usize) -> Self {
+    pub fn new(engine: WasmEngine, registry: Arc<Registry>, instances: Arc<Instances>, max_concurrency: usize) -> Self {
         let max_concurrency = max_concurrency.max(1);
         AppState {
             engine,
             registry,
+            instances,
             exec_permits: Arc::new(Semaphore::new(max_concurrency)),
             max_concurrency,
         }
@@ -63,6 +67,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .merge(exec::router())
         .merge(modules::router())
+        .merge(instances::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -262,6 +262,12 @@ impl LiveInstance {
         &self.root_module
     }
 
+    /// The fuel and time instantiation took; afterwards calls report only
+    /// their own (for live instances, which report instantiation on creation).
+    pub fn take_instantiation_stats(&mut self) -> ExecStats {
+        self.pending.take().unwrap_or_default()
+    }
+
     /// Current size in bytes of the root's default memory, if it has one.
     pub fn memory_size(&mut self) -> Option<usize> {
         memory::resolve(&mut self.store, self.root, &self.hosts, None)

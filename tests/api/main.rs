@@ -2,6 +2,7 @@
 
 mod errors;
 mod helpers;
+mod instances;
 mod limits;
 mod linking;
 mod memory;

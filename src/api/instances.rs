@@ -1,0 +1,230 @@
+//! Stateful instances: `POST /instances`, `GET /instances`,
+//! `GET|DELETE /instances/{id}`, `POST /instances/{id}/call`.
+
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::AppState;
+use super::call::{self, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
+use super::code::CodeFields;
+use super::error::{ApiError, ApiResult};
+use super::extract::JsonBody;
+use crate::engine::link::check_imports;
+use crate::engine::{CallSpec, ExecLimits, ExecStats, InstanceSpec, LimitOverrides, ModuleInterface};
+use crate::instances::{InstanceError, Slot};
+use crate::registry::Registry;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/instances", post(create).get(list))
+        .route("/instances/{id}", get(describe).delete(delete))
+        .route("/instances/{id}/call", post(call_instance))
+}
+
+/// Body of `POST /instances`: a registered module or inline code.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    module_name: Option<String>,
+    wasm_hex: Option<String>,
+    wasm_base64: Option<String>,
+    wat: Option<String>,
+    #[serde(default)]
+    host_modules: Vec<String>,
+    limits: Option<LimitOverrides>,
+    wasi: Option<WasiBody>,
+}
+
+/// Body of `POST /instances/{id}/call`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallInstance {
+    function_name: Option<String>,
+    #[serde(default)]
+    params: Vec<Box<RawValue>>,
+    limits: Option<LimitOverrides>,
+    #[serde(default)]
+    memory_writes: Vec<MemoryWriteBody>,
+    #[serde(default)]
+    memory_reads: Vec<MemoryReadBody>,
+    result_encoding: Option<Encoding>,
+}
+
+/// An instance as `GET /instances/{id}` shows it.
+#[derive(Serialize)]
+struct InstanceBody {
+    id: String,
+    module: String,
+    sha256: String,
+    created: String,
+    age_ms: u64,
+    idle_ms: u64,
+    calls: u64,
+    /// Current size of the default memory; absent while a call is running
+    /// or when the module exports no memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_bytes: Option<usize>,
+    limits: ExecLimits,
+    idle_timeout_ms: u64,
+    #[serde(flatten)]
+    interface: ModuleInterface,
+    /// Instantiation's stats, on creation only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<ExecStats>,
+}
+
+#[derive(Serialize)]
+struct InstanceList {
+    instances: Vec<InstanceBody>,
+}
+
+impl From<InstanceError> for ApiError {
+    fn from(e: InstanceError) -> Self {
+        match e {
+            InstanceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "instance_not_found", e.to_string()),
+            InstanceError::Capacity(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "instance_capacity", m),
+            InstanceError::Instantiate(failure) => call::failure(*failure, &[]),
+        }
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn describe_slot(app: &AppState, slot: &Slot, stats: Option<ExecStats>) -> InstanceBody {
+    let memory_bytes = slot.live.try_lock().ok().and_then(|mut live| live.memory_size());
+    InstanceBody {
+        id: slot.id.clone(),
+        module: slot.module.clone(),
+        sha256: slot.sha256.clone(),
+        created: humantime::format_rfc3339_seconds(slot.created).to_string(),
+        age_ms: millis(slot.age()),
+        idle_ms: millis(slot.idle()),
+        calls: slot.calls(),
+        memory_bytes,
+        limits: slot.limits,
+        idle_timeout_ms: millis(app.instances.settings().idle_timeout),
+        interface: slot.interface.clone(),
+        stats,
+    }
+}
+
+async fn create(State(app): State<AppState>, JsonBody(req): JsonBody<CreateInstance>) -> ApiResult<impl IntoResponse> {
+    let _permit = app.exec_permit()?;
+    let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
+    let code = CodeFields {
+        wasm_hex: req.wasm_hex,
+        wasm_base64: req.wasm_base64,
+        wat: req.wat,
+    };
+    let has_code = code.wasm_hex.is_some() || code.wasm_base64.is_some() || code.wat.is_some();
+    let (module, root, graph) = match (req.module_name, has_code) {
+        (Some(name), false) => {
+            if !req.host_modules.is_empty() {
+                return Err(ApiError::invalid_request(
+                    "`host_modules` goes with inline code; a registered module links the host modules it was registered with",
+                ));
+            }
+            let record = app.registry.get(&name)?;
+            let (root, _) = app.registry.compiled(&name).await?;
+            let graph = app.registry.link_graph(&record.host_modules).await?;
+            (name, root, graph)
+        }
+        (None, true) => {
+            let wasm = code.into_wasm(&app.engine).await?;
+            let (root, _) = app.engine.compile(wasm).await?;
+            let graph = app.registry.link_graph(&req.host_modules).await?;
+            check_imports("the module", &root, &Registry::direct_hosts(&graph, &req.host_modules))?;
+            ("inline".to_string(), root, graph)
+        }
+        _ => {
+            return Err(ApiError::invalid_request(
+                "send either `module_name` or one of `wasm_hex`, `wasm_base64`, `wat`",
+            ));
+        }
+    };
+    let wasi = call::wasi_config(req.wasi, if module == "inline" { "main" } else { &module })?;
+    let label = if module == "inline" {
+        "the module".to_string()
+    } else {
+        format!("module `{module}`")
+    };
+    let output_cap = app.engine.settings().max_output_bytes;
+    let spec = InstanceSpec {
+        root,
+        root_label: label,
+        graph,
+        limits,
+        wasi,
+        output_cap,
+    };
+    let (slot, stats) = app.instances.create(spec, module).await?;
+    Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))))
+}
+
+async fn list(State(app): State<AppState>) -> Json<InstanceList> {
+    Json(InstanceList {
+        instances: app
+            .instances
+            .list()
+            .iter()
+            .map(|s| describe_slot(&app, s, None))
+            .collect(),
+    })
+}
+
+async fn describe(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<InstanceBody>> {
+    let slot = app.instances.get(&id)?;
+    Ok(Json(describe_slot(&app, &slot, None)))
+}
+
+async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    app.instances.remove(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn call_instance(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<CallInstance>,
+) -> ApiResult<Json<ExecResponse>> {
+    let _permit = app.exec_permit()?;
+    let started = Instant::now();
+    let slot = app.instances.get(&id)?;
+    if req
+        .limits
+        .is_some_and(|l| l.memory_bytes.is_some() || l.table_elements.is_some())
+    {
+        return Err(ApiError::invalid_request(
+            "memory and table limits belong to the instance (set them in POST /instances); a call may lower fuel and timeout_ms",
+        ));
+    }
+    let limits: ExecLimits = slot.limits.lowered_by(req.limits.as_ref())?;
+    let writes = call::writes(req.memory_writes)?;
+    let reads = call::reads(&req.memory_reads, app.engine.settings().max_read_bytes)?;
+    let call_spec = CallSpec {
+        function: req.function_name.as_deref(),
+        params: &req.params,
+        writes: &writes,
+        reads: &reads,
+        result_as_bytes: req.result_encoding.is_some(),
+        limits,
+    };
+    // Calls on one instance take turns; the lock is held for the call only.
+    let mut live = slot.live.lock().await;
+    slot.touch();
+    let outcome = live.call(call_spec).await;
+    drop(live);
+    match outcome {
+        Ok(outcome) => call::respond(outcome, &req.memory_reads, req.result_encoding, None, started),
+        Err(failure) => Err(call::failure(failure, &req.memory_reads)),
+    }
+}
