@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::{ApiError, ApiResult};
-use crate::engine::{CacheOutcome, CallFailure, CallOutcome, MemoryRead, MemoryWrite, WasiConfig, WasiOutput};
+use crate::engine::{
+    CacheOutcome, CallFailure, CallOutcome, CallSpec, ExecLimits, MemoryRead, MemoryWrite, WasiConfig, WasiOutput,
+};
 
 /// How bytes are written in JSON.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -83,8 +85,67 @@ enum StdinBody {
     Bytes { base64: String },
 }
 
+/// The call part of a request, decoded and checked.
+pub struct Call {
+    function: Option<String>,
+    params: Vec<Box<RawValue>>,
+    writes: Vec<MemoryWrite>,
+    read_bodies: Vec<MemoryReadBody>,
+    reads: Vec<MemoryRead>,
+    result_encoding: Option<Encoding>,
+}
+
+impl Call {
+    /// Decodes the call fields; reads asking for more than `max_read_bytes`
+    /// in all are refused here, before anything runs.
+    pub fn new(
+        function: Option<String>,
+        params: Vec<Box<RawValue>>,
+        writes_body: Vec<MemoryWriteBody>,
+        read_bodies: Vec<MemoryReadBody>,
+        result_encoding: Option<Encoding>,
+        max_read_bytes: u64,
+    ) -> ApiResult<Self> {
+        let writes = writes(writes_body)?;
+        let reads = reads(&read_bodies, max_read_bytes)?;
+        Ok(Call {
+            function,
+            params,
+            writes,
+            read_bodies,
+            reads,
+            result_encoding,
+        })
+    }
+
+    /// The engine's view of this call under `limits`.
+    pub fn spec(&self, limits: ExecLimits) -> CallSpec<'_> {
+        CallSpec {
+            function: self.function.as_deref(),
+            params: &self.params,
+            writes: &self.writes,
+            reads: &self.reads,
+            result_as_bytes: self.result_encoding.is_some(),
+            limits,
+        }
+    }
+
+    /// The response (or error) for the engine's answer to this call.
+    pub fn respond(
+        &self,
+        result: Result<CallOutcome, CallFailure>,
+        compile: Option<CacheOutcome>,
+        started: Instant,
+    ) -> ApiResult<Json<ExecResponse>> {
+        match result {
+            Ok(outcome) => respond(outcome, &self.read_bodies, self.result_encoding, compile, started),
+            Err(f) => Err(failure(f, &self.read_bodies)),
+        }
+    }
+}
+
 /// Decodes `memory_writes`.
-pub fn writes(bodies: Vec<MemoryWriteBody>) -> ApiResult<Vec<MemoryWrite>> {
+fn writes(bodies: Vec<MemoryWriteBody>) -> ApiResult<Vec<MemoryWrite>> {
     bodies
         .into_iter()
         .enumerate()
@@ -117,7 +178,7 @@ pub fn writes(bodies: Vec<MemoryWriteBody>) -> ApiResult<Vec<MemoryWrite>> {
 
 /// Turns `memory_reads` into engine reads, refusing more than `max_bytes`
 /// in all before anything runs.
-pub fn reads(bodies: &[MemoryReadBody], max_bytes: u64) -> ApiResult<Vec<MemoryRead>> {
+fn reads(bodies: &[MemoryReadBody], max_bytes: u64) -> ApiResult<Vec<MemoryRead>> {
     let total = bodies.iter().fold(0u64, |sum, r| sum.saturating_add(r.length));
     if total > max_bytes {
         return Err(ApiError::invalid_request(format!(
@@ -227,7 +288,7 @@ fn memory_out(bodies: &[MemoryReadBody], data: Vec<Vec<u8>>) -> Vec<MemoryReadOu
 }
 
 /// Builds the response of a successful call.
-pub fn respond(
+fn respond(
     outcome: CallOutcome,
     read_bodies: &[MemoryReadBody],
     result_encoding: Option<Encoding>,

@@ -9,12 +9,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::AppState;
-use super::call::{self, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
+use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
 use super::error::ApiResult;
 use super::extract::JsonBody;
 use crate::engine::link::check_imports;
-use crate::engine::{CallSpec, InstanceSpec, LimitOverrides};
+use crate::engine::{InstanceSpec, LimitOverrides};
 use crate::registry::Registry;
 
 pub fn router() -> Router<AppState> {
@@ -68,8 +68,15 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
     let _permit = app.exec_permit()?;
     let started = Instant::now();
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
-    let writes = call::writes(req.memory_writes)?;
-    let reads = call::reads(&req.memory_reads, app.engine.settings().max_read_bytes)?;
+    let max_read = app.engine.settings().max_read_bytes;
+    let call = Call::new(
+        req.function_name,
+        req.params,
+        req.memory_writes,
+        req.memory_reads,
+        req.result_encoding,
+        max_read,
+    )?;
     let wasi = call::wasi_config(req.wasi, INLINE_PROGRAM)?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
@@ -80,26 +87,16 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
     let (root, compiled) = app.engine.compile(wasm).await?;
     let graph = app.registry.link_graph(&req.host_modules).await?;
     check_imports("the module", &root, &Registry::direct_hosts(&graph, &req.host_modules))?;
+    let output_cap = app.engine.settings().max_output_bytes;
     let spec = InstanceSpec {
         root,
         root_label: "the module".into(),
         graph,
         limits,
         wasi,
-        output_cap: app.engine.settings().max_output_bytes,
+        output_cap,
     };
-    let call_spec = CallSpec {
-        function: req.function_name.as_deref(),
-        params: &req.params,
-        writes: &writes,
-        reads: &reads,
-        result_as_bytes: req.result_encoding.is_some(),
-        limits,
-    };
-    match app.engine.run(spec, call_spec).await {
-        Ok(outcome) => call::respond(outcome, &req.memory_reads, req.result_encoding, Some(compiled), started),
-        Err(failure) => Err(call::failure(failure, &req.memory_reads)),
-    }
+    call.respond(app.engine.run(spec, call.spec(limits)).await, Some(compiled), started)
 }
 
 async fn run_registered(
@@ -109,30 +106,28 @@ async fn run_registered(
     let _permit = app.exec_permit()?;
     let started = Instant::now();
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
-    let writes = call::writes(req.memory_writes)?;
-    let reads = call::reads(&req.memory_reads, app.engine.settings().max_read_bytes)?;
+    let max_read = app.engine.settings().max_read_bytes;
+    let call = Call::new(
+        req.function_name,
+        req.params,
+        req.memory_writes,
+        req.memory_reads,
+        req.result_encoding,
+        max_read,
+    )?;
     let wasi = call::wasi_config(req.wasi, &req.module_name)?;
     let record = app.registry.get(&req.module_name)?;
     let (root, compiled) = app.registry.compiled(&req.module_name).await?;
     let graph = app.registry.link_graph(&record.host_modules).await?;
+    let root_label = format!("module `{}`", req.module_name);
+    let output_cap = app.engine.settings().max_output_bytes;
     let spec = InstanceSpec {
         root,
-        root_label: format!("module `{}`", req.module_name),
+        root_label,
         graph,
         limits,
         wasi,
-        output_cap: app.engine.settings().max_output_bytes,
+        output_cap,
     };
-    let call_spec = CallSpec {
-        function: req.function_name.as_deref(),
-        params: &req.params,
-        writes: &writes,
-        reads: &reads,
-        result_as_bytes: req.result_encoding.is_some(),
-        limits,
-    };
-    match app.engine.run(spec, call_spec).await {
-        Ok(outcome) => call::respond(outcome, &req.memory_reads, req.result_encoding, Some(compiled), started),
-        Err(failure) => Err(call::failure(failure, &req.memory_reads)),
-    }
+    call.respond(app.engine.run(spec, call.spec(limits)).await, Some(compiled), started)
 }

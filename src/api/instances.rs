@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::AppState;
-use super::call::{self, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
+use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use crate::engine::link::check_imports;
-use crate::engine::{CallSpec, ExecLimits, ExecStats, InstanceSpec, LimitOverrides, ModuleInterface};
+use crate::engine::{ExecLimits, ExecStats, InstanceSpec, LimitOverrides, ModuleInterface};
 use crate::instances::{InstanceError, Slot};
 use crate::registry::Registry;
 
@@ -208,23 +208,19 @@ async fn call_instance(
         ));
     }
     let limits: ExecLimits = slot.limits.lowered_by(req.limits.as_ref())?;
-    let writes = call::writes(req.memory_writes)?;
-    let reads = call::reads(&req.memory_reads, app.engine.settings().max_read_bytes)?;
-    let call_spec = CallSpec {
-        function: req.function_name.as_deref(),
-        params: &req.params,
-        writes: &writes,
-        reads: &reads,
-        result_as_bytes: req.result_encoding.is_some(),
-        limits,
-    };
+    let max_read = app.engine.settings().max_read_bytes;
+    let call = Call::new(
+        req.function_name,
+        req.params,
+        req.memory_writes,
+        req.memory_reads,
+        req.result_encoding,
+        max_read,
+    )?;
     // Calls on one instance take turns; the lock is held for the call only.
     let mut live = slot.live.lock().await;
     slot.touch();
-    let outcome = live.call(call_spec).await;
+    let result = live.call(call.spec(limits)).await;
     drop(live);
-    match outcome {
-        Ok(outcome) => call::respond(outcome, &req.memory_reads, req.result_encoding, None, started),
-        Err(failure) => Err(call::failure(failure, &req.memory_reads)),
-    }
+    call.respond(result, None, started)
 }
