@@ -53,11 +53,12 @@ pub struct Settings {
     pub max_stack_bytes: usize,
 
     /// Largest request body, in bytes.
-    #[arg(long, env = "WASM_EXEC_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    #[arg(long, env = "WASM_EXEC_MAX_BODY_BYTES", default_value_t = 48 << 20)]
     pub max_body_bytes: usize,
 
-    /// Largest module binary, in bytes.
-    #[arg(long, env = "WASM_EXEC_MAX_MODULE_BYTES", default_value_t = 16 << 20)]
+    /// Largest module binary, in bytes. Generous, because real WASI programs
+    /// (interpreters, databases) are often tens of megabytes.
+    #[arg(long, env = "WASM_EXEC_MAX_MODULE_BYTES", default_value_t = 32 << 20)]
     pub max_module_bytes: usize,
 
     /// Executions (and registrations) in flight at once; more get 503.
