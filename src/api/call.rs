@@ -263,7 +263,8 @@ impl From<WasiOutput> for OutputBody {
 #[derive(Serialize)]
 struct StatsBody {
     fuel_consumed: u64,
-    /// `cached` or `compiled`; absent for calls on a live instance.
+    /// `cached`, `loaded` (from a stored artifact) or `compiled`; absent for
+    /// calls on a live instance.
     #[serde(skip_serializing_if = "Option::is_none")]
     compile: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -316,6 +317,7 @@ fn respond(
     let (compile, compile_us) = match compile {
         None => (None, None),
         Some(CacheOutcome::Cached) => (Some("cached"), Some(0)),
+        Some(CacheOutcome::Loaded) => (Some("loaded"), Some(0)),
         Some(CacheOutcome::Compiled(d)) => (Some("compiled"), Some(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))),
     };
     let stats = StatsBody {

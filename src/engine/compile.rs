@@ -185,6 +185,8 @@ fn describe_limits(min: u64, max: Option<u64>, unit: &str) -> String {
 pub enum CacheOutcome {
     /// Found compiled in the cache.
     Cached,
+    /// Loaded from a compiled artifact kept in the store (after a restart).
+    Loaded,
     /// Compiled now; the duration is how long compiling took.
     Compiled(Duration),
 }
@@ -214,6 +216,29 @@ impl CompileCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .put(module.sha256, module);
+    }
+}
+
+/// A `Hasher` feeding SHA-256, to turn wasmtime's `impl Hash` engine
+/// fingerprint into a digest that is stable across processes (std's
+/// `DefaultHasher` makes no such promise).
+#[derive(Default)]
+pub struct DigestHasher(Sha256);
+
+impl DigestHasher {
+    pub fn hex(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+impl std::hash::Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Unused: `hex` is the output. A hasher must still answer.
+        0
     }
 }
 
@@ -283,6 +308,49 @@ impl WasmEngine {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain.join(": ")))
         })?;
+        self.finish(sha, wasm.len(), module)
+    }
+
+    /// Serializes a compiled module for the store (see [`Self::load_artifact`]).
+    pub async fn artifact(&self, module: &Arc<CompiledModule>) -> Result<Vec<u8>, EngineError> {
+        let module = module.clone();
+        tokio::task::spawn_blocking(move || module.module.serialize())
+            .await
+            .map_err(|e| EngineError::Internal(format!("serialize task failed: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("cannot serialize module: {e}")))
+    }
+
+    /// Loads a module from an artifact made by [`Self::artifact`], skipping
+    /// compilation, and caches it under `sha`.
+    ///
+    /// Artifacts come only from this server's own store, keyed by
+    /// [`Self::compatibility_hash`]; wasmtime also checks their header and
+    /// refuses one from another engine configuration.
+    pub async fn load_artifact(
+        &self,
+        sha: Sha256Digest,
+        size: usize,
+        artifact: Vec<u8>,
+    ) -> Result<Arc<CompiledModule>, EngineError> {
+        let engine = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            // SAFETY: `artifact` was produced by `Module::serialize` on an
+            // engine with the same compatibility hash and read back from our
+            // own store; that is the contract `deserialize` asks for. Bytes
+            // from clients never reach this function.
+            let module = unsafe { Module::deserialize(engine.wasmtime(), &artifact) }
+                .map_err(|e| EngineError::Internal(format!("cannot load artifact: {e}")))?;
+            engine.finish(sha, size, module)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("artifact task failed: {e}")))??;
+        let loaded = Arc::new(loaded);
+        self.inner.cache.insert(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Wraps a validated module, pre-linking it when it needs only WASI.
+    fn finish(&self, sha: Sha256Digest, size: usize, module: Module) -> Result<CompiledModule, EngineError> {
         let imports_wasi = module.imports().any(|i| i.module() == WASI_MODULE);
         let pre = if module.imports().all(|i| i.module() == WASI_MODULE) {
             // Resolving WASI imports here also reports an unknown WASI
@@ -296,7 +364,7 @@ impl WasmEngine {
         };
         Ok(CompiledModule {
             sha256: sha,
-            size: wasm.len(),
+            size,
             module,
             pre,
             imports_wasi,

@@ -69,6 +69,9 @@ struct Inner {
     engine: wasmtime::Engine,
     settings: EngineSettings,
     cache: compile::CompileCache,
+    /// Hex SHA-256 of the engine's compatibility hash: artifacts made by an
+    /// engine with another value cannot be loaded by this one.
+    compatibility_hash: String,
     /// Host definitions shared by every store: WASI preview 1 and nothing
     /// else. Cloned per request when a graph needs a linker of its own.
     base_linker: wasmtime::Linker<exec::StoreState>,
@@ -94,11 +97,18 @@ impl WasmEngine {
         let mut base_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut base_linker, |s: &mut exec::StoreState| s.wasi_ctx())
             .map_err(|e| EngineError::Internal(format!("cannot define WASI: {e}")))?;
+        let compatibility_hash = {
+            use std::hash::Hash;
+            let mut hasher = compile::DigestHasher::default();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            hasher.hex()
+        };
         Ok(WasmEngine {
             inner: Arc::new(Inner {
                 engine,
                 settings,
                 cache,
+                compatibility_hash,
                 base_linker,
             }),
         })
@@ -107,6 +117,12 @@ impl WasmEngine {
     /// The engine-wide settings.
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// Identifies the engine build and configuration that compiled
+    /// artifacts belong to (stable across restarts of the same binary).
+    pub fn compatibility_hash(&self) -> &str {
+        &self.inner.compatibility_hash
     }
 
     /// The limits a request gets when it asks for none.

@@ -180,13 +180,27 @@ impl Registry {
             .ok_or_else(|| RegistryError::Storage(format!("binary of module `{name}` is missing from storage")))
     }
 
-    /// The compiled form of `name`, from the cache or compiled from storage.
+    /// The compiled form of `name`: from the cache, else from the compiled
+    /// artifact in the store, else compiled from the stored binary (and the
+    /// artifact kept for next time).
     pub async fn compiled(&self, name: &str) -> Result<(Arc<CompiledModule>, CacheOutcome), RegistryError> {
         let entry = self
             .entry(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
         if let Some(hit) = self.engine.cached(&entry.digest) {
             return Ok((hit, CacheOutcome::Cached));
+        }
+        let artifact = {
+            let (store, sha) = (self.store.clone(), entry.record.sha256.clone());
+            let engine_hash = self.engine.compatibility_hash().to_string();
+            blocking(move || store.artifact(&sha, &engine_hash)).await?
+        };
+        if let Some(artifact) = artifact {
+            let size = entry.record.size as usize;
+            match self.engine.load_artifact(entry.digest, size, artifact).await {
+                Ok(loaded) => return Ok((loaded, CacheOutcome::Loaded)),
+                Err(e) => tracing::warn!(module = name, error = %e, "unusable compiled artifact; compiling again"),
+            }
         }
         let wasm = self.wasm(name).await?;
         let (compiled, outcome) = self.engine.compile(wasm).await?;
@@ -195,7 +209,22 @@ impl Registry {
                 "stored binary of module `{name}` does not match its SHA-256"
             )));
         }
+        self.keep_artifact(&compiled).await;
         Ok((compiled, outcome))
+    }
+
+    /// Stores the compiled artifact of `compiled`. A failure is logged, not
+    /// returned: artifacts only save time.
+    async fn keep_artifact(&self, compiled: &Arc<CompiledModule>) {
+        let artifact = match self.engine.artifact(compiled).await {
+            Ok(a) => a,
+            Err(e) => return tracing::warn!(error = %e, "cannot serialize a compiled module"),
+        };
+        let (store, sha) = (self.store.clone(), compiled.sha256_hex());
+        let engine_hash = self.engine.compatibility_hash().to_string();
+        if let Err(e) = blocking(move || store.put_artifact(&sha, &engine_hash, &artifact)).await {
+            tracing::warn!(error = %e, "cannot store a compiled artifact");
+        }
     }
 
     /// Resolves `hosts` and everything they depend on into a list in which
@@ -278,6 +307,7 @@ impl Registry {
             let record = record.clone();
             blocking(move || store.insert(&record, &wasm)).await?;
         }
+        self.keep_artifact(&compiled).await;
         let entry = Arc::new(Entry {
             record: record.clone(),
             digest: *compiled.sha256(),

@@ -8,7 +8,8 @@
 //!
 //! Layout: `modules` maps name → JSON [`ModuleRecord`]; `blobs` maps SHA-256
 //! hex → module binary (content-addressed, so identical modules registered
-//! under two names are stored once).
+//! under two names are stored once); `artifacts` maps `sha256/engine-hash` →
+//! the compiled module, so a restart does not recompile.
 
 use std::path::Path;
 
@@ -18,6 +19,13 @@ use super::store::{ModuleRecord, ModuleStore, StoreError};
 
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+const ARTIFACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artifacts");
+
+/// Artifacts are keyed `<sha256>/<engine hash>`, so one binary can have an
+/// artifact per engine version and all of a binary's are found by prefix.
+fn artifact_key(sha256: &str, engine: &str) -> String {
+    format!("{sha256}/{engine}")
+}
 
 /// The embedded store.
 pub struct RedbStore {
@@ -48,6 +56,7 @@ impl RedbStore {
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(MODULES).map_err(backend)?;
         txn.open_table(BLOBS).map_err(backend)?;
+        txn.open_table(ARTIFACTS).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db })
     }
@@ -99,6 +108,37 @@ impl ModuleStore for RedbStore {
         Ok(table.get(sha256).map_err(backend)?.map(|v| v.value().to_vec()))
     }
 
+    fn artifact(&self, sha256: &str, engine: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(ARTIFACTS).map_err(backend)?;
+        Ok(table
+            .get(artifact_key(sha256, engine).as_str())
+            .map_err(backend)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn put_artifact(&self, sha256: &str, engine: &str, artifact: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            // Only for binaries still stored: a module deleted meanwhile
+            // leaves no orphan artifact behind.
+            if txn
+                .open_table(BLOBS)
+                .map_err(backend)?
+                .get(sha256)
+                .map_err(backend)?
+                .is_none()
+            {
+                return Ok(());
+            }
+            let mut table = txn.open_table(ARTIFACTS).map_err(backend)?;
+            table
+                .insert(artifact_key(sha256, engine).as_str(), artifact)
+                .map_err(backend)?;
+        }
+        txn.commit().map_err(backend)
+    }
+
     fn remove(&self, name: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(backend)?;
         {
@@ -132,6 +172,17 @@ impl ModuleStore for RedbStore {
                     .map_err(backend)?
                     .remove(target.sha256.as_str())
                     .map_err(backend)?;
+                let mut artifacts = txn.open_table(ARTIFACTS).map_err(backend)?;
+                let prefix = format!("{}/", target.sha256);
+                let keys: Vec<String> = artifacts
+                    .range(prefix.as_str()..)
+                    .map_err(backend)?
+                    .map_while(|entry| entry.ok().map(|(k, _)| k.value().to_string()))
+                    .take_while(|k| k.starts_with(&prefix))
+                    .collect();
+                for key in keys {
+                    artifacts.remove(key.as_str()).map_err(backend)?;
+                }
             }
         }
         txn.commit().map_err(backend)
@@ -184,8 +235,20 @@ mod tests {
         store.remove("b").unwrap();
         store.remove("a").unwrap();
         assert_eq!(store.wasm("aa").unwrap().unwrap(), b"abc", "still used by `twin`");
+        store.put_artifact("aa", "engine1", b"code").unwrap();
+        assert_eq!(store.artifact("aa", "engine1").unwrap().unwrap(), b"code");
+        assert!(store.artifact("aa", "engine2").unwrap().is_none());
         store.remove("twin").unwrap();
         assert!(store.wasm("aa").unwrap().is_none());
+        assert!(
+            store.artifact("aa", "engine1").unwrap().is_none(),
+            "artifacts go with their binary"
+        );
+        store.put_artifact("aa", "engine1", b"code").unwrap();
+        assert!(
+            store.artifact("aa", "engine1").unwrap().is_none(),
+            "no artifact for a deleted binary"
+        );
         assert!(matches!(store.remove("a"), Err(StoreError::NotFound(_))));
     }
 }

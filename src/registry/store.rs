@@ -60,8 +60,17 @@ pub trait ModuleStore: Send + Sync + 'static {
     /// The binary with this SHA-256 (hex), if stored.
     fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The compiled artifact of the binary `sha256` for the engine whose
+    /// compatibility hash is `engine`, if one was stored.
+    fn artifact(&self, sha256: &str, engine: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Keeps a compiled artifact. Artifacts are a cache: losing one costs a
+    /// compile, never correctness, so this is not atomic with `insert`.
+    fn put_artifact(&self, sha256: &str, engine: &str, artifact: &[u8]) -> Result<(), StoreError>;
+
     /// Removes the record `name`, atomically refusing with
     /// [`StoreError::InUse`] while another record lists it as a host module.
-    /// Its binary goes too unless another record shares it.
+    /// Its binary (and compiled artifacts) go too unless another record
+    /// shares it.
     fn remove(&self, name: &str) -> Result<(), StoreError>;
 }

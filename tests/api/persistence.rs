@@ -29,4 +29,8 @@ async fn registered_modules_survive_a_restart() {
     let (status, body) = app.execute("user", "quad", json!([3])).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"], json!([12]));
+    // Compiled artifacts were kept in the store: nothing is compiled again.
+    assert_eq!(body["stats"]["compile"], "loaded", "{body}");
+    let (_, body) = app.execute("utils", "double", json!([3])).await;
+    assert_eq!(body["stats"]["compile"], "cached", "loaded once, then cached: {body}");
 }

@@ -1,0 +1,346 @@
+//! The HTTP benchmark: `cargo bench` (needs `wrk`: `apt-get install wrk`).
+//!
+//! Starts the release server on loopback, prepares modules, then drives
+//! every scenario with wrk (one thread, 16 connections by default) and
+//! prints one table: requests/s, p50 and p99 latency, peak RSS of the server
+//! during the scenario, and requests/s as a ratio to the HTTP floor
+//! (`GET /healthz`) measured in the same run. `fib(27)` is also timed
+//! natively in this process, for the wasm/native ratio.
+//!
+//! Environment: `BENCH_SECONDS` (per scenario, default 5), `BENCH_CONNECTIONS`
+//! (default 16), `BENCH_ONLY` (run scenarios whose name contains it).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DOUBLE_HEX: &str = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
+
+const FIB_WAT: &str = r#"(module (func $fib (export "fib") (param i32) (result i32)
+  (if (result i32) (i32.lt_u (local.get 0) (i32.const 2))
+    (then (local.get 0))
+    (else (i32.add (call $fib (i32.sub (local.get 0) (i32.const 1))) (call $fib (i32.sub (local.get 0) (i32.const 2))))))))"#;
+
+const HELLO_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 6))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+const COUNTER_WAT: &str = r#"(module (global $n (mut i32) (i32.const 0))
+  (func (export "inc") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#;
+
+/// A Lua request generator that sends a never-seen module every time: the
+/// origin's `double` with its constant replaced by a unique 5-byte LEB128.
+const UNIQUE_MODULE_LUA: &str = r#"
+counter = 0
+local function leb5(n)
+  local s = ""
+  for i = 1, 4 do
+    s = s .. string.format("%02x", (n % 128) + 128)
+    n = math.floor(n / 128)
+  end
+  return s .. string.format("%02x", n % 128)
+end
+request = function()
+  counter = counter + 1
+  local seed = counter * 65536 + math.random(0, 65535)
+  local hex = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a0d010b00200041" .. leb5(seed % 2147483647) .. "6c0b"
+  local body = '{"wasm_hex":"' .. hex .. '","function_name":"double","params":[2]}'
+  return wrk.format("POST", "/", {["Content-Type"] = "application/json"}, body)
+end
+"#;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Row {
+    name: String,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mib: f64,
+    errors: u64,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` would pass
+    // nothing. Run only when asked to benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("the benchmark needs wrk: apt-get install wrk");
+        std::process::exit(2);
+    }
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let connections: u64 = std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let client = reqwest::blocking::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        let response = client
+            .post(format!("{}{path}", server.base))
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = response.status();
+        let text = response.text().unwrap();
+        assert!(status.is_success(), "setup {path} failed: {status} {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    post(
+        "/register",
+        serde_json::json!({"module_name": "double", "wasm_hex": DOUBLE_HEX}),
+    );
+    post(
+        "/register",
+        serde_json::json!({"module_name": "c", "wat": "(module (func (export \"f\") (param i32) (result i32) (i32.add (local.get 0) (i32.const 1))))"}),
+    );
+    post(
+        "/register",
+        serde_json::json!({"module_name": "b", "host_modules": ["c"], "wat": "(module (import \"c\" \"f\" (func $f (param i32) (result i32))) (func (export \"f\") (param i32) (result i32) (call $f (local.get 0))))"}),
+    );
+    post(
+        "/register",
+        serde_json::json!({"module_name": "a", "host_modules": ["b"], "wat": "(module (import \"b\" \"f\" (func $f (param i32) (result i32))) (func (export \"f\") (param i32) (result i32) (call $f (local.get 0))))"}),
+    );
+    post("/register", serde_json::json!({"module_name": "fib", "wat": FIB_WAT}));
+    post(
+        "/register",
+        serde_json::json!({"module_name": "hello", "wat": HELLO_WAT}),
+    );
+    let instance = post("/instances", serde_json::json!({"wat": COUNTER_WAT}));
+    let instance_id = instance["id"].as_str().unwrap().to_string();
+
+    let json_post = |body: String| {
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [=[{body}]=]\n"
+        )
+    };
+    let scenarios: Vec<(&str, &str, String, u64)> = vec![
+        ("GET /healthz (HTTP floor)", "/healthz", String::new(), connections),
+        (
+            "POST / double, cached",
+            "/",
+            json_post(format!(
+                r#"{{"wasm_hex":"{DOUBLE_HEX}","function_name":"double","params":[2]}}"#
+            )),
+            connections,
+        ),
+        (
+            "POST /execute double",
+            "/execute",
+            json_post(r#"{"module_name":"double","function_name":"double","params":[2]}"#.into()),
+            connections,
+        ),
+        (
+            "POST /execute 3-deep chain",
+            "/execute",
+            json_post(r#"{"module_name":"a","function_name":"f","params":[2]}"#.into()),
+            connections,
+        ),
+        (
+            "POST / never-seen module",
+            "/",
+            UNIQUE_MODULE_LUA.to_string(),
+            connections,
+        ),
+        (
+            "POST /execute WASI hello",
+            "/execute",
+            json_post(r#"{"module_name":"hello"}"#.into()),
+            connections,
+        ),
+        (
+            "POST /instances/{id}/call",
+            "/instances/ID/call",
+            json_post(r#"{"function_name":"inc"}"#.into()),
+            connections,
+        ),
+        (
+            "POST /execute fib(27), 1 conn",
+            "/execute",
+            json_post(r#"{"module_name":"fib","function_name":"fib","params":[27]}"#.into()),
+            1,
+        ),
+    ];
+
+    let mut rows = Vec::new();
+    for (name, path, script, conns) in scenarios {
+        if !name.contains(&only) {
+            continue;
+        }
+        let path = path.replace("ID", &instance_id);
+        let script_path = dir.path().join("script.lua");
+        std::fs::write(&script_path, &script).unwrap();
+        reset_peak_rss(server.child.id());
+        let row = run_wrk(
+            name,
+            &format!("{}{path}", server.base),
+            &script_path,
+            conns,
+            seconds,
+            server.child.id(),
+        );
+        eprintln!("{name}: {:.0} req/s", row.rps);
+        rows.push(row);
+    }
+
+    let native = native_fib_ms();
+    print_table(&rows, native, seconds, connections);
+}
+
+fn start_server(dir: &Path) -> Server {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_wasm-exec-api"))
+        .args(["--port", &port.to_string(), "--data-dir"])
+        .arg(dir)
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start the server binary");
+    let mut child = child;
+    // Drain the log so the pipe never fills; watch for readiness.
+    let stdout = child.stdout.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sink = std::io::sink();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("listening") {
+                let _ = ready_tx.send(());
+            }
+            let _ = writeln!(sink, "{line}");
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server did not start");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// Resets the kernel's peak-RSS mark (VmHWM) so each scenario reports its own.
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn run_wrk(name: &str, url: &str, script: &Path, conns: u64, seconds: u64, pid: u32) -> Row {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{seconds}s"), "--latency"]);
+    if std::fs::metadata(script).map(|m| m.len() > 0).unwrap_or(false) {
+        cmd.arg("-s").arg(script);
+    }
+    let output = cmd.arg(url).output().expect("wrk failed to run");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let number_after = |key: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+            .and_then(|v| parse_duration_or_number(&v))
+    };
+    let errors = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Row {
+        name: name.to_string(),
+        rps: number_after("Requests/sec:").unwrap_or(f64::NAN),
+        p50_ms: number_after("50%").unwrap_or(f64::NAN),
+        p99_ms: number_after("99%").unwrap_or(f64::NAN),
+        peak_rss_mib: peak_rss_mib(pid),
+        errors,
+    }
+}
+
+/// Parses wrk's `123.45us` / `1.2ms` / `2.00s` into milliseconds, or a plain number.
+fn parse_duration_or_number(v: &str) -> Option<f64> {
+    for (suffix, factor) in [("us", 0.001), ("ms", 1.0), ("s", 1000.0)] {
+        if let Some(n) = v.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    v.parse().ok()
+}
+
+fn native_fib(n: u32) -> u32 {
+    if n < 2 {
+        n
+    } else {
+        native_fib(n - 1) + native_fib(n - 2)
+    }
+}
+
+/// Median time of native `fib(27)` over several runs, in milliseconds.
+fn native_fib_ms() -> f64 {
+    let mut times: Vec<f64> = (0..21)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(native_fib(std::hint::black_box(27)));
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[times.len() / 2]
+}
+
+fn print_table(rows: &[Row], native_fib_ms: f64, seconds: u64, connections: u64) {
+    let floor = rows.iter().find(|r| r.name.contains("healthz")).map(|r| r.rps);
+    println!();
+    println!("wrk -t1 -c{connections} -d{seconds}s against the release server on loopback");
+    println!();
+    println!("| scenario | requests/s | ratio to floor | p50 ms | p99 ms | peak RSS MiB | non-2xx |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let ratio = floor.map(|f| format!("{:.2}", r.rps / f)).unwrap_or_else(|| "-".into());
+        println!(
+            "| {} | {:.0} | {ratio} | {:.3} | {:.3} | {:.1} | {} |",
+            r.name, r.rps, r.p50_ms, r.p99_ms, r.peak_rss_mib, r.errors
+        );
+    }
+    if let Some(fib) = rows.iter().find(|r| r.name.contains("fib")) {
+        println!();
+        println!(
+            "fib(27): native {native_fib_ms:.2} ms; through the API p50 {:.2} ms (wasm/native {:.2}x, including HTTP and JSON)",
+            fib.p50_ms,
+            fib.p50_ms / native_fib_ms
+        );
+    }
+}
