@@ -209,8 +209,63 @@ fn main() {
 
     let native = native_fib_ms();
     print_table(&rows, native, seconds, connections);
+    if only.is_empty() || "restart".contains(&only) {
+        restart_with_many_modules(server, dir.path(), &client);
+    }
 }
 
+/// Registers 1,000 modules, restarts the server on the same data directory,
+/// and reports how long start-up took and whether the first `/execute` of a
+/// module had to compile it.
+fn restart_with_many_modules(server: Server, dir: &Path, client: &reqwest::blocking::Client) {
+    const MODULES: usize = 1000;
+    for i in 0..MODULES {
+        let wat =
+            format!(r#"(module (func (export "f") (param i32) (result i32) (i32.add (local.get 0) (i32.const {i}))))"#);
+        let body = serde_json::json!({"module_name": format!("m{i}"), "wat": wat});
+        let response = client
+            .post(format!("{}/register", server.base))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "register m{i}: {}",
+            response.text().unwrap()
+        );
+    }
+    drop(server);
+    let started = Instant::now();
+    let server = start_server(dir);
+    let ready = started.elapsed();
+    let mut first_calls = Vec::new();
+    for name in ["m0", "m500", "m999"] {
+        let t = Instant::now();
+        let body = serde_json::json!({"module_name": name, "function_name": "f", "params": [1]});
+        let response: serde_json::Value = client
+            .post(format!("{}/execute", server.base))
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        first_calls.push(format!(
+            "{name}: {:.2} ms, compile = {}",
+            t.elapsed().as_secs_f64() * 1000.0,
+            response["stats"]["compile"]
+        ));
+    }
+    println!();
+    println!(
+        "restart with {} registered modules: listening after {:.0} ms; first /execute of {}",
+        MODULES + 7,
+        ready.as_secs_f64() * 1000.0,
+        first_calls.join("; ")
+    );
+}
+
+/// Starts the release binary on a free loopback port with its registry in
+/// `dir`, and waits until it logs that it is listening.
 fn start_server(dir: &Path) -> Server {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(env!("CARGO_BIN_EXE_wasm-exec-api"))

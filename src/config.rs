@@ -95,6 +95,11 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_INSTANCE_IDLE_SECS", default_value_t = 300)]
     pub instance_idle_secs: u64,
 
+    /// Allocate instances from wasmtime's pooling allocator (reused,
+    /// pre-reserved slots); `false` maps memory per instance instead.
+    #[arg(long, env = "WASM_EXEC_POOLING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pooling: bool,
+
     /// Epoch tick in milliseconds: timeout granularity, and how long guest
     /// code runs before yielding its thread to other requests.
     #[arg(long, env = "WASM_EXEC_EPOCH_TICK_MS", default_value_t = 1)]
@@ -112,6 +117,7 @@ impl Settings {
             compile_threads: self.compile_threads,
             max_output_bytes: self.max_output_bytes,
             max_read_bytes: self.max_read_bytes,
+            pooling: self.pooling,
             limits: ExecLimits {
                 fuel: self.max_fuel,
                 timeout_ms: self.timeout_ms,

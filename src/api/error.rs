@@ -101,6 +101,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::MemoryAccess(m) => ApiError::new(S::BAD_REQUEST, "invalid_memory_access", m),
             EngineError::InvalidLimits(m) => ApiError::invalid_request(m),
+            EngineError::Busy(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "overloaded", m),
             EngineError::Internal(m) => ApiError::internal(m),
         }
     }

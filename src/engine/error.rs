@@ -98,6 +98,9 @@ pub enum EngineError {
     /// Per-request limits asked for more than the server allows.
     #[error("{0}")]
     InvalidLimits(String),
+    /// Every pre-reserved instance slot is in use; retry shortly.
+    #[error("{0}")]
+    Busy(String),
     /// A bug or an environment failure; details are logged, not returned.
     #[error("{0}")]
     Internal(String),
@@ -112,6 +115,11 @@ pub fn classify_runtime_error(error: wasmtime::Error, limits: &super::limits::Ex
         Ok(ours) => return ours,
         Err(other) => other,
     };
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return EngineError::Busy(
+            "every pre-reserved instance slot is in use by other executions and instances; retry shortly".into(),
+        );
+    }
     if let Some(hit) = error.downcast_ref::<LimitHit>() {
         return EngineError::LimitExceeded {
             kind: hit.kind,

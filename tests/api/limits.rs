@@ -258,3 +258,20 @@ async fn healthy_requests_are_served_while_hostile_ones_spin() {
         assert_limit(status, &body, "time");
     }
 }
+
+#[tokio::test]
+async fn an_initial_memory_over_the_server_limit_is_a_memory_limit_error() {
+    let app = spawn_app().await;
+    // 5000 pages is 327 MB, over the 256 MiB default (and the pool's slot size).
+    let wat = r#"(module (memory 5000) (func (export "f")))"#;
+    let (status, body) = app.run_wat(wat, "f", json!([])).await;
+    assert_limit(status, &body, "memory");
+}
+
+#[tokio::test]
+async fn an_initial_table_over_the_limit_is_a_table_limit_error() {
+    let app = spawn_app().await;
+    let wat = r#"(module (table 200000 funcref) (func (export "f")))"#;
+    let (status, body) = app.run_wat(wat, "f", json!([])).await;
+    assert_limit(status, &body, "table_elements");
+}
