@@ -302,16 +302,17 @@ impl LiveInstance {
         let wasi_output = self.store.data().wasi.as_ref().map(WasiState::take_output);
 
         let outcome = match outcome {
-            Ok(values) => Ok((values, 0)),
+            Ok(values) => Ok((values, None)),
             Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                // `proc_exit` ends the program normally with a status.
-                Some(exit) if wasi_output.is_some() => Ok((Vec::new(), exit.0)),
+                // `proc_exit` ends the program normally with a status; the
+                // function returns nothing, whatever its signature says.
+                Some(exit) if wasi_output.is_some() => Ok((Vec::new(), Some(exit.0))),
                 _ => Err(e),
             },
         };
         // Reads happen after traps too: the memory at the trap helps debugging.
         let reads = self.read_all(spec.reads);
-        let (values, exit_code) = match outcome {
+        let (values, exited) = match outcome {
             Ok(ok) => ok,
             Err(e) => {
                 return Err(CallFailure {
@@ -344,17 +345,18 @@ impl LiveInstance {
         } else {
             None
         };
-        let is_command = spec.function.is_none() || name == "_start";
         Ok(CallOutcome {
             results: values.iter().map(val_to_json).collect(),
-            result_types: if is_command && exit_code != 0 {
-                Vec::new()
-            } else {
-                ty.results().map(|t| type_name(&t)).collect()
+            result_types: match exited {
+                Some(_) => Vec::new(),
+                None => ty.results().map(|t| type_name(&t)).collect(),
             },
             result_bytes,
             memory,
-            wasi: wasi_output.map(|output| WasiResult { exit_code, output }),
+            wasi: wasi_output.map(|output| WasiResult {
+                exit_code: exited.unwrap_or(0),
+                output,
+            }),
             stats,
         })
     }

@@ -221,3 +221,18 @@ fn leb128(out: &mut Vec<u8>, mut value: u64) {
         out.push(byte | 0x80);
     }
 }
+
+#[tokio::test]
+async fn proc_exit_from_a_reactor_export_returns_no_results() {
+    let app = spawn_app().await;
+    let wat = r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (func (export "quit") (result i32) (call $exit (i32.const 5)) (i32.const 1)))"#;
+    let (status, body) = app.run_wat(wat, "quit", json!([])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["results"].clone(), body["result_types"].clone()),
+        (json!([]), json!([]))
+    );
+    assert_eq!(body["exit_code"], 5);
+}
