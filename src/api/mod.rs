@@ -64,6 +64,7 @@ impl AppState {
 /// The whole API.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/healthz", get(healthz))
         .merge(exec::router())
         .merge(modules::router())
@@ -76,6 +77,26 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// What a person (or a browser) sees at `GET /`: what this is and where to go.
+async fn index() -> Json<Value> {
+    Json(json!({
+        "name": "wasm-exec-api",
+        "version": env!("CARGO_PKG_VERSION"),
+        "about": "Run WebAssembly over HTTP: POST a module, a function name and JSON params.",
+        "endpoints": [
+            "POST /", "POST /execute", "POST /register", "GET /modules", "GET /modules/{name}",
+            "GET /modules/{name}/wasm", "DELETE /modules/{name}", "POST /instances", "GET /instances",
+            "GET /instances/{id}", "POST /instances/{id}/call", "DELETE /instances/{id}", "GET /healthz"
+        ],
+        "example": {
+            "wat": "(module (func (export \"double\") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))",
+            "function_name": "double",
+            "params": [2]
+        },
+        "docs": "docs/API.md in the repository"
+    }))
 }
 
 /// Liveness: answers once the server is accepting requests.

@@ -198,6 +198,20 @@ async fn traps_name_their_kind() {
 }
 
 #[tokio::test]
+async fn get_root_describes_the_api_and_healthz_answers() {
+    let app = spawn_app().await;
+    let (status, body) = app.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["name"], "wasm-exec-api");
+    assert!(body["endpoints"].as_array().unwrap().contains(&json!("POST /execute")));
+    // The example in the index runs as it stands.
+    let (status, result) = app.post("/", &body["example"]).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["results"], json!([4]));
+    assert_eq!(app.get("/healthz").await, (StatusCode::OK, json!({"status": "ok"})));
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let app = spawn_app().await;
     let (status, body) = app.get("/nope").await;
