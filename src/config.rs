@@ -32,8 +32,10 @@ pub struct Settings {
     #[arg(short = 'm', long, env = "WASM_EXEC_MEMORY")]
     pub memory: bool,
 
-    /// Fuel per execution (about one unit per WebAssembly instruction).
-    #[arg(long, env = "WASM_EXEC_MAX_FUEL", default_value_t = 5_000_000_000)]
+    /// Fuel per execution (about one unit per WebAssembly instruction). The
+    /// default outlasts the default timeout for most code, so that time is
+    /// the usual bound and fuel the deterministic one a request can lower.
+    #[arg(long, env = "WASM_EXEC_MAX_FUEL", default_value_t = 20_000_000_000)]
     pub max_fuel: u64,
 
     /// Wall-clock limit per execution, in milliseconds.
