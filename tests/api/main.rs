@@ -7,6 +7,7 @@ mod limits;
 mod linking;
 mod memory;
 mod persistence;
+mod process;
 mod registry;
 mod spectest;
 mod values;
