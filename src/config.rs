@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::api::auth::Tokens;
 use crate::engine::{EngineSettings, ExecLimits};
 use crate::instances::InstanceSettings;
 
@@ -27,6 +28,21 @@ pub struct Settings {
     /// directory, e.g. ~/.local/share/wasm-exec-api].
     #[arg(short = 'd', long, env = "WASM_EXEC_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// An API token, `scope:secret` with scope `admin` or `execute`
+    /// (repeatable; the variable takes a comma-separated list). With any
+    /// token configured, requests need `Authorization: Bearer <secret>`.
+    #[arg(
+        long = "token",
+        env = "WASM_EXEC_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Vec<String>,
+
+    /// A file of `scope:secret` lines (blank lines and `#` comments skipped).
+    #[arg(long, env = "WASM_EXEC_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
 
     /// Keep the registry in memory only; nothing is written to disk.
     #[arg(short = 'm', long, env = "WASM_EXEC_MEMORY")]
@@ -136,6 +152,17 @@ impl Settings {
             max_total_memory_bytes: self.max_instance_memory_bytes,
             idle_timeout: Duration::from_secs(self.instance_idle_secs),
         }
+    }
+
+    /// The configured API tokens, from flags, the environment and the file.
+    pub fn access_tokens(&self) -> Result<Tokens, String> {
+        let mut entries: Vec<String> = self.tokens.clone();
+        if let Some(path) = &self.tokens_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read tokens file {}: {e}", path.display()))?;
+            entries.extend(text.lines().map(str::to_string));
+        }
+        Tokens::parse(entries.iter().map(String::as_str))
     }
 
     /// Where the registry lives on disk, or `None` with `--memory`.

@@ -45,6 +45,8 @@ pub struct Slot {
     pub sha256: String,
     pub interface: ModuleInterface,
     pub limits: ExecLimits,
+    /// The token that created it (`None` when access control is off).
+    pub owner: Option<usize>,
     pub created: SystemTime,
     created_at: Instant,
     last_used: Mutex<Instant>,
@@ -113,7 +115,12 @@ impl Instances {
 
     /// Instantiates `spec` as a new live instance, if the caps allow it.
     /// Returns the slot and the instantiation's stats.
-    pub async fn create(&self, spec: InstanceSpec, module: String) -> Result<(Arc<Slot>, ExecStats), InstanceError> {
+    pub async fn create(
+        &self,
+        spec: InstanceSpec,
+        module: String,
+        owner: Option<usize>,
+    ) -> Result<(Arc<Slot>, ExecStats), InstanceError> {
         let memory = spec.limits.memory_bytes;
         {
             let mut table = self.lock();
@@ -153,6 +160,7 @@ impl Instances {
             sha256,
             interface,
             limits,
+            owner,
             created: SystemTime::now(),
             created_at: now,
             last_used: Mutex::new(now),

@@ -42,7 +42,17 @@ impl Application {
         tracing::info!(modules = registry.len(), "registry loaded");
         let instances = Instances::new(engine.clone(), settings.instances());
         let state = AppState::new(engine, registry, instances, settings.max_concurrency);
-        let router = api::router(state, settings.max_body_bytes);
+        let tokens = settings.access_tokens().map_err(|e| anyhow::anyhow!(e))?;
+        if tokens.is_empty() && !settings.bind.is_loopback() {
+            tracing::warn!(
+                bind = %settings.bind,
+                "listening beyond loopback with no API tokens: anyone who can reach this address can run code here; configure --token or --tokens-file"
+            );
+        }
+        if !tokens.is_empty() {
+            tracing::info!(tokens = tokens.len(), "access control on: requests need a bearer token");
+        }
+        let router = api::router(state, settings.max_body_bytes, tokens);
         let listener = TcpListener::bind((settings.bind, settings.port))
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind {}:{}: {e}", settings.bind, settings.port))?;

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::AppState;
+use super::auth::Caller;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult};
@@ -95,6 +97,25 @@ impl From<InstanceError> for ApiError {
     }
 }
 
+/// The token a new instance belongs to.
+fn owner_of(caller: &Caller) -> Option<usize> {
+    match caller {
+        Caller::Token { id, .. } => Some(*id),
+        Caller::Anonymous => None,
+    }
+}
+
+/// The instance `id`, if `caller` may use it. Another token's instance is
+/// reported as not found, so ids cannot be probed for existence.
+fn visible_slot(app: &AppState, caller: &Caller, id: &str) -> Result<std::sync::Arc<Slot>, ApiError> {
+    let slot = app.instances.get(id)?;
+    if caller.sees_all() || slot.owner == owner_of(caller) {
+        Ok(slot)
+    } else {
+        Err(InstanceError::NotFound(id.to_string()).into())
+    }
+}
+
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -117,7 +138,11 @@ fn describe_slot(app: &AppState, slot: &Slot, stats: Option<ExecStats>) -> Insta
     }
 }
 
-async fn create(State(app): State<AppState>, JsonBody(req): JsonBody<CreateInstance>) -> ApiResult<impl IntoResponse> {
+async fn create(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<CreateInstance>,
+) -> ApiResult<impl IntoResponse> {
     let _permit = app.exec_permit()?;
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
     let code = CodeFields {
@@ -166,39 +191,50 @@ async fn create(State(app): State<AppState>, JsonBody(req): JsonBody<CreateInsta
         wasi,
         output_cap,
     };
-    let (slot, stats) = app.instances.create(spec, module).await?;
+    let (slot, stats) = app.instances.create(spec, module, owner_of(&caller)).await?;
     Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))))
 }
 
-async fn list(State(app): State<AppState>) -> Json<InstanceList> {
-    Json(InstanceList {
-        instances: app
-            .instances
-            .list()
-            .iter()
-            .map(|s| describe_slot(&app, s, None))
-            .collect(),
-    })
+async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Json<InstanceList> {
+    let owner = owner_of(&caller);
+    let instances = app
+        .instances
+        .list()
+        .iter()
+        .filter(|s| caller.sees_all() || s.owner == owner)
+        .map(|s| describe_slot(&app, s, None))
+        .collect();
+    Json(InstanceList { instances })
 }
 
-async fn describe(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<InstanceBody>> {
-    let slot = app.instances.get(&id)?;
+async fn describe(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InstanceBody>> {
+    let slot = visible_slot(&app, &caller, &id)?;
     Ok(Json(describe_slot(&app, &slot, None)))
 }
 
-async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    visible_slot(&app, &caller, &id)?;
     app.instances.remove(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn call_instance(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallInstance>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit()?;
     let started = Instant::now();
-    let slot = app.instances.get(&id)?;
+    let slot = visible_slot(&app, &caller, &id)?;
     if req
         .limits
         .is_some_and(|l| l.memory_bytes.is_some() || l.table_elements.is_some())

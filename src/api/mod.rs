@@ -1,6 +1,7 @@
 //! The HTTP API: routing, shared state, request logging. Handlers only
 //! decode, call the engine or registry, and encode; see `docs/API.md`.
 
+pub mod auth;
 pub mod call;
 pub mod code;
 pub mod error;
@@ -62,7 +63,7 @@ impl AppState {
 }
 
 /// The whole API.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
@@ -75,6 +76,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         // A bug that panics in a handler answers 500 in the usual JSON shape
         // (and is logged) instead of dropping the connection.
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(Arc::new(tokens), auth::require_token))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }

@@ -1,5 +1,6 @@
 //! Integration tests: each starts the real server and speaks HTTP to it.
 
+mod auth;
 mod errors;
 mod helpers;
 mod instances;
