@@ -44,6 +44,11 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 
+    /// Requests per second per client (its token, else its IP address), with
+    /// bursts of twice that; more get `429`. 0 turns rate limiting off.
+    #[arg(long, env = "WASM_EXEC_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+
     /// Keep the registry in memory only; nothing is written to disk.
     #[arg(short = 'm', long, env = "WASM_EXEC_MEMORY")]
     pub memory: bool,

@@ -52,7 +52,8 @@ impl Application {
         if !tokens.is_empty() {
             tracing::info!(tokens = tokens.len(), "access control on: requests need a bearer token");
         }
-        let router = api::router(state, settings.max_body_bytes, tokens);
+        let rate_limits = api::quota::RateLimits::new(settings.rate_limit);
+        let router = api::router(state, settings.max_body_bytes, tokens, rate_limits);
         let listener = TcpListener::bind((settings.bind, settings.port))
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind {}:{}: {e}", settings.bind, settings.port))?;
@@ -73,7 +74,9 @@ impl Application {
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, "listening");
-        axum::serve(self.listener, self.router)
+        // Connect info gives the rate limiter each client's address.
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
     }

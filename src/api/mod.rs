@@ -9,6 +9,7 @@ pub mod exec;
 pub mod extract;
 pub mod instances;
 pub mod modules;
+pub mod quota;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +64,7 @@ impl AppState {
 }
 
 /// The whole API.
-pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens) -> Router {
+pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate_limits: quota::RateLimits) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
@@ -76,6 +77,9 @@ pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens) -> R
         // A bug that panics in a handler answers 500 in the usual JSON shape
         // (and is logged) instead of dropping the connection.
         .layer(CatchPanicLayer::custom(panic_response))
+        // Layers run outside-in: the log line, then the token check (which
+        // records the caller), then the rate limit counted per caller.
+        .layer(middleware::from_fn_with_state(rate_limits, quota::limit_rate))
         .layer(middleware::from_fn_with_state(Arc::new(tokens), auth::require_token))
         .layer(middleware::from_fn(log_request))
         .with_state(state)

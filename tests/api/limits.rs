@@ -275,3 +275,37 @@ async fn an_initial_table_over_the_limit_is_a_table_limit_error() {
     let (status, body) = app.run_wat(wat, "f", json!([])).await;
     assert_limit(status, &body, "table_elements");
 }
+
+#[tokio::test]
+async fn a_client_over_the_rate_limit_gets_429_with_retry_after() {
+    let mut settings = test_settings();
+    settings.rate_limit = 2; // 2 per second, bursts of 4
+    let app = spawn_app_with(settings).await;
+    let body = json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [1]});
+    let mut limited = None;
+    let mut served = 0;
+    for _ in 0..10 {
+        let response = app.client.post(app.url("/")).json(&body).send().await.unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+        served += 1;
+    }
+    let limited = limited.expect("ten requests at once should pass a burst of four");
+    assert!(served >= 4, "the burst is served first ({served})");
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(code(&body), "rate_limited");
+    // Health checks are never counted.
+    for _ in 0..10 {
+        assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
+    }
+}

@@ -1,0 +1,98 @@
+//! Per-client rate limiting: `429 rate_limited` with `Retry-After`.
+//!
+//! A client is its token when access control is on, else its IP address.
+//! Each gets a token bucket (GCRA, from `governor`) of `--rate-limit`
+//! requests per second with a burst of twice that; `GET /` and
+//! `GET /healthz` are not counted. Off by default: on loopback, a limit
+//! would only get in the way of benchmarks and local tools.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use super::auth::Caller;
+use super::error::ApiError;
+
+/// Who a rate limit is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Client {
+    Token(usize),
+    Address(IpAddr),
+    Unknown,
+}
+
+/// The keyed limiter, or nothing when rate limiting is off.
+#[derive(Clone, Default)]
+pub struct RateLimits {
+    limiter: Option<Arc<DefaultKeyedRateLimiter<Client>>>,
+}
+
+impl RateLimits {
+    /// `per_second` requests a second per client (0 turns limiting off),
+    /// with a burst of twice that.
+    pub fn new(per_second: u32) -> Self {
+        let Some(rate) = NonZeroU32::new(per_second) else {
+            return RateLimits::default();
+        };
+        let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
+        let limiter = Arc::new(DefaultKeyedRateLimiter::keyed(
+            Quota::per_second(rate).allow_burst(burst),
+        ));
+        // Forget idle clients now and then, so the key map stays small.
+        let weak = Arc::downgrade(&limiter);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(limiter) => limiter.retain_recent(),
+                    None => break,
+                }
+            }
+        });
+        RateLimits { limiter: Some(limiter) }
+    }
+}
+
+/// Middleware: counts the request against its client's bucket.
+pub async fn limit_rate(State(limits): State<RateLimits>, request: Request, next: Next) -> Response {
+    let Some(limiter) = &limits.limiter else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    if path == "/" && request.method() == axum::http::Method::GET || path == "/healthz" {
+        return next.run(request).await;
+    }
+    let client = match request.extensions().get::<Caller>() {
+        Some(Caller::Token { id, .. }) => Client::Token(*id),
+        _ => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(addr)) => Client::Address(addr.ip()),
+            None => Client::Unknown,
+        },
+    };
+    match limiter.check_key(&client) {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests from this client; retry in {seconds} s"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    }
+}
