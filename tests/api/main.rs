@@ -3,6 +3,7 @@
 mod auth;
 mod errors;
 mod helpers;
+mod hostile;
 mod instances;
 mod limits;
 mod linking;
