@@ -2,6 +2,7 @@
 
 mod auth;
 mod errors;
+mod fuzzish;
 mod helpers;
 mod hostile;
 mod instances;
