@@ -1,4 +1,5 @@
-//! The HTTP benchmark: `cargo bench` (needs `wrk`: `apt-get install wrk`).
+//! The HTTP benchmark: `cargo bench --bench http` (needs `wrk`:
+//! `apt-get install wrk`).
 //!
 //! Starts the release server on loopback, prepares modules, then drives
 //! every scenario with wrk (one thread, 16 connections by default) and

@@ -77,9 +77,17 @@ async fn soak(seconds: u64) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(env!("CARGO_BIN_EXE_wasm-exec-api"))
-        // A small compile cache fills during warm-up, so RSS growth after it
-        // means a leak rather than a cache still filling.
-        .args(["--port", &port.to_string(), "--cache-entries", "64", "--data-dir"])
+        // Small compile and store caches fill during warm-up, so RSS growth
+        // after it means a leak rather than a cache still filling.
+        .args([
+            "--port",
+            &port.to_string(),
+            "--cache-entries",
+            "64",
+            "--store-cache-bytes",
+            "2097152",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -150,9 +158,9 @@ async fn soak(seconds: u64) -> bool {
             }
         }));
     }
-    // Registrations: a new module every 200 ms (each compiled, stored, and
+    // Registrations (unless SOAK_REGISTER=0): a new module every 200 ms (each compiled, stored, and
     // its artifact kept, so the store legitimately grows).
-    {
+    if std::env::var("SOAK_REGISTER").as_deref() != Ok("0") {
         let (client, base, stop, counters) = (client.clone(), base.clone(), stop.clone(), counters.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;

@@ -49,6 +49,10 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
 
+    /// Bytes of the registry file's pages kept in memory.
+    #[arg(long, env = "WASM_EXEC_STORE_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub store_cache_bytes: usize,
+
     /// Keep the registry in memory only; nothing is written to disk.
     #[arg(short = 'm', long, env = "WASM_EXEC_MEMORY")]
     pub memory: bool,

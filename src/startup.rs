@@ -30,7 +30,7 @@ impl Application {
                         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
                 }
                 tracing::info!(path = %path.display(), "opening registry");
-                Arc::new(RedbStore::open(&path)?)
+                Arc::new(RedbStore::open(&path, settings.store_cache_bytes)?)
             }
             None => {
                 tracing::info!("registry kept in memory only (--memory)");

@@ -37,10 +37,14 @@ fn backend<E: std::fmt::Display>(e: E) -> StoreError {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database file `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db =
-            Database::create(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+    /// Opens (or creates) the database file `path`, keeping at most
+    /// `cache_bytes` of its pages in memory (redb's default is 1 GiB, which
+    /// a server holding thousands of compiled artifacts would slowly fill).
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         Self::with_tables(db)
     }
 
