@@ -83,6 +83,11 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_MAX_BODY_BYTES", default_value_t = 48 << 20)]
     pub max_body_bytes: usize,
 
+    /// Milliseconds a client may take to send its whole request body; slower
+    /// bodies get `408`.
+    #[arg(long, env = "WASM_EXEC_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+
     /// Largest module binary, in bytes. Generous, because real WASI programs
     /// (interpreters, databases) are often tens of megabytes.
     #[arg(long, env = "WASM_EXEC_MAX_MODULE_BYTES", default_value_t = 32 << 20)]

@@ -4,8 +4,10 @@
 //! this API get the documented JSON error shape for every failure, including
 //! a wrong content type, an oversized body and malformed JSON.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
@@ -14,9 +16,16 @@ use super::error::ApiError;
 /// A JSON request body of type `T`.
 pub struct JsonBody<T>(pub T);
 
+/// How long a client may take to send its whole body. A total deadline, not
+/// an idle timeout: a client trickling one byte at a time cannot hold a
+/// connection and a task open for longer than this.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
+    BodyTimeout: FromRef<S>,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
@@ -41,7 +50,17 @@ where
                 ),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let BodyTimeout(deadline) = BodyTimeout::from_ref(state);
+        let read = tokio::time::timeout(deadline, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("the request body did not arrive within {} ms", deadline.as_millis()),
+                )
+            })?;
+        let bytes = read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(
                     "the request body is larger than the server's limit (see --max-body-bytes)".to_string(),

@@ -40,10 +40,23 @@ pub struct AppState {
     /// cannot build an unbounded backlog of memory-hungry work.
     exec_permits: Arc<Semaphore>,
     max_concurrency: usize,
+    body_timeout: extract::BodyTimeout,
+}
+
+impl axum::extract::FromRef<AppState> for extract::BodyTimeout {
+    fn from_ref(state: &AppState) -> Self {
+        state.body_timeout
+    }
 }
 
 impl AppState {
-    pub fn new(engine: WasmEngine, registry: Arc<Registry>, instances: Arc<Instances>, max_concurrency: usize) -> Self {
+    pub fn new(
+        engine: WasmEngine,
+        registry: Arc<Registry>,
+        instances: Arc<Instances>,
+        max_concurrency: usize,
+        body_timeout: std::time::Duration,
+    ) -> Self {
         let max_concurrency = max_concurrency.max(1);
         AppState {
             engine,
@@ -51,6 +64,7 @@ impl AppState {
             instances,
             exec_permits: Arc::new(Semaphore::new(max_concurrency)),
             max_concurrency,
+            body_timeout: extract::BodyTimeout(body_timeout),
         }
     }
 

@@ -309,3 +309,23 @@ async fn a_client_over_the_rate_limit_gets_429_with_retry_after() {
         assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn a_body_that_arrives_too_slowly_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut settings = test_settings();
+    settings.body_timeout_ms = 300;
+    let app = spawn_app_with(settings).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head =
+        format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Send nothing more; the server must give up on the body by itself.
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut response)).await;
+    assert!(read.is_ok(), "the server kept waiting for the body");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""code":"request_timeout""#), "{text}");
+}
