@@ -97,6 +97,12 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_MAX_CONCURRENCY", default_value_t = 32)]
     pub max_concurrency: usize,
 
+    /// Milliseconds a request waits for its module to compile; past it the
+    /// request gets `limit_exceeded` (`compile_time`). The compile itself
+    /// runs on to the end (it cannot be interrupted) and is cached.
+    #[arg(long, env = "WASM_EXEC_COMPILE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub compile_timeout_ms: u64,
+
     /// Compiled modules kept in memory.
     #[arg(long, env = "WASM_EXEC_CACHE_ENTRIES", default_value_t = 1024)]
     pub cache_entries: usize,
@@ -147,6 +153,7 @@ impl Settings {
             cache_entries: self.cache_entries,
             epoch_tick: Duration::from_millis(self.epoch_tick_ms.max(1)),
             compile_threads: self.compile_threads,
+            compile_timeout: Duration::from_millis(self.compile_timeout_ms.max(1)),
             max_output_bytes: self.max_output_bytes,
             max_read_bytes: self.max_read_bytes,
             pooling: self.pooling,

@@ -281,7 +281,7 @@ impl WasmEngine {
         if let Some(hit) = self.cached(&sha) {
             return Ok((hit, CacheOutcome::Cached));
         }
-        let _permit = self
+        let permit = self
             .inner
             .cache
             .permits
@@ -295,11 +295,23 @@ impl WasmEngine {
         }
         let engine = self.clone();
         let started = Instant::now();
-        let compiled = tokio::task::spawn_blocking(move || engine.compile_blocking(sha, &wasm))
+        // Wasmtime cannot interrupt a compile. The task owns the permit and
+        // caches its result itself, so a request that stops waiting (compile
+        // time limit) neither frees a compile slot early nor wastes the work.
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let compiled = Arc::new(engine.compile_blocking(sha, &wasm)?);
+            engine.inner.cache.insert(compiled.clone());
+            Ok::<_, EngineError>(compiled)
+        });
+        let limit = self.inner.settings.compile_timeout;
+        let compiled = tokio::time::timeout(limit, task)
             .await
+            .map_err(|_| EngineError::LimitExceeded {
+                kind: super::LimitKind::CompileTime,
+                message: format!("compiling the module took longer than {} ms", limit.as_millis()),
+            })?
             .map_err(|e| EngineError::Internal(format!("compile task failed: {e}")))??;
-        let compiled = Arc::new(compiled);
-        self.inner.cache.insert(compiled.clone());
         Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
     }
 

@@ -21,6 +21,8 @@ pub enum LimitKind {
     TableElements,
     /// The module graph needed more instances, memories or tables than allowed.
     Instances,
+    /// Compiling the module took longer than the compile time limit.
+    CompileTime,
 }
 
 impl LimitKind {
@@ -32,6 +34,7 @@ impl LimitKind {
             LimitKind::Memory => "memory",
             LimitKind::TableElements => "table_elements",
             LimitKind::Instances => "instances",
+            LimitKind::CompileTime => "compile_time",
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct EngineSettings {
     pub epoch_tick: Duration,
     /// How many modules may compile at once.
     pub compile_threads: usize,
+    /// How long a request waits for its module to compile.
+    pub compile_timeout: Duration,
     /// The ceilings for every execution.
     pub limits: ExecLimits,
     /// Most bytes kept of a WASI program's stdout, and of its stderr.

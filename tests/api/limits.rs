@@ -329,3 +329,29 @@ async fn a_body_that_arrives_too_slowly_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains(r#""code":"request_timeout""#), "{text}");
 }
+
+#[tokio::test]
+async fn a_compile_over_the_time_limit_is_refused_and_still_cached() {
+    let mut settings = test_settings();
+    settings.compile_timeout_ms = 1;
+    let app = spawn_app_with(settings).await;
+    let wat = format!(
+        "(module {} (func (export \"f\") (result i32) i32.const 7))",
+        "(func (result i32) i32.const 1)".repeat(5000)
+    );
+    let (status, body) = app.run_wat(&wat, "f", json!([])).await;
+    assert_limit(status, &body, "compile_time");
+    // The compile ran on to the end and was cached: a retry succeeds.
+    let mut ok = false;
+    for _ in 0..200 {
+        let (status, body) = app.run_wat(&wat, "f", json!([])).await;
+        if status == StatusCode::OK {
+            assert_eq!(body["results"], json!([7]));
+            assert_eq!(body["stats"]["compile"], "cached");
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(ok, "the background compile never landed in the cache");
+}
