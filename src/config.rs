@@ -53,6 +53,14 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_STORE_CACHE_BYTES", default_value_t = 64 << 20)]
     pub store_cache_bytes: usize,
 
+    /// Modules one API token may have registered at once.
+    #[arg(long, env = "WASM_EXEC_MAX_MODULES_PER_TOKEN", default_value_t = 1000)]
+    pub max_modules_per_token: usize,
+
+    /// Bytes of module binaries one API token may have registered at once.
+    #[arg(long, env = "WASM_EXEC_MAX_BYTES_PER_TOKEN", default_value_t = 1 << 30)]
+    pub max_bytes_per_token: u64,
+
     /// Keep the registry in memory only; nothing is written to disk.
     #[arg(short = 'm', long, env = "WASM_EXEC_MEMORY")]
     pub memory: bool,

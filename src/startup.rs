@@ -10,7 +10,7 @@ use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::engine::WasmEngine;
 use crate::instances::Instances;
-use crate::registry::{ModuleStore, RedbStore, Registry};
+use crate::registry::{ModuleStore, RedbStore, Registry, TokenQuota};
 
 /// A bound, ready-to-serve server.
 pub struct Application {
@@ -38,7 +38,11 @@ impl Application {
             }
         };
         let engine = WasmEngine::new(settings.engine())?;
-        let registry = Arc::new(Registry::open(store, engine.clone()).await?);
+        let quota = TokenQuota {
+            max_modules: settings.max_modules_per_token,
+            max_bytes: settings.max_bytes_per_token,
+        };
+        let registry = Arc::new(Registry::open(store, engine.clone(), quota).await?);
         tracing::info!(modules = registry.len(), "registry loaded");
         let instances = Instances::new(engine.clone(), settings.instances());
         let body_timeout = std::time::Duration::from_millis(settings.body_timeout_ms);

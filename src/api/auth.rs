@@ -54,7 +54,23 @@ pub enum Caller {
     /// No tokens are configured: everyone is the same anonymous caller.
     Anonymous,
     /// A caller that presented token number `id` with `scope`.
-    Token { id: usize, scope: Scope },
+    /// `fingerprint` is a stable, non-secret name for the token (a prefix of
+    /// its digest), stored with the modules it registers.
+    Token {
+        id: usize,
+        scope: Scope,
+        fingerprint: String,
+    },
+}
+
+impl Caller {
+    /// The token's fingerprint; `None` when access control is off.
+    pub fn fingerprint(&self) -> Option<String> {
+        match self {
+            Caller::Token { fingerprint, .. } => Some(fingerprint.clone()),
+            Caller::Anonymous => None,
+        }
+    }
 }
 
 impl Caller {
@@ -175,7 +191,10 @@ pub async fn require_token(State(tokens): State<std::sync::Arc<Tokens>>, mut req
         )
         .into_response();
     }
-    request.extensions_mut().insert(Caller::Token { id, scope });
+    let fingerprint = hex::encode(&tokens.digests[id].0[..8]);
+    request
+        .extensions_mut()
+        .insert(Caller::Token { id, scope, fingerprint });
     next.run(request).await
 }
 

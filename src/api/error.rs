@@ -114,6 +114,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::InvalidName(m) => ApiError::invalid_request(m),
             RegistryError::NotFound(_) => ApiError::new(S::NOT_FOUND, "module_not_found", e.to_string()),
             RegistryError::HostModuleNotFound(_) => ApiError::new(S::BAD_REQUEST, "link_error", e.to_string()),
+            RegistryError::QuotaExceeded(m) => ApiError::new(S::FORBIDDEN, "quota_exceeded", m),
             RegistryError::Exists(_) => ApiError::new(S::CONFLICT, "module_exists", e.to_string()),
             RegistryError::InUse { ref dependents, .. } => {
                 let dependents = dependents.clone();

@@ -1,6 +1,7 @@
 //! The registry endpoints: `POST /register`, `GET /modules`,
 //! `GET|DELETE /modules/{name}`, `GET /modules/{name}/wasm`.
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -9,6 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::auth::Caller;
 use super::code::CodeFields;
 use super::error::ApiResult;
 use super::extract::JsonBody;
@@ -49,7 +51,11 @@ struct ModuleList {
     modules: Vec<ModuleRecord>,
 }
 
-async fn register(State(app): State<AppState>, JsonBody(req): JsonBody<Register>) -> ApiResult<impl IntoResponse> {
+async fn register(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<Register>,
+) -> ApiResult<impl IntoResponse> {
     let _permit = app.exec_permit()?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
@@ -57,7 +63,11 @@ async fn register(State(app): State<AppState>, JsonBody(req): JsonBody<Register>
         wat: req.wat,
     };
     let wasm = code.into_wasm(&app.engine).await?;
-    let (record, compiled) = app.registry.register(&req.module_name, wasm, req.host_modules).await?;
+    let owner = caller.fingerprint();
+    let (record, compiled) = app
+        .registry
+        .register(&req.module_name, wasm, req.host_modules, owner)
+        .await?;
     let detail = ModuleDetail {
         record,
         interface: compiled.interface(),

@@ -41,6 +41,9 @@ pub enum RegistryError {
     /// The name is taken; names are immutable.
     #[error("a module named `{0}` is already registered; names are immutable, so choose another or delete it first")]
     Exists(String),
+    /// The token has used up its storage quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Other modules depend on this one.
     #[error("module `{name}` is a host module of {}; delete those first", dependents.join(", "))]
     InUse { name: String, dependents: Vec<String> },
@@ -70,10 +73,18 @@ struct Entry {
     digest: Sha256Digest,
 }
 
+/// Storage caps per API token.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenQuota {
+    pub max_modules: usize,
+    pub max_bytes: u64,
+}
+
 /// Named modules, their storage, and their link graphs.
 pub struct Registry {
     store: Arc<dyn ModuleStore>,
     engine: WasmEngine,
+    quota: TokenQuota,
     index: RwLock<HashMap<String, Arc<Entry>>>,
 }
 
@@ -122,7 +133,11 @@ async fn blocking<T: Send + 'static>(
 
 impl Registry {
     /// Opens the registry over `store`, loading the index of every record.
-    pub async fn open(store: Arc<dyn ModuleStore>, engine: WasmEngine) -> Result<Self, RegistryError> {
+    pub async fn open(
+        store: Arc<dyn ModuleStore>,
+        engine: WasmEngine,
+        quota: TokenQuota,
+    ) -> Result<Self, RegistryError> {
         let records = {
             let store = store.clone();
             blocking(move || store.list()).await?
@@ -135,6 +150,7 @@ impl Registry {
         Ok(Registry {
             store,
             engine,
+            quota,
             index: RwLock::new(index),
         })
     }
@@ -276,10 +292,14 @@ impl Registry {
         name: &str,
         wasm: Vec<u8>,
         host_modules: Vec<String>,
+        owner: Option<String>,
     ) -> Result<(ModuleRecord, Arc<CompiledModule>), RegistryError> {
         validate_name(name)?;
         if self.entry(name).is_some() {
             return Err(RegistryError::Exists(name.to_string()));
+        }
+        if let Some(owner) = &owner {
+            self.check_quota(owner, wasm.len() as u64)?;
         }
         let mut hosts: Vec<String> = Vec::with_capacity(host_modules.len());
         for host in host_modules {
@@ -301,6 +321,7 @@ impl Registry {
             size,
             host_modules: hosts,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            owner,
         };
         {
             let store = self.store.clone();
@@ -317,6 +338,30 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), entry);
         Ok((record, compiled))
+    }
+
+    /// Refuses a registration that would take `owner` past its caps. The
+    /// check reads the index, so concurrent registrations by one token can
+    /// overshoot by at most the number in flight (bounded by the
+    /// concurrency cap); the caps bound storage, they are not accounting.
+    fn check_quota(&self, owner: &str, size: u64) -> Result<(), RegistryError> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let (count, bytes) = index
+            .values()
+            .filter(|e| e.record.owner.as_deref() == Some(owner))
+            .fold((0usize, 0u64), |(n, b), e| (n + 1, b + e.record.size));
+        if count >= self.quota.max_modules {
+            return Err(RegistryError::QuotaExceeded(format!(
+                "this token has registered {count} modules, its maximum (--max-modules-per-token); delete some first"
+            )));
+        }
+        if bytes + size > self.quota.max_bytes {
+            return Err(RegistryError::QuotaExceeded(format!(
+                "this token's modules take {bytes} bytes; adding {size} would pass its maximum of {} (--max-bytes-per-token)",
+                self.quota.max_bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Deletes `name`, unless other modules depend on it.

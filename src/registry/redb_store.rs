@@ -204,6 +204,7 @@ mod tests {
             size: 3,
             host_modules: hosts.iter().map(|h| h.to_string()).collect(),
             created: "2026-01-01T00:00:00Z".into(),
+            owner: None,
         }
     }
 

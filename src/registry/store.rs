@@ -23,6 +23,10 @@ pub struct ModuleRecord {
     pub host_modules: Vec<String>,
     /// When it was registered, RFC 3339 UTC.
     pub created: String,
+    /// Fingerprint of the API token that registered it (absent when access
+    /// control is off): what per-token storage caps count against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Failures of a [`ModuleStore`] operation.

@@ -152,3 +152,48 @@ async fn instances_are_visible_only_to_their_token_and_admins() {
     let (_, all) = send(&app, reqwest::Method::GET, "/instances", Some(ADMIN), None).await;
     assert_eq!(all["instances"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn each_token_has_its_own_storage_quota() {
+    let mut settings = test_settings();
+    settings.tokens = vec![format!("admin:{ADMIN}"), "admin:second-admin-0123456789".to_string()];
+    settings.max_modules_per_token = 2;
+    settings.max_bytes_per_token = 100;
+    let app = spawn_app_with(settings).await;
+    let register = |name: &str| Some(json!({"module_name": name, "wasm_hex": DOUBLE_HEX}));
+    for name in ["a", "b"] {
+        let (status, body) = send(&app, reqwest::Method::POST, "/register", Some(ADMIN), register(name)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = send(&app, reqwest::Method::POST, "/register", Some(ADMIN), register("c")).await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "quota_exceeded"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("registered 2 modules")
+    );
+    // Another token has its own quota; bytes count too (43 + 43 + 43 > 100).
+    let second = "second-admin-0123456789";
+    for (name, expected) in [
+        ("d", StatusCode::CREATED),
+        ("e", StatusCode::CREATED),
+        ("f", StatusCode::FORBIDDEN),
+    ] {
+        let (status, body) = send(&app, reqwest::Method::POST, "/register", Some(second), register(name)).await;
+        assert_eq!(status, expected, "{name}: {body}");
+    }
+    // Deleting frees quota.
+    assert_eq!(
+        send(&app, reqwest::Method::DELETE, "/modules/a", Some(ADMIN), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&app, reqwest::Method::POST, "/register", Some(ADMIN), register("c"))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+}
