@@ -181,15 +181,20 @@ fn corpus() -> Vec<Case> {
     ]
 }
 
-async fn send(app: &TestApp, case: &Case) -> (StatusCode, Value) {
-    let request = app.client.post(app.url("/"));
+/// Sends a case. `None` when the server closed the connection while the body
+/// was still being uploaded.
+async fn send(app: &TestApp, case: &Case) -> Option<(StatusCode, Value)> {
+    // A fresh connection per hostile request: the server may close one after
+    // refusing a body, and a pooled client would reuse it for the next case.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let request = client.post(app.url("/"));
     let request = match &case.body {
         Body::Json(v) => request.json(v),
         Body::Raw { content_type, bytes } => request.header("content-type", *content_type).body(bytes.clone()),
     };
-    let response = request.send().await.unwrap();
+    let response = request.send().await.ok()?;
     let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    Some((status, response.json().await.unwrap_or(Value::Null)))
 }
 
 #[tokio::test]
@@ -219,13 +224,22 @@ async fn every_hostile_input_gets_a_clear_error_while_a_healthy_client_is_served
     let mut failures = Vec::new();
     for case in corpus() {
         let before = served.load(Ordering::Relaxed);
-        let (status, body) = send(&app, &case).await;
-        let code = body["error"]["code"].as_str().unwrap_or("(no JSON error)");
-        if (status, code) != (case.status, case.code) {
-            failures.push(format!(
-                "{}: expected {} {}, got {status} {body}",
-                case.name, case.status, case.code
-            ));
+        match send(&app, &case).await {
+            Some((status, body)) => {
+                let code = body["error"]["code"].as_str().unwrap_or("(no JSON error)");
+                if (status, code) != (case.status, case.code) {
+                    failures.push(format!(
+                        "{}: expected {} {}, got {status} {body}",
+                        case.name, case.status, case.code
+                    ));
+                }
+            }
+            // The server answers an oversized body with 413 and closes without
+            // reading the rest; the client may hit the closed socket while
+            // still uploading and never read the answer. That is a refusal
+            // too (the 413 itself is tested with a small body in limits.rs).
+            None if case.status == StatusCode::PAYLOAD_TOO_LARGE => {}
+            None => failures.push(format!("{}: the connection failed", case.name)),
         }
         // The healthy client made progress while (or right after) this ran.
         for _ in 0..200 {
