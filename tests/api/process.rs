@@ -155,16 +155,37 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path()).await;
     let client = reqwest::Client::new();
+    // The call runs on a live instance, so we can see when it is in flight:
+    // a busy instance does not report its memory size.
+    let wat = r#"(module (memory (export "memory") 1) (func (export "spin") (loop (br 0))))"#;
+    let created: Value = client
+        .post(format!("{}/instances", server.base))
+        .json(&json!({"wat": wat}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let instance = format!("{}/instances/{}", server.base, created["id"].as_str().unwrap());
     let in_flight = tokio::spawn({
-        let (client, url) = (client.clone(), format!("{}/", server.base));
+        let (client, url) = (client.clone(), format!("{instance}/call"));
         async move {
-            let body = json!({"wat": "(module (func (export \"spin\") (loop (br 0))))", "function_name": "spin", "limits": {"timeout_ms": 1000}});
+            let body = json!({"function_name": "spin", "limits": {"timeout_ms": 1000}});
             let response = client.post(url).json(&body).send().await.unwrap();
             (response.status(), response.json::<Value>().await.unwrap())
         }
     });
-    // Let the request reach the server before asking it to stop.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut busy = false;
+    for _ in 0..400 {
+        let info: Value = client.get(&instance).send().await.unwrap().json().await.unwrap();
+        if info["memory_bytes"].is_null() {
+            busy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(busy, "the call never started");
     let pid = server.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let (status, body) = in_flight.await.unwrap();
