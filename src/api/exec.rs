@@ -116,9 +116,7 @@ async fn run_registered(
         max_read,
     )?;
     let wasi = call::wasi_config(req.wasi, &req.module_name)?;
-    let record = app.registry.get(&req.module_name)?;
-    let (root, compiled) = app.registry.compiled(&req.module_name).await?;
-    let graph = app.registry.link_graph(&record.host_modules).await?;
+    let (root, compiled, graph) = app.registry.resolve_for_call(&req.module_name).await?;
     let root_label = format!("module `{}`", req.module_name);
     let output_cap = app.engine.settings().max_output_bytes;
     let spec = InstanceSpec {

@@ -158,9 +158,7 @@ async fn create(
                     "`host_modules` goes with inline code; a registered module links the host modules it was registered with",
                 ));
             }
-            let record = app.registry.get(&name)?;
-            let (root, _) = app.registry.compiled(&name).await?;
-            let graph = app.registry.link_graph(&record.host_modules).await?;
+            let (root, _, graph) = app.registry.resolve_for_call(&name).await?;
             (name, root, graph)
         }
         (None, true) => {

@@ -38,7 +38,7 @@ impl StoreState {
     pub(crate) fn wasi_ctx(&mut self) -> &mut wasmtime_wasi::p1::WasiP1Ctx {
         &mut self
             .wasi
-            .get_or_insert_with(|| WasiState::new(&WasiConfig::default(), 0))
+            .get_or_insert_with(|| WasiState::new(WasiConfig::default(), 0))
             .ctx
     }
 }
@@ -144,12 +144,12 @@ pub struct LiveInstance {
 impl WasmEngine {
     /// Instantiates `spec`: the graph in order, then the root, then a
     /// reactor's `_initialize`, all under `spec.limits`.
-    pub async fn instantiate(&self, spec: InstanceSpec) -> Result<LiveInstance, CallFailure> {
+    pub async fn instantiate(&self, mut spec: InstanceSpec) -> Result<LiveInstance, CallFailure> {
         // A graph that imports WASI always gets a context: the request's, or
         // an empty world (no args, no env, empty stdin).
         let needs_wasi = spec.root.imports_wasi() || spec.graph.iter().any(|m| m.compiled.imports_wasi());
-        let config = spec.wasi.clone().or_else(|| needs_wasi.then(WasiConfig::default));
-        let wasi = config.as_ref().map(|config| WasiState::new(config, spec.output_cap));
+        let config = spec.wasi.take().or_else(|| needs_wasi.then(WasiConfig::default));
+        let wasi = config.map(|config| WasiState::new(config, spec.output_cap));
         let state = StoreState {
             limiter: StoreLimiter::new(&spec.limits),
             deadline: Instant::now(),

@@ -54,7 +54,8 @@ pub struct WasiState {
 impl WasiState {
     /// Builds a context from `config`, capping each output stream at
     /// `output_cap` bytes.
-    pub fn new(config: &WasiConfig, output_cap: usize) -> Self {
+    /// Takes the config by value: stdin can be megabytes and is moved, not copied.
+    pub fn new(config: WasiConfig, output_cap: usize) -> Self {
         let stdout = CappedOutput::new(output_cap);
         let stderr = CappedOutput::new(output_cap);
         let mut builder = WasiCtxBuilder::new();
@@ -64,7 +65,7 @@ impl WasiState {
             builder.env(key, value);
         }
         // Reading past the end of the given bytes is end-of-file, never a wait.
-        builder.stdin(MemoryInputPipe::new(config.stdin.clone()));
+        builder.stdin(MemoryInputPipe::new(config.stdin));
         builder.stdout(stdout.clone());
         builder.stderr(stderr.clone());
         WasiState {

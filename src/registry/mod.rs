@@ -203,6 +203,28 @@ impl Registry {
         let entry = self
             .entry(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        self.compile_entry(name, &entry).await
+    }
+
+    /// What a call of `name` needs, from one index lookup: its compiled form
+    /// and the graph of its host modules.
+    pub async fn resolve_for_call(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<CompiledModule>, CacheOutcome, Vec<LinkedModule>), RegistryError> {
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        let (compiled, outcome) = self.compile_entry(name, &entry).await?;
+        let graph = self.link_graph(&entry.record.host_modules).await?;
+        Ok((compiled, outcome, graph))
+    }
+
+    async fn compile_entry(
+        &self,
+        name: &str,
+        entry: &Entry,
+    ) -> Result<(Arc<CompiledModule>, CacheOutcome), RegistryError> {
         if let Some(hit) = self.engine.cached(&entry.digest) {
             return Ok((hit, CacheOutcome::Cached));
         }
