@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::{ApiError, ApiResult};
+use super::metrics::{Endpoint, Metrics};
 use crate::engine::{
     CacheOutcome, CallFailure, CallOutcome, CallSpec, ExecLimits, MemoryRead, MemoryWrite, WasiConfig, WasiOutput,
 };
@@ -130,16 +131,27 @@ impl Call {
         }
     }
 
-    /// The response (or error) for the engine's answer to this call.
+    /// The response (or error) for the engine's answer to this call,
+    /// recorded in the execution metrics of `endpoint`.
     pub fn respond(
         &self,
         result: Result<CallOutcome, CallFailure>,
         compile: Option<CacheOutcome>,
         started: Instant,
+        (metrics, endpoint): (&Metrics, Endpoint),
     ) -> ApiResult<Json<ExecResponse>> {
+        let seconds = started.elapsed().as_secs_f64();
         match result {
-            Ok(outcome) => respond(outcome, &self.read_bodies, self.result_encoding, compile, started),
-            Err(f) => Err(failure(f, &self.read_bodies)),
+            Ok(outcome) => {
+                metrics.execution(endpoint, "ok", seconds, outcome.stats.fuel_consumed);
+                respond(outcome, &self.read_bodies, self.result_encoding, compile, started)
+            }
+            Err(f) => {
+                let fuel = f.stats.as_ref().map_or(0, |s| s.fuel_consumed);
+                let error = failure(f, &self.read_bodies);
+                metrics.execution(endpoint, error.code, seconds, fuel);
+                Err(error)
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWrit
 use super::code::CodeFields;
 use super::error::ApiResult;
 use super::extract::JsonBody;
+use super::metrics::Endpoint;
 use crate::engine::link::check_imports;
 use crate::engine::{InstanceSpec, LimitOverrides};
 use crate::registry::Registry;
@@ -96,7 +97,8 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
         wasi,
         output_cap,
     };
-    call.respond(app.engine.run(spec, call.spec(limits)).await, Some(compiled), started)
+    let result = app.engine.run(spec, call.spec(limits)).await;
+    call.respond(result, Some(compiled), started, (&app.metrics, Endpoint::Inline))
 }
 
 async fn run_registered(
@@ -127,5 +129,6 @@ async fn run_registered(
         wasi,
         output_cap,
     };
-    call.respond(app.engine.run(spec, call.spec(limits)).await, Some(compiled), started)
+    let result = app.engine.run(spec, call.spec(limits)).await;
+    call.respond(result, Some(compiled), started, (&app.metrics, Endpoint::Registered))
 }

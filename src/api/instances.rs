@@ -18,6 +18,7 @@ use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWrit
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
+use super::metrics::Endpoint;
 use crate::engine::link::check_imports;
 use crate::engine::{ExecLimits, ExecStats, InstanceSpec, LimitOverrides, ModuleInterface};
 use crate::instances::{InstanceError, Slot};
@@ -256,5 +257,5 @@ async fn call_instance(
     slot.touch();
     let result = live.call(call.spec(limits)).await;
     drop(live);
-    call.respond(result, None, started)
+    call.respond(result, None, started, (&app.metrics, Endpoint::Instance))
 }

@@ -8,14 +8,15 @@ pub mod error;
 pub mod exec;
 pub mod extract;
 pub mod instances;
+pub mod metrics;
 pub mod modules;
 pub mod quota;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub engine: WasmEngine,
     pub registry: Arc<Registry>,
     pub instances: Arc<Instances>,
+    pub metrics: Arc<metrics::Metrics>,
     /// One permit per execution (or registration) in flight. Requests over
     /// the cap are refused at once with 503 rather than queued, so a flood
     /// cannot build an unbounded backlog of memory-hungry work.
@@ -62,10 +64,16 @@ impl AppState {
             engine,
             registry,
             instances,
+            metrics: Arc::new(metrics::Metrics::new()),
             exec_permits: Arc::new(Semaphore::new(max_concurrency)),
             max_concurrency,
             body_timeout: extract::BodyTimeout(body_timeout),
         }
+    }
+
+    /// Executions (and registrations) running now.
+    pub fn in_flight(&self) -> usize {
+        self.max_concurrency - self.exec_permits.available_permits()
     }
 
     /// Takes an execution slot, or fails fast with `503 overloaded`.
@@ -82,6 +90,8 @@ pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
         .merge(exec::router())
         .merge(modules::router())
         .merge(instances::router())
@@ -95,7 +105,7 @@ pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate
         // records the caller), then the rate limit counted per caller.
         .layer(middleware::from_fn_with_state(rate_limits, quota::limit_rate))
         .layer(middleware::from_fn_with_state(Arc::new(tokens), auth::require_token))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
@@ -124,6 +134,22 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Readiness: the store answers a read. `503 not_ready` when it does not,
+/// so a load balancer stops sending work this node cannot do.
+async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    match app.registry.check_store().await {
+        Ok(()) => Ok(Json(json!({ "status": "ready", "modules": app.registry.len() }))),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness check failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the module store does not answer; see the server log",
+            ))
+        }
+    }
+}
+
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<String>()
@@ -149,22 +175,49 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// One log line per request: method, path, status, error code, duration.
-async fn log_request(request: Request, next: Next) -> Response {
+/// The header carrying a request's id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The client's own request id, if it is one we can safely log and echo:
+/// at most 128 characters of letters, digits and `-_.:`.
+fn client_request_id(request: &Request) -> Option<String> {
+    let value = request.headers().get(REQUEST_ID)?.to_str().ok()?;
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then(|| value.to_string())
+}
+
+/// Per request: a request id (the client's, else a new one) echoed in
+/// `x-request-id`, one log line (id, method, path, status, error code,
+/// duration), and the request counter of `/metrics`.
+async fn log_request(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = next.run(request).await;
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let id = client_request_id(&request).unwrap_or_else(|| app.metrics.request_id());
+    let mut response = next.run(request).await;
     let micros = started.elapsed().as_micros() as u64;
     let status = response.status().as_u16();
+    app.metrics.request(method.as_str(), &route, status);
     match response.extensions().get::<ErrorCode>() {
         Some(ErrorCode(code)) if status >= 500 => {
-            tracing::error!(%method, %path, status, code, micros, "request failed")
+            tracing::error!(request_id = %id, %method, %path, status, code, micros, "request failed")
         }
         Some(ErrorCode(code)) => {
-            tracing::info!(%method, %path, status, code, micros, "request refused")
+            tracing::info!(request_id = %id, %method, %path, status, code, micros, "request refused")
         }
-        None => tracing::info!(%method, %path, status, micros, "request served"),
+        None => tracing::info!(request_id = %id, %method, %path, status, micros, "request served"),
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
     }
     response
 }

@@ -8,6 +8,7 @@
 //! number of compiles compete for the CPU at once.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -196,6 +197,28 @@ pub enum CacheOutcome {
 pub(crate) struct CompileCache {
     entries: Mutex<LruCache<Sha256Digest, Arc<CompiledModule>>>,
     permits: Arc<Semaphore>,
+    counters: CacheCounters,
+}
+
+/// Running totals of how modules were obtained, for `/metrics`.
+#[derive(Default)]
+struct CacheCounters {
+    hits: AtomicU64,
+    compiled: AtomicU64,
+    loaded: AtomicU64,
+}
+
+/// A snapshot of the compile cache's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Requests served by a module already compiled in memory.
+    pub hits: u64,
+    /// Modules compiled (cache misses with no stored artifact).
+    pub compiled: u64,
+    /// Modules loaded from a stored artifact instead of compiling.
+    pub loaded: u64,
+    /// Modules held in memory now.
+    pub entries: u64,
 }
 
 impl CompileCache {
@@ -204,7 +227,25 @@ impl CompileCache {
         CompileCache {
             entries: Mutex::new(LruCache::new(capacity)),
             permits: Arc::new(Semaphore::new(compile_threads.max(1))),
+            counters: CacheCounters::default(),
         }
+    }
+
+    fn stats(&self) -> CacheStats {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner()).len();
+        CacheStats {
+            hits: self.counters.hits.load(Ordering::Relaxed),
+            compiled: self.counters.compiled.load(Ordering::Relaxed),
+            loaded: self.counters.loaded.load(Ordering::Relaxed),
+            entries: entries as u64,
+        }
+    }
+
+    fn hit(&self, module: Option<Arc<CompiledModule>>) -> Option<Arc<CompiledModule>> {
+        if module.is_some() {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        module
     }
 
     fn get(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
@@ -264,7 +305,12 @@ impl WasmEngine {
 
     /// The compiled module with this hash, if the cache has it.
     pub fn cached(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
-        self.inner.cache.get(sha)
+        self.inner.cache.hit(self.inner.cache.get(sha))
+    }
+
+    /// The compile cache's counters since start.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
     }
 
     /// Returns the compiled form of `wasm`, compiling it only if the cache
@@ -290,7 +336,7 @@ impl WasmEngine {
             .await
             .map_err(|_| EngineError::Internal("compile pool closed".into()))?;
         // Another request may have compiled it while we waited for a permit.
-        if let Some(hit) = self.cached(&sha) {
+        if let Some(hit) = self.inner.cache.get(&sha) {
             return Ok((hit, CacheOutcome::Cached));
         }
         let engine = self.clone();
@@ -301,6 +347,7 @@ impl WasmEngine {
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let compiled = Arc::new(engine.compile_blocking(sha, &wasm)?);
+            engine.inner.cache.counters.compiled.fetch_add(1, Ordering::Relaxed);
             engine.inner.cache.insert(compiled.clone());
             Ok::<_, EngineError>(compiled)
         });
@@ -357,6 +404,7 @@ impl WasmEngine {
         .await
         .map_err(|e| EngineError::Internal(format!("artifact task failed: {e}")))??;
         let loaded = Arc::new(loaded);
+        self.inner.cache.counters.loaded.fetch_add(1, Ordering::Relaxed);
         self.inner.cache.insert(loaded.clone());
         Ok(loaded)
     }

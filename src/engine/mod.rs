@@ -28,7 +28,7 @@ pub mod wasi;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use compile::{CacheOutcome, CompiledModule, ModuleInterface};
+pub use compile::{CacheOutcome, CacheStats, CompiledModule, ModuleInterface};
 pub use error::{EngineError, LimitKind};
 pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, InstanceSpec, LiveInstance, WasiResult};
 pub use limits::{ExecLimits, LimitOverrides};

@@ -172,6 +172,23 @@ impl Registry {
         self.index.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Registered modules' total binary size in bytes.
+    pub fn total_bytes(&self) -> u64 {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index.values().map(|e| e.record.size).sum()
+    }
+
+    /// Whether the store answers a read (readiness).
+    pub async fn check_store(&self) -> Result<(), RegistryError> {
+        let store = self.store.clone();
+        blocking(move || store.check()).await
+    }
+
+    /// Bytes the store occupies on disk, when it is on disk.
+    pub fn store_size_on_disk(&self) -> Option<u64> {
+        self.store.size_on_disk()
+    }
+
     /// Whether no module is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::store::{ModuleRecord, ModuleStore, StoreError};
 
@@ -30,6 +30,8 @@ fn artifact_key(sha256: &str, engine: &str) -> String {
 /// The embedded store.
 pub struct RedbStore {
     db: Database,
+    /// The database file; `None` for the in-memory backend.
+    path: Option<std::path::PathBuf>,
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> StoreError {
@@ -45,7 +47,7 @@ impl RedbStore {
             .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        Self::with_tables(db)
+        Self::with_tables(db, Some(path.to_path_buf()))
     }
 
     /// A store that lives in memory only and is gone when dropped.
@@ -53,16 +55,16 @@ impl RedbStore {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(backend)?;
-        Self::with_tables(db)
+        Self::with_tables(db, None)
     }
 
-    fn with_tables(db: Database) -> Result<Self, StoreError> {
+    fn with_tables(db: Database, path: Option<std::path::PathBuf>) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(MODULES).map_err(backend)?;
         txn.open_table(BLOBS).map_err(backend)?;
         txn.open_table(ARTIFACTS).map_err(backend)?;
         txn.commit().map_err(backend)?;
-        Ok(RedbStore { db })
+        Ok(RedbStore { db, path })
     }
 }
 
@@ -190,6 +192,18 @@ impl ModuleStore for RedbStore {
             }
         }
         txn.commit().map_err(backend)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(MODULES).map_err(backend)?;
+        table.len().map_err(backend)?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        let path = self.path.as_ref()?;
+        std::fs::metadata(path).ok().map(|m| m.len())
     }
 }
 

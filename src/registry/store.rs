@@ -77,4 +77,11 @@ pub trait ModuleStore: Send + Sync + 'static {
     /// Its binary (and compiled artifacts) go too unless another record
     /// shares it.
     fn remove(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Proves the backend answers (a read that touches storage), for
+    /// `GET /readyz`. A networked backend would round-trip to its server.
+    fn check(&self) -> Result<(), StoreError>;
+
+    /// Bytes the store occupies on disk, when it knows (`None` in memory).
+    fn size_on_disk(&self) -> Option<u64>;
 }

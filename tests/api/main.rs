@@ -9,6 +9,7 @@ mod instances;
 mod limits;
 mod linking;
 mod memory;
+mod observability;
 mod persistence;
 mod process;
 mod registry;

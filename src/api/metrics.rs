@@ -1,0 +1,206 @@
+//! `GET /metrics` in the Prometheus/OpenMetrics text format, and the
+//! counters the request path feeds.
+//!
+//! Counters that change on every request (requests, executions, fuel) live
+//! in [`Metrics`] and cost an atomic add or two per request. Everything that
+//! is a property of the server's state (live instances, registered modules,
+//! store size, compile-cache totals) is read at scrape time instead, so the
+//! hot path never maintains it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use super::AppState;
+use super::error::ApiError;
+
+/// Labels of `wasm_exec_http_requests`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    /// The route template (`/modules/{name}`), never the raw path, so that
+    /// the number of series stays bounded whatever clients send.
+    route: String,
+    status: u16,
+}
+
+/// Labels of `wasm_exec_executions` and `wasm_exec_execution_duration`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExecLabels {
+    /// `inline` (`POST /`), `registered` (`POST /execute`) or `instance`.
+    endpoint: &'static str,
+    /// `ok`, or the error code (`trap`, `limit_exceeded`, ...).
+    outcome: &'static str,
+}
+
+/// Which endpoint ran a call, for the execution metrics.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint {
+    Inline,
+    Registered,
+    Instance,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Inline => "inline",
+            Endpoint::Registered => "registered",
+            Endpoint::Instance => "instance",
+        }
+    }
+}
+
+/// The server's request-path counters.
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<ExecLabels, Histogram>,
+    fuel: Counter,
+    /// Process-unique prefix of generated request ids.
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics {
+            requests: Family::default(),
+            // 50 µs to about 7 s, each bucket 2.5× the last.
+            durations: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.5, 14))),
+            fuel: Counter::default(),
+            id_prefix: format!("{:08x}", uuid::Uuid::new_v4().as_u128() as u32),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A new request id: unique within this process and, by its random
+    /// prefix, across restarts. A counter, not a random UUID per request,
+    /// because it costs one atomic add.
+    pub fn request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:010}", self.id_prefix)
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, method: &str, route: &str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+    }
+
+    /// Records one execution: its wall time, outcome and fuel.
+    pub fn execution(&self, endpoint: Endpoint, outcome: &'static str, seconds: f64, fuel: u64) {
+        self.durations
+            .get_or_create(&ExecLabels {
+                endpoint: endpoint.label(),
+                outcome,
+            })
+            .observe(seconds);
+        self.fuel.inc_by(fuel);
+    }
+
+    /// The text exposition of every metric, counters and scrape-time state.
+    fn render(&self, app: &AppState) -> Result<String, std::fmt::Error> {
+        let mut registry = Registry::with_prefix("wasm_exec");
+        // Families and counters are handles onto shared atomics: a clone
+        // registered here reads the same values the request path updates.
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "execution_duration",
+            "Wall time of executions (instantiate and call), by endpoint and outcome",
+            Unit::Seconds,
+            self.durations.clone(),
+        );
+        registry.register("fuel_consumed", "Fuel consumed by all executions", self.fuel.clone());
+        let cache = app.engine.cache_stats();
+        registry.register(
+            "compile_cache_hits",
+            "Modules found already compiled in memory",
+            ConstCounter::new(cache.hits),
+        );
+        registry.register(
+            "compile_cache_misses",
+            "Modules compiled because neither memory nor the store had them compiled",
+            ConstCounter::new(cache.compiled),
+        );
+        registry.register(
+            "compile_cache_artifact_loads",
+            "Modules loaded from a compiled artifact kept in the store",
+            ConstCounter::new(cache.loaded),
+        );
+        registry.register(
+            "compile_cache_entries",
+            "Compiled modules held in memory",
+            ConstGauge::new(cache.entries as i64),
+        );
+        registry.register(
+            "live_instances",
+            "Stateful instances alive now",
+            ConstGauge::new(app.instances.len() as i64),
+        );
+        registry.register(
+            "executions_in_flight",
+            "Executions and registrations running now",
+            ConstGauge::new(app.in_flight() as i64),
+        );
+        registry.register(
+            "registered_modules",
+            "Modules in the registry",
+            ConstGauge::new(app.registry.len() as i64),
+        );
+        registry.register_with_unit(
+            "registered_module",
+            "Total size of the registered modules' binaries",
+            Unit::Bytes,
+            ConstGauge::new(i64::try_from(app.registry.total_bytes()).unwrap_or(i64::MAX)),
+        );
+        if let Some(size) = app.registry.store_size_on_disk() {
+            registry.register_with_unit(
+                "store_file",
+                "Size of the registry's database file",
+                Unit::Bytes,
+                ConstGauge::new(i64::try_from(size).unwrap_or(i64::MAX)),
+            );
+        }
+        let mut text = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    match app.metrics.render(&app) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("cannot encode metrics: {e}")).into_response(),
+    }
+}
