@@ -1,8 +1,9 @@
 //! Optional bearer-token access control with two scopes.
 //!
 //! With no tokens configured every endpoint is open (and the server binds
-//! loopback by default). With tokens, every endpoint but `GET /` and
-//! `GET /healthz` needs `Authorization: Bearer <token>`: `execute` tokens
+//! loopback by default). With tokens, every endpoint but the public pages
+//! (`GET /` and its assets, `/docs`, `/openapi.json`) and the operator's
+//! (`/healthz`, `/readyz`, `/metrics`) needs `Authorization: Bearer <token>`: `execute` tokens
 //! may run code, read the registry and use instances; `admin` tokens may
 //! also register and delete modules. A missing or unknown token is `401`,
 //! a token without the needed scope `403`.
@@ -143,7 +144,8 @@ impl Tokens {
 /// The scope an endpoint needs; `None` for the open ones.
 fn needed_scope(method: &Method, path: &str) -> Option<Scope> {
     match (method, path) {
-        (&Method::GET, "/" | "/healthz") => None,
+        (&Method::GET, "/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => None,
+        (&Method::GET, p) if p == "/docs" || p.starts_with("/docs/") || p.starts_with("/assets/") => None,
         (&Method::POST, "/register") => Some(Scope::Admin),
         (&Method::DELETE, p) if p.starts_with("/modules/") => Some(Scope::Admin),
         _ => Some(Scope::Execute),

@@ -9,6 +9,7 @@ use axum::Json;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
 use super::metrics::{Endpoint, Metrics};
@@ -17,7 +18,7 @@ use crate::engine::{
 };
 
 /// How bytes are written in JSON.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     #[default]
@@ -45,19 +46,24 @@ impl Encoding {
     }
 }
 
-/// One entry of `memory_writes`.
-#[derive(Debug, Deserialize)]
+/// One entry of `memory_writes`: bytes written into linear memory before
+/// the call. Exactly one of `hex`, `base64`, `utf8`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryWriteBody {
+    /// Byte offset in the memory.
     offset: u64,
     hex: Option<String>,
     base64: Option<String>,
     utf8: Option<String>,
+    /// Exported memory to write (`name`, or `host:name` for a host module's);
+    /// default: the module's only or first exported memory.
     memory: Option<String>,
 }
 
-/// One entry of `memory_reads`.
-#[derive(Debug, Clone, Deserialize)]
+/// One entry of `memory_reads`: bytes read from linear memory after the
+/// call (also after a trap).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryReadBody {
     offset: u64,
@@ -67,21 +73,24 @@ pub struct MemoryReadBody {
     memory: Option<String>,
 }
 
-/// The `wasi` object of a request.
-#[derive(Debug, Default, Deserialize)]
+/// The `wasi` object of a request: run the module as a WASI preview-1
+/// program (no files, sockets or host environment).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WasiBody {
+    /// Arguments after `argv[0]`.
     #[serde(default)]
     args: Vec<String>,
+    /// The whole environment the program sees.
     #[serde(default)]
     env: BTreeMap<String, String>,
     stdin: Option<StdinBody>,
 }
 
 /// `stdin` as text, or as `{"base64": …}` for binary input.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
-enum StdinBody {
+pub enum StdinBody {
     Text(String),
     Bytes { base64: String },
 }
@@ -227,9 +236,14 @@ pub fn wasi_config(body: Option<WasiBody>, program: &str) -> ApiResult<Option<Wa
 }
 
 /// A successful execution.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ExecResponse {
+    /// One JSON value per result: i32 as a number, i64 as a number (exact),
+    /// f32/f64 as numbers or `"NaN"`, `"Infinity"`, `"-Infinity"`,
+    /// `"nan:0x…"`; v128 as a hex string; references as null or a string.
+    #[schema(value_type = Vec<serde_json::Value>)]
     results: Vec<Box<RawValue>>,
+    /// The WebAssembly type of each result (`i32`, `f64`, …).
     result_types: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     memory: Vec<MemoryReadOut>,
@@ -241,7 +255,7 @@ pub struct ExecResponse {
 }
 
 /// One entry of the response's `memory`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MemoryReadOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     memory: Option<String>,
@@ -252,8 +266,8 @@ pub struct MemoryReadOut {
 }
 
 /// A WASI program's output.
-#[derive(Serialize)]
-struct OutputBody {
+#[derive(Serialize, ToSchema)]
+pub struct OutputBody {
     stdout: String,
     stderr: String,
     stdout_truncated: bool,
@@ -272,8 +286,8 @@ impl From<WasiOutput> for OutputBody {
 }
 
 /// `stats` of a response.
-#[derive(Serialize)]
-struct StatsBody {
+#[derive(Serialize, ToSchema)]
+pub struct StatsBody {
     fuel_consumed: u64,
     /// `cached`, `loaded` (from a stored artifact) or `compiled`; absent for
     /// calls on a live instance.

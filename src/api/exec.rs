@@ -3,39 +3,53 @@
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
+use axum::http::Method;
 use serde::Deserialize;
+use utoipa::ToSchema;
 use serde_json::value::RawValue;
 
 use super::AppState;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
+use super::openapi::ErrorBody;
 use super::error::ApiResult;
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
+use super::routes::Routes;
 use crate::engine::link::check_imports;
 use crate::engine::{InstanceSpec, LimitOverrides};
 use crate::registry::Registry;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", post(run_inline))
-        .route("/execute", post(run_registered))
+pub fn routes() -> Routes {
+    Routes::new()
+        .add(Method::POST, "/", run_inline)
+        .add(Method::POST, "/execute", run_registered)
 }
 
-/// Body of `POST /`.
-#[derive(Deserialize)]
+/// Body of `POST /`: inline code (exactly one of `wasm_hex`, `wasm_base64`,
+/// `wat`) and the call.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunInline {
+    /// The module binary as hex (whitespace ignored).
     wasm_hex: Option<String>,
+    /// The module binary as standard base64.
     wasm_base64: Option<String>,
+    /// The module as WebAssembly text, compiled on the server.
     wat: Option<String>,
+    /// The export to call; omit to run a WASI command's `_start`.
     function_name: Option<String>,
+    /// Params in the function's order, typed by its signature: numbers or
+    /// strings (`"NaN"`, `"-0"`, `"0x1p-3"`, exact i64 digits), or for a
+    /// bytes param `{"utf8"|"hex"|"base64": …}`.
     #[serde(default)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     params: Vec<Box<RawValue>>,
+    /// Registered modules the code may import from (by module name).
     #[serde(default)]
     host_modules: Vec<String>,
+    /// Lower the server's limits for this call.
     limits: Option<LimitOverrides>,
     #[serde(default)]
     memory_writes: Vec<MemoryWriteBody>,
@@ -45,14 +59,20 @@ pub struct RunInline {
     wasi: Option<WasiBody>,
 }
 
-/// Body of `POST /execute`.
-#[derive(Deserialize)]
+/// Body of `POST /execute`: a registered module and the call.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRegistered {
     module_name: String,
+    /// The export to call; omit to run a WASI command's `_start`.
     function_name: Option<String>,
+    /// Params in the function's order, typed by its signature: numbers or
+    /// strings (`"NaN"`, `"-0"`, `"0x1p-3"`, exact i64 digits), or for a
+    /// bytes param `{"utf8"|"hex"|"base64": …}`.
     #[serde(default)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     params: Vec<Box<RawValue>>,
+    /// Lower the server's limits for this call.
     limits: Option<LimitOverrides>,
     #[serde(default)]
     memory_writes: Vec<MemoryWriteBody>,
@@ -65,6 +85,21 @@ pub struct RunRegistered {
 /// `argv[0]` of an inline WASI program.
 const INLINE_PROGRAM: &str = "main";
 
+#[utoipa::path(post, path = "/", tag = "execute", operation_id = "run_inline",
+    request_body = RunInline,
+    responses(
+        (status = 200, description = "The call's typed results, stats, memory reads and WASI output", body = ExecResponse),
+        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
+        (status = 404, description = "function_not_found: no such exported function", body = ErrorBody),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
+        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+    ))]
 async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInline>) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit()?;
     let started = Instant::now();
@@ -101,6 +136,21 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
     call.respond(result, Some(compiled), started, (&app.metrics, Endpoint::Inline))
 }
 
+#[utoipa::path(post, path = "/execute", tag = "execute", operation_id = "run_registered",
+    request_body = RunRegistered,
+    responses(
+        (status = 200, description = "The call's typed results, stats, memory reads and WASI output", body = ExecResponse),
+        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 404, description = "module_not_found or function_not_found", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
+        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+    ))]
 async fn run_registered(
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RunRegistered>,

@@ -5,53 +5,70 @@ use std::time::Instant;
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use serde_json::value::RawValue;
 
 use super::AppState;
 use super::auth::Caller;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
+use super::openapi::ErrorBody;
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
+use super::routes::Routes;
 use crate::engine::link::check_imports;
 use crate::engine::{ExecLimits, ExecStats, InstanceSpec, LimitOverrides, ModuleInterface};
 use crate::instances::{InstanceError, Slot};
 use crate::registry::Registry;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/instances", post(create).get(list))
-        .route("/instances/{id}", get(describe).delete(delete))
-        .route("/instances/{id}/call", post(call_instance))
+pub fn routes() -> Routes {
+    Routes::new()
+        .add(Method::POST, "/instances", create)
+        .add(Method::GET, "/instances", list)
+        .add(Method::GET, "/instances/{id}", describe)
+        .add(Method::DELETE, "/instances/{id}", delete)
+        .add(Method::POST, "/instances/{id}/call", call_instance)
 }
 
-/// Body of `POST /instances`: a registered module or inline code.
-#[derive(Deserialize)]
+/// Body of `POST /instances`: a registered module (`module_name`) or inline
+/// code.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
     module_name: Option<String>,
+    /// The module binary as hex (whitespace ignored).
     wasm_hex: Option<String>,
+    /// The module binary as standard base64.
     wasm_base64: Option<String>,
+    /// The module as WebAssembly text, compiled on the server.
     wat: Option<String>,
+    /// With inline code: registered modules it imports from.
     #[serde(default)]
     host_modules: Vec<String>,
+    /// The instance's limits: memory and tables for its life, fuel and
+    /// time per call.
     limits: Option<LimitOverrides>,
     wasi: Option<WasiBody>,
 }
 
 /// Body of `POST /instances/{id}/call`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallInstance {
+    /// The export to call; omit to run a WASI command's `_start`.
     function_name: Option<String>,
+    /// Params in the function's order, typed by its signature: numbers or
+    /// strings (`"NaN"`, `"-0"`, `"0x1p-3"`, exact i64 digits), or for a
+    /// bytes param `{"utf8"|"hex"|"base64": …}`.
     #[serde(default)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     params: Vec<Box<RawValue>>,
+    /// Lower `fuel` or `timeout_ms` for this call.
     limits: Option<LimitOverrides>,
     #[serde(default)]
     memory_writes: Vec<MemoryWriteBody>,
@@ -61,8 +78,8 @@ pub struct CallInstance {
 }
 
 /// An instance as `GET /instances/{id}` shows it.
-#[derive(Serialize)]
-struct InstanceBody {
+#[derive(Serialize, ToSchema)]
+pub struct InstanceBody {
     id: String,
     module: String,
     sha256: String,
@@ -83,8 +100,9 @@ struct InstanceBody {
     stats: Option<ExecStats>,
 }
 
-#[derive(Serialize)]
-struct InstanceList {
+/// `GET /instances`.
+#[derive(Serialize, ToSchema)]
+pub struct InstanceList {
     instances: Vec<InstanceBody>,
 }
 
@@ -139,6 +157,21 @@ fn describe_slot(app: &AppState, slot: &Slot, stats: Option<ExecStats>) -> Insta
     }
 }
 
+#[utoipa::path(post, path = "/instances", tag = "instances", operation_id = "create_instance",
+    request_body = CreateInstance,
+    responses(
+        (status = 201, description = "Created; the instance, its limits and interface, and instantiation stats", body = InstanceBody),
+        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 404, description = "module_not_found", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
+        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+    ))]
 async fn create(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -194,6 +227,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))))
 }
 
+#[utoipa::path(get, path = "/instances", tag = "instances", operation_id = "list_instances",
+    responses(
+        (status = 200, description = "The caller's live instances", body = InstanceList),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+    ))]
 async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Json<InstanceList> {
     let owner = owner_of(&caller);
     let instances = app
@@ -206,6 +246,15 @@ async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>)
     Json(InstanceList { instances })
 }
 
+#[utoipa::path(get, path = "/instances/{id}", tag = "instances", operation_id = "describe_instance",
+    params(("id" = String, Path, description = "Instance id")),
+    responses(
+        (status = 200, description = "The instance", body = InstanceBody),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 404, description = "instance_not_found", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+    ))]
 async fn describe(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -215,6 +264,15 @@ async fn describe(
     Ok(Json(describe_slot(&app, &slot, None)))
 }
 
+#[utoipa::path(delete, path = "/instances/{id}", tag = "instances", operation_id = "delete_instance",
+    params(("id" = String, Path, description = "Instance id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 404, description = "instance_not_found", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+    ))]
 async fn delete(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -225,6 +283,22 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/instances/{id}/call", tag = "instances", operation_id = "call_instance",
+    params(("id" = String, Path, description = "Instance id")),
+    request_body = CallInstance,
+    responses(
+        (status = 200, description = "The call's typed results and stats; the instance keeps its state", body = ExecResponse),
+        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 404, description = "instance_not_found or function_not_found", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
+        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+    ))]
 async fn call_instance(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -191,6 +191,9 @@ impl Metrics {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Counters, histograms and gauges in the OpenMetrics text format (Prometheus scrapes it)",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     match app.metrics.render(&app) {
         Ok(text) => (

@@ -10,16 +10,17 @@ pub mod extract;
 pub mod instances;
 pub mod metrics;
 pub mod modules;
+pub mod openapi;
 pub mod quota;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -29,6 +30,8 @@ use crate::engine::WasmEngine;
 use crate::instances::Instances;
 use crate::registry::Registry;
 use error::{ApiError, ErrorCode};
+use openapi::{ErrorBody, Health};
+use routes::Routes;
 
 /// State shared by every handler.
 #[derive(Clone)]
@@ -85,16 +88,24 @@ impl AppState {
     }
 }
 
+/// Every endpoint, with the method and path of each.
+pub fn routes() -> Routes {
+    Routes::new()
+        .add(Method::GET, "/", index)
+        .add(Method::GET, "/healthz", healthz)
+        .add(Method::GET, "/readyz", readyz)
+        .add(Method::GET, "/metrics", metrics::metrics)
+        .add(Method::GET, "/openapi.json", openapi::openapi_json)
+        .merge(exec::routes())
+        .merge(modules::routes())
+        .merge(instances::routes())
+}
+
 /// The whole API.
 pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate_limits: quota::RateLimits) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::metrics))
-        .merge(exec::router())
-        .merge(modules::router())
-        .merge(instances::router())
+    routes()
+        .into_router()
+        .merge(openapi::docs_ui())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -110,6 +121,8 @@ pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate
 }
 
 /// What a person (or a browser) sees at `GET /`: what this is and where to go.
+#[utoipa::path(get, path = "/", tag = "operations", operation_id = "index",
+    responses((status = 200, description = "A JSON index of the API", body = Object)))]
 async fn index() -> Json<Value> {
     Json(json!({
         "name": "wasm-exec-api",
@@ -130,15 +143,28 @@ async fn index() -> Json<Value> {
 }
 
 /// Liveness: answers once the server is accepting requests.
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    responses((status = 200, description = "The server is up", body = Health)))]
+async fn healthz() -> Json<openapi::Health> {
+    Json(openapi::Health {
+        status: "ok",
+        modules: None,
+    })
 }
 
 /// Readiness: the store answers a read. `503 not_ready` when it does not,
 /// so a load balancer stops sending work this node cannot do.
-async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
+    responses(
+        (status = 200, description = "The store answers; ready for work", body = Health),
+        (status = 503, description = "not_ready: the store does not answer", body = ErrorBody),
+    ))]
+async fn readyz(State(app): State<AppState>) -> Result<Json<openapi::Health>, ApiError> {
     match app.registry.check_store().await {
-        Ok(()) => Ok(Json(json!({ "status": "ready", "modules": app.registry.len() }))),
+        Ok(()) => Ok(Json(openapi::Health {
+            status: "ready",
+            modules: Some(app.registry.len()),
+        })),
         Err(e) => {
             tracing::error!(error = %e, "readiness check failed");
             Err(ApiError::new(

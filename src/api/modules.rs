@@ -3,54 +3,80 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Caller;
 use super::code::CodeFields;
+use super::openapi::ErrorBody;
 use super::error::ApiResult;
 use super::extract::JsonBody;
+use super::routes::Routes;
 use crate::engine::ModuleInterface;
 use crate::registry::ModuleRecord;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/register", post(register))
-        .route("/modules", get(list))
-        .route("/modules/{name}", get(describe).delete(delete))
-        .route("/modules/{name}/wasm", get(binary))
+pub fn routes() -> Routes {
+    Routes::new()
+        .add(Method::POST, "/register", register)
+        .add(Method::GET, "/modules", list)
+        .add(Method::GET, "/modules/{name}", describe)
+        .add(Method::DELETE, "/modules/{name}", delete)
+        .add(Method::GET, "/modules/{name}/wasm", binary)
 }
 
-/// Body of `POST /register`.
-#[derive(Deserialize)]
+/// Body of `POST /register`: a name and the code (exactly one of
+/// `wasm_hex`, `wasm_base64`, `wat`).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Register {
+    /// 1-128 characters of letters, digits, `_`, `-`, `.`; also the import
+    /// module name dependents use.
     module_name: String,
+    /// The module binary as hex (whitespace ignored).
     wasm_hex: Option<String>,
+    /// The module binary as standard base64.
     wasm_base64: Option<String>,
+    /// The module as WebAssembly text, compiled on the server.
     wat: Option<String>,
+    /// Registered modules this one imports from.
     #[serde(default)]
     host_modules: Vec<String>,
 }
 
 /// A module with its interface.
-#[derive(Serialize)]
-struct ModuleDetail {
+#[derive(Serialize, ToSchema)]
+pub struct ModuleDetail {
     #[serde(flatten)]
     record: ModuleRecord,
     #[serde(flatten)]
     interface: ModuleInterface,
 }
 
-#[derive(Serialize)]
-struct ModuleList {
+/// `GET /modules`.
+#[derive(Serialize, ToSchema)]
+pub struct ModuleList {
     modules: Vec<ModuleRecord>,
 }
 
+#[utoipa::path(post, path = "/register", tag = "registry", operation_id = "register_module",
+    request_body = Register,
+    responses(
+        (status = 201, description = "Registered; the record and the module's exports and imports", body = ModuleDetail),
+        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "module_exists: the name is taken", body = ErrorBody),
+        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
+        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+    ))]
 async fn register(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -75,12 +101,28 @@ async fn register(
     Ok((StatusCode::CREATED, Json(detail)))
 }
 
+#[utoipa::path(get, path = "/modules", tag = "registry", operation_id = "list_modules",
+    responses(
+        (status = 200, description = "Every registered module, in name order", body = ModuleList),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+    ))]
 async fn list(State(app): State<AppState>) -> Json<ModuleList> {
     Json(ModuleList {
         modules: app.registry.list(),
     })
 }
 
+#[utoipa::path(get, path = "/modules/{name}", tag = "registry", operation_id = "describe_module",
+    params(("name" = String, Path, description = "Registered module name")),
+    responses(
+        (status = 200, description = "The record and the module's exports and imports with their types", body = ModuleDetail),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 404, description = "module_not_found", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+    ))]
 async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ModuleDetail>> {
     let record = app.registry.get(&name)?;
     let (compiled, _) = app.registry.compiled(&name).await?;
@@ -90,11 +132,31 @@ async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiR
     }))
 }
 
+#[utoipa::path(get, path = "/modules/{name}/wasm", tag = "registry", operation_id = "module_binary",
+    params(("name" = String, Path, description = "Registered module name")),
+    responses(
+        (status = 200, description = "The module binary as registered", content_type = "application/wasm", body = Vec<u8>),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 404, description = "module_not_found", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+    ))]
 async fn binary(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
     let wasm = app.registry.wasm(&name).await?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], wasm))
 }
 
+#[utoipa::path(delete, path = "/modules/{name}", tag = "registry", operation_id = "delete_module",
+    params(("name" = String, Path, description = "Registered module name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
+        (status = 404, description = "module_not_found", body = ErrorBody),
+        (status = 409, description = "module_in_use: other modules import from it (listed in `dependents`)", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+    ))]
 async fn delete(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
     app.registry.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)

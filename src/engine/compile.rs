@@ -108,20 +108,21 @@ impl CompiledModule {
 }
 
 /// A module's exports and imports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModuleInterface {
     pub exports: Vec<ExternDesc>,
     pub imports: Vec<ExternDesc>,
 }
 
 /// One export or import and its type.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ExternDesc {
     /// The module an import comes from (absent for exports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
     pub name: String,
     /// `func`, `memory`, `table`, `global` or `tag`.
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// For functions, `(i32, i32) -> (i64)`; for others a short description.
     #[serde(rename = "type")]

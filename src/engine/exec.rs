@@ -72,7 +72,7 @@ pub struct CallSpec<'a> {
 }
 
 /// Measurements of one execution.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ExecStats {
     /// Fuel used by instantiation (start functions) and the call.
     pub fuel_consumed: u64,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{EngineError, LimitHit, LimitKind};
 
 /// The limits that apply to one execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ExecLimits {
     /// Fuel units (about one per WebAssembly instruction).
     pub fuel: u64,
@@ -24,7 +24,7 @@ pub struct ExecLimits {
 }
 
 /// Optional per-request limits; each may only lower the server's ceiling.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     pub fuel: Option<u64>,

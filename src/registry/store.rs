@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What is stored about a registered module besides its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModuleRecord {
     /// Unique, immutable name; also the import module name dependents use.
     pub name: String,

@@ -10,6 +10,7 @@ mod limits;
 mod linking;
 mod memory;
 mod observability;
+mod openapi;
 mod persistence;
 mod process;
 mod registry;

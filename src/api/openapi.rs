@@ -1,0 +1,155 @@
+//! The OpenAPI 3.1 document (`GET /openapi.json`), generated from the
+//! handlers' `#[utoipa::path]` annotations and the request and response
+//! types' `ToSchema` derives, and the rendered docs at `/docs`.
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::{call, exec, instances, metrics, modules};
+
+/// Every error response: `{"error": {"code", "message", ...}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// The error object. Besides `code` and `message` it may carry `trap`
+/// (trap kind), `limit` (which limit), `stats`, `memory`, `dependents`, and
+/// a WASI program's `stdout`/`stderr`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    code: ErrorCodeName,
+    /// What went wrong, for a person: names the import, signature or limit.
+    message: String,
+}
+
+/// Every stable error code (see docs/API.md for each one's meaning).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCodeName {
+    InvalidRequest,
+    InvalidModule,
+    InvalidParams,
+    InvalidMemoryAccess,
+    LinkError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RequestTimeout,
+    Unauthorized,
+    Forbidden,
+    QuotaExceeded,
+    RateLimited,
+    FunctionNotFound,
+    ModuleNotFound,
+    InstanceNotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    ModuleExists,
+    ModuleInUse,
+    Trap,
+    LimitExceeded,
+    Overloaded,
+    InstanceCapacity,
+    NotReady,
+    Internal,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (alive) or `ready` (the store answers).
+    pub status: &'static str,
+    /// Registered modules (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modules: Option<usize>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wasm-exec-api",
+        description = "Run WebAssembly over HTTP: POST a module (hex, base64 or text), a function name and JSON params; get typed JSON results. Modules can be registered, linked and kept as stateful instances. Every execution runs under fuel, time, memory, table and stack limits.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        super::index,
+        super::healthz,
+        super::readyz,
+        metrics::metrics,
+        openapi_json,
+        exec::run_inline,
+        exec::run_registered,
+        modules::register,
+        modules::list,
+        modules::describe,
+        modules::binary,
+        modules::delete,
+        instances::create,
+        instances::list,
+        instances::describe,
+        instances::delete,
+        instances::call_instance,
+    ),
+    components(schemas(call::Encoding, call::StdinBody, ErrorCodeName)),
+    modifiers(&BearerAuth),
+    security((), ("bearer" = [])),
+    tags(
+        (name = "execute", description = "Run a function of inline code or a registered module"),
+        (name = "registry", description = "Registered, persistent, linkable modules"),
+        (name = "instances", description = "Instances whose memory and globals live across calls"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the optional bearer token (see `--token`).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "Needed only when the server runs with tokens: `execute` scope for calls, registry reads and instances; `admin` also for registering and deleting modules.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as JSON, built once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+        doc.to_pretty_json().expect("the OpenAPI document serializes")
+    })
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", operation_id = "openapi",
+    responses((status = 200, description = "This OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+pub async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        document(),
+    )
+        .into_response()
+}
+
+/// Swagger UI at `/docs`, its assets embedded in the binary (no CDN),
+/// reading `/openapi.json`.
+pub fn docs_ui() -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
+}
