@@ -18,12 +18,14 @@
 //!   idle reaper.
 //! - [`registry`] — named modules over the `ModuleStore` trait, whose default
 //!   backend is an embedded redb file.
+//! - [`json_int`] — unsigned integers in bodies, also written `4096.0`.
 //! - [`telemetry`] — logging.
 
 pub mod api;
 pub mod config;
 pub mod engine;
 pub mod instances;
+pub mod json_int;
 pub mod registry;
 pub mod startup;
 pub mod telemetry;

@@ -52,6 +52,7 @@ impl Encoding {
 #[serde(deny_unknown_fields)]
 pub struct MemoryWriteBody {
     /// Byte offset in the memory.
+    #[serde(deserialize_with = "crate::json_int::u64")]
     offset: u64,
     hex: Option<String>,
     base64: Option<String>,
@@ -66,7 +67,9 @@ pub struct MemoryWriteBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryReadBody {
+    #[serde(deserialize_with = "crate::json_int::u64")]
     offset: u64,
+    #[serde(deserialize_with = "crate::json_int::u64")]
     length: u64,
     #[serde(default)]
     encoding: Encoding,

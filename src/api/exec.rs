@@ -2,20 +2,20 @@
 
 use std::time::Instant;
 
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
 use axum::http::Method;
 use serde::Deserialize;
-use utoipa::ToSchema;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
-use super::openapi::ErrorBody;
 use super::error::ApiResult;
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
+use super::openapi::ErrorBody;
 use super::routes::Routes;
 use crate::engine::link::check_imports;
 use crate::engine::{InstanceSpec, LimitOverrides};
@@ -33,10 +33,13 @@ pub fn routes() -> Routes {
 #[serde(deny_unknown_fields)]
 pub struct RunInline {
     /// The module binary as hex (whitespace ignored).
+    #[schema(nullable = false)]
     wasm_hex: Option<String>,
     /// The module binary as standard base64.
+    #[schema(nullable = false)]
     wasm_base64: Option<String>,
     /// The module as WebAssembly text, compiled on the server.
+    #[schema(nullable = false)]
     wat: Option<String>,
     /// The export to call; omit to run a WASI command's `_start`.
     function_name: Option<String>,
@@ -63,6 +66,7 @@ pub struct RunInline {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRegistered {
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
     module_name: String,
     /// The export to call; omit to run a WASI command's `_start`.
     function_name: Option<String>,

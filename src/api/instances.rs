@@ -4,22 +4,22 @@
 use std::time::Instant;
 
 use axum::Extension;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Caller;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
-use super::openapi::ErrorBody;
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
+use super::openapi::ErrorBody;
 use super::routes::Routes;
 use crate::engine::link::check_imports;
 use crate::engine::{ExecLimits, ExecStats, InstanceSpec, LimitOverrides, ModuleInterface};
@@ -40,12 +40,16 @@ pub fn routes() -> Routes {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
+    #[schema(nullable = false, pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
     module_name: Option<String>,
     /// The module binary as hex (whitespace ignored).
+    #[schema(nullable = false)]
     wasm_hex: Option<String>,
     /// The module binary as standard base64.
+    #[schema(nullable = false)]
     wasm_base64: Option<String>,
     /// The module as WebAssembly text, compiled on the server.
+    #[schema(nullable = false)]
     wat: Option<String>,
     /// With inline code: registered modules it imports from.
     #[serde(default)]

@@ -11,6 +11,7 @@ pub mod instances;
 pub mod metrics;
 pub mod modules;
 pub mod openapi;
+pub mod playground;
 pub mod quota;
 pub mod routes;
 
@@ -22,7 +23,6 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -91,7 +91,8 @@ impl AppState {
 /// Every endpoint, with the method and path of each.
 pub fn routes() -> Routes {
     Routes::new()
-        .add(Method::GET, "/", index)
+        .add(Method::GET, "/", playground::index)
+        .add(Method::GET, "/assets/{file}", playground::asset)
         .add(Method::GET, "/healthz", healthz)
         .add(Method::GET, "/readyz", readyz)
         .add(Method::GET, "/metrics", metrics::metrics)
@@ -118,28 +119,6 @@ pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate
         .layer(middleware::from_fn_with_state(Arc::new(tokens), auth::require_token))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
-}
-
-/// What a person (or a browser) sees at `GET /`: what this is and where to go.
-#[utoipa::path(get, path = "/", tag = "operations", operation_id = "index",
-    responses((status = 200, description = "A JSON index of the API", body = Object)))]
-async fn index() -> Json<Value> {
-    Json(json!({
-        "name": "wasm-exec-api",
-        "version": env!("CARGO_PKG_VERSION"),
-        "about": "Run WebAssembly over HTTP: POST a module, a function name and JSON params.",
-        "endpoints": [
-            "POST /", "POST /execute", "POST /register", "GET /modules", "GET /modules/{name}",
-            "GET /modules/{name}/wasm", "DELETE /modules/{name}", "POST /instances", "GET /instances",
-            "GET /instances/{id}", "POST /instances/{id}/call", "DELETE /instances/{id}", "GET /healthz"
-        ],
-        "example": {
-            "wat": "(module (func (export \"double\") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))",
-            "function_name": "double",
-            "params": [2]
-        },
-        "docs": "docs/API.md in the repository"
-    }))
 }
 
 /// Liveness: answers once the server is accepting requests.

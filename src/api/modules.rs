@@ -2,25 +2,26 @@
 //! `GET|DELETE /modules/{name}`, `GET /modules/{name}/wasm`.
 
 use axum::Extension;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Caller;
 use super::code::CodeFields;
-use super::openapi::ErrorBody;
 use super::error::ApiResult;
 use super::extract::JsonBody;
+use super::openapi::ErrorBody;
 use super::routes::Routes;
 use crate::engine::ModuleInterface;
 use crate::registry::ModuleRecord;
 
 pub fn routes() -> Routes {
     Routes::new()
+        .add(Method::POST, "/inspect", inspect)
         .add(Method::POST, "/register", register)
         .add(Method::GET, "/modules", list)
         .add(Method::GET, "/modules/{name}", describe)
@@ -35,16 +36,46 @@ pub fn routes() -> Routes {
 pub struct Register {
     /// 1-128 characters of letters, digits, `_`, `-`, `.`; also the import
     /// module name dependents use.
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
     module_name: String,
     /// The module binary as hex (whitespace ignored).
+    #[schema(nullable = false)]
     wasm_hex: Option<String>,
     /// The module binary as standard base64.
+    #[schema(nullable = false)]
     wasm_base64: Option<String>,
     /// The module as WebAssembly text, compiled on the server.
+    #[schema(nullable = false)]
     wat: Option<String>,
     /// Registered modules this one imports from.
     #[serde(default)]
     host_modules: Vec<String>,
+}
+
+/// Body of `POST /inspect`: exactly one of `wasm_hex`, `wasm_base64`, `wat`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inspect {
+    /// The module binary as hex (whitespace ignored).
+    #[schema(nullable = false)]
+    wasm_hex: Option<String>,
+    /// The module binary as standard base64.
+    #[schema(nullable = false)]
+    wasm_base64: Option<String>,
+    /// The module as WebAssembly text, compiled on the server.
+    #[schema(nullable = false)]
+    wat: Option<String>,
+}
+
+/// What `POST /inspect` finds in a module.
+#[derive(Serialize, ToSchema)]
+pub struct Inspection {
+    /// SHA-256 of the binary, lowercase hex.
+    sha256: String,
+    /// Size of the binary in bytes.
+    size: u64,
+    #[serde(flatten)]
+    interface: ModuleInterface,
 }
 
 /// A module with its interface.
@@ -60,6 +91,40 @@ pub struct ModuleDetail {
 #[derive(Serialize, ToSchema)]
 pub struct ModuleList {
     modules: Vec<ModuleRecord>,
+}
+
+/// Validates and compiles a module (cached like any other) without running
+/// or storing it, and lists its exports and imports: what a client needs to
+/// offer a function picker with typed params.
+#[utoipa::path(post, path = "/inspect", tag = "execute", operation_id = "inspect_module",
+    request_body = Inspect,
+    responses(
+        (status = 200, description = "The module's hash, size, exports and imports with their types", body = Inspection),
+        (status = 400, description = "invalid_request or invalid_module", body = ErrorBody),
+        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
+        (status = 403, description = "forbidden (token lacks the scope)", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
+        (status = 422, description = "limit_exceeded: compile_time", body = ErrorBody),
+        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
+    ))]
+async fn inspect(State(app): State<AppState>, JsonBody(req): JsonBody<Inspect>) -> ApiResult<Json<Inspection>> {
+    let _permit = app.exec_permit()?;
+    let code = CodeFields {
+        wasm_hex: req.wasm_hex,
+        wasm_base64: req.wasm_base64,
+        wat: req.wat,
+    };
+    let wasm = code.into_wasm(&app.engine).await?;
+    let size = wasm.len() as u64;
+    let (compiled, _) = app.engine.compile(wasm).await?;
+    Ok(Json(Inspection {
+        sha256: compiled.sha256_hex(),
+        size,
+        interface: compiled.interface(),
+    }))
 }
 
 #[utoipa::path(post, path = "/register", tag = "registry", operation_id = "register_module",

@@ -77,7 +77,9 @@ pub struct Health {
         license(name = "MIT OR Apache-2.0")
     ),
     paths(
-        super::index,
+        super::playground::index,
+        super::playground::asset,
+        modules::inspect,
         super::healthz,
         super::readyz,
         metrics::metrics,
@@ -133,8 +135,29 @@ pub fn document() -> &'static str {
     DOC.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
         doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-        doc.to_pretty_json().expect("the OpenAPI document serializes")
+        let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+        exactly_one_of(&mut doc, "RunInline", &["wasm_hex", "wasm_base64", "wat"]);
+        exactly_one_of(&mut doc, "Register", &["wasm_hex", "wasm_base64", "wat"]);
+        exactly_one_of(&mut doc, "Inspect", &["wasm_hex", "wasm_base64", "wat"]);
+        exactly_one_of(
+            &mut doc,
+            "CreateInstance",
+            &["module_name", "wasm_hex", "wasm_base64", "wat"],
+        );
+        serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes")
     })
+}
+
+/// States in the schema `name` that exactly one of `fields` must be sent,
+/// a rule the derive cannot express.
+fn exactly_one_of(doc: &mut serde_json::Value, name: &str, fields: &[&str]) {
+    let one_of: Vec<serde_json::Value> = fields.iter().map(|f| serde_json::json!({ "required": [f] })).collect();
+    if let Some(schema) = doc
+        .pointer_mut(&format!("/components/schemas/{name}"))
+        .and_then(|s| s.as_object_mut())
+    {
+        schema.insert("oneOf".into(), serde_json::Value::Array(one_of));
+    }
 }
 
 /// `GET /openapi.json`.

@@ -27,9 +27,13 @@ pub struct ExecLimits {
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
+    #[serde(default, deserialize_with = "crate::json_int::opt_u64")]
     pub fuel: Option<u64>,
+    #[serde(default, deserialize_with = "crate::json_int::opt_u64")]
     pub timeout_ms: Option<u64>,
+    #[serde(default, deserialize_with = "crate::json_int::opt_u64")]
     pub memory_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "crate::json_int::opt_u64")]
     pub table_elements: Option<u64>,
 }
 

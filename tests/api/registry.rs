@@ -137,3 +137,33 @@ async fn of_concurrent_registrations_of_one_name_exactly_one_wins() {
     let (_, stored) = app.get("/modules/contested").await;
     assert_eq!(stored["sha256"], winners[0].1["sha256"]);
 }
+
+#[tokio::test]
+async fn inspect_lists_a_modules_interface_without_running_or_storing_it() {
+    let app = crate::helpers::spawn_app().await;
+    let wat = r#"(module
+        (import "env" "log" (func (param i64)))
+        (memory (export "mem") 1)
+        (func (export "add") (param i64 f32) (result f64) (f64.const 0))
+        (func (export "_start") (unreachable)))"#;
+    let (status, body) = app.post("/inspect", &serde_json::json!({"wat": wat})).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["sha256"].as_str().unwrap().len(), 64);
+    assert!(body["size"].as_u64().unwrap() > 0);
+    let add = body["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "add")
+        .unwrap();
+    assert_eq!(add["type"], "(i64, f32) -> (f64)");
+    assert_eq!(add["params"], serde_json::json!(["i64", "f32"]));
+    assert_eq!(body["imports"][0]["module"], "env");
+    assert_eq!(body["exports"][0]["kind"], "memory");
+    // Nothing ran (the start export traps) and nothing was stored.
+    let (_, list) = app.get("/modules").await;
+    assert_eq!(list["modules"], serde_json::json!([]));
+
+    let (status, body) = app.post("/inspect", &serde_json::json!({"wat": "(module"})).await;
+    assert_eq!((status.as_u16(), crate::helpers::code(&body)), (400, "invalid_module"));
+}

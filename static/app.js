@@ -1,0 +1,371 @@
+// wasm-exec-api playground: plain JavaScript, no dependencies, served from
+// the binary. Talks to the same JSON API as any client.
+"use strict";
+
+const DOUBLE = `(module
+  (func (export "double") (param i32) (result i32)
+    (i32.mul (local.get 0) (i32.const 2))))`;
+
+const EXAMPLES = [
+  { name: "double (the origin's example)", wat: DOUBLE, fn: "double", params: ["2"] },
+  {
+    name: "linking: double_twice imports utils.double",
+    wat: `;; Imports "double" from the registered module "utils".
+;; Run registers the double example as "utils" first if it is missing.
+(module
+  (import "utils" "double" (func $double (param i32) (result i32)))
+  (func (export "double_twice") (param i32) (result i32)
+    (call $double (call $double (local.get 0)))))`,
+    fn: "double_twice", params: ["5"], hosts: "utils",
+    requires: { name: "utils", wat: DOUBLE },
+  },
+  {
+    name: "WASI hello world",
+    wat: `;; A WASI command: _start writes to stdout with fd_write.
+(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "Hello from WASI!\\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))  ;; iovec.buf
+    (i32.store (i32.const 4) (i32.const 17))  ;; iovec.len
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))`,
+    fn: "_start", params: [], wasi: true,
+  },
+  {
+    name: "floats: NaN, Infinity, -0.0 survive",
+    wat: `(module
+  (func (export "div") (param f64 f64) (result f64)
+    (f64.div (local.get 0) (local.get 1))))`,
+    fn: "div", params: ["1", "-0.0"],
+  },
+  {
+    name: "i64: exact factorial",
+    wat: `(module
+  (func (export "fact") (param i64) (result i64)
+    (if (result i64) (i64.le_u (local.get 0) (i64.const 1))
+      (then (i64.const 1))
+      (else (i64.mul (local.get 0)
+                     (call 0 (i64.sub (local.get 0) (i64.const 1))))))))`,
+    fn: "fact", params: ["20"],
+  },
+];
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  source: { kind: "wat", text: DOUBLE },   // or { kind: "wasm", base64, name, size }
+  target: null,                            // null: the editor; else a registered module name
+  exports: [],                             // function exports of the current target
+  imports: [],
+  pending: null,                           // example chosen, to preset function and params
+  requires: null,
+};
+
+// ---- HTTP -----------------------------------------------------------------
+
+function headers() {
+  const h = { "content-type": "application/json" };
+  const token = $("token").value.trim();
+  if (token) h.authorization = `Bearer ${token}`;
+  return h;
+}
+
+async function api(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method, headers: headers(), body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    return { status: 0, body: { error: { code: "network", message: `cannot reach the server: ${e.message}` } } };
+  }
+  const text = await response.text();
+  let parsed = null;
+  try { parsed = text ? JSON.parse(text) : null; } catch { parsed = { raw: text }; }
+  return { status: response.status, body: parsed };
+}
+
+function codeFields() {
+  return state.source.kind === "wasm" ? { wasm_base64: state.source.base64 } : { wat: $("editor").value };
+}
+
+// ---- Rendering helpers ----------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function errorBox(body, status) {
+  const e = (body && body.error) || { code: "unknown", message: JSON.stringify(body) };
+  const box = el("div", { class: "error", role: "alert" },
+    el("div", { class: "error-head" }, `${status || ""} ${e.code}`),
+    el("div", {}, e.message));
+  const extra = Object.entries(e).filter(([k]) => !["code", "message"].includes(k));
+  if (extra.length) box.append(el("pre", {}, JSON.stringify(Object.fromEntries(extra), null, 2)));
+  return box;
+}
+
+// ---- Module interface -------------------------------------------------------
+
+function setInterface(iface) {
+  state.exports = (iface.exports || []).filter((e) => e.kind === "func");
+  state.imports = iface.imports || [];
+  const select = $("function");
+  const previous = select.value;
+  select.replaceChildren(...state.exports.map((e) =>
+    el("option", { value: e.name }, `${e.name} ${e.type}`)));
+  const wanted = state.pending ? state.pending.fn : previous;
+  if (state.exports.some((e) => e.name === wanted)) select.value = wanted;
+  const usesWasi = state.imports.some((i) => i.module && i.module.startsWith("wasi_"));
+  if (usesWasi) $("wasi").checked = true;
+  renderParams();
+  if (state.pending) {
+    state.pending.params.forEach((p, i) => { const input = $(`param-${i}`); if (input) input.value = p; });
+    state.pending = null;
+  }
+}
+
+function currentExport() {
+  return state.exports.find((e) => e.name === $("function").value);
+}
+
+function renderParams() {
+  const fn = currentExport();
+  const box = $("params");
+  box.replaceChildren();
+  if (!fn) return;
+  (fn.params || []).forEach((type, i) => {
+    const hint = { i32: "e.g. 42", i64: "exact, e.g. 9007199254740993", f32: "e.g. 1.5, NaN, -0.0",
+      f64: "e.g. 0.1, Infinity, -0.0", v128: "32 hex digits" }[type] || "JSON value";
+    box.append(el("label", { class: "param" }, `p${i}: `, el("span", { class: "type" }, type),
+      el("input", { id: `param-${i}`, "data-type": type, placeholder: hint, "aria-label": `param ${i} (${type})` })));
+  });
+  if (!(fn.params || []).length) box.append(el("div", { class: "muted" }, "no params"));
+}
+
+let inspectTimer = null;
+function scheduleInspect() {
+  clearTimeout(inspectTimer);
+  inspectTimer = setTimeout(inspect, 300);
+}
+
+async function inspect() {
+  if (state.target) return;
+  const { status, body } = await api("POST", "/inspect", codeFields());
+  const box = $("inspect-error");
+  if (status === 200) {
+    box.hidden = true;
+    setInterface(body);
+  } else {
+    box.hidden = false;
+    box.replaceChildren(errorBox(body, status));
+  }
+}
+
+// ---- Running ----------------------------------------------------------------
+
+/** A param as the API takes it: numbers stay JSON numbers (their exact digits
+ *  are sent), everything else ("NaN", "-0.0", hex floats, v128) as a string. */
+function paramToken(raw) {
+  const text = raw.trim();
+  if (/^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/.test(text)) return { raw: text };
+  if (text.startsWith("{") || text.startsWith("[")) {
+    try { return { value: JSON.parse(text) }; } catch { /* send as a string */ }
+  }
+  return { value: text };
+}
+
+/** Builds the JSON body text by hand so that big integers keep every digit. */
+function bodyWithParams(fields, params) {
+  const base = JSON.stringify(fields);
+  const list = params.map((p) => ("raw" in p ? p.raw : JSON.stringify(p.value))).join(",");
+  return `${base.slice(0, -1)}${base.length > 2 ? "," : ""}"params":[${list}]}`;
+}
+
+async function ensureRequirement() {
+  const req = state.requires;
+  if (!req || state.target) return null;
+  const found = await api("GET", `/modules/${encodeURIComponent(req.name)}`);
+  if (found.status === 200) return null;
+  const made = await api("POST", "/register", { module_name: req.name, wat: req.wat });
+  if (made.status !== 201) return made;
+  loadRegistry();
+  return null;
+}
+
+async function run() {
+  const out = $("output");
+  const fn = currentExport();
+  if (!fn) {
+    out.replaceChildren(el("div", { class: "error" }, "Pick a function (the module exports none, or it did not compile)."));
+    return;
+  }
+  out.replaceChildren(el("div", { class: "muted" }, "running…"));
+  const failed = await ensureRequirement();
+  if (failed) { out.replaceChildren(errorBox(failed.body, failed.status)); return; }
+
+  const fields = state.target ? { module_name: state.target } : codeFields();
+  fields.function_name = fn.name;
+  const hosts = $("hosts").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (!state.target && hosts.length) fields.host_modules = hosts;
+  if ($("wasi").checked) {
+    const args = $("args").value.split(/\s+/).filter(Boolean);
+    fields.wasi = { args, stdin: $("stdin").value };
+  }
+  const params = (fn.params || []).map((_, i) => paramToken($(`param-${i}`).value));
+  const path = state.target ? "/execute" : "/";
+  const started = performance.now();
+  let response;
+  try {
+    response = await fetch(path, { method: "POST", headers: headers(), body: bodyWithParams(fields, params) });
+  } catch (e) {
+    out.replaceChildren(errorBox({ error: { code: "network", message: e.message } }, 0));
+    return;
+  }
+  const body = await response.json().catch(() => ({ error: { code: "bad_response", message: "not JSON" } }));
+  const ms = (performance.now() - started).toFixed(1);
+  out.replaceChildren(...(response.ok ? renderResult(body, ms) : [errorBox(body, response.status)]));
+}
+
+function renderResult(body, ms) {
+  const parts = [];
+  const rows = body.results.map((v, i) =>
+    el("tr", {}, el("td", { class: "type" }, body.result_types[i]), el("td", { class: "value" }, JSON.stringify(v))));
+  parts.push(el("div", { class: "ok-head" }, body.results.length ? "Results" : "Done (no results)"));
+  if (rows.length) parts.push(el("table", { id: "results", class: "results" }, ...rows));
+  if ("exit_code" in body) parts.push(el("div", {}, `exit code ${body.exit_code}`));
+  if (body.stdout) parts.push(el("div", { class: "stream" }, "stdout", el("pre", { id: "stdout" }, body.stdout)));
+  if (body.stderr) parts.push(el("div", { class: "stream" }, "stderr", el("pre", { id: "stderr" }, body.stderr)));
+  const s = body.stats || {};
+  parts.push(el("div", { class: "stats" },
+    `fuel ${s.fuel_consumed} · ${s.compile || "instance"}${s.compile_us ? ` ${s.compile_us} µs` : ""} · ` +
+    `instantiate ${s.instantiate_us} µs · call ${s.call_us} µs · server ${s.wall_time_us} µs · round trip ${ms} ms`));
+  return parts;
+}
+
+// ---- Registry -----------------------------------------------------------------
+
+async function loadRegistry() {
+  const { status, body } = await api("GET", "/modules");
+  const list = $("modules");
+  if (status !== 200) { list.replaceChildren(el("li", {}, errorBox(body, status))); return; }
+  $("registry-count").textContent = `${body.modules.length} module(s)`;
+  list.replaceChildren(...body.modules.map((m) =>
+    el("li", {},
+      el("button", { type: "button", class: "link", "data-module": m.name, onclick: () => selectModule(m.name) }, m.name),
+      el("span", { class: "muted" }, ` ${m.size} B${m.host_modules.length ? ` · imports ${m.host_modules.join(", ")}` : ""}`))));
+}
+
+async function selectModule(name) {
+  const { status, body } = await api("GET", `/modules/${encodeURIComponent(name)}`);
+  if (status !== 200) { $("output").replaceChildren(errorBox(body, status)); return; }
+  state.target = name;
+  $("target").textContent = `registered module "${name}"`;
+  $("use-editor").hidden = false;
+  $("hosts-line").hidden = true;
+  setInterface(body);
+}
+
+function useEditor() {
+  state.target = null;
+  $("target").textContent = "the code in the editor";
+  $("use-editor").hidden = true;
+  $("hosts-line").hidden = false;
+  inspect();
+}
+
+async function register() {
+  const name = $("register-name").value.trim();
+  const box = $("register-result");
+  if (!name) { box.replaceChildren(el("div", { class: "error" }, "Give the module a name.")); return; }
+  const fields = { module_name: name, ...codeFields() };
+  const hosts = $("hosts").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (hosts.length) fields.host_modules = hosts;
+  const { status, body } = await api("POST", "/register", fields);
+  if (status === 201) {
+    box.replaceChildren(el("div", { class: "ok" }, `registered "${body.name}" (sha256 ${body.sha256.slice(0, 12)}…)`));
+    loadRegistry();
+  } else {
+    box.replaceChildren(errorBox(body, status));
+  }
+}
+
+// ---- Sources ----------------------------------------------------------------
+
+function loadExample(index) {
+  const ex = EXAMPLES[index];
+  useEditorSilently();
+  state.source = { kind: "wat", text: ex.wat };
+  state.pending = { fn: ex.fn, params: ex.params };
+  state.requires = ex.requires || null;
+  $("editor").disabled = false;
+  $("editor").value = ex.wat;
+  $("source-note").textContent = "";
+  $("hosts").value = ex.hosts || "";
+  $("wasi").checked = !!ex.wasi;
+  $("wasi-box").open = !!ex.wasi;
+  inspect();
+}
+
+function useEditorSilently() {
+  state.target = null;
+  $("target").textContent = "the code in the editor";
+  $("use-editor").hidden = true;
+  $("hosts-line").hidden = false;
+}
+
+function upload(file) {
+  const reader = new FileReader();
+  reader.onload = () => {
+    const bytes = new Uint8Array(reader.result);
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    useEditorSilently();
+    state.source = { kind: "wasm", base64: btoa(binary), name: file.name, size: bytes.length };
+    state.requires = null;
+    $("editor").value = `;; ${file.name}: ${bytes.length} bytes of WebAssembly binary.\n;; Pick an example to edit text again.`;
+    $("editor").disabled = true;
+    $("source-note").textContent = `${file.name} (${bytes.length} B)`;
+    inspect();
+  };
+  reader.readAsArrayBuffer(file);
+}
+
+// ---- Wiring -----------------------------------------------------------------
+
+function init() {
+  $("token").value = localStorage.getItem("wasm-exec-api-token") || "";
+  $("token").addEventListener("change", () => { localStorage.setItem("wasm-exec-api-token", $("token").value); loadRegistry(); });
+  $("example").replaceChildren(...EXAMPLES.map((ex, i) => el("option", { value: i }, ex.name)));
+  $("example").addEventListener("change", (e) => loadExample(Number(e.target.value)));
+  $("editor").addEventListener("input", () => { state.source = { kind: "wat", text: $("editor").value }; scheduleInspect(); });
+  $("editor").addEventListener("keydown", (e) => {
+    if (e.key === "Tab" && !e.ctrlKey && !e.metaKey) {
+      e.preventDefault();
+      const t = e.target; const at = t.selectionStart;
+      t.setRangeText("  ", at, t.selectionEnd, "end");
+      t.dispatchEvent(new Event("input"));
+    }
+  });
+  $("upload").addEventListener("change", (e) => { if (e.target.files[0]) upload(e.target.files[0]); e.target.value = ""; });
+  $("function").addEventListener("change", renderParams);
+  $("run").addEventListener("click", run);
+  $("register").addEventListener("click", register);
+  $("refresh").addEventListener("click", loadRegistry);
+  $("use-editor").addEventListener("click", useEditor);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); }
+  });
+  loadExample(0);
+  loadRegistry();
+}
+
+init();

@@ -1,0 +1,86 @@
+// Drives the playground in headless Chromium, as a person would:
+//   node playground.mjs BASE_URL SCREENSHOT_DIR
+// Exits non-zero (with the reason) on the first thing that does not work.
+import { chromium } from "playwright-core";
+
+const [base, shots] = process.argv.slice(2);
+if (!base || !shots) {
+  console.error("usage: node playground.mjs BASE_URL SCREENSHOT_DIR");
+  process.exit(2);
+}
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+
+const browser = await chromium.launch({
+  executablePath,
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const failures = [];
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
+  // API error answers (a trap is a 422) are logged by Chromium as failed
+  // loads; they are expected. Anything else on the console is a bug.
+  page.on("console", (m) => {
+    const text = m.text();
+    const apiError = /Failed to load resource: the server responded with a status of 4\d\d/.test(text)
+      && !/status of 404/.test(text);
+    if (m.type() === "error" && !apiError) failures.push(`console error: ${text}`);
+  });
+  page.setDefaultTimeout(15000);
+
+  await page.goto(base + "/", { waitUntil: "load" });
+
+  // 1. The double example: the export picker is filled from the module.
+  await page.locator("#function option[value=double]").waitFor({ state: "attached" });
+  const signature = await page.locator("#function option[value=double]").textContent();
+  if (!signature.includes("(i32) -> (i32)")) throw new Error(`export picker shows ${signature}`);
+  await page.fill("#param-0", "2");
+  await page.click("#run");
+  await page.locator("#results td.value").waitFor();
+  const value = await page.locator("#results td.value").textContent();
+  const type = await page.locator("#results td.type").textContent();
+  if (value !== "4" || type !== "i32") throw new Error(`double(2) showed ${value} : ${type}`);
+  await page.screenshot({ path: `${shots}/playground.png` });
+
+  // 2. Ctrl+Enter runs too.
+  await page.fill("#param-0", "21");
+  await page.locator("#param-0").press("Control+Enter");
+  await page.locator("#results td.value", { hasText: "42" }).waitFor();
+
+  // 3. Register the module and call it from the registry view.
+  await page.fill("#register-name", "browser_double");
+  await page.click("#register");
+  await page.locator("#register-result .ok").waitFor();
+  await page.locator("#modules button[data-module=browser_double]").click();
+  await page.locator("#target", { hasText: "browser_double" }).waitFor();
+  await page.locator("#param-0").waitFor();
+  await page.fill("#param-0", "50");
+  await page.click("#run");
+  await page.locator("#results td.value", { hasText: "100" }).waitFor();
+
+  // 4. An error is shown with its code: a trap.
+  await page.click("#use-editor");
+  await page.fill("#editor", '(module (func (export "boom") unreachable))');
+  await page.locator("#function option[value=boom]").waitFor({ state: "attached" });
+  await page.click("#run");
+  await page.locator("#output .error", { hasText: "trap" }).waitFor();
+
+  // 5. The WASI example prints to stdout.
+  await page.selectOption("#example", { label: "WASI hello world" });
+  await page.locator("#function option[value=_start]").waitFor({ state: "attached" });
+  await page.click("#run");
+  await page.locator("#stdout", { hasText: "Hello from WASI!" }).waitFor();
+  await page.screenshot({ path: `${shots}/playground-wasi.png` });
+
+  if (failures.length) throw new Error(failures.join("\n"));
+  console.log("playground: all steps passed");
+} catch (e) {
+  console.error(`playground test failed: ${e.message}`);
+  if (failures.length) console.error(failures.join("\n"));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
