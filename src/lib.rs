@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //!
+//! - [`cli`] — the command line: the server, and client subcommands.
 //! - [`config`] — every flag and environment variable, with defaults.
 //! - [`startup`] — builds the application from settings, binds, serves.
 //! - [`api`] — HTTP only: routes, request and response types, the one
@@ -22,6 +23,7 @@
 //! - [`telemetry`] — logging.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod instances;

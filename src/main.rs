@@ -1,15 +1,37 @@
-//! The `wasm-exec-api` binary: parse settings, start logging, serve.
+//! The `wasm-exec-api` binary: the server by default, or a client
+//! subcommand (see [`wasm_exec_api::cli`]).
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use wasm_exec_api::cli::{Cli, Command};
 use wasm_exec_api::config::Settings;
 use wasm_exec_api::startup::Application;
 use wasm_exec_api::telemetry;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let settings = Settings::parse();
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match cli.command {
+        None => cli.serve,
+        Some(Command::Serve(settings)) => settings,
+        // The client is blocking and needs no runtime of its own.
+        Some(client) => return ExitCode::from(wasm_exec_api::cli::run_client(client)),
+    };
+    match serve(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
     telemetry::init();
-    let app = Application::build(settings).await?;
-    app.run_until_stopped().await?;
-    Ok(())
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let app = Application::build(settings).await?;
+        app.run_until_stopped().await?;
+        Ok(())
+    })
 }

@@ -2,6 +2,7 @@
 
 mod auth;
 mod browser;
+mod cli;
 mod errors;
 mod fuzzish;
 mod helpers;
@@ -15,6 +16,7 @@ mod openapi;
 mod persistence;
 mod process;
 mod registry;
+mod schemathesis;
 mod spectest;
 mod values;
 mod wasi;

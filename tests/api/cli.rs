@@ -1,0 +1,263 @@
+//! The client subcommands of the binary, run as a user would, against a
+//! real server: output, and the exit codes scripts rely on.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::helpers::spawn_app;
+
+const DOUBLE_WAT: &str =
+    r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
+
+fn fixture(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Runs the binary with `args` and `stdin`, off the test's runtime.
+async fn cli(args: Vec<String>, stdin: &'static [u8]) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-exec-api"))
+            .args(&args)
+            .env_remove("WASM_EXEC_SERVER")
+            .env_remove("WASM_EXEC_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn call_prints_results_and_json_on_request() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wat = fixture(dir.path(), "double.wat", DOUBLE_WAT.as_bytes());
+    let wasm = fixture(
+        dir.path(),
+        "double.wasm",
+        &hex::decode(crate::helpers::DOUBLE_HEX).unwrap(),
+    );
+    let server = app.base.as_str();
+
+    let out = cli(
+        args(&["call", wat.to_str().unwrap(), "double", "2", "--server", server]),
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "4\n");
+
+    // A binary file is sent as binary; negative numbers are params, not flags.
+    let out = cli(
+        args(&["call", wasm.to_str().unwrap(), "double", "-21", "--server", server]),
+        b"",
+    )
+    .await;
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "-42\n".to_string()));
+
+    let out = cli(
+        args(&[
+            "call",
+            "--json",
+            "--server",
+            server,
+            wat.to_str().unwrap(),
+            "double",
+            "5",
+        ]),
+        b"",
+    )
+    .await;
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["results"], serde_json::json!([10]));
+    assert_eq!(body["result_types"], serde_json::json!(["i32"]));
+
+    // i64 keeps every digit; non-JSON params go as strings; `--` lets a
+    // param start with `-`.
+    let i64_wat = fixture(
+        dir.path(),
+        "id.wat",
+        br#"(module (func (export "id") (param i64) (result i64) local.get 0)
+                    (func (export "neg") (param f64) (result f64) (f64.neg (local.get 0))))"#,
+    );
+    let out = cli(
+        args(&[
+            "call",
+            "--server",
+            server,
+            i64_wat.to_str().unwrap(),
+            "id",
+            "9007199254740993",
+        ]),
+        b"",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "9007199254740993\n");
+    let out = cli(
+        args(&["call", "--server", server, i64_wat.to_str().unwrap(), "neg", "NaN"]),
+        b"",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "-NaN\n");
+    let out = cli(
+        args(&[
+            "call",
+            "--server",
+            server,
+            i64_wat.to_str().unwrap(),
+            "neg",
+            "--",
+            "-Infinity",
+        ]),
+        b"",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "Infinity\n");
+}
+
+#[tokio::test]
+async fn failures_are_one_line_with_distinct_exit_codes() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = app.base.as_str();
+    let trap = fixture(
+        dir.path(),
+        "trap.wat",
+        br#"(module (func (export "boom") unreachable))"#,
+    );
+
+    // The server refused or the guest trapped: 1, one line naming the code.
+    let out = cli(args(&["call", "--server", server, trap.to_str().unwrap(), "boom"]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: trap [unreachable] (422)"), "{err}");
+
+    // A file that cannot be read: 2.
+    let out = cli(args(&["call", "--server", server, "/no/such/file.wat", "f"]), b"").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read /no/such/file.wat"));
+
+    // Bad usage: 2 (clap's own message).
+    let out = cli(args(&["call"]), b"").await;
+    assert_eq!(out.status.code(), Some(2));
+
+    // Nothing listening: 3. Port 9 (discard) on loopback is closed here.
+    let out = cli(args(&["modules", "--server", "http://127.0.0.1:9"]), b"").await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("error: cannot reach http://127.0.0.1:9"));
+}
+
+#[tokio::test]
+async fn register_then_modules_lists_it_in_a_table() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = app.base.as_str();
+    let utils = fixture(dir.path(), "utils.wat", DOUBLE_WAT.as_bytes());
+    let twice = fixture(
+        dir.path(),
+        "twice.wasm",
+        &hex::decode(crate::helpers::DOUBLE_TWICE_HEX).unwrap(),
+    );
+
+    let out = cli(
+        args(&["register", "utils", utils.to_str().unwrap(), "--server", server]),
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("registered utils (43 bytes, sha256 "));
+    assert!(text(&out.stdout).contains("export func double (i32) -> (i32)"));
+
+    let out = cli(
+        args(&[
+            "register",
+            "twice",
+            twice.to_str().unwrap(),
+            "--host-module",
+            "utils",
+            "--server",
+            server,
+        ]),
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Registering the same name again is the server's refusal: 1.
+    let out = cli(
+        args(&["register", "utils", utils.to_str().unwrap(), "--server", server]),
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: module_exists (409)"));
+
+    let out = cli(args(&["modules", "--server", server]), b"").await;
+    assert_eq!(out.status.code(), Some(0));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("HOST MODULES"));
+    assert!(lines[1].starts_with("twice ") && lines[1].contains("utils"));
+    assert!(lines[2].starts_with("utils "));
+
+    // The linked module is callable through `call` with --host-module.
+    let out = cli(
+        args(&[
+            "call",
+            twice.to_str().unwrap(),
+            "double_twice",
+            "3",
+            "--host-module",
+            "utils",
+            "--server",
+            server,
+        ]),
+        b"",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "12\n", "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn run_pipes_stdin_args_and_exit_code_of_a_wasi_program() {
+    let app = spawn_app().await;
+    let server = app.base.as_str();
+    let cat = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/fixtures/cat.wat");
+    let out = cli(
+        args(&["run", "--server", server, cat, "--", "a", "b"]),
+        b"piped through\n",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "piped through\n", "{}", text(&out.stderr));
+    // The program calls proc_exit(7).
+    assert_eq!(out.status.code(), Some(7));
+
+    // A program that traps: 125, and the error on one line.
+    let dir = tempfile::tempdir().unwrap();
+    let trap = fixture(
+        dir.path(),
+        "trap.wat",
+        br#"(module (func (export "_start") unreachable))"#,
+    );
+    let out = cli(args(&["run", "--server", server, trap.to_str().unwrap()]), b"").await;
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).starts_with("error: trap [unreachable]"));
+}

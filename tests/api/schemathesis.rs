@@ -1,0 +1,52 @@
+//! Schemathesis, an independent property-based API tester, fed our own
+//! `/openapi.json` and run against the real server. It generates thousands
+//! of requests from the document and checks that none gets a 5xx, that
+//! every status and body matches what the document declares, and that
+//! malformed requests are refused. `.ci/run` installs it (`st`).
+//!
+//! One check is left out: `positive_data_acceptance` expects every
+//! schema-valid body to succeed, but a schema cannot say which strings are
+//! valid WebAssembly (`{"wat": ""}` fits the schema and is rightly a
+//! `400 invalid_module`).
+
+use std::process::Command;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn schemathesis_finds_no_failures_against_the_openapi_document() {
+    let app = spawn_app().await;
+    let url = app.url("/openapi.json");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("st")
+            .args([
+                "run",
+                &url,
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+            ])
+            .args([
+                "--max-examples",
+                "25",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--seed",
+                "1",
+            ])
+            .args(["--max-response-time", "10", "--no-color"])
+            .env("SCHEMATHESIS_HOOKS", "")
+            .output()
+            .expect("schemathesis (`st`) not found: `bash .ci/run` installs it (pip install schemathesis)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "schemathesis failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("passed") || stdout.contains("No issues found"),
+        "{stdout}"
+    );
+}
