@@ -141,11 +141,19 @@ impl Tokens {
     }
 }
 
+/// The public pages (playground, docs) and the operator's endpoints
+/// (health, readiness, metrics): open to all, and not rate-limited.
+pub fn is_public(method: &Method, path: &str) -> bool {
+    method == Method::GET
+        && (matches!(path, "/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs")
+            || path.starts_with("/docs/")
+            || path.starts_with("/assets/"))
+}
+
 /// The scope an endpoint needs; `None` for the open ones.
 fn needed_scope(method: &Method, path: &str) -> Option<Scope> {
     match (method, path) {
-        (&Method::GET, "/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => None,
-        (&Method::GET, p) if p == "/docs" || p.starts_with("/docs/") || p.starts_with("/assets/") => None,
+        (m, p) if is_public(m, p) => None,
         (&Method::POST, "/register") => Some(Scope::Admin),
         (&Method::DELETE, p) if p.starts_with("/modules/") => Some(Scope::Admin),
         _ => Some(Scope::Execute),

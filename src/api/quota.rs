@@ -2,8 +2,8 @@
 //!
 //! A client is its token when access control is on, else its IP address.
 //! Each gets a token bucket (GCRA, from `governor`) of `--rate-limit`
-//! requests per second with a burst of twice that; `GET /` and
-//! `GET /healthz` are not counted. Off by default: on loopback, a limit
+//! requests per second with a burst of twice that; the always-open pages
+//! and probes ([`super::auth::is_public`]) are not counted. Off by default: on loopback, a limit
 //! would only get in the way of benchmarks and local tools.
 
 use std::net::{IpAddr, SocketAddr};
@@ -68,7 +68,7 @@ pub async fn limit_rate(State(limits): State<RateLimits>, request: Request, next
         return next.run(request).await;
     };
     let path = request.uri().path();
-    if path == "/" && request.method() == axum::http::Method::GET || path == "/healthz" {
+    if super::auth::is_public(request.method(), path) {
         return next.run(request).await;
     }
     let client = match request.extensions().get::<Caller>() {

@@ -78,10 +78,27 @@ async fn without_a_valid_token_requests_are_401() {
 }
 
 #[tokio::test]
-async fn health_and_the_index_stay_open() {
+async fn public_pages_and_probes_stay_open_and_the_rest_does_not() {
     let app = app_with_tokens().await;
-    assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
-    assert_eq!(app.get("/").await.0, StatusCode::OK);
+    for path in [
+        "/",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs/",
+        "/assets/app.js",
+    ] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path} must be open");
+    }
+    // Paths that merely start like a public one are not public.
+    for path in ["/modules", "/instances", "/metricsx", "/docsx"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path} needs a token");
+    }
+    let response = app.client.post(app.url("/inspect")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
