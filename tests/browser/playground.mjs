@@ -68,7 +68,25 @@ try {
   await page.click("#run");
   await page.locator("#output .error", { hasText: "trap" }).waitFor();
 
-  // 5. The WASI example prints to stdout.
+  // 5. Uploading a .wasm file: the origin's double_twice binary, which
+  //    imports utils.double, linked to a registered "utils".
+  const twice = Buffer.from(
+    "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b",
+    "hex");
+  await page.fill("#register-name", "utils");
+  await page.selectOption("#example", { label: "double (the origin's example)" });
+  await page.locator("#function option[value=double]").waitFor({ state: "attached" });
+  await page.click("#register");
+  await page.locator("#register-result .ok", { hasText: "utils" }).waitFor();
+  await page.setInputFiles("#upload", { name: "double_twice.wasm", mimeType: "application/wasm", buffer: twice });
+  await page.locator("#source-note", { hasText: "double_twice.wasm" }).waitFor();
+  await page.locator("#function option[value=double_twice]").waitFor({ state: "attached" });
+  await page.fill("#hosts", "utils");
+  await page.fill("#param-0", "3");
+  await page.click("#run");
+  await page.locator("#results td.value", { hasText: "12" }).waitFor();
+
+  // 6. The WASI example prints to stdout.
   await page.selectOption("#example", { label: "WASI hello world" });
   await page.locator("#function option[value=_start]").waitFor({ state: "attached" });
   await page.click("#run");
