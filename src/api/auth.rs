@@ -145,8 +145,10 @@ impl Tokens {
 /// (health, readiness, metrics): open to all, and not rate-limited.
 pub fn is_public(method: &Method, path: &str) -> bool {
     method == Method::GET
-        && (matches!(path, "/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs")
-            || path.starts_with("/docs/")
+        && (matches!(
+            path,
+            "/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs"
+        ) || path.starts_with("/docs/")
             || path.starts_with("/assets/"))
 }
 
