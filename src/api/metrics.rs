@@ -7,10 +7,11 @@
 //! store size, compile-cache totals) is read at scrape time instead, so the
 //! hot path never maintains it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -22,13 +23,14 @@ use prometheus_client::registry::{Registry, Unit};
 use super::AppState;
 use super::error::ApiError;
 
-/// Labels of `wasm_exec_http_requests`.
+/// Labels of `wasm_exec_http_requests`. All `'static`: counting a request
+/// allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     /// The route template (`/modules/{name}`), never the raw path, so that
     /// the number of series stays bounded whatever clients send.
-    route: String,
+    route: &'static str,
     status: u16,
 }
 
@@ -61,6 +63,9 @@ impl Endpoint {
 
 /// The server's request-path counters.
 pub struct Metrics {
+    /// Every route template the router serves, to label requests with a
+    /// `&'static str` found by lookup instead of a fresh `String`.
+    routes: HashMap<&'static str, &'static str>,
     requests: Family<RequestLabels, Counter>,
     durations: Family<ExecLabels, Histogram>,
     fuel: Counter,
@@ -77,7 +82,13 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        let routes = super::routes()
+            .served()
+            .iter()
+            .map(|(_, path)| (*path, *path))
+            .collect();
         Metrics {
+            routes,
             requests: Family::default(),
             // 50 µs to about 7 s, each bucket 2.5× the last.
             durations: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.5, 14))),
@@ -95,14 +106,34 @@ impl Metrics {
         format!("{}-{n:010}", self.id_prefix)
     }
 
+    /// The label for a request's matched route template: the template
+    /// itself for our routes, `docs` for the Swagger UI's files, else
+    /// `unmatched`.
+    pub fn route_label(&self, matched: Option<&str>) -> &'static str {
+        match matched {
+            Some(path) => match self.routes.get(path) {
+                Some(route) => route,
+                None if path.starts_with("/docs") => "/docs",
+                None => "other",
+            },
+            None => "unmatched",
+        }
+    }
+
     /// Counts one answered request.
-    pub fn request(&self, method: &str, route: &str, status: u16) {
+    pub fn request(&self, method: &Method, route: &'static str, status: u16) {
+        let method = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::DELETE => "DELETE",
+            Method::PUT => "PUT",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            Method::PATCH => "PATCH",
+            _ => "other",
+        };
         self.requests
-            .get_or_create(&RequestLabels {
-                method: method.to_string(),
-                route: route.to_string(),
-                status,
-            })
+            .get_or_create(&RequestLabels { method, route, status })
             .inc();
     }
 

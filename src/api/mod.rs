@@ -33,9 +33,22 @@ use error::{ApiError, ErrorCode};
 use openapi::{ErrorBody, Health};
 use routes::Routes;
 
-/// State shared by every handler.
+/// State shared by every handler: one `Arc`, because axum clones the state
+/// for every request and a struct of several `Arc`s costs an atomic
+/// increment and decrement per field per request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub engine: WasmEngine,
     pub registry: Arc<Registry>,
     pub instances: Arc<Instances>,
@@ -63,7 +76,7 @@ impl AppState {
         body_timeout: std::time::Duration,
     ) -> Self {
         let max_concurrency = max_concurrency.max(1);
-        AppState {
+        AppState(Arc::new(Shared {
             engine,
             registry,
             instances,
@@ -71,7 +84,7 @@ impl AppState {
             exec_permits: Arc::new(Semaphore::new(max_concurrency)),
             max_concurrency,
             body_timeout: extract::BodyTimeout(body_timeout),
-        }
+        }))
     }
 
     /// Executions (and registrations) running now.
@@ -117,7 +130,7 @@ pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate
         // records the caller), then the rate limit counted per caller.
         .layer(middleware::from_fn_with_state(rate_limits, quota::limit_rate))
         .layer(middleware::from_fn_with_state(Arc::new(tokens), auth::require_token))
-        .layer(middleware::from_fn_with_state(state.clone(), log_request))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), log_request))
         .with_state(state)
 }
 
@@ -198,20 +211,16 @@ fn client_request_id(request: &Request) -> Option<String> {
 /// Per request: a request id (the client's, else a new one) echoed in
 /// `x-request-id`, one log line (id, method, path, status, error code,
 /// duration), and the request counter of `/metrics`.
-async fn log_request(State(app): State<AppState>, request: Request, next: Next) -> Response {
+async fn log_request(State(metrics): State<Arc<metrics::Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_string();
-    let id = client_request_id(&request).unwrap_or_else(|| app.metrics.request_id());
+    let route = metrics.route_label(request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    let id = client_request_id(&request).unwrap_or_else(|| metrics.request_id());
     let mut response = next.run(request).await;
     let micros = started.elapsed().as_micros() as u64;
     let status = response.status().as_u16();
-    app.metrics.request(method.as_str(), &route, status);
+    metrics.request(&method, route, status);
     match response.extensions().get::<ErrorCode>() {
         Some(ErrorCode(code)) if status >= 500 => {
             tracing::error!(request_id = %id, %method, %path, status, code, micros, "request failed")
