@@ -9,7 +9,12 @@
 //! natively in this process, for the wasm/native ratio.
 //!
 //! Environment: `BENCH_SECONDS` (per scenario, default 5), `BENCH_CONNECTIONS`
-//! (default 16), `BENCH_ONLY` (run scenarios whose name contains it).
+//! (default 16), `BENCH_ONLY` (run scenarios whose name contains it),
+//! `BENCH_ROUNDS` (default 3). All scenarios run once per round, in turn, and
+//! each reports its median round, with the slowest and fastest round beside
+//! it: on a shared virtual machine throughput drifts by 10-20% over a minute,
+//! and interleaving spreads that drift over every scenario, floor included,
+//! instead of letting it land on whichever ran last.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -71,6 +76,8 @@ impl Drop for Server {
 struct Row {
     name: String,
     rps: f64,
+    /// Slowest and fastest round's requests/s.
+    spread: (f64, f64),
     p50_ms: f64,
     p99_ms: f64,
     peak_rss_mib: f64,
@@ -96,6 +103,11 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
     let client = reqwest::blocking::Client::new();
@@ -187,26 +199,27 @@ fn main() {
         ),
     ];
 
-    let mut rows = Vec::new();
-    for (name, path, script, conns) in scenarios {
-        if !name.contains(&only) {
-            continue;
+    let scenarios: Vec<_> = scenarios.into_iter().filter(|s| s.0.contains(&only)).collect();
+    let mut runs: Vec<Vec<Row>> = scenarios.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for ((name, path, script, conns), runs) in scenarios.iter().zip(&mut runs) {
+            let path = path.replace("ID", &instance_id);
+            let script_path = dir.path().join("script.lua");
+            std::fs::write(&script_path, script).unwrap();
+            reset_peak_rss(server.child.id());
+            let row = run_wrk(
+                name,
+                &format!("{}{path}", server.base),
+                &script_path,
+                *conns,
+                seconds,
+                server.child.id(),
+            );
+            eprintln!("round {round}/{rounds} {name}: {:.0} req/s", row.rps);
+            runs.push(row);
         }
-        let path = path.replace("ID", &instance_id);
-        let script_path = dir.path().join("script.lua");
-        std::fs::write(&script_path, &script).unwrap();
-        reset_peak_rss(server.child.id());
-        let row = run_wrk(
-            name,
-            &format!("{}{path}", server.base),
-            &script_path,
-            conns,
-            seconds,
-            server.child.id(),
-        );
-        eprintln!("{name}: {:.0} req/s", row.rps);
-        rows.push(row);
     }
+    let rows: Vec<Row> = runs.into_iter().map(median_round).collect();
 
     let native = native_fib_ms();
     print_table(&rows, native, seconds, connections);
@@ -339,6 +352,7 @@ fn run_wrk(name: &str, url: &str, script: &Path, conns: u64, seconds: u64, pid: 
     Row {
         name: name.to_string(),
         rps: number_after("Requests/sec:").unwrap_or(f64::NAN),
+        spread: (f64::NAN, f64::NAN),
         p50_ms: number_after("50%").unwrap_or(f64::NAN),
         p99_ms: number_after("99%").unwrap_or(f64::NAN),
         peak_rss_mib: peak_rss_mib(pid),
@@ -377,18 +391,29 @@ fn native_fib_ms() -> f64 {
     times[times.len() / 2]
 }
 
+/// The round with the median requests/s, carrying the spread of all rounds.
+fn median_round(mut rows: Vec<Row>) -> Row {
+    rows.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let spread = (rows[0].rps, rows[rows.len() - 1].rps);
+    let mut median = rows.swap_remove(rows.len() / 2);
+    median.spread = spread;
+    median
+}
+
 fn print_table(rows: &[Row], native_fib_ms: f64, seconds: u64, connections: u64) {
     let floor = rows.iter().find(|r| r.name.contains("healthz")).map(|r| r.rps);
     println!();
     println!("wrk -t1 -c{connections} -d{seconds}s against the release server on loopback");
     println!();
-    println!("| scenario | requests/s | ratio to floor | p50 ms | p99 ms | peak RSS MiB | non-2xx |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| scenario | requests/s (median round) | slowest–fastest round | ratio to floor | p50 ms | p99 ms | peak RSS MiB | non-2xx |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let ratio = floor.map(|f| format!("{:.2}", r.rps / f)).unwrap_or_else(|| "-".into());
         println!(
-            "| {} | {:.0} | {ratio} | {:.3} | {:.3} | {:.1} | {} |",
-            r.name, r.rps, r.p50_ms, r.p99_ms, r.peak_rss_mib, r.errors
+            "| {} | {:.0} | {:.0}–{:.0} | {ratio} | {:.3} | {:.3} | {:.1} | {} |",
+            r.name, r.rps, r.spread.0, r.spread.1, r.p50_ms, r.p99_ms, r.peak_rss_mib, r.errors
         );
     }
     if let Some(fib) = rows.iter().find(|r| r.name.contains("fib")) {
