@@ -169,3 +169,82 @@ async fn every_response_carries_a_request_id_and_a_valid_client_id_is_kept() {
         assert!(id.len() <= 128);
     }
 }
+
+/// The real binary's log line for a request carries the same id as the
+/// response header, and the log is plain text when it is not a terminal.
+#[tokio::test]
+async fn the_log_line_carries_the_request_id() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-exec-api"))
+        .args(["--memory", "--port", &port.to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(ready, "server did not start");
+    let response = client
+        .get(format!("{base}/modules/nope"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-123");
+    let generated = client.get(format!("{base}/readyz")).send().await.unwrap();
+    let generated_id = generated.headers()["x-request-id"].to_str().unwrap().to_string();
+
+    let found = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (mut client_id_line, mut generated_line) = (None, None);
+        while std::time::Instant::now() < deadline && (client_id_line.is_none() || generated_line.is_none()) {
+            if let Ok(line) = lines_rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                if line.contains("request_id=trace-me-123") {
+                    client_id_line = Some(line);
+                } else if line.contains(&format!("request_id={generated_id}")) {
+                    generated_line = Some(line);
+                }
+            }
+        }
+        (client_id_line, generated_line)
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let (client_id_line, generated_line) = found;
+    let line = client_id_line.expect("no log line with the client's request id");
+    assert!(
+        line.contains("status=404") && line.contains(r#"code="module_not_found""#),
+        "{line}"
+    );
+    assert!(!line.contains('\u{1b}'), "ANSI escapes in a non-terminal log: {line}");
+    assert!(
+        generated_line
+            .expect("no log line with the generated id")
+            .contains("path=/readyz")
+    );
+}
