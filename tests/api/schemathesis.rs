@@ -58,8 +58,5 @@ async fn schemathesis_finds_no_failures_against_the_openapi_document() {
     );
     assert!(output.status.success(), "schemathesis failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("Tested:"), "no operations were tested:\n{stdout}");
-    assert!(
-        stdout.contains("passed") || stdout.contains("No issues found"),
-        "{stdout}"
-    );
+    assert!(stdout.contains(" passed"), "{stdout}");
 }
