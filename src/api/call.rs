@@ -87,11 +87,27 @@ pub struct WasiBody {
     /// The whole environment the program sees.
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "stdin_body")]
     stdin: Option<StdinBody>,
 }
 
+/// `stdin` strictly as the schema has it: a string, or an object with only
+/// `base64` (an untagged enum would also take `["..."]` for the object).
+fn stdin_body<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<StdinBody>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(serde_json::Value::String(text)) => Ok(Some(StdinBody::Text(text))),
+        Some(serde_json::Value::Object(mut map)) if map.len() == 1 => match map.remove("base64") {
+            Some(serde_json::Value::String(base64)) => Ok(Some(StdinBody::Bytes { base64 })),
+            _ => Err(D::Error::custom("wasi.stdin must be text or {\"base64\": \"...\"}")),
+        },
+        Some(_) => Err(D::Error::custom("wasi.stdin must be text or {\"base64\": \"...\"}")),
+    }
+}
+
 /// `stdin` as text, or as `{"base64": …}` for binary input.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum StdinBody {
     Text(String),
@@ -252,9 +268,39 @@ pub struct ExecResponse {
     memory: Vec<MemoryReadOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<i32>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    output: Option<OutputBody>,
+    #[serde(flatten)]
+    output: OutputFields,
     stats: StatsBody,
+}
+
+/// A WASI program's output in a successful response: present exactly when
+/// the module uses WASI. (A flattened `Option<OutputBody>` would serialize
+/// the same, but its schema would claim the whole response is either the
+/// output or null.)
+#[derive(Serialize, ToSchema, Default)]
+pub struct OutputFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stdout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stderr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stdout_truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stderr_truncated: Option<bool>,
+}
+
+impl From<Option<OutputBody>> for OutputFields {
+    fn from(o: Option<OutputBody>) -> Self {
+        match o {
+            None => OutputFields::default(),
+            Some(o) => OutputFields {
+                stdout: Some(o.stdout),
+                stderr: Some(o.stderr),
+                stdout_truncated: Some(o.stdout_truncated),
+                stderr_truncated: Some(o.stderr_truncated),
+            },
+        }
+    }
 }
 
 /// One entry of the response's `memory`.
@@ -358,7 +404,7 @@ fn respond(
         wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     };
     let (exit_code, output) = match outcome.wasi {
-        Some(w) => (Some(w.exit_code), Some(w.output.into())),
+        Some(w) => (Some(w.exit_code), Some(OutputBody::from(w.output))),
         None => (None, None),
     };
     Ok(Json(ExecResponse {
@@ -366,7 +412,7 @@ fn respond(
         result_types,
         memory: memory_out(read_bodies, outcome.memory),
         exit_code,
-        output,
+        output: output.into(),
         stats,
     }))
 }

@@ -133,7 +133,9 @@ impl IntoResponse for ApiError {
         error.insert("message".into(), self.message.into());
         error.extend(self.extra);
         let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        // Overload and exhausted capacity are temporary: say when to retry.
+        // (The rate limiter replaces this with its own figure.)
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -31,15 +31,13 @@ pub fn routes() -> Routes {
 /// `wat`) and the call.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"wat": "(module (func (export \"double\") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))", "function_name": "double", "params": [2]}))]
 pub struct RunInline {
     /// The module binary as hex (whitespace ignored).
-    #[schema(nullable = false)]
     wasm_hex: Option<String>,
     /// The module binary as standard base64.
-    #[schema(nullable = false)]
     wasm_base64: Option<String>,
     /// The module as WebAssembly text, compiled on the server.
-    #[schema(nullable = false)]
     wat: Option<String>,
     /// The export to call; omit to run a WASI command's `_start`.
     function_name: Option<String>,
@@ -53,18 +51,21 @@ pub struct RunInline {
     #[serde(default)]
     host_modules: Vec<String>,
     /// Lower the server's limits for this call.
+    #[serde(default, deserialize_with = "super::extract::object")]
     limits: Option<LimitOverrides>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::objects")]
     memory_writes: Vec<MemoryWriteBody>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::objects")]
     memory_reads: Vec<MemoryReadBody>,
     result_encoding: Option<Encoding>,
+    #[serde(default, deserialize_with = "super::extract::object")]
     wasi: Option<WasiBody>,
 }
 
 /// Body of `POST /execute`: a registered module and the call.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"module_name": "utils", "function_name": "double", "params": [21]}))]
 pub struct RunRegistered {
     #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
     module_name: String,
@@ -77,12 +78,14 @@ pub struct RunRegistered {
     #[schema(value_type = Vec<serde_json::Value>)]
     params: Vec<Box<RawValue>>,
     /// Lower the server's limits for this call.
+    #[serde(default, deserialize_with = "super::extract::object")]
     limits: Option<LimitOverrides>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::objects")]
     memory_writes: Vec<MemoryWriteBody>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::objects")]
     memory_reads: Vec<MemoryReadBody>,
     result_encoding: Option<Encoding>,
+    #[serde(default, deserialize_with = "super::extract::object")]
     wasi: Option<WasiBody>,
 }
 
@@ -102,7 +105,7 @@ const INLINE_PROGRAM: &str = "main";
         (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
         (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
         (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
     ))]
 async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInline>) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit()?;
@@ -153,7 +156,7 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
         (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
         (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
         (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
     ))]
 async fn run_registered(
     State(app): State<AppState>,

@@ -39,30 +39,31 @@ pub fn routes() -> Routes {
 /// code.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"wat": "(module (global $n (mut i32) (i32.const 0)) (func (export \"inc\") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"}))]
 pub struct CreateInstance {
-    #[schema(nullable = false, pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
     module_name: Option<String>,
     /// The module binary as hex (whitespace ignored).
-    #[schema(nullable = false)]
     wasm_hex: Option<String>,
     /// The module binary as standard base64.
-    #[schema(nullable = false)]
     wasm_base64: Option<String>,
     /// The module as WebAssembly text, compiled on the server.
-    #[schema(nullable = false)]
     wat: Option<String>,
     /// With inline code: registered modules it imports from.
     #[serde(default)]
     host_modules: Vec<String>,
     /// The instance's limits: memory and tables for its life, fuel and
     /// time per call.
+    #[serde(default, deserialize_with = "super::extract::object")]
     limits: Option<LimitOverrides>,
+    #[serde(default, deserialize_with = "super::extract::object")]
     wasi: Option<WasiBody>,
 }
 
 /// Body of `POST /instances/{id}/call`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"function_name": "inc"}))]
 pub struct CallInstance {
     /// The export to call; omit to run a WASI command's `_start`.
     function_name: Option<String>,
@@ -73,10 +74,11 @@ pub struct CallInstance {
     #[schema(value_type = Vec<serde_json::Value>)]
     params: Vec<Box<RawValue>>,
     /// Lower `fuel` or `timeout_ms` for this call.
+    #[serde(default, deserialize_with = "super::extract::object")]
     limits: Option<LimitOverrides>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::objects")]
     memory_writes: Vec<MemoryWriteBody>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::objects")]
     memory_reads: Vec<MemoryReadBody>,
     result_encoding: Option<Encoding>,
 }
@@ -114,7 +116,7 @@ impl From<InstanceError> for ApiError {
     fn from(e: InstanceError) -> Self {
         match e {
             InstanceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "instance_not_found", e.to_string()),
-            InstanceError::Capacity(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "instance_capacity", m),
+            InstanceError::Capacity(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "instance_capacity", m),
             InstanceError::Instantiate(failure) => call::failure(*failure, &[]),
         }
     }
@@ -173,8 +175,8 @@ fn describe_slot(app: &AppState, slot: &Slot, stats: Option<ExecStats>) -> Insta
         (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
         (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
         (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+        (status = 429, description = "rate_limited (over this client's request rate) or instance_capacity (the live-instance caps are reached); see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
     ))]
 async fn create(
     State(app): State<AppState>,
@@ -301,7 +303,7 @@ async fn delete(
         (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
         (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
         (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
     ))]
 async fn call_instance(
     State(app): State<AppState>,

@@ -33,19 +33,17 @@ pub fn routes() -> Routes {
 /// `wasm_hex`, `wasm_base64`, `wat`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"module_name": "utils", "wat": "(module (func (export \"double\") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"}))]
 pub struct Register {
     /// 1-128 characters of letters, digits, `_`, `-`, `.`; also the import
     /// module name dependents use.
     #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")]
     module_name: String,
     /// The module binary as hex (whitespace ignored).
-    #[schema(nullable = false)]
     wasm_hex: Option<String>,
     /// The module binary as standard base64.
-    #[schema(nullable = false)]
     wasm_base64: Option<String>,
     /// The module as WebAssembly text, compiled on the server.
-    #[schema(nullable = false)]
     wat: Option<String>,
     /// Registered modules this one imports from.
     #[serde(default)]
@@ -55,15 +53,13 @@ pub struct Register {
 /// Body of `POST /inspect`: exactly one of `wasm_hex`, `wasm_base64`, `wat`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"wat": "(module (func (export \"double\") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"}))]
 pub struct Inspect {
     /// The module binary as hex (whitespace ignored).
-    #[schema(nullable = false)]
     wasm_hex: Option<String>,
     /// The module binary as standard base64.
-    #[schema(nullable = false)]
     wasm_base64: Option<String>,
     /// The module as WebAssembly text, compiled on the server.
-    #[schema(nullable = false)]
     wat: Option<String>,
 }
 
@@ -140,7 +136,7 @@ async fn inspect(State(app): State<AppState>, JsonBody(req): JsonBody<Inspect>) 
         (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
         (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
         (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
     ))]
 async fn register(
     State(app): State<AppState>,
@@ -220,7 +216,7 @@ async fn binary(State(app): State<AppState>, Path(name): Path<String>) -> ApiRes
         (status = 404, description = "module_not_found", body = ErrorBody),
         (status = 409, description = "module_in_use: other modules import from it (listed in `dependents`)", body = ErrorBody),
         (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded or instance_capacity; see Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
     ))]
 async fn delete(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
     app.registry.delete(&name).await?;

@@ -144,14 +144,44 @@ pub fn document() -> &'static str {
             "CreateInstance",
             &["module_name", "wasm_hex", "wasm_base64", "wat"],
         );
+        let module_ops = ["describe_module", "module_binary", "delete_module"];
+        link(&mut doc, "/register", "201", "name", &module_ops);
+        let instance_ops = ["describe_instance", "call_instance", "delete_instance"];
+        link(&mut doc, "/instances", "201", "id", &instance_ops);
         serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes")
     })
+}
+
+/// Adds OpenAPI links from a creating `POST`'s response to the operations
+/// that take what it created (the body's `key`, which is also their path
+/// parameter's name), so clients and stateful testers can follow them.
+fn link(doc: &mut serde_json::Value, path: &str, status: &str, key: &str, targets: &[&str]) {
+    let pointer = format!("/paths/{}/post/responses/{status}", path.replace('/', "~1"));
+    let Some(response) = doc.pointer_mut(&pointer).and_then(|r| r.as_object_mut()) else {
+        return;
+    };
+    let links: serde_json::Map<String, serde_json::Value> = targets
+        .iter()
+        .map(|op| {
+            let link = serde_json::json!({
+                "operationId": op,
+                "parameters": { key: format!("$response.body#/{key}") },
+            });
+            (op.to_string(), link)
+        })
+        .collect();
+    response.insert("links".into(), serde_json::Value::Object(links));
 }
 
 /// States in the schema `name` that exactly one of `fields` must be sent,
 /// a rule the derive cannot express.
 fn exactly_one_of(doc: &mut serde_json::Value, name: &str, fields: &[&str]) {
-    let one_of: Vec<serde_json::Value> = fields.iter().map(|f| serde_json::json!({ "required": [f] })).collect();
+    // Each branch requires its field *as a string*: a field sent as `null`
+    // counts as absent, which is how the server reads it.
+    let one_of: Vec<serde_json::Value> = fields
+        .iter()
+        .map(|f| serde_json::json!({ "required": [f], "properties": { *f: { "type": "string" } } }))
+        .collect();
     if let Some(schema) = doc
         .pointer_mut(&format!("/components/schemas/{name}"))
         .and_then(|s| s.as_object_mut())

@@ -222,3 +222,41 @@ async fn unknown_routes_and_methods_answer_json() {
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
     );
 }
+
+#[tokio::test]
+async fn nested_objects_must_be_objects_and_null_code_fields_count_as_absent() {
+    let app = spawn_app().await;
+    let base = json!({"wat": DOUBLE_WAT, "function_name": "double", "params": [2]});
+    let with = |key: &str, value: serde_json::Value| {
+        let mut body = base.clone();
+        body[key] = value;
+        body
+    };
+    // Serde would read these arrays as the structs' fields in order; the
+    // schema says object, and so does the server.
+    for (key, value) in [
+        ("limits", json!([1000, 100])),
+        ("wasi", json!([[], {}])),
+        ("memory_reads", json!([[0, 4]])),
+        ("memory_writes", json!([[0, "00"]])),
+    ] {
+        let (status, body) = app.post("/", &with(key, value)).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{key}: {body}"
+        );
+    }
+    let (status, body) = app.post("/", &with("wasi", json!({"stdin": ["x"]}))).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("wasi.stdin"));
+
+    // Explicit nulls are the same as leaving a field out.
+    let (status, body) = app.post("/", &with("wasm_hex", serde_json::Value::Null)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([4]));
+    let (status, _) = app
+        .post("/", &with("limits", json!({"fuel": 1000.0, "timeout_ms": null})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}

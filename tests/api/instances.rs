@@ -121,14 +121,14 @@ async fn live_instances_are_capped_in_number_and_memory() {
     let (status, body) = app.post("/instances", &json!({"wat": COUNTER})).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::SERVICE_UNAVAILABLE, "instance_capacity"),
+        (StatusCode::TOO_MANY_REQUESTS, "instance_capacity"),
         "default memory limit exceeds the budget"
     );
     create(&app, small.clone()).await;
     let (status, body) = app.post("/instances", &small).await;
     assert_eq!(
         (status, code(&body)),
-        (StatusCode::SERVICE_UNAVAILABLE, "instance_capacity")
+        (StatusCode::TOO_MANY_REQUESTS, "instance_capacity")
     );
     assert!(
         body["error"]["message"]
