@@ -297,16 +297,24 @@ fn print_streams(body: &Value) {
 
 fn call(args: CallArgs) -> Result<u8, Failure> {
     let (field, code) = code_field(&args.file)?;
-    let params: Vec<Box<RawValue>> = args.params.iter().map(|p| param_token(p)).collect();
-    let mut body = json!({ field: code, "function_name": args.function });
-    if !args.host_modules.is_empty() {
-        body["host_modules"] = json!(args.host_modules);
+    /// `POST /`'s body. Params are raw JSON tokens, so big integers keep
+    /// their digits.
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        #[serde(flatten)]
+        code: serde_json::Map<String, Value>,
+        function_name: &'a str,
+        params: Vec<Box<RawValue>>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        host_modules: &'a [String],
     }
-    // Params are spliced in as raw tokens so that big integers keep their digits.
-    let mut text = body.to_string();
-    text.pop();
-    let params = params.iter().map(|p| p.get()).collect::<Vec<_>>().join(",");
-    text.push_str(&format!(",\"params\":[{params}]}}"));
+    let body = Body {
+        code: serde_json::Map::from_iter([(field.to_string(), Value::String(code))]),
+        function_name: &args.function,
+        params: args.params.iter().map(|p| param_token(p)).collect(),
+        host_modules: &args.host_modules,
+    };
+    let text = serde_json::to_string(&body).map_err(|e| Failure::usage(format!("cannot encode the request: {e}")))?;
     let client = Client::new(&args.server)?;
     let answer = client.post("/", text)?;
     if args.server.json {

@@ -17,6 +17,12 @@ use crate::engine::{
     CacheOutcome, CallFailure, CallOutcome, CallSpec, ExecLimits, MemoryRead, MemoryWrite, WasiConfig, WasiOutput,
 };
 
+/// `argv[0]` of an inline WASI program.
+pub const INLINE_PROGRAM: &str = "main";
+
+/// How messages name inline code (a registered module is "module `name`").
+pub const INLINE_LABEL: &str = "the module";
+
 /// How bytes are written in JSON.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -166,7 +172,8 @@ impl Call {
         result: Result<CallOutcome, CallFailure>,
         compile: Option<CacheOutcome>,
         started: Instant,
-        (metrics, endpoint): (&Metrics, Endpoint),
+        metrics: &Metrics,
+        endpoint: Endpoint,
     ) -> ApiResult<Json<ExecResponse>> {
         let seconds = started.elapsed().as_secs_f64();
         match result {

@@ -15,7 +15,7 @@ use super::code::CodeFields;
 use super::error::ApiResult;
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
-use super::openapi::ErrorBody;
+use super::openapi::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use crate::engine::link::check_imports;
 use crate::engine::{InstanceSpec, LimitOverrides};
@@ -89,23 +89,12 @@ pub struct RunRegistered {
     wasi: Option<WasiBody>,
 }
 
-/// `argv[0]` of an inline WASI program.
-const INLINE_PROGRAM: &str = "main";
-
 #[utoipa::path(post, path = "/", tag = "execute", operation_id = "run_inline",
     request_body = RunInline,
     responses(
         (status = 200, description = "The call's typed results, stats, memory reads and WASI output", body = ExecResponse),
-        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
         (status = 404, description = "function_not_found: no such exported function", body = ErrorBody),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
-        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
-        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
-        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
+        GuardedErrors, BodyErrors, RunErrors,
     ))]
 async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInline>) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit()?;
@@ -120,7 +109,7 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
         req.result_encoding,
         max_read,
     )?;
-    let wasi = call::wasi_config(req.wasi, INLINE_PROGRAM)?;
+    let wasi = call::wasi_config(req.wasi, call::INLINE_PROGRAM)?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
         wasm_base64: req.wasm_base64,
@@ -129,34 +118,28 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
     let wasm = code.into_wasm(&app.engine).await?;
     let (root, compiled) = app.engine.compile(wasm).await?;
     let graph = app.registry.link_graph(&req.host_modules).await?;
-    check_imports("the module", &root, &Registry::direct_hosts(&graph, &req.host_modules))?;
-    let output_cap = app.engine.settings().max_output_bytes;
+    check_imports(
+        call::INLINE_LABEL,
+        &root,
+        &Registry::direct_hosts(&graph, &req.host_modules),
+    )?;
     let spec = InstanceSpec {
         root,
-        root_label: "the module".into(),
+        root_label: call::INLINE_LABEL.into(),
         graph,
         limits,
         wasi,
-        output_cap,
     };
     let result = app.engine.run(spec, call.spec(limits)).await;
-    call.respond(result, Some(compiled), started, (&app.metrics, Endpoint::Inline))
+    call.respond(result, Some(compiled), started, &app.metrics, Endpoint::Inline)
 }
 
 #[utoipa::path(post, path = "/execute", tag = "execute", operation_id = "run_registered",
     request_body = RunRegistered,
     responses(
         (status = 200, description = "The call's typed results, stats, memory reads and WASI output", body = ExecResponse),
-        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
         (status = 404, description = "module_not_found or function_not_found", body = ErrorBody),
-        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
-        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
-        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
+        GuardedErrors, BodyErrors, RunErrors,
     ))]
 async fn run_registered(
     State(app): State<AppState>,
@@ -177,15 +160,13 @@ async fn run_registered(
     let wasi = call::wasi_config(req.wasi, &req.module_name)?;
     let (root, compiled, graph) = app.registry.resolve_for_call(&req.module_name).await?;
     let root_label = format!("module `{}`", req.module_name);
-    let output_cap = app.engine.settings().max_output_bytes;
     let spec = InstanceSpec {
         root,
         root_label,
         graph,
         limits,
         wasi,
-        output_cap,
     };
     let result = app.engine.run(spec, call.spec(limits)).await;
-    call.respond(result, Some(compiled), started, (&app.metrics, Endpoint::Registered))
+    call.respond(result, Some(compiled), started, &app.metrics, Endpoint::Registered)
 }

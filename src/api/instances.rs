@@ -19,7 +19,7 @@ use super::code::CodeFields;
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
-use super::openapi::ErrorBody;
+use super::openapi::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use crate::engine::link::check_imports;
 use crate::engine::{ExecLimits, ExecStats, InstanceSpec, LimitOverrides, ModuleInterface};
@@ -167,16 +167,8 @@ fn describe_slot(app: &AppState, slot: &Slot, stats: Option<ExecStats>) -> Insta
     request_body = CreateInstance,
     responses(
         (status = 201, description = "Created; the instance, its limits and interface, and instantiation stats", body = InstanceBody),
-        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
         (status = 404, description = "module_not_found", body = ErrorBody),
-        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
-        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
-        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
-        (status = 429, description = "rate_limited (over this client's request rate) or instance_capacity (the live-instance caps are reached); see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
+        GuardedErrors, BodyErrors, RunErrors,
     ))]
 async fn create(
     State(app): State<AppState>,
@@ -191,7 +183,8 @@ async fn create(
         wat: req.wat,
     };
     let has_code = code.wasm_hex.is_some() || code.wasm_base64.is_some() || code.wat.is_some();
-    let (module, root, graph) = match (req.module_name, has_code) {
+    // The instance's module name, how messages name it, and WASI's argv[0].
+    let (module, label, program, root, graph) = match (req.module_name, has_code) {
         (Some(name), false) => {
             if !req.host_modules.is_empty() {
                 return Err(ApiError::invalid_request(
@@ -199,14 +192,25 @@ async fn create(
                 ));
             }
             let (root, _, graph) = app.registry.resolve_for_call(&name).await?;
-            (name, root, graph)
+            let label = format!("module `{name}`");
+            (name.clone(), label, name, root, graph)
         }
         (None, true) => {
             let wasm = code.into_wasm(&app.engine).await?;
             let (root, _) = app.engine.compile(wasm).await?;
             let graph = app.registry.link_graph(&req.host_modules).await?;
-            check_imports("the module", &root, &Registry::direct_hosts(&graph, &req.host_modules))?;
-            ("inline".to_string(), root, graph)
+            check_imports(
+                call::INLINE_LABEL,
+                &root,
+                &Registry::direct_hosts(&graph, &req.host_modules),
+            )?;
+            (
+                "inline".to_string(),
+                call::INLINE_LABEL.to_string(),
+                call::INLINE_PROGRAM.to_string(),
+                root,
+                graph,
+            )
         }
         _ => {
             return Err(ApiError::invalid_request(
@@ -214,20 +218,13 @@ async fn create(
             ));
         }
     };
-    let wasi = call::wasi_config(req.wasi, if module == "inline" { "main" } else { &module })?;
-    let label = if module == "inline" {
-        "the module".to_string()
-    } else {
-        format!("module `{module}`")
-    };
-    let output_cap = app.engine.settings().max_output_bytes;
+    let wasi = call::wasi_config(req.wasi, &program)?;
     let spec = InstanceSpec {
         root,
         root_label: label,
         graph,
         limits,
         wasi,
-        output_cap,
     };
     let (slot, stats) = app.instances.create(spec, module, owner_of(&caller)).await?;
     Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))))
@@ -236,9 +233,7 @@ async fn create(
 #[utoipa::path(get, path = "/instances", tag = "instances", operation_id = "list_instances",
     responses(
         (status = 200, description = "The caller's live instances", body = InstanceList),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        GuardedErrors,
     ))]
 async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Json<InstanceList> {
     let owner = owner_of(&caller);
@@ -256,10 +251,8 @@ async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>)
     params(("id" = String, Path, description = "Instance id")),
     responses(
         (status = 200, description = "The instance", body = InstanceBody),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
         (status = 404, description = "instance_not_found", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        GuardedErrors,
     ))]
 async fn describe(
     State(app): State<AppState>,
@@ -274,10 +267,8 @@ async fn describe(
     params(("id" = String, Path, description = "Instance id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
         (status = 404, description = "instance_not_found", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        GuardedErrors,
     ))]
 async fn delete(
     State(app): State<AppState>,
@@ -294,16 +285,8 @@ async fn delete(
     request_body = CallInstance,
     responses(
         (status = 200, description = "The call's typed results and stats; the instance keeps its state", body = ExecResponse),
-        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
         (status = 404, description = "instance_not_found or function_not_found", body = ErrorBody),
-        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
-        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
-        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
+        GuardedErrors, BodyErrors, RunErrors,
     ))]
 async fn call_instance(
     State(app): State<AppState>,
@@ -337,5 +320,5 @@ async fn call_instance(
     slot.touch();
     let result = live.call(call.spec(limits)).await;
     drop(live);
-    call.respond(result, None, started, (&app.metrics, Endpoint::Instance))
+    call.respond(result, None, started, &app.metrics, Endpoint::Instance)
 }

@@ -7,7 +7,7 @@
 //! store size, compile-cache totals) is read at scrape time instead, so the
 //! hot path never maintains it.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
@@ -65,7 +65,7 @@ impl Endpoint {
 pub struct Metrics {
     /// Every route template the router serves, to label requests with a
     /// `&'static str` found by lookup instead of a fresh `String`.
-    routes: HashMap<&'static str, &'static str>,
+    routes: HashSet<&'static str>,
     requests: Family<RequestLabels, Counter>,
     durations: Family<ExecLabels, Histogram>,
     fuel: Counter,
@@ -82,11 +82,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let routes = super::routes()
-            .served()
-            .iter()
-            .map(|(_, path)| (*path, *path))
-            .collect();
+        let routes = super::served_routes().iter().map(|(_, path)| *path).collect();
         Metrics {
             routes,
             requests: Family::default(),

@@ -115,6 +115,13 @@ pub fn routes() -> Routes {
         .merge(instances::routes())
 }
 
+/// The `(method, path template)` of every endpoint, collected once: the
+/// metrics' route labels and the JSON index read it.
+pub fn served_routes() -> &'static [(Method, &'static str)] {
+    static SERVED: std::sync::OnceLock<Vec<(Method, &'static str)>> = std::sync::OnceLock::new();
+    SERVED.get_or_init(|| routes().served().to_vec())
+}
+
 /// The whole API.
 pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate_limits: quota::RateLimits) -> Router {
     routes()

@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::code::CodeFields;
 use super::error::ApiResult;
 use super::extract::JsonBody;
-use super::openapi::ErrorBody;
+use super::openapi::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use crate::engine::ModuleInterface;
 use crate::registry::ModuleRecord;
@@ -96,15 +96,7 @@ pub struct ModuleList {
     request_body = Inspect,
     responses(
         (status = 200, description = "The module's hash, size, exports and imports with their types", body = Inspection),
-        (status = 400, description = "invalid_request or invalid_module", body = ErrorBody),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope)", body = ErrorBody),
-        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
-        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
-        (status = 422, description = "limit_exceeded: compile_time", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
+        GuardedErrors, BodyErrors, RunErrors,
     ))]
 async fn inspect(State(app): State<AppState>, JsonBody(req): JsonBody<Inspect>) -> ApiResult<Json<Inspection>> {
     let _permit = app.exec_permit()?;
@@ -127,16 +119,8 @@ async fn inspect(State(app): State<AppState>, JsonBody(req): JsonBody<Inspect>) 
     request_body = Register,
     responses(
         (status = 201, description = "Registered; the record and the module's exports and imports", body = ModuleDetail),
-        (status = 400, description = "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access", body = ErrorBody),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
-        (status = 408, description = "request_timeout: the body did not arrive in time", body = ErrorBody),
         (status = 409, description = "module_exists: the name is taken", body = ErrorBody),
-        (status = 413, description = "payload_too_large: the body or module is over its limit", body = ErrorBody),
-        (status = 415, description = "unsupported_media_type: the body is not JSON", body = ErrorBody),
-        (status = 422, description = "trap or limit_exceeded (fuel, timeout, memory, table, stack, compile time)", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
+        GuardedErrors, BodyErrors, RunErrors,
     ))]
 async fn register(
     State(app): State<AppState>,
@@ -165,9 +149,7 @@ async fn register(
 #[utoipa::path(get, path = "/modules", tag = "registry", operation_id = "list_modules",
     responses(
         (status = 200, description = "Every registered module, in name order", body = ModuleList),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        GuardedErrors,
     ))]
 async fn list(State(app): State<AppState>) -> Json<ModuleList> {
     Json(ModuleList {
@@ -179,10 +161,8 @@ async fn list(State(app): State<AppState>) -> Json<ModuleList> {
     params(("name" = String, Path, description = "Registered module name")),
     responses(
         (status = 200, description = "The record and the module's exports and imports with their types", body = ModuleDetail),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
         (status = 404, description = "module_not_found", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        GuardedErrors,
     ))]
 async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ModuleDetail>> {
     let record = app.registry.get(&name)?;
@@ -197,10 +177,8 @@ async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiR
     params(("name" = String, Path, description = "Registered module name")),
     responses(
         (status = 200, description = "The module binary as registered", content_type = "application/wasm", body = Vec<u8>),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
         (status = 404, description = "module_not_found", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
+        GuardedErrors,
     ))]
 async fn binary(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<impl IntoResponse> {
     let wasm = app.registry.wasm(&name).await?;
@@ -211,12 +189,9 @@ async fn binary(State(app): State<AppState>, Path(name): Path<String>) -> ApiRes
     params(("name" = String, Path, description = "Registered module name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "unauthorized: a token is required and missing or unknown", body = ErrorBody),
-        (status = 403, description = "forbidden (token lacks the scope) or quota_exceeded", body = ErrorBody),
         (status = 404, description = "module_not_found", body = ErrorBody),
         (status = 409, description = "module_in_use: other modules import from it (listed in `dependents`)", body = ErrorBody),
-        (status = 429, description = "rate_limited: over this client's request rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded; see Retry-After", body = ErrorBody),
+        GuardedErrors,
     ))]
 async fn delete(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
     app.registry.delete(&name).await?;

@@ -2,11 +2,10 @@
 //! other clients) and its two assets, all compiled into the binary so the
 //! page works offline and a deployment is one file.
 
-use axum::Json;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::error::ApiError;
 use super::openapi::ErrorBody;
@@ -48,16 +47,22 @@ pub async fn index(headers: HeaderMap) -> Response {
         )
             .into_response();
     }
-    Json(json_index()).into_response()
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        json_index(),
+    )
+        .into_response()
 }
 
-fn json_index() -> Value {
-    json!({
+/// The JSON index, built once.
+fn json_index() -> &'static str {
+    static INDEX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        let index = json!({
         "name": "wasm-exec-api",
         "version": env!("CARGO_PKG_VERSION"),
         "about": "Run WebAssembly over HTTP: POST a module, a function name and JSON params.",
-        "endpoints": super::routes()
-            .served()
+        "endpoints": super::served_routes()
             .iter()
             .map(|(method, path)| format!("{method} {path}"))
             .collect::<Vec<_>>(),
@@ -69,6 +74,8 @@ fn json_index() -> Value {
         "playground": "open / in a browser",
         "openapi": "/openapi.json",
         "docs": "/docs/"
+        });
+        index.to_string()
     })
 }
 

@@ -55,8 +55,6 @@ pub struct InstanceSpec {
     pub limits: ExecLimits,
     /// The WASI world, for graphs that import WASI.
     pub wasi: Option<WasiConfig>,
-    /// Cap on captured stdout and on stderr, each.
-    pub output_cap: usize,
 }
 
 /// One call on a live instance.
@@ -149,7 +147,8 @@ impl WasmEngine {
         // an empty world (no args, no env, empty stdin).
         let needs_wasi = spec.root.imports_wasi() || spec.graph.iter().any(|m| m.compiled.imports_wasi());
         let config = spec.wasi.take().or_else(|| needs_wasi.then(WasiConfig::default));
-        let wasi = config.map(|config| WasiState::new(config, spec.output_cap));
+        let output_cap = self.settings().max_output_bytes;
+        let wasi = config.map(|config| WasiState::new(config, output_cap));
         let state = StoreState {
             limiter: StoreLimiter::new(&spec.limits),
             deadline: Instant::now(),

@@ -28,8 +28,7 @@ async fn the_document_lists_exactly_the_routes_the_router_serves() {
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
 
-    let served: BTreeSet<(String, String)> = wasm_exec_api::api::routes()
-        .served()
+    let served: BTreeSet<(String, String)> = wasm_exec_api::api::served_routes()
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
