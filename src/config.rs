@@ -65,23 +65,41 @@ pub struct Settings {
     #[arg(short = 'm', long, env = "WASM_EXEC_MEMORY")]
     pub memory: bool,
 
-    /// Fuel per execution (about one unit per WebAssembly instruction). The
-    /// default outlasts the default timeout for most code, so that time is
+    /// Fuel per request (about one unit per WebAssembly instruction), shared
+    /// by instantiation and the call. The default outlasts the default
+    /// timeout (a tight loop burns about 10^10 units a second), so time is
     /// the usual bound and fuel the deterministic one a request can lower.
-    #[arg(long, env = "WASM_EXEC_MAX_FUEL", default_value_t = 20_000_000_000)]
+    #[arg(long, env = "WASM_EXEC_MAX_FUEL", default_value_t = 1_000_000_000_000)]
     pub max_fuel: u64,
 
-    /// Wall-clock limit per execution, in milliseconds.
+    /// Wall-clock limit per request, in milliseconds, shared by
+    /// instantiation and the call.
     #[arg(long, env = "WASM_EXEC_TIMEOUT_MS", default_value_t = 10_000)]
     pub timeout_ms: u64,
 
-    /// Linear memory per execution, in bytes (all memories together).
+    /// Linear memory per execution, in bytes (all memories of the link graph
+    /// together). A memory that cannot be created within it refuses the
+    /// module (`422`); a `memory.grow` past it returns -1 to the guest.
     #[arg(long, env = "WASM_EXEC_MAX_MEMORY_BYTES", default_value_t = 256 << 20)]
     pub max_memory_bytes: u64,
 
-    /// Elements per table.
+    /// Elements per table. A table that cannot be created within it refuses
+    /// the module (`422`); a `table.grow` past it returns -1 to the guest.
     #[arg(long, env = "WASM_EXEC_MAX_TABLE_ELEMENTS", default_value_t = 100_000)]
     pub max_table_elements: u64,
+
+    /// Memories one module may define (imported ones do not count).
+    #[arg(long, env = "WASM_EXEC_MAX_MEMORIES_PER_MODULE", default_value_t = 16)]
+    pub max_memories_per_module: usize,
+
+    /// Tables one module may define (imported ones do not count).
+    #[arg(long, env = "WASM_EXEC_MAX_TABLES_PER_MODULE", default_value_t = 16)]
+    pub max_tables_per_module: usize,
+
+    /// Instances one execution's link graph may create: the module and every
+    /// registered module it links, directly or not.
+    #[arg(long, env = "WASM_EXEC_MAX_LINK_INSTANCES", default_value_t = 1000)]
+    pub max_link_instances: usize,
 
     /// WebAssembly stack size in bytes; deeper recursion traps.
     #[arg(long, env = "WASM_EXEC_MAX_STACK_BYTES", default_value_t = 512 << 10)]
@@ -165,6 +183,9 @@ impl Settings {
             max_output_bytes: self.max_output_bytes,
             max_read_bytes: self.max_read_bytes,
             pooling: self.pooling,
+            max_memories_per_module: self.max_memories_per_module.max(1),
+            max_tables_per_module: self.max_tables_per_module.max(1),
+            max_link_instances: self.max_link_instances.max(1),
             limits: ExecLimits {
                 fuel: self.max_fuel,
                 timeout_ms: self.timeout_ms,

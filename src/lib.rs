@@ -12,7 +12,9 @@
 //! - [`config`] — every flag and environment variable, with defaults.
 //! - [`startup`] — builds the application from settings, binds, serves.
 //! - [`api`] — HTTP only: routes, request and response types, the one
-//!   `ApiError`. Handlers decode, call the engine or registry, encode.
+//!   `ApiError` and `ErrorCode`. Handlers decode, resolve, run, respond.
+//! - [`resolve`] — where code comes from (a registered name, or inline code
+//!   with host modules), resolved once into what a call needs.
 //! - [`engine`] — the only module that knows wasmtime: compile cache, limits,
 //!   linking checks, execution, JSON ⇄ value conversion.
 //! - [`instances`] — live instances kept across calls, with caps and an
@@ -29,5 +31,6 @@ pub mod engine;
 pub mod instances;
 pub mod json_int;
 pub mod registry;
+pub mod resolve;
 pub mod startup;
 pub mod telemetry;

@@ -46,7 +46,14 @@ impl Application {
         tracing::info!(modules = registry.len(), "registry loaded");
         let instances = Instances::new(engine.clone(), settings.instances());
         let body_timeout = std::time::Duration::from_millis(settings.body_timeout_ms);
-        let state = AppState::new(engine, registry, instances, settings.max_concurrency, body_timeout);
+        let state = AppState::new(
+            engine,
+            registry,
+            instances,
+            settings.max_concurrency,
+            body_timeout,
+            api::served_routes(),
+        );
         let tokens = settings.access_tokens().map_err(|e| anyhow::anyhow!(e))?;
         if tokens.is_empty() && !settings.bind.is_loopback() {
             tracing::warn!(

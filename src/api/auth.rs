@@ -14,13 +14,13 @@
 //! logged.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -185,7 +185,7 @@ pub async fn require_token(State(tokens): State<std::sync::Arc<Tokens>>, mut req
         } else {
             "this endpoint needs `Authorization: Bearer <token>`"
         };
-        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+        let mut response = ApiError::new(ErrorCode::Unauthorized, message).into_response();
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -193,8 +193,7 @@ pub async fn require_token(State(tokens): State<std::sync::Arc<Tokens>>, mut req
     };
     if scope < needed {
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!(
                 "this endpoint needs a token with the `{}` scope; this one has `{}`",
                 needed.as_str(),

@@ -17,12 +17,6 @@ use crate::engine::{
     CacheOutcome, CallFailure, CallOutcome, CallSpec, ExecLimits, MemoryRead, MemoryWrite, WasiConfig, WasiOutput,
 };
 
-/// `argv[0]` of an inline WASI program.
-pub const INLINE_PROGRAM: &str = "main";
-
-/// How messages name inline code (a registered module is "module `name`").
-pub const INLINE_LABEL: &str = "the module";
-
 /// How bytes are written in JSON.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -184,7 +178,7 @@ impl Call {
             Err(f) => {
                 let fuel = f.stats.as_ref().map_or(0, |s| s.fuel_consumed);
                 let error = failure(f, &self.read_bodies);
-                metrics.execution(endpoint, error.code, seconds, fuel);
+                metrics.execution(endpoint, error.code.as_str(), seconds, fuel);
                 Err(error)
             }
         }
@@ -354,6 +348,10 @@ pub struct StatsBody {
     instantiate_us: u64,
     call_us: u64,
     wall_time_us: u64,
+    /// Limits the guest ran into and survived (`memory`: a `memory.grow`
+    /// returned -1; `table_elements`: a `table.grow` did); absent if none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    limits_hit: Vec<&'static str>,
 }
 
 fn memory_out(bodies: &[MemoryReadBody], data: Vec<Vec<u8>>) -> Vec<MemoryReadOut> {
@@ -379,22 +377,11 @@ fn respond(
     started: Instant,
 ) -> ApiResult<Json<ExecResponse>> {
     let (results, result_types) = match (result_encoding, outcome.result_bytes) {
-        (Some(encoding), Some(bytes)) => {
-            let text = serde_json::to_string(&encoding.encode(&bytes)).map_err(ApiError::internal)?;
-            (
-                vec![RawValue::from_string(text).map_err(ApiError::internal)?],
-                vec![encoding.name().to_string()],
-            )
-        }
-        _ => (
-            outcome
-                .results
-                .into_iter()
-                .map(RawValue::from_string)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ApiError::internal)?,
-            outcome.result_types,
+        (Some(encoding), Some(bytes)) => (
+            vec![serde_json::value::to_raw_value(&encoding.encode(&bytes)).map_err(ApiError::internal)?],
+            vec![encoding.name().to_string()],
         ),
+        _ => (outcome.results, outcome.result_types),
     };
     let (compile, compile_us) = match compile {
         None => (None, None),
@@ -409,6 +396,7 @@ fn respond(
         instantiate_us: outcome.stats.instantiate_us,
         call_us: outcome.stats.call_us,
         wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        limits_hit: outcome.stats.limits_hit,
     };
     let (exit_code, output) = match outcome.wasi {
         Some(w) => (Some(w.exit_code), Some(OutputBody::from(w.output))),
@@ -424,22 +412,16 @@ fn respond(
     }))
 }
 
-/// Builds the error of a failed call, with stats, memory reads and WASI
-/// output when there are any.
-pub fn failure(f: CallFailure, read_bodies: &[MemoryReadBody]) -> ApiError {
-    let mut error = ApiError::from(f.error);
-    if let Some(stats) = f.stats {
-        error = error.with_stats(&stats);
-    }
-    if !f.memory.is_empty()
-        && let Ok(v) = serde_json::to_value(memory_out(read_bodies, f.memory))
+/// Builds the error of a failed call: its error, stats and WASI output
+/// (see `From<CallFailure>` in `error.rs`), plus the memory reads taken
+/// after a trap, encoded as the client asked.
+fn failure(mut f: CallFailure, read_bodies: &[MemoryReadBody]) -> ApiError {
+    let memory = std::mem::take(&mut f.memory);
+    let mut error = ApiError::from(f);
+    if !memory.is_empty()
+        && let Ok(v) = serde_json::to_value(memory_out(read_bodies, memory))
     {
         error = error.with("memory", v);
-    }
-    if let Some(output) = f.wasi
-        && let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(OutputBody::from(output))
-    {
-        error.extra.extend(fields);
     }
     error
 }

@@ -14,6 +14,11 @@ pub struct CodeFields {
 }
 
 impl CodeFields {
+    /// Whether any code field was sent.
+    pub fn is_present(&self) -> bool {
+        self.wasm_hex.is_some() || self.wasm_base64.is_some() || self.wat.is_some()
+    }
+
     /// Decodes the one code field into a module binary (text is compiled to
     /// binary by the engine). Sizes are checked before decoding, so an
     /// oversized module costs no allocation.

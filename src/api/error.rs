@@ -1,27 +1,110 @@
-//! The one API error type and its JSON rendering.
+//! The one API error type, the one list of error codes, and every
+//! conversion into them.
 //!
 //! Every non-2xx response is `{"error": {"code", "message", ...}}` with a
-//! stable `code`. Engine and registry errors are mapped here, exhaustively,
-//! in one place. Server faults (5xx) answer with a fixed message and log
-//! the cause, so that internals never leak to clients.
+//! stable `code` from [`ErrorCode`], whose HTTP status is fixed by the code.
+//! Engine, registry and instance errors are mapped here, exhaustively, and
+//! nowhere else. Server faults (5xx) answer with a fixed message and log the
+//! cause inside the request's span, so the log line carries its request id
+//! and internals never leak to clients.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::engine::{EngineError, ExecStats};
+use crate::engine::{CallFailure, EngineError, ExecStats, WasiOutput};
+use crate::instances::InstanceError;
 use crate::registry::RegistryError;
 
-/// The stable error code of a response, kept as a response extension so the
-/// request log line can show it.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+/// Declares [`ErrorCode`]: each variant with its wire name, its status and
+/// what it means, so the three can never drift apart.
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, $status:ident; )*) => {
+        /// Every stable error code. The wire name is the snake_case of the
+        /// variant; docs/API.md has a row for each (a test checks it).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $variant, )*
+        }
 
-/// An API error: status, stable code, message, and optional extra fields.
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The code as it appears in `error.code`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $name,)* }
+            }
+
+            /// The HTTP status every response with this code has.
+            pub fn status(self) -> StatusCode {
+                match self { $(ErrorCode::$variant => StatusCode::$status,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The request body, a path or a field is malformed or inconsistent.
+    InvalidRequest = "invalid_request", BAD_REQUEST;
+    /// The bytes or text are not a valid WebAssembly module.
+    InvalidModule = "invalid_module", BAD_REQUEST;
+    /// `params` do not fit the function's signature.
+    InvalidParams = "invalid_params", BAD_REQUEST;
+    /// A memory read or write names a missing memory or leaves its bounds.
+    InvalidMemoryAccess = "invalid_memory_access", BAD_REQUEST;
+    /// An import is not satisfied by the linked host modules.
+    LinkError = "link_error", BAD_REQUEST;
+    /// No token, or an unknown one, on a server with access control.
+    Unauthorized = "unauthorized", UNAUTHORIZED;
+    /// The token lacks the scope the endpoint needs.
+    Forbidden = "forbidden", FORBIDDEN;
+    /// The token's module count or byte cap is reached.
+    QuotaExceeded = "quota_exceeded", FORBIDDEN;
+    /// No such exported function.
+    FunctionNotFound = "function_not_found", NOT_FOUND;
+    /// No registered module has this name.
+    ModuleNotFound = "module_not_found", NOT_FOUND;
+    /// No live instance has this id (deleted, expired, or another token's).
+    InstanceNotFound = "instance_not_found", NOT_FOUND;
+    /// No such endpoint.
+    RouteNotFound = "route_not_found", NOT_FOUND;
+    /// The endpoint does not take this method.
+    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    /// The body did not arrive within the body timeout.
+    RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
+    /// The name is taken; names are immutable.
+    ModuleExists = "module_exists", CONFLICT;
+    /// Other modules import from this one (listed in `dependents`).
+    ModuleInUse = "module_in_use", CONFLICT;
+    /// The body or the module is larger than allowed.
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
+    /// The body is not JSON.
+    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
+    /// The guest trapped (`trap` names the kind).
+    Trap = "trap", UNPROCESSABLE_ENTITY;
+    /// An execution limit stopped the guest or refused the module (`limit`
+    /// names it).
+    LimitExceeded = "limit_exceeded", UNPROCESSABLE_ENTITY;
+    /// Over this client's request rate; see `Retry-After`.
+    RateLimited = "rate_limited", TOO_MANY_REQUESTS;
+    /// The live-instance caps are reached.
+    InstanceCapacity = "instance_capacity", TOO_MANY_REQUESTS;
+    /// A server fault; the cause is in the server log under the request id.
+    Internal = "internal", INTERNAL_SERVER_ERROR;
+    /// Every execution slot is busy; see `Retry-After`.
+    Overloaded = "overloaded", SERVICE_UNAVAILABLE;
+    /// The module store does not answer (`GET /readyz`).
+    NotReady = "not_ready", SERVICE_UNAVAILABLE;
+}
+
+/// An API error: a stable code (which fixes the status), a message, and
+/// optional extra fields.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Extra members of the error object (`trap`, `limit`, `stats`, ...).
     pub extra: Map<String, Value>,
@@ -31,42 +114,42 @@ pub struct ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
             extra: Map::new(),
         }
     }
 
+    /// The response status, fixed by the code.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
     /// `400 invalid_request`: the request body or path is malformed.
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(ErrorCode::InvalidRequest, message)
     }
 
     /// `413 payload_too_large`.
     pub fn payload_too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        Self::new(ErrorCode::PayloadTooLarge, message)
     }
 
     /// `503 overloaded`: the concurrent-execution cap is reached.
     pub fn overloaded(limit: usize) -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ErrorCode::Overloaded,
             format!("the server is running its maximum of {limit} concurrent executions; retry shortly"),
         )
     }
 
-    /// `500 internal`: logs `cause`, answers with a fixed message.
+    /// `500 internal`: logs `cause` (in the request's span, so with its
+    /// id), answers with a fixed message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal server error; see the server log",
-        )
+        Self::new(ErrorCode::Internal, "internal server error; see the server log")
     }
 
     /// Adds an extra member to the error object.
@@ -82,43 +165,66 @@ impl ApiError {
             Err(_) => self,
         }
     }
+
+    /// Adds a WASI program's output (`stdout`, `stderr`, `*_truncated`).
+    pub fn with_output(mut self, output: &WasiOutput) -> Self {
+        self.extra.insert("stdout".into(), String::from_utf8_lossy(&output.stdout).into());
+        self.extra.insert("stderr".into(), String::from_utf8_lossy(&output.stderr).into());
+        self.extra.insert("stdout_truncated".into(), output.stdout_truncated.into());
+        self.extra.insert("stderr_truncated".into(), output.stderr_truncated.into());
+        self
+    }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        use StatusCode as S;
+        use ErrorCode as C;
         match e {
-            EngineError::InvalidModule(m) => ApiError::new(S::BAD_REQUEST, "invalid_module", m),
+            EngineError::InvalidModule(m) => ApiError::new(C::InvalidModule, m),
             EngineError::ModuleTooLarge { .. } => ApiError::payload_too_large(e.to_string()),
-            EngineError::FunctionNotFound(m) => ApiError::new(S::NOT_FOUND, "function_not_found", m),
-            EngineError::InvalidParams(m) => ApiError::new(S::BAD_REQUEST, "invalid_params", m),
-            EngineError::Link(m) => ApiError::new(S::BAD_REQUEST, "link_error", m),
-            EngineError::Trap { kind, message } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "trap", message).with("trap", kind)
-            }
+            EngineError::FunctionNotFound(m) => ApiError::new(C::FunctionNotFound, m),
+            EngineError::InvalidParams(m) => ApiError::new(C::InvalidParams, m),
+            EngineError::Link(m) => ApiError::new(C::LinkError, m),
+            EngineError::Trap { kind, message } => ApiError::new(C::Trap, message).with("trap", kind),
             EngineError::LimitExceeded { kind, message } => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, "limit_exceeded", message).with("limit", kind.as_str())
+                ApiError::new(C::LimitExceeded, message).with("limit", kind.as_str())
             }
-            EngineError::MemoryAccess(m) => ApiError::new(S::BAD_REQUEST, "invalid_memory_access", m),
+            EngineError::MemoryAccess(m) => ApiError::new(C::InvalidMemoryAccess, m),
             EngineError::InvalidLimits(m) => ApiError::invalid_request(m),
-            EngineError::Busy(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "overloaded", m),
+            EngineError::Busy(m) => ApiError::new(C::Overloaded, m),
             EngineError::Internal(m) => ApiError::internal(m),
         }
     }
 }
 
+/// A failed call: its error, plus the stats and WASI output it produced.
+/// (Memory reads after a trap are added by the caller, which knows how
+/// the client asked for them to be encoded.)
+impl From<CallFailure> for ApiError {
+    fn from(f: CallFailure) -> Self {
+        let mut error = ApiError::from(f.error);
+        if let Some(stats) = &f.stats {
+            error = error.with_stats(stats);
+        }
+        if let Some(output) = &f.wasi {
+            error = error.with_output(output);
+        }
+        error
+    }
+}
+
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
-        use StatusCode as S;
+        use ErrorCode as C;
         match e {
             RegistryError::InvalidName(m) => ApiError::invalid_request(m),
-            RegistryError::NotFound(_) => ApiError::new(S::NOT_FOUND, "module_not_found", e.to_string()),
-            RegistryError::HostModuleNotFound(_) => ApiError::new(S::BAD_REQUEST, "link_error", e.to_string()),
-            RegistryError::QuotaExceeded(m) => ApiError::new(S::FORBIDDEN, "quota_exceeded", m),
-            RegistryError::Exists(_) => ApiError::new(S::CONFLICT, "module_exists", e.to_string()),
+            RegistryError::NotFound(_) => ApiError::new(C::ModuleNotFound, e.to_string()),
+            RegistryError::HostModuleNotFound(_) => ApiError::new(C::LinkError, e.to_string()),
+            RegistryError::QuotaExceeded(m) => ApiError::new(C::QuotaExceeded, m),
+            RegistryError::Exists(_) => ApiError::new(C::ModuleExists, e.to_string()),
             RegistryError::InUse { ref dependents, .. } => {
                 let dependents = dependents.clone();
-                ApiError::new(S::CONFLICT, "module_in_use", e.to_string()).with("dependents", dependents)
+                ApiError::new(C::ModuleInUse, e.to_string()).with("dependents", dependents)
             }
             RegistryError::Engine(inner) => inner.into(),
             RegistryError::Storage(m) => ApiError::internal(m),
@@ -126,21 +232,46 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+impl From<InstanceError> for ApiError {
+    fn from(e: InstanceError) -> Self {
+        match e {
+            InstanceError::NotFound(_) => ApiError::new(ErrorCode::InstanceNotFound, e.to_string()),
+            InstanceError::Capacity(m) => ApiError::new(ErrorCode::InstanceCapacity, m),
+            InstanceError::Instantiate(failure) => (*failure).into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let mut error = Map::new();
-        error.insert("code".into(), self.code.into());
+        error.insert("code".into(), self.code.as_str().into());
         error.insert("message".into(), self.message.into());
         error.extend(self.extra);
-        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
         // Overload and exhausted capacity are temporary: say when to retry.
         // (The rate limiter replaces this with its own figure.)
-        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        response.extensions_mut().insert(ErrorCode(self.code));
+        // The request log line shows the code.
+        response.extensions_mut().insert(self.code);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn wire_names_are_the_serde_names() {
+        for code in ErrorCode::ALL {
+            let serialized = serde_json::to_value(code).unwrap();
+            assert_eq!(serialized, code.as_str(), "{code:?}");
+        }
     }
 }

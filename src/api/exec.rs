@@ -9,17 +9,16 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
 use super::error::ApiResult;
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
-use super::openapi::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
+use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
-use crate::engine::link::check_imports;
-use crate::engine::{InstanceSpec, LimitOverrides};
-use crate::registry::Registry;
+use super::state::AppState;
+use crate::engine::LimitOverrides;
+use crate::resolve::{Source, resolve};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -100,38 +99,29 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
     let _permit = app.exec_permit()?;
     let started = Instant::now();
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
-    let max_read = app.engine.settings().max_read_bytes;
     let call = Call::new(
         req.function_name,
         req.params,
         req.memory_writes,
         req.memory_reads,
         req.result_encoding,
-        max_read,
+        app.engine.settings().max_read_bytes,
     )?;
-    let wasi = call::wasi_config(req.wasi, call::INLINE_PROGRAM)?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
         wasm_base64: req.wasm_base64,
         wat: req.wat,
     };
     let wasm = code.into_wasm(&app.engine).await?;
-    let (root, compiled) = app.engine.compile(wasm).await?;
-    let graph = app.registry.link_graph(&req.host_modules).await?;
-    check_imports(
-        call::INLINE_LABEL,
-        &root,
-        &Registry::direct_hosts(&graph, &req.host_modules),
-    )?;
-    let spec = InstanceSpec {
-        root,
-        root_label: call::INLINE_LABEL.into(),
-        graph,
-        limits,
-        wasi,
+    let source = Source::Inline {
+        wasm,
+        host_modules: req.host_modules,
     };
-    let result = app.engine.run(spec, call.spec(limits)).await;
-    call.respond(result, Some(compiled), started, &app.metrics, Endpoint::Inline)
+    let resolved = resolve(&app.engine, &app.registry, source).await?;
+    let wasi = call::wasi_config(req.wasi, &resolved.program)?;
+    let compile = resolved.compile;
+    let result = app.engine.run(resolved.into_spec(limits, wasi), call.spec(limits)).await;
+    call.respond(result, Some(compile), started, &app.metrics, Endpoint::Inline)
 }
 
 #[utoipa::path(post, path = "/execute", tag = "execute", operation_id = "run_registered",
@@ -148,25 +138,17 @@ async fn run_registered(
     let _permit = app.exec_permit()?;
     let started = Instant::now();
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
-    let max_read = app.engine.settings().max_read_bytes;
     let call = Call::new(
         req.function_name,
         req.params,
         req.memory_writes,
         req.memory_reads,
         req.result_encoding,
-        max_read,
+        app.engine.settings().max_read_bytes,
     )?;
-    let wasi = call::wasi_config(req.wasi, &req.module_name)?;
-    let (root, compiled, graph) = app.registry.resolve_for_call(&req.module_name).await?;
-    let root_label = format!("module `{}`", req.module_name);
-    let spec = InstanceSpec {
-        root,
-        root_label,
-        graph,
-        limits,
-        wasi,
-    };
-    let result = app.engine.run(spec, call.spec(limits)).await;
-    call.respond(result, Some(compiled), started, &app.metrics, Endpoint::Registered)
+    let resolved = resolve(&app.engine, &app.registry, Source::Registered(req.module_name)).await?;
+    let wasi = call::wasi_config(req.wasi, &resolved.program)?;
+    let compile = resolved.compile;
+    let result = app.engine.run(resolved.into_spec(limits, wasi), call.spec(limits)).await;
+    call.respond(result, Some(compile), started, &app.metrics, Endpoint::Registered)
 }

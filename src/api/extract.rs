@@ -11,7 +11,7 @@ use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// A JSON request body of type `T`.
 pub struct JsonBody<T>(pub T);
@@ -38,8 +38,7 @@ where
             .unwrap_or("");
         if !is_json(content_type) {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 format!(
                     "expected a JSON body with `Content-Type: application/json`, got {}",
                     if content_type.is_empty() {
@@ -55,8 +54,7 @@ where
             .await
             .map_err(|_| {
                 ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
+                    ErrorCode::RequestTimeout,
                     format!("the request body did not arrive within {} ms", deadline.as_millis()),
                 )
             })?;

@@ -12,19 +12,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::auth::Caller;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
-use super::openapi::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
+use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
-use crate::engine::link::check_imports;
-use crate::engine::{ExecLimits, ExecStats, InstanceSpec, LimitOverrides, ModuleInterface};
+use super::state::AppState;
+use crate::engine::{ExecLimits, ExecStats, LimitOverrides, ModuleInterface};
 use crate::instances::{InstanceError, Slot};
-use crate::registry::Registry;
+use crate::resolve::{Source, resolve};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -112,16 +111,6 @@ pub struct InstanceList {
     instances: Vec<InstanceBody>,
 }
 
-impl From<InstanceError> for ApiError {
-    fn from(e: InstanceError) -> Self {
-        match e {
-            InstanceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "instance_not_found", e.to_string()),
-            InstanceError::Capacity(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "instance_capacity", m),
-            InstanceError::Instantiate(failure) => call::failure(*failure, &[]),
-        }
-    }
-}
-
 /// The token a new instance belongs to.
 fn owner_of(caller: &Caller) -> Option<usize> {
     match caller {
@@ -182,50 +171,27 @@ async fn create(
         wasm_base64: req.wasm_base64,
         wat: req.wat,
     };
-    let has_code = code.wasm_hex.is_some() || code.wasm_base64.is_some() || code.wat.is_some();
-    // The instance's module name, how messages name it, and WASI's argv[0].
-    let (module, label, program, root, graph) = match (req.module_name, has_code) {
-        (Some(name), false) => {
-            if !req.host_modules.is_empty() {
-                return Err(ApiError::invalid_request(
-                    "`host_modules` goes with inline code; a registered module links the host modules it was registered with",
-                ));
-            }
-            let (root, _, graph) = app.registry.resolve_for_call(&name).await?;
-            let label = format!("module `{name}`");
-            (name.clone(), label, name, root, graph)
+    let source = match (req.module_name, code.is_present()) {
+        (Some(_), _) if !req.host_modules.is_empty() => {
+            return Err(ApiError::invalid_request(
+                "`host_modules` goes with inline code; a registered module links the host modules it was registered with",
+            ));
         }
-        (None, true) => {
-            let wasm = code.into_wasm(&app.engine).await?;
-            let (root, _) = app.engine.compile(wasm).await?;
-            let graph = app.registry.link_graph(&req.host_modules).await?;
-            check_imports(
-                call::INLINE_LABEL,
-                &root,
-                &Registry::direct_hosts(&graph, &req.host_modules),
-            )?;
-            (
-                "inline".to_string(),
-                call::INLINE_LABEL.to_string(),
-                call::INLINE_PROGRAM.to_string(),
-                root,
-                graph,
-            )
-        }
+        (Some(name), false) => Source::Registered(name),
+        (None, true) => Source::Inline {
+            wasm: code.into_wasm(&app.engine).await?,
+            host_modules: req.host_modules,
+        },
         _ => {
             return Err(ApiError::invalid_request(
                 "send either `module_name` or one of `wasm_hex`, `wasm_base64`, `wat`",
             ));
         }
     };
-    let wasi = call::wasi_config(req.wasi, &program)?;
-    let spec = InstanceSpec {
-        root,
-        root_label: label,
-        graph,
-        limits,
-        wasi,
-    };
+    let resolved = resolve(&app.engine, &app.registry, source).await?;
+    let wasi = call::wasi_config(req.wasi, &resolved.program)?;
+    let module = resolved.module.clone();
+    let spec = resolved.into_spec(limits, wasi);
     let (slot, stats) = app.instances.create(spec, module, owner_of(&caller)).await?;
     Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))))
 }
@@ -306,14 +272,13 @@ async fn call_instance(
         ));
     }
     let limits: ExecLimits = slot.limits.lowered_by(req.limits.as_ref())?;
-    let max_read = app.engine.settings().max_read_bytes;
     let call = Call::new(
         req.function_name,
         req.params,
         req.memory_writes,
         req.memory_reads,
         req.result_encoding,
-        max_read,
+        app.engine.settings().max_read_bytes,
     )?;
     // Calls on one instance take turns; the lock is held for the call only.
     let mut live = slot.live.lock().await;

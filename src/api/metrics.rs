@@ -10,9 +10,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::State;
-use axum::http::{HeaderValue, Method, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -20,8 +18,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use super::AppState;
-use super::error::ApiError;
+use crate::engine::CacheStats;
 
 /// Labels of `wasm_exec_http_requests`. All `'static`: counting a request
 /// allocates nothing.
@@ -74,15 +71,21 @@ pub struct Metrics {
     next_id: AtomicU64,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The server's state at scrape time, read by the `/metrics` handler.
+pub struct Gauges {
+    pub cache: CacheStats,
+    pub live_instances: usize,
+    pub in_flight: usize,
+    pub registered_modules: usize,
+    pub registered_bytes: u64,
+    /// Size of the store's file, when it is on disk.
+    pub store_file_bytes: Option<u64>,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let routes = super::served_routes().iter().map(|(_, path)| *path).collect();
+    /// Counters for a server that serves the route templates `routes`.
+    pub fn new(routes: impl IntoIterator<Item = &'static str>) -> Self {
+        let routes = routes.into_iter().collect();
         Metrics {
             routes,
             requests: Family::default(),
@@ -145,7 +148,7 @@ impl Metrics {
     }
 
     /// The text exposition of every metric, counters and scrape-time state.
-    fn render(&self, app: &AppState) -> Result<String, std::fmt::Error> {
+    pub fn render(&self, gauges: &Gauges) -> Result<String, std::fmt::Error> {
         let mut registry = Registry::with_prefix("wasm_exec");
         // Families and counters are handles onto shared atomics: a clone
         // registered here reads the same values the request path updates.
@@ -161,7 +164,7 @@ impl Metrics {
             self.durations.clone(),
         );
         registry.register("fuel_consumed", "Fuel consumed by all executions", self.fuel.clone());
-        let cache = app.engine.cache_stats();
+        let cache = gauges.cache;
         registry.register(
             "compile_cache_hits",
             "Modules found already compiled in memory",
@@ -185,25 +188,25 @@ impl Metrics {
         registry.register(
             "live_instances",
             "Stateful instances alive now",
-            ConstGauge::new(app.instances.len() as i64),
+            ConstGauge::new(gauges.live_instances as i64),
         );
         registry.register(
             "executions_in_flight",
             "Executions and registrations running now",
-            ConstGauge::new(app.in_flight() as i64),
+            ConstGauge::new(gauges.in_flight as i64),
         );
         registry.register(
             "registered_modules",
             "Modules in the registry",
-            ConstGauge::new(app.registry.len() as i64),
+            ConstGauge::new(gauges.registered_modules as i64),
         );
         registry.register_with_unit(
             "registered_module",
             "Total size of the registered modules' binaries",
             Unit::Bytes,
-            ConstGauge::new(i64::try_from(app.registry.total_bytes()).unwrap_or(i64::MAX)),
+            ConstGauge::new(i64::try_from(gauges.registered_bytes).unwrap_or(i64::MAX)),
         );
-        if let Some(size) = app.registry.store_size_on_disk() {
+        if let Some(size) = gauges.store_file_bytes {
             registry.register_with_unit(
                 "store_file",
                 "Size of the registry's database file",
@@ -214,23 +217,5 @@ impl Metrics {
         let mut text = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut text, &registry)?;
         Ok(text)
-    }
-}
-
-/// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
-    responses((status = 200, description = "Counters, histograms and gauges in the OpenMetrics text format (Prometheus scrapes it)",
-        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
-pub async fn metrics(State(app): State<AppState>) -> Response {
-    match app.metrics.render(&app) {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => ApiError::internal(format!("cannot encode metrics: {e}")).into_response(),
     }
 }

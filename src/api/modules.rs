@@ -9,15 +9,16 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::auth::Caller;
 use super::code::CodeFields;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
-use super::openapi::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
+use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
+use super::state::AppState;
 use crate::engine::ModuleInterface;
 use crate::registry::ModuleRecord;
+use crate::resolve::{Source, resolve};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -106,12 +107,11 @@ async fn inspect(State(app): State<AppState>, JsonBody(req): JsonBody<Inspect>) 
         wat: req.wat,
     };
     let wasm = code.into_wasm(&app.engine).await?;
-    let size = wasm.len() as u64;
-    let (compiled, _) = app.engine.compile(wasm).await?;
+    let resolved = resolve(&app.engine, &app.registry, Source::Unlinked(wasm)).await?;
     Ok(Json(Inspection {
-        sha256: compiled.sha256_hex(),
-        size,
-        interface: compiled.interface(),
+        sha256: resolved.root.sha256_hex(),
+        size: resolved.root.size() as u64,
+        interface: resolved.root.interface(),
     }))
 }
 
@@ -135,13 +135,23 @@ async fn register(
     };
     let wasm = code.into_wasm(&app.engine).await?;
     let owner = caller.fingerprint();
-    let (record, compiled) = app
+    let source = Source::ToRegister {
+        name: req.module_name.clone(),
+        wasm,
+        host_modules: req.host_modules,
+        owner: owner.clone(),
+    };
+    let resolved = resolve(&app.engine, &app.registry, source).await?;
+    let wasm = resolved
+        .binary
+        .ok_or_else(|| ApiError::internal("a module to register was resolved without its binary"))?;
+    let record = app
         .registry
-        .register(&req.module_name, wasm, req.host_modules, owner)
+        .insert(&req.module_name, wasm, &resolved.root, resolved.host_modules, owner)
         .await?;
     let detail = ModuleDetail {
         record,
-        interface: compiled.interface(),
+        interface: resolved.root.interface(),
     };
     Ok((StatusCode::CREATED, Json(detail)))
 }

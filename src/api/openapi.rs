@@ -2,149 +2,16 @@
 //! handlers' `#[utoipa::path]` annotations and the request and response
 //! types' `ToSchema` derives, and the rendered docs at `/docs`.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
-use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use super::{call, exec, instances, metrics, modules};
-
-/// Every error response: `{"error": {"code", "message", ...}}`.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-/// The error object. Besides `code` and `message` it may carry `trap`
-/// (trap kind), `limit` (which limit), `stats`, `memory`, `dependents`, and
-/// a WASI program's `stdout`/`stderr`.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    code: ErrorCodeName,
-    /// What went wrong, for a person: names the import, signature or limit.
-    message: String,
-}
-
-/// Every stable error code (see docs/API.md for each one's meaning).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCodeName {
-    InvalidRequest,
-    InvalidModule,
-    InvalidParams,
-    InvalidMemoryAccess,
-    LinkError,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    RequestTimeout,
-    Unauthorized,
-    Forbidden,
-    QuotaExceeded,
-    RateLimited,
-    FunctionNotFound,
-    ModuleNotFound,
-    InstanceNotFound,
-    RouteNotFound,
-    MethodNotAllowed,
-    ModuleExists,
-    ModuleInUse,
-    Trap,
-    LimitExceeded,
-    Overloaded,
-    InstanceCapacity,
-    NotReady,
-    Internal,
-}
-
-/// Responses by status, as `IntoResponses` returns them.
-type Responses = BTreeMap<String, RefOr<utoipa::openapi::Response>>;
-
-/// Error responses whose body is [`ErrorBody`].
-fn error_responses(list: &[(&str, &str)]) -> Responses {
-    list.iter()
-        .map(|(status, description)| {
-            let body = Content::new(Some(Ref::from_schema_name("ErrorBody")));
-            let response = ResponseBuilder::new()
-                .description(*description)
-                .content("application/json", body)
-                .build();
-            (status.to_string(), response.into())
-        })
-        .collect()
-}
-
-/// 401, 403, 429: every endpoint behind the token check and the rate limit.
-/// Listed once here so that each operation does not repeat them.
-pub struct GuardedErrors;
-
-impl IntoResponses for GuardedErrors {
-    fn responses() -> Responses {
-        error_responses(&[
-            (
-                "401",
-                "unauthorized: the server needs a bearer token and none, or an unknown one, was sent",
-            ),
-            (
-                "403",
-                "forbidden: the token lacks the scope; or quota_exceeded (POST /register): the token's module or byte cap is reached",
-            ),
-            (
-                "429",
-                "rate_limited: over this client's request rate; or instance_capacity (POST /instances): the live-instance caps are reached. See Retry-After",
-            ),
-        ])
-    }
-}
-
-/// 408, 413, 415: every endpoint that reads a JSON body.
-pub struct BodyErrors;
-
-impl IntoResponses for BodyErrors {
-    fn responses() -> Responses {
-        error_responses(&[
-            ("408", "request_timeout: the body did not arrive in time"),
-            ("413", "payload_too_large: the body or the module is over its limit"),
-            ("415", "unsupported_media_type: the body is not JSON"),
-        ])
-    }
-}
-
-/// 400, 422, 503: every endpoint that compiles or runs code.
-pub struct RunErrors;
-
-impl IntoResponses for RunErrors {
-    fn responses() -> Responses {
-        error_responses(&[
-            (
-                "400",
-                "invalid_request, invalid_module, invalid_params, link_error or invalid_memory_access",
-            ),
-            (
-                "422",
-                "trap, or limit_exceeded (fuel, time, memory, table_elements, instances, compile_time)",
-            ),
-            (
-                "503",
-                "overloaded: the concurrent-execution cap is reached; see Retry-After",
-            ),
-        ])
-    }
-}
-
-/// `GET /healthz` and `GET /readyz`.
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    /// `ok` (alive) or `ready` (the store answers).
-    pub status: &'static str,
-    /// Registered modules (readiness only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub modules: Option<usize>,
-}
+use super::error::ErrorCode;
+use super::responses::ErrorBody;
+use super::{call, exec, instances, modules, ops, playground};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -154,12 +21,12 @@ pub struct Health {
         license(name = "MIT OR Apache-2.0")
     ),
     paths(
-        super::playground::index,
-        super::playground::asset,
+        playground::index,
+        playground::asset,
         modules::inspect,
-        super::healthz,
-        super::readyz,
-        metrics::metrics,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
         openapi_json,
         exec::run_inline,
         exec::run_registered,
@@ -174,7 +41,7 @@ pub struct Health {
         instances::delete,
         instances::call_instance,
     ),
-    components(schemas(call::Encoding, call::StdinBody, ErrorBody, ErrorCodeName)),
+    components(schemas(call::Encoding, call::StdinBody, ErrorBody, ErrorCode)),
     modifiers(&BearerAuth),
     security((), ("bearer" = [])),
     tags(

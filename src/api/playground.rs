@@ -2,13 +2,14 @@
 //! other clients) and its two assets, all compiled into the binary so the
 //! page works offline and a deployment is one file.
 
-use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error::ApiError;
-use super::openapi::ErrorBody;
+use super::error::{ApiError, ErrorCode};
+use super::responses::ErrorBody;
+use super::state::AppState;
 
 const INDEX_HTML: &str = include_str!("../../static/index.html");
 const APP_JS: &str = include_str!("../../static/app.js");
@@ -31,7 +32,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
 #[utoipa::path(get, path = "/", tag = "operations", operation_id = "index",
     responses((status = 200, description = "The playground (when the client accepts text/html), else a JSON index of the API",
         content((Object = "application/json"), (String = "text/html")))))]
-pub async fn index(headers: HeaderMap) -> Response {
+pub async fn index(State(app): State<AppState>, headers: HeaderMap) -> Response {
     if wants_html(&headers) {
         return (
             [
@@ -49,20 +50,20 @@ pub async fn index(headers: HeaderMap) -> Response {
     }
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        json_index(),
+        json_index(app.served),
     )
         .into_response()
 }
 
-/// The JSON index, built once.
-fn json_index() -> &'static str {
+/// The JSON index, built once from the served routes.
+fn json_index(served: &[(Method, &'static str)]) -> &'static str {
     static INDEX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     INDEX.get_or_init(|| {
         let index = json!({
         "name": "wasm-exec-api",
         "version": env!("CARGO_PKG_VERSION"),
         "about": "Run WebAssembly over HTTP: POST a module, a function name and JSON params.",
-        "endpoints": super::served_routes()
+        "endpoints": served
             .iter()
             .map(|(method, path)| format!("{method} {path}"))
             .collect::<Vec<_>>(),
@@ -91,12 +92,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "app.js" => ("text/javascript; charset=utf-8", APP_JS),
         "style.css" => ("text/css; charset=utf-8", STYLE_CSS),
         _ => {
-            return ApiError::new(
-                StatusCode::NOT_FOUND,
-                "route_not_found",
-                format!("no asset named `{file}`"),
-            )
-            .into_response();
+            return ApiError::new(ErrorCode::RouteNotFound, format!("no asset named `{file}`")).into_response();
         }
     };
     (

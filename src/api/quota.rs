@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// Who a rate limit is counted against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -84,8 +84,7 @@ pub async fn limit_rate(State(limits): State<RateLimits>, request: Request, next
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut response = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!("too many requests from this client; retry in {seconds} s"),
             )
             .into_response();

@@ -10,7 +10,7 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 
-use super::AppState;
+use super::state::AppState;
 
 /// An axum router plus the `(method, path)` of each route in it.
 #[derive(Default)]

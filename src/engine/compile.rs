@@ -3,32 +3,29 @@
 //! Compilation is the expensive step (Cranelift code generation), so a module
 //! is compiled once per process and found again by the hash of its bytes:
 //! sending the same inline module twice, or calling a registered module, does
-//! not compile again. Compiles run on tokio's blocking pool behind a
-//! semaphore, so a large module never stalls the reactor and only a bounded
-//! number of compiles compete for the CPU at once.
+//! not compile again. This file holds the blocking steps and the cache; the
+//! front door (`WasmEngine::compile` in `mod.rs`) runs them on tokio's
+//! blocking pool behind the cache's semaphore, so a large module never
+//! stalls the reactor and only a bounded number of compiles compete for the
+//! CPU at once.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lru::LruCache;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use wasmtime::{ExternType, FuncType, InstancePre, Module, Mutability};
+use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module};
 
-use super::exec::StoreState;
-use super::values::{signature, type_name};
+use super::error::{EngineError, LimitKind};
+use super::store::StoreState;
+use super::types::{ModuleInterface, signature};
 use super::wasi::WASI_MODULE;
-use super::{EngineError, WasmEngine};
 
 /// A SHA-256 digest of a module binary.
 pub type Sha256Digest = [u8; 32];
-
-/// Text of at most this size is turned into a binary on the calling thread;
-/// larger text is parsed on the blocking pool like a compile.
-const INLINE_WAT_BYTES: usize = 16 * 1024;
 
 /// A validated, compiled module, shared by every execution that uses it.
 pub struct CompiledModule {
@@ -92,93 +89,7 @@ impl CompiledModule {
 
     /// The module's exports and imports with their types.
     pub fn interface(&self) -> ModuleInterface {
-        ModuleInterface {
-            exports: self
-                .module
-                .exports()
-                .map(|e| ExternDesc::new(None, e.name(), &e.ty()))
-                .collect(),
-            imports: self
-                .module
-                .imports()
-                .map(|i| ExternDesc::new(Some(i.module()), i.name(), &i.ty()))
-                .collect(),
-        }
-    }
-}
-
-/// A module's exports and imports.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ModuleInterface {
-    pub exports: Vec<ExternDesc>,
-    pub imports: Vec<ExternDesc>,
-}
-
-/// One export or import and its type.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ExternDesc {
-    /// The module an import comes from (absent for exports).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub module: Option<String>,
-    pub name: String,
-    /// `func`, `memory`, `table`, `global` or `tag`.
-    #[schema(value_type = String)]
-    pub kind: &'static str,
-    /// For functions, `(i32, i32) -> (i64)`; for others a short description.
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// For functions, the param types.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub params: Option<Vec<String>>,
-    /// For functions, the result types.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub results: Option<Vec<String>>,
-}
-
-impl ExternDesc {
-    fn new(module: Option<&str>, name: &str, ty: &ExternType) -> Self {
-        let (kind, text, params, results) = match ty {
-            ExternType::Func(f) => (
-                "func",
-                signature(f),
-                Some(f.params().map(|t| type_name(&t)).collect()),
-                Some(f.results().map(|t| type_name(&t)).collect()),
-            ),
-            ExternType::Memory(m) => ("memory", describe_limits(m.minimum(), m.maximum(), "pages"), None, None),
-            ExternType::Table(t) => (
-                "table",
-                format!(
-                    "{} {}",
-                    type_name(&wasmtime::ValType::Ref(t.element().clone())),
-                    describe_limits(t.minimum(), t.maximum(), "elements")
-                ),
-                None,
-                None,
-            ),
-            ExternType::Global(g) => {
-                let mutability = match g.mutability() {
-                    Mutability::Var => "mut ",
-                    Mutability::Const => "",
-                };
-                ("global", format!("{mutability}{}", type_name(g.content())), None, None)
-            }
-            ExternType::Tag(_) => ("tag", "tag".into(), None, None),
-        };
-        ExternDesc {
-            module: module.map(str::to_string),
-            name: name.to_string(),
-            kind,
-            ty: text,
-            params,
-            results,
-        }
-    }
-}
-
-fn describe_limits(min: u64, max: Option<u64>, unit: &str) -> String {
-    match max {
-        Some(max) => format!("{min}..{max} {unit}"),
-        None => format!("{min}.. {unit}"),
+        ModuleInterface::of(&self.module)
     }
 }
 
@@ -197,7 +108,8 @@ pub enum CacheOutcome {
 /// that bound concurrent compiles.
 pub(crate) struct CompileCache {
     entries: Mutex<LruCache<Sha256Digest, Arc<CompiledModule>>>,
-    permits: Arc<Semaphore>,
+    /// One per compile allowed at once.
+    pub(crate) permits: Arc<Semaphore>,
     counters: CacheCounters,
 }
 
@@ -232,7 +144,7 @@ impl CompileCache {
         }
     }
 
-    fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner()).len();
         CacheStats {
             hits: self.counters.hits.load(Ordering::Relaxed),
@@ -242,18 +154,26 @@ impl CompileCache {
         }
     }
 
-    fn hit(&self, module: Option<Arc<CompiledModule>>) -> Option<Arc<CompiledModule>> {
+    pub(crate) fn hit(&self, module: Option<Arc<CompiledModule>>) -> Option<Arc<CompiledModule>> {
         if module.is_some() {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
         }
         module
     }
 
-    fn get(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
+    pub(crate) fn get(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(sha).cloned()
     }
 
-    fn insert(&self, module: Arc<CompiledModule>) {
+    pub(crate) fn count_compiled(&self) {
+        self.counters.compiled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_loaded(&self) {
+        self.counters.loaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn insert(&self, module: Arc<CompiledModule>) {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -289,146 +209,100 @@ pub fn sha256(bytes: &[u8]) -> Sha256Digest {
     Sha256::digest(bytes).into()
 }
 
-impl WasmEngine {
-    /// Turns WebAssembly text into a binary, off the reactor when it is large.
-    pub async fn wat_to_wasm(&self, text: String) -> Result<Vec<u8>, EngineError> {
-        let small = text.len() <= INLINE_WAT_BYTES;
-        let parse = move || {
-            wat::parse_str(&text).map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly text: {e}")))
-        };
-        if small {
-            return parse();
-        }
-        tokio::task::spawn_blocking(parse)
-            .await
-            .map_err(|e| EngineError::Internal(format!("text parser task failed: {e}")))?
-    }
+/// Turns WebAssembly text into a binary.
+pub(crate) fn parse_wat(text: &str) -> Result<Vec<u8>, EngineError> {
+    wat::parse_str(text).map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly text: {e}")))
+}
 
-    /// The compiled module with this hash, if the cache has it.
-    pub fn cached(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
-        self.inner.cache.hit(self.inner.cache.get(sha))
-    }
+/// How many memories and tables a module may define; the server's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DefinedCaps {
+    pub memories: usize,
+    pub tables: usize,
+}
 
-    /// The compile cache's counters since start.
-    pub fn cache_stats(&self) -> CacheStats {
-        self.inner.cache.stats()
+/// Refuses a valid module that defines more memories or tables than the
+/// server allows, naming the setting, before wasmtime (whose pooling
+/// allocator has the same caps) would refuse it as if it were malformed.
+/// Reads only the section headers; a malformed module is left to wasmtime.
+fn check_defined_counts(wasm: &[u8], caps: DefinedCaps) -> Result<(), EngineError> {
+    let (mut memories, mut tables) = (0usize, 0usize);
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(wasmparser::Payload::MemorySection(reader)) => memories += reader.count() as usize,
+            Ok(wasmparser::Payload::TableSection(reader)) => tables += reader.count() as usize,
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
+            Ok(_) => {}
+        }
     }
-
-    /// Returns the compiled form of `wasm`, compiling it only if the cache
-    /// does not have it yet.
-    pub async fn compile(&self, wasm: Vec<u8>) -> Result<(Arc<CompiledModule>, CacheOutcome), EngineError> {
-        let limit = self.inner.settings.max_module_bytes;
-        if wasm.len() > limit {
-            return Err(EngineError::ModuleTooLarge {
-                size: wasm.len(),
-                limit,
-            });
-        }
-        let sha = sha256(&wasm);
-        if let Some(hit) = self.cached(&sha) {
-            return Ok((hit, CacheOutcome::Cached));
-        }
-        let permit = self
-            .inner
-            .cache
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| EngineError::Internal("compile pool closed".into()))?;
-        // Another request may have compiled it while we waited for a permit.
-        if let Some(hit) = self.inner.cache.get(&sha) {
-            return Ok((hit, CacheOutcome::Cached));
-        }
-        let engine = self.clone();
-        let started = Instant::now();
-        // Wasmtime cannot interrupt a compile. The task owns the permit and
-        // caches its result itself, so a request that stops waiting (compile
-        // time limit) neither frees a compile slot early nor wastes the work.
-        let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let compiled = Arc::new(engine.compile_blocking(sha, &wasm)?);
-            engine.inner.cache.counters.compiled.fetch_add(1, Ordering::Relaxed);
-            engine.inner.cache.insert(compiled.clone());
-            Ok::<_, EngineError>(compiled)
-        });
-        let limit = self.inner.settings.compile_timeout;
-        let compiled = tokio::time::timeout(limit, task)
-            .await
-            .map_err(|_| EngineError::LimitExceeded {
-                kind: super::LimitKind::CompileTime,
-                message: format!("compiling the module took longer than {} ms", limit.as_millis()),
-            })?
-            .map_err(|e| EngineError::Internal(format!("compile task failed: {e}")))??;
-        Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
+    let refuse = |kind, what: &str, n: usize, cap: usize, flag: &str| {
+        Err(EngineError::LimitExceeded {
+            kind,
+            message: format!("the module defines {n} {what}; the server allows {cap} per module ({flag})"),
+        })
+    };
+    if memories > caps.memories {
+        return refuse(LimitKind::Memories, "memories", memories, caps.memories, "--max-memories-per-module");
     }
+    if tables > caps.tables {
+        return refuse(LimitKind::Tables, "tables", tables, caps.tables, "--max-tables-per-module");
+    }
+    Ok(())
+}
 
-    fn compile_blocking(&self, sha: Sha256Digest, wasm: &[u8]) -> Result<CompiledModule, EngineError> {
-        let module = Module::from_binary(self.wasmtime(), wasm).map_err(|e| {
+/// Validates and compiles `wasm` (blocking: run it off the reactor).
+pub(crate) fn compile_blocking(
+    engine: &wasmtime::Engine,
+    linker: &Linker<StoreState>,
+    caps: DefinedCaps,
+    sha: Sha256Digest,
+    wasm: &[u8],
+) -> Result<CompiledModule, EngineError> {
+    check_defined_counts(wasm, caps)?;
+    let module = Module::from_binary(engine, wasm).map_err(|e| {
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain.join(": ")))
+    })?;
+    finish(linker, sha, wasm.len(), module)
+}
+
+/// Loads a module from an artifact made by `Module::serialize` (blocking).
+///
+/// # Safety contract
+/// Artifacts come only from this server's own store, keyed by the engine's
+/// compatibility hash; wasmtime also checks their header and refuses one
+/// from another engine configuration. Bytes from clients never reach here.
+pub(crate) fn deserialize_blocking(
+    engine: &wasmtime::Engine,
+    linker: &Linker<StoreState>,
+    sha: Sha256Digest,
+    size: usize,
+    artifact: &[u8],
+) -> Result<CompiledModule, EngineError> {
+    // SAFETY: see the contract above; that is what `deserialize` asks for.
+    let module = unsafe { Module::deserialize(engine, artifact) }
+        .map_err(|e| EngineError::Internal(format!("cannot load artifact: {e}")))?;
+    finish(linker, sha, size, module)
+}
+
+/// Wraps a validated module, pre-linking it when it needs only WASI.
+fn finish(linker: &Linker<StoreState>, sha: Sha256Digest, size: usize, module: Module) -> Result<CompiledModule, EngineError> {
+    let imports_wasi = module.imports().any(|i| i.module() == WASI_MODULE);
+    let pre = if module.imports().all(|i| i.module() == WASI_MODULE) {
+        // Resolving WASI imports here also reports an unknown WASI
+        // function once, at compile time, naming it.
+        Some(linker.instantiate_pre(&module).map_err(|e| {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain.join(": ")))
-        })?;
-        self.finish(sha, wasm.len(), module)
-    }
-
-    /// Serializes a compiled module for the store (see [`Self::load_artifact`]).
-    pub async fn artifact(&self, module: &Arc<CompiledModule>) -> Result<Vec<u8>, EngineError> {
-        let module = module.clone();
-        tokio::task::spawn_blocking(move || module.module.serialize())
-            .await
-            .map_err(|e| EngineError::Internal(format!("serialize task failed: {e}")))?
-            .map_err(|e| EngineError::Internal(format!("cannot serialize module: {e}")))
-    }
-
-    /// Loads a module from an artifact made by [`Self::artifact`], skipping
-    /// compilation, and caches it under `sha`.
-    ///
-    /// Artifacts come only from this server's own store, keyed by
-    /// [`Self::compatibility_hash`]; wasmtime also checks their header and
-    /// refuses one from another engine configuration.
-    pub async fn load_artifact(
-        &self,
-        sha: Sha256Digest,
-        size: usize,
-        artifact: Vec<u8>,
-    ) -> Result<Arc<CompiledModule>, EngineError> {
-        let engine = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            // SAFETY: `artifact` was produced by `Module::serialize` on an
-            // engine with the same compatibility hash and read back from our
-            // own store; that is the contract `deserialize` asks for. Bytes
-            // from clients never reach this function.
-            let module = unsafe { Module::deserialize(engine.wasmtime(), &artifact) }
-                .map_err(|e| EngineError::Internal(format!("cannot load artifact: {e}")))?;
-            engine.finish(sha, size, module)
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("artifact task failed: {e}")))??;
-        let loaded = Arc::new(loaded);
-        self.inner.cache.counters.loaded.fetch_add(1, Ordering::Relaxed);
-        self.inner.cache.insert(loaded.clone());
-        Ok(loaded)
-    }
-
-    /// Wraps a validated module, pre-linking it when it needs only WASI.
-    fn finish(&self, sha: Sha256Digest, size: usize, module: Module) -> Result<CompiledModule, EngineError> {
-        let imports_wasi = module.imports().any(|i| i.module() == WASI_MODULE);
-        let pre = if module.imports().all(|i| i.module() == WASI_MODULE) {
-            // Resolving WASI imports here also reports an unknown WASI
-            // function once, at compile time, naming it.
-            Some(self.base_linker().instantiate_pre(&module).map_err(|e| {
-                let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-                EngineError::Link(chain.join(": "))
-            })?)
-        } else {
-            None
-        };
-        Ok(CompiledModule {
-            sha256: sha,
-            size,
-            module,
-            pre,
-            imports_wasi,
-        })
-    }
+            EngineError::Link(chain.join(": "))
+        })?)
+    } else {
+        None
+    };
+    Ok(CompiledModule {
+        sha256: sha,
+        size,
+        module,
+        pre,
+        imports_wasi,
+    })
 }

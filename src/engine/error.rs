@@ -2,7 +2,8 @@
 //!
 //! Failures are classified by type (`wasmtime::Trap`, our own [`LimitHit`]),
 //! never by comparing message strings, so that a wasmtime upgrade that
-//! rewords a message cannot silently change an API error code.
+//! rewords a message cannot silently change an API error code (see
+//! `classify.rs`).
 
 use std::fmt;
 
@@ -19,8 +20,12 @@ pub enum LimitKind {
     Memory,
     /// A table would have grown past the element limit.
     TableElements,
-    /// The module graph needed more instances, memories or tables than allowed.
+    /// The link graph has more instances than `--max-link-instances`.
     Instances,
+    /// A module defines more memories than `--max-memories-per-module`.
+    Memories,
+    /// A module defines more tables than `--max-tables-per-module`.
+    Tables,
     /// Compiling the module took longer than the compile time limit.
     CompileTime,
 }
@@ -34,6 +39,8 @@ impl LimitKind {
             LimitKind::Memory => "memory",
             LimitKind::TableElements => "table_elements",
             LimitKind::Instances => "instances",
+            LimitKind::Memories => "memories",
+            LimitKind::Tables => "tables",
             LimitKind::CompileTime => "compile_time",
         }
     }
@@ -41,7 +48,7 @@ impl LimitKind {
 
 /// Raised from inside a store (limiter, epoch callback) when a limit is hit;
 /// it travels through wasmtime as the error's root and is recovered by
-/// downcasting in [`classify_runtime_error`].
+/// downcasting in `classify::runtime_error`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct LimitHit {
@@ -107,75 +114,6 @@ pub enum EngineError {
     /// A bug or an environment failure; details are logged, not returned.
     #[error("{0}")]
     Internal(String),
-}
-
-/// Turns an error from instantiation or a call into an [`EngineError`].
-///
-pub fn classify_runtime_error(error: wasmtime::Error, limits: &super::limits::ExecLimits) -> EngineError {
-    // Our own errors raised inside a call (a bad memory access, a param the
-    // allocator could not place) come back unchanged.
-    let error = match error.downcast::<EngineError>() {
-        Ok(ours) => return ours,
-        Err(other) => other,
-    };
-    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-        return EngineError::Busy(
-            "every pre-reserved instance slot is in use by other executions and instances; retry shortly".into(),
-        );
-    }
-    if let Some(hit) = error.downcast_ref::<LimitHit>() {
-        return EngineError::LimitExceeded {
-            kind: hit.kind,
-            message: hit.message.clone(),
-        };
-    }
-    if let Some(trap) = error.downcast_ref::<Trap>() {
-        let trap = *trap;
-        return match trap {
-            Trap::OutOfFuel => EngineError::LimitExceeded {
-                kind: LimitKind::Fuel,
-                message: format!("fuel exhausted: the execution used all {} units of fuel", limits.fuel),
-            },
-            Trap::Interrupt => EngineError::LimitExceeded {
-                kind: LimitKind::Time,
-                message: format!("execution exceeded the time limit of {} ms", limits.timeout_ms),
-            },
-            other => EngineError::Trap {
-                kind: trap_name(other),
-                message: describe_trap(&error, other),
-            },
-        };
-    }
-    // Instantiation failures that are not traps are resource failures (for
-    // example an initial memory the pooling allocator cannot hold); they are
-    // the module's doing, so they are reported as a link-time limit.
-    let chain = error.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
-    EngineError::Link(chain)
-}
-
-fn describe_trap(error: &wasmtime::Error, trap: Trap) -> String {
-    let mut message = trap.to_string();
-    if let Some(bt) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
-        let frames: Vec<String> = bt
-            .frames()
-            .iter()
-            .take(16)
-            .map(|f| {
-                let name = f
-                    .func_name()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("func[{}]", f.func_index()));
-                match f.module().name() {
-                    Some(m) => format!("{m}!{name}"),
-                    None => name,
-                }
-            })
-            .collect();
-        if !frames.is_empty() {
-            message.push_str(&format!(" (in {})", frames.join(" <- ")));
-        }
-    }
-    message
 }
 
 impl fmt::Display for LimitKind {

@@ -14,33 +14,28 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use wasmtime::{Func, FuncType, Instance, Linker, Store, UpdateDeadline, Val, ValType};
+use wasmtime::{Func, FuncType, Instance, Linker, Store, Val, ValType};
 
+use super::classify;
 use super::compile::CompiledModule;
-use super::error::{LimitHit, LimitKind, classify_runtime_error};
-use super::limits::{ExecLimits, StoreLimiter};
+use super::error::{EngineError, LimitKind};
+use super::limits::ExecLimits;
 use super::link::LinkedModule;
 use super::memory::{self, MemoryRead, MemoryWrite};
-use super::values::{Arg, classify_args, json_to_val, signature, type_name, val_to_json};
+use super::store::{self, StoreState};
+use super::types::{signature, type_name};
+use super::values::{Arg, classify_args, json_to_val, result_json};
 use super::wasi::{WasiConfig, WasiOutput, WasiState};
-use super::{EngineError, WasmEngine};
 
-/// Per-store host state: limits and, for WASI programs, their context.
-pub struct StoreState {
-    limiter: StoreLimiter,
-    deadline: Instant,
-    timeout_ms: u64,
-    wasi: Option<WasiState>,
-}
-
-impl StoreState {
-    /// The WASI context; a store whose graph imports WASI always has one.
-    pub(crate) fn wasi_ctx(&mut self) -> &mut wasmtime_wasi::p1::WasiP1Ctx {
-        &mut self
-            .wasi
-            .get_or_insert_with(|| WasiState::new(WasiConfig::default(), 0))
-            .ctx
-    }
+/// What instantiation needs from the engine: the wasmtime engine, the
+/// linker with WASI, and two settings.
+pub(crate) struct Runtime<'a> {
+    pub engine: &'a wasmtime::Engine,
+    pub linker: &'a Linker<StoreState>,
+    /// Most bytes kept of a WASI program's stdout, and of its stderr.
+    pub output_cap: usize,
+    /// Most instances one link graph may create (`--max-link-instances`).
+    pub max_link_instances: usize,
 }
 
 /// What to instantiate.
@@ -74,6 +69,12 @@ pub struct CallSpec<'a> {
 pub struct ExecStats {
     /// Fuel used by instantiation (start functions) and the call.
     pub fuel_consumed: u64,
+    /// Limits the guest ran into and survived: a `memory.grow` (`memory`)
+    /// or `table.grow` (`table_elements`) that returned -1 because of the
+    /// server's limit. Absent when none was hit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub limits_hit: Vec<&'static str>,
     /// Time to instantiate the module graph, in microseconds.
     pub instantiate_us: u64,
     /// Time spent in the call itself, in microseconds.
@@ -90,8 +91,8 @@ pub struct WasiResult {
 /// What a successful call returns.
 #[derive(Debug, Default)]
 pub struct CallOutcome {
-    /// Each result as JSON text (see `values::val_to_json`).
-    pub results: Vec<String>,
+    /// Each result as ready JSON (see `values::val_to_json`).
+    pub results: Vec<Box<RawValue>>,
     pub result_types: Vec<String>,
     /// The `(ptr, len)` result's bytes, when asked for.
     pub result_bytes: Option<Vec<u8>>,
@@ -139,90 +140,90 @@ pub struct LiveInstance {
     pending: Option<ExecStats>,
 }
 
-impl WasmEngine {
-    /// Instantiates `spec`: the graph in order, then the root, then a
-    /// reactor's `_initialize`, all under `spec.limits`.
-    pub async fn instantiate(&self, mut spec: InstanceSpec) -> Result<LiveInstance, CallFailure> {
-        // A graph that imports WASI always gets a context: the request's, or
-        // an empty world (no args, no env, empty stdin).
-        let needs_wasi = spec.root.imports_wasi() || spec.graph.iter().any(|m| m.compiled.imports_wasi());
-        let config = spec.wasi.take().or_else(|| needs_wasi.then(WasiConfig::default));
-        let output_cap = self.settings().max_output_bytes;
-        let wasi = config.map(|config| WasiState::new(config, output_cap));
-        let state = StoreState {
-            limiter: StoreLimiter::new(&spec.limits),
-            deadline: Instant::now(),
-            timeout_ms: spec.limits.timeout_ms,
-            wasi,
-        };
-        let mut store = Store::new(self.wasmtime(), state);
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_callback(|ctx| {
-            let state = ctx.data();
-            if Instant::now() >= state.deadline {
-                return Err(wasmtime::Error::new(LimitHit {
-                    kind: LimitKind::Time,
-                    message: format!("execution exceeded the time limit of {} ms", state.timeout_ms),
-                }));
-            }
-            // Let other requests run on this worker thread, then go on.
-            Ok(UpdateDeadline::Yield(1))
-        });
-        arm(&mut store, &spec.limits);
-        let started = Instant::now();
-        let result = self.instantiate_graph(&mut store, &spec).await;
-        let mut stats = ExecStats {
-            instantiate_us: micros(started.elapsed()),
-            ..Default::default()
-        };
-        stats.fuel_consumed = fuel_used(&store, &spec.limits);
-        let (root, hosts) = match result {
-            Ok(instances) => instances,
-            Err(e) => {
-                return Err(CallFailure {
-                    error: classify_runtime_error(e, &spec.limits),
-                    stats: Some(stats),
-                    memory: Vec::new(),
-                    wasi: store.data().wasi.as_ref().map(WasiState::take_output),
-                });
-            }
-        };
-        Ok(LiveInstance {
-            store,
-            root,
-            root_module: spec.root,
-            root_label: spec.root_label,
-            hosts,
-            pending: Some(stats),
-        })
-    }
+/// Instantiates `spec` under `spec.limits`: the graph in order, then the
+/// root, then a reactor's `_initialize`. The request's budget is armed here
+/// and goes on to the first call ([`LiveInstance::call_on_same_budget`]).
+pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Result<LiveInstance, CallFailure> {
+    check_counts(rt, &spec)?;
+    // A graph that imports WASI always gets a context: the request's, or
+    // an empty world (no args, no env, empty stdin).
+    let needs_wasi = spec.root.imports_wasi() || spec.graph.iter().any(|m| m.compiled.imports_wasi());
+    let config = spec.wasi.take().or_else(|| needs_wasi.then(WasiConfig::default));
+    let wasi = config.map(|config| WasiState::new(config, rt.output_cap));
+    let mut store = store::new_store(rt.engine, &spec.limits, wasi);
+    store::arm(&mut store, &spec.limits);
+    let started = Instant::now();
+    let result = instantiate_graph(rt, &mut store, &spec).await;
+    let stats = ExecStats {
+        instantiate_us: micros(started.elapsed()),
+        fuel_consumed: store::fuel_used(&store),
+        ..Default::default()
+    };
+    let (root, hosts) = match result {
+        Ok(instances) => instances,
+        Err(e) => {
+            let wasi = store.data().wasi.as_ref().map(WasiState::take_output);
+            return Err(CallFailure {
+                error: classify::runtime_error(e, &spec.limits),
+                stats: Some(stats),
+                memory: Vec::new(),
+                wasi,
+            });
+        }
+    };
+    Ok(LiveInstance {
+        store,
+        root,
+        root_module: spec.root,
+        root_label: spec.root_label,
+        hosts,
+        pending: Some(stats),
+    })
+}
 
-    async fn instantiate_graph(
-        &self,
-        store: &mut Store<StoreState>,
-        spec: &InstanceSpec,
-    ) -> wasmtime::Result<(Instance, Vec<(String, Instance)>)> {
-        let root = if spec.graph.is_empty()
-            && let Some(pre) = spec.root.pre()
-        {
-            (pre.instantiate_async(&mut *store).await?, Vec::new())
-        } else {
-            let mut linker: Linker<StoreState> = self.base_linker().clone();
-            let mut hosts = Vec::with_capacity(spec.graph.len());
-            for node in &spec.graph {
-                let instance = match node.compiled.pre() {
-                    Some(pre) => pre.instantiate_async(&mut *store).await?,
-                    None => linker.instantiate_async(&mut *store, node.compiled.module()).await?,
-                };
-                linker.instance(&mut *store, &node.name, instance)?;
-                initialize(store, instance).await?;
-                hosts.push((node.name.clone(), instance));
-            }
-            (linker.instantiate_async(&mut *store, spec.root.module()).await?, hosts)
-        };
-        initialize(store, root.0).await?;
-        Ok(root)
+/// Refuses a graph with more instances than the server allows, before any
+/// of it is instantiated.
+fn check_counts(rt: &Runtime<'_>, spec: &InstanceSpec) -> Result<(), EngineError> {
+    let instances = spec.graph.len() + 1;
+    if instances > rt.max_link_instances {
+        return Err(EngineError::LimitExceeded {
+            kind: LimitKind::Instances,
+            message: format!(
+                "{} links {} host modules, {instances} instances in all; the server allows {} per execution (--max-link-instances)",
+                spec.root_label,
+                spec.graph.len(),
+                rt.max_link_instances
+            ),
+        });
     }
+    Ok(())
+}
+
+async fn instantiate_graph(
+    rt: &Runtime<'_>,
+    store: &mut Store<StoreState>,
+    spec: &InstanceSpec,
+) -> wasmtime::Result<(Instance, Vec<(String, Instance)>)> {
+    let root = if spec.graph.is_empty()
+        && let Some(pre) = spec.root.pre()
+    {
+        (pre.instantiate_async(&mut *store).await?, Vec::new())
+    } else {
+        let mut linker: Linker<StoreState> = rt.linker.clone();
+        let mut hosts = Vec::with_capacity(spec.graph.len());
+        for node in &spec.graph {
+            let instance = match node.compiled.pre() {
+                Some(pre) => pre.instantiate_async(&mut *store).await?,
+                None => linker.instantiate_async(&mut *store, node.compiled.module()).await?,
+            };
+            linker.instance(&mut *store, &node.name, instance)?;
+            initialize(store, instance).await?;
+            hosts.push((node.name.clone(), instance));
+        }
+        (linker.instantiate_async(&mut *store, spec.root.module()).await?, hosts)
+    };
+    initialize(store, root.0).await?;
+    Ok(root)
 }
 
 /// Runs a WASI reactor's `_initialize`, as the reactor ABI requires before
@@ -232,24 +233,6 @@ async fn initialize(store: &mut Store<StoreState>, instance: Instance) -> wasmti
         init.call_async(&mut *store, &[], &mut []).await?;
     }
     Ok(())
-}
-
-/// Refills fuel and restarts the clock for one call (or the instantiation).
-fn arm(store: &mut Store<StoreState>, limits: &ExecLimits) {
-    // Fuel is enabled engine-wide, so setting it cannot fail.
-    let _ = store.set_fuel(limits.fuel);
-    let state = store.data_mut();
-    state.deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
-    state.timeout_ms = limits.timeout_ms;
-    store.set_epoch_deadline(1);
-}
-
-/// Fuel used since the last [`arm`]. Compiled code keeps its fuel counter in
-/// a register and writes it back at calls and returns; when the time limit
-/// interrupts a tight loop the last write-back may be old, so after a
-/// timeout this can undercount (documented in docs/API.md).
-fn fuel_used(store: &Store<StoreState>, limits: &ExecLimits) -> u64 {
-    limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
 }
 
 /// Names of the guest allocators tried, in order, for byte arguments.
@@ -264,7 +247,15 @@ impl LiveInstance {
     /// The fuel and time instantiation took; afterwards calls report only
     /// their own (for live instances, which report instantiation on creation).
     pub fn take_instantiation_stats(&mut self) -> ExecStats {
-        self.pending.take().unwrap_or_default()
+        let mut stats = self.pending.take().unwrap_or_default();
+        stats.limits_hit = self
+            .store
+            .data_mut()
+            .take_limits_hit()
+            .into_iter()
+            .map(LimitKind::as_str)
+            .collect();
+        stats
     }
 
     /// Current size in bytes of the root's default memory, if it has one.
@@ -274,14 +265,18 @@ impl LiveInstance {
             .map(|(_, m)| m.data_size(&self.store))
     }
 
-    /// Calls one export: memory writes, byte arguments, the call, then reads.
+    /// Calls one export of a live instance as a request of its own, with a
+    /// fresh budget: memory writes, byte arguments, the call, then reads.
     pub async fn call(&mut self, spec: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
         let prepared = prepare(&self.root_module, &self.root_label, &spec)?;
-        self.call_prepared(prepared, spec).await
+        store::arm(&mut self.store, &spec.limits);
+        self.call_on_same_budget(prepared, spec).await
     }
 
-    /// Runs a call whose arguments [`prepare`] has already checked.
-    pub(crate) async fn call_prepared(
+    /// Runs a call whose arguments [`prepare`] has already checked, on the
+    /// budget armed last (by instantiation, for a one-shot execution).
+    /// `stats.fuel_consumed` is then everything the request used.
+    pub(crate) async fn call_on_same_budget(
         &mut self,
         prepared: Prepared,
         spec: CallSpec<'_>,
@@ -292,12 +287,17 @@ impl LiveInstance {
             .get_func(&mut self.store, &name)
             .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
         let mut stats = self.pending.take().unwrap_or_default();
-        let instantiate_fuel = stats.fuel_consumed;
-        arm(&mut self.store, &spec.limits);
         let started = Instant::now();
         let outcome = self.call_inner(&name, func, &ty, args, &spec).await;
         stats.call_us = micros(started.elapsed());
-        stats.fuel_consumed = instantiate_fuel + fuel_used(&self.store, &spec.limits);
+        stats.fuel_consumed = store::fuel_used(&self.store);
+        stats.limits_hit = self
+            .store
+            .data_mut()
+            .take_limits_hit()
+            .into_iter()
+            .map(LimitKind::as_str)
+            .collect();
         let wasi_output = self.store.data().wasi.as_ref().map(WasiState::take_output);
 
         let outcome = match outcome {
@@ -315,7 +315,7 @@ impl LiveInstance {
             Ok(ok) => ok,
             Err(e) => {
                 return Err(CallFailure {
-                    error: classify_runtime_error(e, &spec.limits),
+                    error: classify::runtime_error(e, &spec.limits),
                     stats: Some(stats),
                     memory: reads.unwrap_or_default(),
                     wasi: wasi_output,
@@ -345,7 +345,7 @@ impl LiveInstance {
             None
         };
         Ok(CallOutcome {
-            results: values.iter().map(val_to_json).collect(),
+            results: values.iter().map(result_json).collect(),
             result_types: match exited {
                 Some(_) => Vec::new(),
                 None => ty.results().map(|t| type_name(&t)).collect(),

@@ -1,10 +1,9 @@
 //! Execution limits: the server's ceilings, per-request overrides, and the
 //! `ResourceLimiter` that enforces memory and table limits inside a store.
 //!
-//! Fuel bounds the work a guest does, the epoch deadline bounds wall-clock
-//! time (fuel alone cannot: a guest may be slow for reasons that cost no
-//! fuel), and the limiter bounds what it allocates. Every execution gets all
-//! three; a request can only lower them.
+//! Every execution gets all of them (see `store.rs` for how they are armed);
+//! a request can only lower them. What each limit means and its default are
+//! said once, at its setting in `src/config.rs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,17 +56,16 @@ impl ExecLimits {
     }
 }
 
-/// Most instances, memories and tables one execution's module graph may
-/// create. Generous for real graphs, small enough to stop a fan-out bomb.
-const MAX_INSTANCES: usize = 1000;
-
 /// Enforces [`ExecLimits`] on memory and table growth inside one store.
 ///
-/// Growth beyond a module's own declared maximum fails the WebAssembly way
-/// (`memory.grow` returns -1), since that is the module's contract with
-/// itself. Growth beyond *our* limit traps with a [`LimitHit`], so that a
-/// request that needs more memory than allowed ends with an error that says
-/// so instead of an unexplained -1 deep inside the guest.
+/// A memory or table being created (`current` is 0) beyond our limit fails
+/// instantiation with a [`LimitHit`]: the module cannot start at all, and the
+/// error says which limit. Growth of an existing memory or table beyond our
+/// limit, or beyond the module's own declared maximum, fails the WebAssembly
+/// way: `memory.grow` and `table.grow` return -1 and the guest decides what
+/// to do (a C program's `malloc` returns NULL; QuickJS reports "out of
+/// memory" and exits). Hitting our limit is recorded and reported in the
+/// response's `stats.limits_hit`, so the client still learns why.
 #[derive(Debug)]
 pub struct StoreLimiter {
     memory_bytes: u64,
@@ -75,6 +73,8 @@ pub struct StoreLimiter {
     /// Bytes of linear memory granted so far, across every memory in the
     /// store, so that a graph of modules shares one budget.
     memory_in_use: u64,
+    /// Our limits that refused a grow since the last arming.
+    hits: Vec<LimitKind>,
 }
 
 impl StoreLimiter {
@@ -83,6 +83,18 @@ impl StoreLimiter {
             memory_bytes: limits.memory_bytes,
             table_elements: limits.table_elements,
             memory_in_use: 0,
+            hits: Vec::new(),
+        }
+    }
+
+    /// The limits that refused a grow since the last call, each once.
+    pub fn take_hits(&mut self) -> Vec<LimitKind> {
+        std::mem::take(&mut self.hits)
+    }
+
+    fn hit(&mut self, kind: LimitKind) {
+        if !self.hits.contains(&kind) {
+            self.hits.push(kind);
         }
     }
 }
@@ -94,13 +106,17 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         }
         let in_use = self.memory_in_use.saturating_add((desired - current) as u64);
         if in_use > self.memory_bytes {
-            return Err(wasmtime::Error::new(LimitHit {
-                kind: LimitKind::Memory,
-                message: format!(
-                    "linear memory would grow from {current} to {desired} bytes ({in_use} bytes in all); the limit is {} bytes",
-                    self.memory_bytes
-                ),
-            }));
+            if current == 0 {
+                return Err(wasmtime::Error::new(LimitHit {
+                    kind: LimitKind::Memory,
+                    message: format!(
+                        "a linear memory of {desired} bytes ({in_use} bytes in all) cannot be created; the limit is {} bytes (limits.memory_bytes, --max-memory-bytes)",
+                        self.memory_bytes
+                    ),
+                }));
+            }
+            self.hit(LimitKind::Memory);
+            return Ok(false);
         }
         self.memory_in_use = in_use;
         Ok(true)
@@ -111,27 +127,34 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
             return Ok(false);
         }
         if desired as u64 > self.table_elements {
-            return Err(wasmtime::Error::new(LimitHit {
-                kind: LimitKind::TableElements,
-                message: format!(
-                    "a table would grow from {current} to {desired} elements; the limit is {} elements",
-                    self.table_elements
-                ),
-            }));
+            if current == 0 {
+                return Err(wasmtime::Error::new(LimitHit {
+                    kind: LimitKind::TableElements,
+                    message: format!(
+                        "a table of {desired} elements cannot be created; the limit is {} elements (limits.table_elements, --max-table-elements)",
+                        self.table_elements
+                    ),
+                }));
+            }
+            self.hit(LimitKind::TableElements);
+            return Ok(false);
         }
         Ok(true)
     }
 
+    // Instance, memory and table counts are checked before instantiation
+    // (see `exec::check_counts`), with messages naming the setting; these
+    // are a backstop at the same values.
     fn instances(&self) -> usize {
-        MAX_INSTANCES
+        usize::MAX
     }
 
     fn tables(&self) -> usize {
-        MAX_INSTANCES
+        usize::MAX
     }
 
     fn memories(&self) -> usize {
-        MAX_INSTANCES
+        usize::MAX
     }
 }
 

@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use wasmtime::{ExternType, Mutability, ValType};
+use wasmtime::{ExternType, Mutability};
 
-use super::EngineError;
 use super::compile::CompiledModule;
-use super::values::{signature, type_name};
+use super::error::EngineError;
+use super::types::describe_with_kind as describe;
 use super::wasi::WASI_MODULE;
 
 /// A registered module taking part in an execution, under its registry name.
@@ -20,36 +20,6 @@ pub struct LinkedModule {
     /// The registry name, which is also the import module name others use.
     pub name: String,
     pub compiled: Arc<CompiledModule>,
-}
-
-fn limits_text(min: u64, max: Option<u64>) -> String {
-    match max {
-        Some(max) => format!("{min}..{max}"),
-        None => format!("{min}.."),
-    }
-}
-
-fn describe(ty: &ExternType) -> String {
-    match ty {
-        ExternType::Func(f) => format!("func {}", signature(f)),
-        ExternType::Memory(m) => format!(
-            "memory {} pages{}{}",
-            limits_text(m.minimum(), m.maximum()),
-            if m.is_64() { " i64" } else { "" },
-            if m.is_shared() { " shared" } else { "" }
-        ),
-        ExternType::Table(t) => format!(
-            "table {} {}",
-            limits_text(t.minimum(), t.maximum()),
-            type_name(&ValType::Ref(t.element().clone()))
-        ),
-        ExternType::Global(g) => format!(
-            "global {}{}",
-            if g.mutability() == Mutability::Var { "mut " } else { "" },
-            type_name(g.content())
-        ),
-        ExternType::Tag(_) => "tag".into(),
-    }
 }
 
 /// Whether an export's limits fit an import's: at least the import's

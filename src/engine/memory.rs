@@ -8,8 +8,8 @@
 
 use wasmtime::{Extern, Instance, Memory, Store};
 
-use super::EngineError;
-use super::exec::StoreState;
+use super::error::EngineError;
+use super::store::StoreState;
 
 /// Bytes to put into memory before the call.
 #[derive(Debug, Clone)]

@@ -1,67 +1,54 @@
 //! The WebAssembly engine: the only part of the crate that knows wasmtime.
 //!
-//! One [`WasmEngine`] is built at start-up and shared. It owns the wasmtime
-//! `Engine` (configured for fuel, epoch interruption and a bounded stack),
-//! the epoch ticker thread, and the compile cache. It knows nothing of HTTP
-//! or of how modules are stored: callers hand it bytes and module graphs.
+//! [`WasmEngine`], defined here, is the front door: everything outside
+//! `engine/` goes through it and the types re-exported below. It owns the
+//! wasmtime `Engine`, the epoch ticker thread and the compile cache. It knows
+//! nothing of HTTP or of how modules are stored: callers hand it bytes and
+//! module graphs. The files below never import this one; they import each
+//! other in one direction, leaves first:
 //!
-//! - [`compile`] — bytes → [`CompiledModule`], cached by SHA-256, compiled off
-//!   the async reactor on a bounded number of threads.
-//! - [`link`] — checks that a module's imports are satisfied by its host
-//!   modules' exports, with messages that name the import.
-//! - [`exec`] — instantiates a module graph in a store under limits
-//!   ([`LiveInstance`]) and calls its exports.
-//! - [`memory`] — reads and writes of guest memory for requests.
-//! - [`wasi`] — WASI preview 1 contexts with in-memory stdio.
-//! - [`values`] — exact JSON ⇄ WebAssembly value conversion.
-//! - [`limits`], [`error`]: limits and the classification of failures.
+//! - [`error`] — [`EngineError`] and [`LimitKind`]; [`types`] — how types are
+//!   shown; [`wasi`] — WASI preview 1 contexts with in-memory stdio.
+//! - [`limits`] — [`ExecLimits`] and the resource limiter; [`values`] — exact
+//!   JSON ⇄ WebAssembly values; [`classify`] — wasmtime failures into
+//!   [`EngineError`]s, by trap code.
+//! - [`store`] — a store under limits: host state, the epoch callback, and
+//!   arming a request's one fuel and time budget.
+//! - [`compile`] — bytes → [`CompiledModule`] and the cache by SHA-256;
+//!   [`link`] — import checks with messages that name the import;
+//!   [`memory`] — guest memory reads and writes.
+//! - [`exec`] — instantiating a module graph ([`LiveInstance`]) and calls.
+//! - [`settings`] — [`EngineSettings`] and the wasmtime configuration.
 
+pub mod classify;
 pub mod compile;
 pub mod error;
 pub mod exec;
 pub mod limits;
 pub mod link;
 pub mod memory;
+pub mod settings;
+pub mod store;
+pub mod types;
 pub mod values;
 pub mod wasi;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
-pub use compile::{CacheOutcome, CacheStats, CompiledModule, ModuleInterface};
+pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
 pub use error::{EngineError, LimitKind};
 pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, InstanceSpec, LiveInstance, WasiResult};
 pub use limits::{ExecLimits, LimitOverrides};
 pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
+pub use settings::EngineSettings;
+pub use types::{ExternDesc, ModuleInterface};
 pub use wasi::{WasiConfig, WasiOutput};
 
-/// Engine-wide settings, fixed at start-up.
-#[derive(Debug, Clone)]
-pub struct EngineSettings {
-    /// Largest module binary accepted, in bytes.
-    pub max_module_bytes: usize,
-    /// Largest WebAssembly stack, in bytes; deeper recursion traps with
-    /// `stack_overflow`. Engine-wide because wasmtime fixes it per engine.
-    pub max_stack_bytes: usize,
-    /// How many compiled modules the cache keeps (least recently used go).
-    pub cache_entries: usize,
-    /// How often the epoch advances: the granularity of the timeout and how
-    /// long a guest can run before it yields the reactor thread.
-    pub epoch_tick: Duration,
-    /// How many modules may compile at once.
-    pub compile_threads: usize,
-    /// How long a request waits for its module to compile.
-    pub compile_timeout: Duration,
-    /// The ceilings for every execution.
-    pub limits: ExecLimits,
-    /// Most bytes kept of a WASI program's stdout, and of its stderr.
-    pub max_output_bytes: usize,
-    /// Most bytes a request may read out of guest memory, all reads together.
-    pub max_read_bytes: u64,
-    /// Use wasmtime's pooling allocator (see [`pooling_config`]).
-    pub pooling: bool,
-}
+/// Text of at most this size is turned into a binary on the calling thread;
+/// larger text is parsed on the blocking pool like a compile.
+const INLINE_WAT_BYTES: usize = 16 * 1024;
 
 /// The shared engine. Cheap to clone.
 #[derive(Clone)]
@@ -78,31 +65,17 @@ struct Inner {
     compatibility_hash: String,
     /// Host definitions shared by every store: WASI preview 1 and nothing
     /// else. Cloned per request when a graph needs a linker of its own.
-    base_linker: wasmtime::Linker<exec::StoreState>,
+    base_linker: wasmtime::Linker<store::StoreState>,
 }
 
 impl WasmEngine {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(settings: EngineSettings) -> Result<Self, EngineError> {
-        let mut config = wasmtime::Config::new();
-        config
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(settings.max_stack_bytes)
-            // The fiber stack holds the wasm stack plus host frames.
-            .async_stack_size(settings.max_stack_bytes + (1 << 20))
-            // Canonical NaNs make float results identical on every host CPU,
-            // which a grader comparing outputs needs; it is within the spec.
-            .cranelift_nan_canonicalization(true);
-        if settings.pooling {
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling_config(&settings)));
-        }
-        let engine = wasmtime::Engine::new(&config)
-            .map_err(|e| EngineError::Internal(format!("cannot configure wasmtime: {e}")))?;
-        spawn_epoch_ticker(&engine, settings.epoch_tick)?;
+        let engine = settings::wasmtime_engine(&settings)?;
+        settings::spawn_epoch_ticker(&engine, settings.epoch_tick)?;
         let cache = compile::CompileCache::new(settings.cache_entries, settings.compile_threads);
         let mut base_linker = wasmtime::Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut base_linker, |s: &mut exec::StoreState| s.wasi_ctx())
+        wasmtime_wasi::p1::add_to_linker_async(&mut base_linker, |s: &mut store::StoreState| s.wasi_ctx())
             .map_err(|e| EngineError::Internal(format!("cannot define WASI: {e}")))?;
         let compatibility_hash = {
             use std::hash::Hash;
@@ -137,80 +110,145 @@ impl WasmEngine {
         self.inner.settings.limits
     }
 
-    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
-        &self.inner.engine
+    fn runtime(&self) -> exec::Runtime<'_> {
+        exec::Runtime {
+            engine: &self.inner.engine,
+            linker: &self.inner.base_linker,
+            output_cap: self.inner.settings.max_output_bytes,
+            max_link_instances: self.inner.settings.max_link_instances,
+        }
     }
 
-    pub(crate) fn base_linker(&self) -> &wasmtime::Linker<exec::StoreState> {
-        &self.inner.base_linker
+    fn defined_caps(&self) -> compile::DefinedCaps {
+        compile::DefinedCaps {
+            memories: self.inner.settings.max_memories_per_module,
+            tables: self.inner.settings.max_tables_per_module,
+        }
     }
 
-    /// Instantiates `spec` and makes one call: a one-shot execution.
-    /// The call is checked before anything is instantiated.
+    /// Turns WebAssembly text into a binary, off the reactor when it is large.
+    pub async fn wat_to_wasm(&self, text: String) -> Result<Vec<u8>, EngineError> {
+        if text.len() <= INLINE_WAT_BYTES {
+            return compile::parse_wat(&text);
+        }
+        tokio::task::spawn_blocking(move || compile::parse_wat(&text))
+            .await
+            .map_err(|e| EngineError::Internal(format!("text parser task failed: {e}")))?
+    }
+
+    /// The compiled module with this hash, if the cache has it.
+    pub fn cached(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
+        self.inner.cache.hit(self.inner.cache.get(sha))
+    }
+
+    /// The compile cache's counters since start.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// Returns the compiled form of `wasm`, compiling it only if the cache
+    /// does not have it yet.
+    pub async fn compile(&self, wasm: Vec<u8>) -> Result<(Arc<CompiledModule>, CacheOutcome), EngineError> {
+        let limit = self.inner.settings.max_module_bytes;
+        if wasm.len() > limit {
+            return Err(EngineError::ModuleTooLarge {
+                size: wasm.len(),
+                limit,
+            });
+        }
+        let sha = compile::sha256(&wasm);
+        if let Some(hit) = self.cached(&sha) {
+            return Ok((hit, CacheOutcome::Cached));
+        }
+        let permit = self
+            .inner
+            .cache
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::Internal("compile pool closed".into()))?;
+        // Another request may have compiled it while we waited for a permit.
+        if let Some(hit) = self.inner.cache.get(&sha) {
+            return Ok((hit, CacheOutcome::Cached));
+        }
+        let engine = self.clone();
+        let started = Instant::now();
+        // Wasmtime cannot interrupt a compile. The task owns the permit and
+        // caches its result itself, so a request that stops waiting (compile
+        // time limit) neither frees a compile slot early nor wastes the work.
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let inner = &engine.inner;
+            let compiled = compile::compile_blocking(&inner.engine, &inner.base_linker, engine.defined_caps(), sha, &wasm)?;
+            let compiled = Arc::new(compiled);
+            inner.cache.count_compiled();
+            inner.cache.insert(compiled.clone());
+            Ok::<_, EngineError>(compiled)
+        });
+        let limit = self.inner.settings.compile_timeout;
+        let compiled = tokio::time::timeout(limit, task)
+            .await
+            .map_err(|_| EngineError::LimitExceeded {
+                kind: LimitKind::CompileTime,
+                message: format!(
+                    "compiling the module took longer than {} ms (--compile-timeout-ms)",
+                    limit.as_millis()
+                ),
+            })?
+            .map_err(|e| EngineError::Internal(format!("compile task failed: {e}")))??;
+        Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
+    }
+
+    /// Serializes a compiled module for the store (see [`Self::load_artifact`]).
+    pub async fn artifact(&self, module: &Arc<CompiledModule>) -> Result<Vec<u8>, EngineError> {
+        let module = module.clone();
+        tokio::task::spawn_blocking(move || module.module().serialize())
+            .await
+            .map_err(|e| EngineError::Internal(format!("serialize task failed: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("cannot serialize module: {e}")))
+    }
+
+    /// Loads a module from an artifact made by [`Self::artifact`], skipping
+    /// compilation, and caches it under `sha`. Artifacts come only from this
+    /// server's own store, keyed by [`Self::compatibility_hash`].
+    pub async fn load_artifact(
+        &self,
+        sha: Sha256Digest,
+        size: usize,
+        artifact: Vec<u8>,
+    ) -> Result<Arc<CompiledModule>, EngineError> {
+        let engine = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let inner = &engine.inner;
+            compile::deserialize_blocking(&inner.engine, &inner.base_linker, sha, size, &artifact)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("artifact task failed: {e}")))??;
+        let loaded = Arc::new(loaded);
+        self.inner.cache.count_loaded();
+        self.inner.cache.insert(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Checks that every import of `module` (called `who` in messages) is
+    /// satisfied by an export of one of `hosts` (see [`link::check_imports`]).
+    pub fn check_imports(&self, who: &str, module: &CompiledModule, hosts: &[LinkedModule]) -> Result<(), EngineError> {
+        link::check_imports(who, module, hosts)
+    }
+
+    /// Instantiates `spec` under its limits, arming the budget that the
+    /// instantiation (and, for a one-shot run, the call) spends.
+    pub async fn instantiate(&self, spec: InstanceSpec) -> Result<LiveInstance, CallFailure> {
+        exec::instantiate(&self.runtime(), spec).await
+    }
+
+    /// Instantiates `spec` and makes one call: a one-shot execution, with one
+    /// fuel and time budget for both. The call is checked before anything is
+    /// instantiated, so a bad request costs no guest code.
     pub async fn run(&self, spec: InstanceSpec, call: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
         let prepared = exec::prepare(&spec.root, &spec.root_label, &call)?;
         let mut live = self.instantiate(spec).await?;
-        live.call_prepared(prepared, call).await
+        live.call_on_same_budget(prepared, call).await
     }
-}
-
-/// Slots of the pooling allocator: enough for every concurrent execution
-/// and live instance with room for linked graphs; past it, instantiation
-/// fails with `PoolConcurrencyLimitError`, reported as `503 overloaded`.
-const POOL_SLOTS: u32 = 1000;
-
-/// The pooling allocator keeps memories, tables, instances and fiber stacks
-/// in pre-reserved slots and reuses them, instead of an mmap/munmap pair for
-/// each per call. Its per-slot maxima must be at least our limits, so that
-/// our limiter, not the pool, decides (and reports) what is too big.
-fn pooling_config(settings: &EngineSettings) -> wasmtime::PoolingAllocationConfig {
-    let mut pool = wasmtime::PoolingAllocationConfig::new();
-    pool.total_core_instances(POOL_SLOTS)
-        .total_memories(POOL_SLOTS)
-        .total_tables(POOL_SLOTS)
-        .total_stacks(POOL_SLOTS)
-        // The whole 32-bit range: each slot reserves 4 GiB of address space
-        // anyway, and a slot smaller than a module's initial memory would
-        // make wasmtime reject the module at compile time instead of our
-        // limiter refusing it with a `memory` limit error.
-        .max_memory_size(1 << 32)
-        // At least 1M elements (8 MB of address space a slot), for the same
-        // reason: our limiter should refuse oversized tables, not the pool.
-        .table_elements(
-            usize::try_from(settings.limits.table_elements)
-                .unwrap_or(usize::MAX)
-                .max(1 << 20),
-        )
-        .max_memories_per_module(4)
-        .max_tables_per_module(8)
-        // Room for the instance metadata of large real programs.
-        .max_core_instance_size(4 << 20)
-        // Keep a little of each reused memory resident: zeroing a few pages
-        // is cheaper than faulting them in again.
-        .linear_memory_keep_resident(64 << 10)
-        .table_keep_resident(16 << 10);
-    pool
-}
-
-/// Advances the engine's epoch every `tick` on one shared thread.
-///
-/// One ticker for the whole process: a ticker per request costs a thread
-/// spawn per call. The thread holds only a weak handle, so it ends by itself
-/// once the engine is dropped (in tests, many engines come and go).
-fn spawn_epoch_ticker(engine: &wasmtime::Engine, tick: Duration) -> Result<(), EngineError> {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("epoch-ticker".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(tick);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
-            }
-        })
-        // Without a ticker timeouts would never fire; refuse to run blind.
-        .map_err(|e| EngineError::Internal(format!("cannot start the epoch ticker thread: {e}")))?;
-    Ok(())
 }

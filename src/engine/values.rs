@@ -8,7 +8,9 @@
 //! text for the same reason. The encodings are specified in `docs/API.md`.
 
 use serde_json::value::RawValue;
-use wasmtime::{FuncType, HeapType, RefType, V128, Val, ValType};
+use wasmtime::{V128, Val, ValType};
+
+use super::types::ref_type_name;
 
 /// Canonical NaN payloads: only the most significant mantissa bit set.
 const F32_CANONICAL_NAN_PAYLOAD: u32 = 1 << 22;
@@ -19,30 +21,6 @@ const F64_MANTISSA: u64 = (1 << 52) - 1;
 /// Longest numeric text we try to parse; anything longer is out of range for
 /// every type anyway, and refusing early keeps hostile inputs cheap.
 const MAX_NUMBER_TEXT: usize = 1024;
-
-/// The short name of a value type as used in signatures and `result_types`.
-pub fn type_name(ty: &ValType) -> String {
-    match ty {
-        ValType::Ref(r) => ref_type_name(r),
-        other => other.to_string(),
-    }
-}
-
-fn ref_type_name(r: &RefType) -> String {
-    match (r.is_nullable(), r.heap_type()) {
-        (true, HeapType::Func) => "funcref".into(),
-        (true, HeapType::Extern) => "externref".into(),
-        (true, HeapType::Any) => "anyref".into(),
-        (true, HeapType::Exn) => "exnref".into(),
-        _ => r.to_string(),
-    }
-}
-
-/// Formats a function type as `(i32, i64) -> (f32)`.
-pub fn signature(ty: &FuncType) -> String {
-    let list = |it: &mut dyn Iterator<Item = ValType>| it.map(|t| type_name(&t)).collect::<Vec<_>>().join(", ");
-    format!("({}) -> ({})", list(&mut ty.params()), list(&mut ty.results()))
-}
 
 /// One JSON param before it meets the signature: a value for one param, or
 /// bytes for a `(ptr, len)` pair placed in guest memory.
@@ -408,6 +386,16 @@ pub fn parse_v128(text: &str) -> Result<u128, String> {
 }
 
 /// Writes one result as JSON text (see `docs/API.md` for the encodings).
+/// A result as ready JSON for the response body. The text comes from
+/// [`val_to_json`], which writes only numbers, strings, `null` and small
+/// fixed objects, so the check `RawValue` makes cannot fail.
+pub fn result_json(val: &Val) -> Box<RawValue> {
+    RawValue::from_string(val_to_json(val)).unwrap_or_else(|_| {
+        RawValue::from_string("null".into()).expect("`null` is JSON")
+    })
+}
+
+/// A value as JSON text (see docs/API.md for the encodings).
 pub fn val_to_json(val: &Val) -> String {
     match val {
         Val::I32(v) => v.to_string(),
@@ -474,6 +462,7 @@ fn infinity_json(negative: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::types::type_name;
 
     fn raw(text: &str) -> Box<RawValue> {
         RawValue::from_string(text.to_string()).unwrap()

@@ -13,9 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use crate::engine::compile::Sha256Digest;
-use crate::engine::link::check_imports;
-use crate::engine::{CacheOutcome, CompiledModule, EngineError, LinkedModule, WasmEngine};
+use crate::engine::{CacheOutcome, CompiledModule, EngineError, LinkedModule, Sha256Digest, WasmEngine};
 pub use redb_store::RedbStore;
 pub use store::{ModuleRecord, ModuleStore, StoreError};
 
@@ -223,18 +221,19 @@ impl Registry {
         self.compile_entry(name, &entry).await
     }
 
-    /// What a call of `name` needs, from one index lookup: its compiled form
-    /// and the graph of its host modules.
-    pub async fn resolve_for_call(
+    /// What a call of `name` needs, from one index lookup: its compiled
+    /// form, the graph of its host modules, and its direct host modules.
+    /// (Used by `crate::resolve`; its imports were checked at registration.)
+    pub async fn resolve_registered(
         &self,
         name: &str,
-    ) -> Result<(Arc<CompiledModule>, CacheOutcome, Vec<LinkedModule>), RegistryError> {
+    ) -> Result<(Arc<CompiledModule>, CacheOutcome, Vec<LinkedModule>, Vec<String>), RegistryError> {
         let entry = self
             .entry(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
         let (compiled, outcome) = self.compile_entry(name, &entry).await?;
         let graph = self.link_graph(&entry.record.host_modules).await?;
-        Ok((compiled, outcome, graph))
+        Ok((compiled, outcome, graph, entry.record.host_modules.clone()))
     }
 
     async fn compile_entry(
@@ -325,40 +324,35 @@ impl Registry {
         graph.iter().filter(|m| hosts.contains(&m.name)).cloned().collect()
     }
 
-    /// Validates, links and stores a new module under `name`.
-    pub async fn register(
-        &self,
-        name: &str,
-        wasm: Vec<u8>,
-        host_modules: Vec<String>,
-        owner: Option<String>,
-    ) -> Result<(ModuleRecord, Arc<CompiledModule>), RegistryError> {
+    /// The checks a new registration passes before its code is compiled:
+    /// the name is valid and free, and `owner` has room for `size` bytes.
+    pub fn check_new(&self, name: &str, size: u64, owner: Option<&str>) -> Result<(), RegistryError> {
         validate_name(name)?;
         if self.entry(name).is_some() {
             return Err(RegistryError::Exists(name.to_string()));
         }
-        if let Some(owner) = &owner {
-            self.check_quota(owner, wasm.len() as u64)?;
+        if let Some(owner) = owner {
+            self.check_quota(owner, size)?;
         }
-        let mut hosts: Vec<String> = Vec::with_capacity(host_modules.len());
-        for host in host_modules {
-            if !hosts.contains(&host) {
-                hosts.push(host);
-            }
-        }
-        let graph = self.link_graph(&hosts).await?;
-        let size = wasm.len() as u64;
-        let (compiled, _) = self.engine.compile(wasm.clone()).await?;
-        check_imports(
-            &format!("module `{name}`"),
-            &compiled,
-            &Self::direct_hosts(&graph, &hosts),
-        )?;
+        Ok(())
+    }
+
+    /// Stores a module that `crate::resolve` has compiled and linked under
+    /// `name`, keeps its compiled artifact, and indexes it. The store, not
+    /// the earlier check, decides a race for the name.
+    pub async fn insert(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        compiled: &Arc<CompiledModule>,
+        host_modules: Vec<String>,
+        owner: Option<String>,
+    ) -> Result<ModuleRecord, RegistryError> {
         let record = ModuleRecord {
             name: name.to_string(),
             sha256: compiled.sha256_hex(),
-            size,
-            host_modules: hosts,
+            size: wasm.len() as u64,
+            host_modules,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             owner,
         };
@@ -367,7 +361,7 @@ impl Registry {
             let record = record.clone();
             blocking(move || store.insert(&record, &wasm)).await?;
         }
-        self.keep_artifact(&compiled).await;
+        self.keep_artifact(compiled).await;
         let entry = Arc::new(Entry {
             record: record.clone(),
             digest: *compiled.sha256(),
@@ -376,7 +370,7 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), entry);
-        Ok((record, compiled))
+        Ok(record)
     }
 
     /// Refuses a registration that would take `owner` past its caps. The

@@ -1,146 +1,15 @@
-//! The command line: `wasm-exec-api` alone (or `serve`) runs the server; the
-//! other subcommands are a client of a running server, speaking the same
-//! JSON API as any other client.
-//!
-//! Exit codes, for scripts: `0` success; `1` the server answered with an
-//! error (trap, limit, invalid module, ...); `2` a usage error or a file
-//! that cannot be read; `3` the server could not be reached or sent
-//! something that is not our API. `run` exits with the WASI program's own
-//! exit code when it ran to completion, and with `125` when the server
-//! refused the program or it trapped (as `docker run` does).
+//! The client subcommands: each builds a request, sends it with
+//! [`Client`], and prints the answer as a person or a script wants it.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use base64::Engine as _;
-use clap::{Args, Parser, Subcommand};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::config::Settings;
-
-/// Run WebAssembly over HTTP: the server, and a client for it.
-#[derive(Debug, Parser)]
-#[command(name = "wasm-exec-api", version, about, args_conflicts_with_subcommands = true)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// With no subcommand: run the server with these settings.
-    #[command(flatten)]
-    pub serve: Settings,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the server (the default when no subcommand is given).
-    Serve(Settings),
-    /// Call a function of a module file (.wat or .wasm) on the server.
-    Call(CallArgs),
-    /// Register a module file under a name.
-    Register(RegisterArgs),
-    /// List the registered modules.
-    Modules(ModulesArgs),
-    /// Run a WASI program: arguments after `--`, this process's stdin piped
-    /// to it, its stdout and stderr printed, its exit code returned.
-    Run(RunArgs),
-}
-
-/// Where the server is and how to authenticate.
-#[derive(Debug, Args)]
-pub struct ServerArgs {
-    /// Base URL of the server.
-    #[arg(long, env = "WASM_EXEC_SERVER", default_value = "http://127.0.0.1:4000")]
-    pub server: String,
-    /// Bearer token, when the server requires one.
-    #[arg(long, env = "WASM_EXEC_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Print the server's JSON response as it is.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct CallArgs {
-    /// A .wat (text) or .wasm (binary) file; the kind is read from its bytes.
-    pub file: PathBuf,
-    /// The exported function to call.
-    pub function: String,
-    /// Params in order: JSON numbers keep their exact digits (i64 too);
-    /// anything that is not JSON (`NaN`, `0x1p-3`) is sent as a string.
-    /// Negative numbers work as they are; put `--` before a param such as
-    /// `-Infinity` that looks like a flag.
-    #[arg(allow_negative_numbers = true)]
-    pub params: Vec<String>,
-    /// A registered module the file imports from (repeatable).
-    #[arg(long = "host-module")]
-    pub host_modules: Vec<String>,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct RegisterArgs {
-    /// The name to register under.
-    pub name: String,
-    /// A .wat or .wasm file.
-    pub file: PathBuf,
-    /// A registered module this one imports from (repeatable).
-    #[arg(long = "host-module")]
-    pub host_modules: Vec<String>,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct ModulesArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// A WASI command module (.wasm or .wat).
-    pub file: PathBuf,
-    /// Arguments for the program (after `--`).
-    #[arg(last = true)]
-    pub args: Vec<String>,
-    /// An environment variable for the program, `KEY=VALUE` (repeatable);
-    /// the program sees no other.
-    #[arg(long = "env", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
-    #[command(flatten)]
-    pub server: ServerArgs,
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
-}
-
-/// A failed client command: what to print and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
-        Failure {
-            code: 2,
-            message: message.into(),
-        }
-    }
-
-    fn unreachable(message: impl Into<String>) -> Self {
-        Failure {
-            code: 3,
-            message: message.into(),
-        }
-    }
-}
+use super::args::{CallArgs, Command, ModulesArgs, RegisterArgs, RunArgs};
+use super::client::{Client, Failure, server_error};
 
 /// Runs a client subcommand, returning the process exit code.
 pub fn run_client(command: Command) -> u8 {
@@ -182,94 +51,6 @@ fn param_token(arg: &str) -> Box<RawValue> {
         Err(_) => {
             RawValue::from_string(Value::String(arg.to_string()).to_string()).expect("a JSON string is valid JSON")
         }
-    }
-}
-
-struct Client {
-    base: String,
-    token: Option<String>,
-    http: reqwest::blocking::Client,
-}
-
-/// What the server answered: status and JSON body.
-struct Answer {
-    status: u16,
-    body: Value,
-}
-
-impl Client {
-    fn new(args: &ServerArgs) -> Result<Self, Failure> {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(600))
-            .build()
-            .map_err(|e| Failure::unreachable(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Client {
-            base: args.server.trim_end_matches('/').to_string(),
-            token: args.token.clone(),
-            http,
-        })
-    }
-
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Answer, Failure> {
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        let response = request
-            .send()
-            .map_err(|e| Failure::unreachable(format!("cannot reach {}: {}", self.base, error_chain(&e))))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .map_err(|e| Failure::unreachable(format!("reading the response failed: {e}")))?;
-        let body = serde_json::from_str(&text).map_err(|_| {
-            Failure::unreachable(format!(
-                "{} answered {status} with a body that is not JSON; is it a wasm-exec-api server?",
-                self.base
-            ))
-        })?;
-        Ok(Answer { status, body })
-    }
-
-    fn post(&self, path: &str, body: String) -> Result<Answer, Failure> {
-        self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .header("content-type", "application/json")
-                .body(body),
-        )
-    }
-
-    fn get(&self, path: &str) -> Result<Answer, Failure> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// The server's error as one line: `code: first line of the message`.
-fn server_error(answer: &Answer, code: u8) -> Failure {
-    let error = &answer.body["error"];
-    let kind = error["code"].as_str().unwrap_or("error");
-    let message = error["message"].as_str().unwrap_or("(no message)");
-    let first = message.lines().next().unwrap_or_default();
-    let detail = match (error["trap"].as_str(), error["limit"].as_str()) {
-        (Some(trap), _) => format!(" [{trap}]"),
-        (_, Some(limit)) => format!(" [{limit}]"),
-        _ => String::new(),
-    };
-    Failure {
-        code,
-        message: format!("{kind}{detail} ({}): {first}", answer.status),
     }
 }
 
@@ -315,7 +96,7 @@ fn call(args: CallArgs) -> Result<u8, Failure> {
         host_modules: &args.host_modules,
     };
     let text = serde_json::to_string(&body).map_err(|e| Failure::usage(format!("cannot encode the request: {e}")))?;
-    let client = Client::new(&args.server)?;
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
     let answer = client.post("/", text)?;
     if args.server.json {
         print_json(&answer.body);
@@ -335,7 +116,7 @@ fn call(args: CallArgs) -> Result<u8, Failure> {
 fn register(args: RegisterArgs) -> Result<u8, Failure> {
     let (field, code) = code_field(&args.file)?;
     let body = json!({ "module_name": args.name, field: code, "host_modules": args.host_modules });
-    let client = Client::new(&args.server)?;
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
     let answer = client.post("/register", body.to_string())?;
     if args.server.json {
         print_json(&answer.body);
@@ -364,7 +145,7 @@ fn register(args: RegisterArgs) -> Result<u8, Failure> {
 }
 
 fn modules(args: ModulesArgs) -> Result<u8, Failure> {
-    let client = Client::new(&args.server)?;
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
     let answer = client.get("/modules")?;
     if args.server.json {
         print_json(&answer.body);
@@ -436,7 +217,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             "stdin": { "base64": base64::engine::general_purpose::STANDARD.encode(&stdin) },
         }
     });
-    let client = Client::new(&args.server)?;
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
     let answer = client.post("/", body.to_string())?;
     if args.server.json {
         print_json(&answer.body);

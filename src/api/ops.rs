@@ -1,0 +1,82 @@
+//! The operator's endpoints: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorCode};
+use super::metrics::Gauges;
+use super::responses::ErrorBody;
+use super::state::AppState;
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (alive) or `ready` (the store answers).
+    pub status: &'static str,
+    /// Registered modules (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modules: Option<usize>,
+}
+
+/// Liveness: answers once the server is accepting requests.
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    responses((status = 200, description = "The server is up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        modules: None,
+    })
+}
+
+/// Readiness: the store answers a read. `503 not_ready` when it does not,
+/// so a load balancer stops sending work this node cannot do.
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "readyz",
+    responses(
+        (status = 200, description = "The store answers; ready for work", body = Health),
+        (status = 503, description = "not_ready: the store does not answer", body = ErrorBody),
+    ))]
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
+    match app.registry.check_store().await {
+        Ok(()) => Ok(Json(Health {
+            status: "ready",
+            modules: Some(app.registry.len()),
+        })),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness check failed");
+            Err(ApiError::new(
+                ErrorCode::NotReady,
+                "the module store does not answer; see the server log",
+            ))
+        }
+    }
+}
+
+/// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Counters, histograms and gauges in the OpenMetrics text format (Prometheus scrapes it)",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let gauges = Gauges {
+        cache: app.engine.cache_stats(),
+        live_instances: app.instances.len(),
+        in_flight: app.in_flight(),
+        registered_modules: app.registry.len(),
+        registered_bytes: app.registry.total_bytes(),
+        store_file_bytes: app.registry.store_size_on_disk(),
+    };
+    match app.metrics.render(&gauges) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("cannot encode metrics: {e}")).into_response(),
+    }
+}

@@ -1,0 +1,83 @@
+//! Turning a wasmtime failure from instantiation or a call into an
+//! [`EngineError`], by type and trap code, never by message text.
+//!
+//! The order matters: a trap code decides first (an out-of-bounds
+//! `memory.copy` is a trap whatever the fuel counter reads afterwards),
+//! then our own limit errors, then resource exhaustion of the pool.
+
+use wasmtime::Trap;
+
+use super::error::{EngineError, LimitHit, LimitKind, trap_name};
+use super::limits::ExecLimits;
+
+/// Classifies `error`, which ended an instantiation or a call run under
+/// `limits`.
+pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError {
+    // Our own errors raised inside a call (a bad memory access, a param the
+    // allocator could not place) come back unchanged.
+    let error = match error.downcast::<EngineError>() {
+        Ok(ours) => return ours,
+        Err(other) => other,
+    };
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        let trap = *trap;
+        return match trap {
+            Trap::OutOfFuel => EngineError::LimitExceeded {
+                kind: LimitKind::Fuel,
+                message: format!(
+                    "fuel exhausted: the execution used all {} units of fuel (limits.fuel, --max-fuel)",
+                    limits.fuel
+                ),
+            },
+            Trap::Interrupt => EngineError::LimitExceeded {
+                kind: LimitKind::Time,
+                message: format!("execution exceeded the time limit of {} ms", limits.timeout_ms),
+            },
+            other => EngineError::Trap {
+                kind: trap_name(other),
+                message: describe_trap(&error, other),
+            },
+        };
+    }
+    if let Some(hit) = error.downcast_ref::<LimitHit>() {
+        return EngineError::LimitExceeded {
+            kind: hit.kind,
+            message: hit.message.clone(),
+        };
+    }
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return EngineError::Busy(
+            "every pre-reserved instance slot is in use by other executions and instances; retry shortly".into(),
+        );
+    }
+    // Instantiation failures that are none of the above are the module's
+    // doing (an import wasmtime refused after our checks passed, a data
+    // segment out of bounds at instantiation is a trap and handled above).
+    let chain = error.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+    EngineError::Link(chain)
+}
+
+fn describe_trap(error: &wasmtime::Error, trap: Trap) -> String {
+    let mut message = trap.to_string();
+    if let Some(bt) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames: Vec<String> = bt
+            .frames()
+            .iter()
+            .take(16)
+            .map(|f| {
+                let name = f
+                    .func_name()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("func[{}]", f.func_index()));
+                match f.module().name() {
+                    Some(m) => format!("{m}!{name}"),
+                    None => name,
+                }
+            })
+            .collect();
+        if !frames.is_empty() {
+            message.push_str(&format!(" (in {})", frames.join(" <- ")));
+        }
+    }
+    message
+}
