@@ -50,11 +50,32 @@ pub(crate) fn wasmtime_engine(settings: &EngineSettings) -> Result<wasmtime::Eng
         .async_stack_size(settings.max_stack_bytes + (1 << 20))
         // Canonical NaNs make float results identical on every host CPU,
         // which a grader comparing outputs needs; it is within the spec.
-        .cranelift_nan_canonicalization(true);
+        .cranelift_nan_canonicalization(true)
+        .operator_cost(operator_cost());
     if settings.pooling {
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling_config(settings)));
     }
     wasmtime::Engine::new(&config).map_err(|e| EngineError::Internal(format!("cannot configure wasmtime: {e}")))
+}
+
+/// Fuel counts operators, one unit each (wasmtime's default table), with no
+/// extra charge per byte or element of bulk operations. Wasmtime's default
+/// charges a `memory.copy` its length in fuel *before* the bounds check, so a
+/// copy of 2^64-1 bytes ran out of fuel instead of trapping out of bounds as
+/// the spec requires. The work of a bulk operation is still bounded: by the
+/// memory and table limits, and by the wall-clock timeout.
+fn operator_cost() -> wasmtime::OperatorCost {
+    let mut cost = wasmtime::OperatorCost::new();
+    let variable = &mut cost.variable;
+    variable.memory_copy_per_byte = 0;
+    variable.memory_fill_per_byte = 0;
+    variable.memory_init_per_byte = 0;
+    variable.memory_grow_per_page = 0;
+    variable.table_copy_per_element = 0;
+    variable.table_fill_per_element = 0;
+    variable.table_init_per_element = 0;
+    variable.table_grow_per_element = 0;
+    cost
 }
 
 /// Slots of the pooling allocator: enough for every concurrent execution

@@ -49,9 +49,30 @@ async fn fuel_limit_violated() {
 
 #[tokio::test]
 async fn time_limit_obeyed() {
+    // The clock starts when a request starts, not when the instance was
+    // made: an instance idle for longer than its per-call timeout still
+    // gets its whole timeout for the next call.
     let app = spawn_app().await;
-    let (status, body) = run_limited(&app, COUNT_TO, "count", json!([1000]), json!({"timeout_ms": 5000})).await;
+    let (status, created) = app
+        .post("/instances", &json!({"wat": COUNT_TO, "limits": {"timeout_ms": 400}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (status, body) = app
+        .post(&format!("/instances/{id}/call"), &json!({"function_name": "count", "params": [1000]}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([1000]));
+}
+
+#[tokio::test]
+async fn the_default_fuel_outlasts_the_default_timeout() {
+    // `--help` says time is the usual bound: a guest that never stops is
+    // ended by the 10 s default timeout, not by running out of fuel first.
+    let app = spawn_app().await;
+    let (status, body) = app.run_wat(SPIN, "spin", json!([])).await;
+    assert_limit(status, &body, "time");
 }
 
 #[tokio::test]
@@ -80,6 +101,8 @@ async fn memory_limit_obeyed() {
 
 #[tokio::test]
 async fn memory_limit_violated_by_growth() {
+    // Growth past the server's limit fails the WebAssembly way: memory.grow
+    // returns -1 and the guest goes on; the response says the limit was hit.
     let app = spawn_app().await;
     let (status, body) = run_limited(
         &app,
@@ -89,13 +112,28 @@ async fn memory_limit_violated_by_growth() {
         json!({"memory_bytes": 4 * 65536}),
     )
     .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([-1]), "{body}");
+    assert_eq!(body["stats"]["limits_hit"], json!(["memory"]), "{body}");
+}
+
+#[tokio::test]
+async fn memory_limit_obeyed_reports_no_limit_hit() {
+    let app = spawn_app().await;
+    let (status, body) = run_limited(&app, GROW_MEMORY, "grow", json!([3]), json!({"memory_bytes": 4 * 65536})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["stats"].get("limits_hit").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn memory_limit_violated_by_an_initial_memory() {
+    // A memory that cannot even be created refuses the module with 422.
+    let app = spawn_app().await;
+    let wat = r#"(module (memory 8) (func (export "f") (result i32) (memory.size)))"#;
+    let (status, body) = run_limited(&app, wat, "f", json!([]), json!({"memory_bytes": 4 * 65536})).await;
     assert_limit(status, &body, "memory");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("the limit is 262144 bytes")
-    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("the limit is 262144 bytes"), "{message}");
 }
 
 #[tokio::test]
@@ -127,6 +165,16 @@ async fn table_limit_obeyed() {
 async fn table_limit_violated() {
     let app = spawn_app().await;
     let (status, body) = run_limited(&app, GROW_TABLE, "grow", json!([1000]), json!({"table_elements": 100})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([-1]), "{body}");
+    assert_eq!(body["stats"]["limits_hit"], json!(["table_elements"]), "{body}");
+}
+
+#[tokio::test]
+async fn table_limit_violated_by_an_initial_table() {
+    let app = spawn_app().await;
+    let wat = r#"(module (table 1000 funcref) (func (export "f") (result i32) (table.size)))"#;
+    let (status, body) = run_limited(&app, wat, "f", json!([]), json!({"table_elements": 100})).await;
     assert_limit(status, &body, "table_elements");
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real server and speaks HTTP to it.
 
 mod auth;
+mod budget;
 mod browser;
 mod cli;
 mod errors;

@@ -82,7 +82,7 @@ async fn every_documented_operation_answers_on_the_live_server() {
 async fn every_error_code_and_schema_is_documented() {
     let app = spawn_app().await;
     let (_, doc) = app.get("/openapi.json").await;
-    let codes: BTreeSet<&str> = doc["components"]["schemas"]["ErrorCodeName"]["enum"]
+    let codes: BTreeSet<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
         .as_array()
         .expect("error code enum")
         .iter()
