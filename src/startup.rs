@@ -20,8 +20,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store, builds the engine and registry, and binds the
-    /// listener (port 0 picks a free port; see [`Application::port`]).
+    /// Opens the store the settings name (a redb file, or `--memory`), then
+    /// builds the rest as [`Application::build_with_store`] does.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store: Arc<dyn ModuleStore> = match settings.registry_path() {
             Some(path) => {
@@ -37,6 +37,13 @@ impl Application {
                 Arc::new(RedbStore::in_memory()?)
             }
         };
+        Self::build_with_store(settings, store).await
+    }
+
+    /// Builds the engine and registry over `store`, and binds the listener
+    /// (port 0 picks a free port; see [`Application::port`]). Tests use it
+    /// to run the real server over a store that fails on demand.
+    pub async fn build_with_store(settings: Settings, store: Arc<dyn ModuleStore>) -> anyhow::Result<Self> {
         let engine = WasmEngine::new(settings.engine())?;
         let quota = TokenQuota {
             max_modules: settings.max_modules_per_token,

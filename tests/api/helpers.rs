@@ -6,13 +6,16 @@
 //! an executor with the test's client. Set `TEST_LOG=1` to see server logs.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use clap::Parser;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use wasm_exec_api::api::error::ErrorCode;
 use wasm_exec_api::config::Settings;
+use wasm_exec_api::registry::ModuleStore;
 use wasm_exec_api::startup::Application;
 
 /// The origin README's `double` module, as hex.
@@ -38,7 +41,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// A server with `settings` (the port is forced to 0 and bind to loopback).
-pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    spawn_app_inner(settings, None).await
+}
+
+/// A server with `settings` over `store` instead of the one they name.
+pub async fn spawn_app_with_store(settings: Settings, store: Arc<dyn ModuleStore>) -> TestApp {
+    spawn_app_inner(settings, Some(store)).await
+}
+
+async fn spawn_app_inner(mut settings: Settings, store: Option<Arc<dyn ModuleStore>>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         wasm_exec_api::telemetry::init();
     }
@@ -53,7 +65,11 @@ pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let app = match Application::build(settings).await {
+            let built = match store {
+                Some(store) => Application::build_with_store(settings, store).await,
+                None => Application::build(settings).await,
+            };
+            let app = match built {
                 Ok(app) => app,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.to_string()));
@@ -185,9 +201,14 @@ fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"))
 }
 
-/// The `error.code` of an error body.
+/// The `error.code` of an error body. Fails the test if the server sent a
+/// code that [`ErrorCode`] (the one list of codes) does not have.
 pub fn code(body: &Value) -> &str {
-    body["error"]["code"]
+    let code = body["error"]["code"]
         .as_str()
-        .unwrap_or_else(|| panic!("not an error body: {body}"))
+        .unwrap_or_else(|| panic!("not an error body: {body}"));
+    if serde_json::from_value::<ErrorCode>(Value::String(code.to_string())).is_err() {
+        panic!("the server sent error code `{code}`, which ErrorCode does not list: {body}");
+    }
+    code
 }

@@ -4,6 +4,7 @@ mod auth;
 mod budget;
 mod browser;
 mod cli;
+mod error_codes;
 mod errors;
 mod fuzzish;
 mod helpers;

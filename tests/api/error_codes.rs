@@ -1,0 +1,293 @@
+//! Every error code the API has is produced by a real request to a real
+//! server, with the status the code promises.
+//!
+//! The scenarios are an exhaustive `match` over [`ErrorCode`]: a new code
+//! without a scenario does not compile, and a code the server sends that
+//! the enum lacks fails `helpers::code` in every test that reads one. The
+//! two codes that need a broken store (`not_ready`, `internal`) run over a
+//! real redb store wrapped so that its reads fail on demand.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wasm_exec_api::api::error::ErrorCode;
+use wasm_exec_api::registry::{ModuleRecord, ModuleStore, RedbStore, StoreError};
+
+use crate::helpers::{DOUBLE_HEX, TestApp, code, spawn_app_with, spawn_app_with_store, test_settings};
+
+/// The embedded store, whose reads fail while `failing` is set, as a disk
+/// or a database connection can.
+struct FlakyStore {
+    inner: RedbStore,
+    failing: AtomicBool,
+}
+
+impl FlakyStore {
+    fn fail_if_asked(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("injected read failure".into()));
+        }
+        Ok(())
+    }
+}
+
+impl ModuleStore for FlakyStore {
+    fn list(&self) -> Result<Vec<ModuleRecord>, StoreError> {
+        self.inner.list()
+    }
+    fn insert(&self, record: &ModuleRecord, wasm: &[u8]) -> Result<(), StoreError> {
+        self.inner.insert(record, wasm)
+    }
+    fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.fail_if_asked()?;
+        self.inner.wasm(sha256)
+    }
+    fn artifact(&self, sha256: &str, engine: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.artifact(sha256, engine)
+    }
+    fn put_artifact(&self, sha256: &str, engine: &str, artifact: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_artifact(sha256, engine, artifact)
+    }
+    fn remove(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.remove(name)
+    }
+    fn check(&self) -> Result<(), StoreError> {
+        self.fail_if_asked()?;
+        self.inner.check()
+    }
+    fn size_on_disk(&self) -> Option<u64> {
+        self.inner.size_on_disk()
+    }
+}
+
+const ADMIN: &str = "admin-0123456789abcdef";
+const EXEC: &str = "execute-0123456789abcdef";
+const FLOOD: &str = "flood-0123456789abcdef";
+
+struct Servers {
+    /// Small module and body limits, no room for instances, a flaky store.
+    plain: TestApp,
+    store: Arc<FlakyStore>,
+    /// Tokens, a per-token quota of zero modules, one request a second.
+    guarded: TestApp,
+    /// One execution at a time.
+    busy: TestApp,
+}
+
+async fn servers() -> Servers {
+    let store = Arc::new(FlakyStore {
+        inner: RedbStore::in_memory().unwrap(),
+        failing: AtomicBool::new(false),
+    });
+    let mut settings = test_settings();
+    settings.max_module_bytes = 1000;
+    settings.body_timeout_ms = 300;
+    settings.max_instances = 0;
+    let plain = spawn_app_with_store(settings, store.clone()).await;
+    let mut settings = test_settings();
+    settings.tokens = vec![format!("admin:{ADMIN}"), format!("execute:{EXEC}"), format!("execute:{FLOOD}")];
+    settings.max_modules_per_token = 0;
+    settings.rate_limit = 1;
+    let guarded = spawn_app_with(settings).await;
+    let mut settings = test_settings();
+    settings.max_concurrency = 1;
+    let busy = spawn_app_with(settings).await;
+    Servers {
+        plain,
+        store,
+        guarded,
+        busy,
+    }
+}
+
+async fn send(app: &TestApp, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let _ = app;
+    let response = request.send().await.expect("request failed");
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn inline(wat: &str, function: &str, extra: Value) -> Value {
+    let mut body = json!({"wat": wat, "function_name": function});
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    body
+}
+
+/// A request that gets `code`, made against whichever server it needs.
+async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
+    let plain = &s.plain;
+    let guarded = &s.guarded;
+    let client = &plain.client;
+    match code {
+        ErrorCode::InvalidRequest => plain.post("/", &json!({"function_name": "f"})).await,
+        ErrorCode::InvalidModule => plain.post("/", &json!({"wasm_hex": "0061736d", "function_name": "f"})).await,
+        ErrorCode::InvalidParams => {
+            plain
+                .post("/", &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": ["x"]}))
+                .await
+        }
+        ErrorCode::InvalidMemoryAccess => {
+            let wat = r#"(module (memory (export "memory") 1) (func (export "f")))"#;
+            let reads = json!({"memory_reads": [{"offset": 70000, "length": 1}]});
+            plain.post("/", &inline(wat, "f", reads)).await
+        }
+        ErrorCode::LinkError => {
+            let wat = r#"(module (import "nowhere" "f" (func)) (func (export "f")))"#;
+            plain.post("/", &inline(wat, "f", json!({}))).await
+        }
+        ErrorCode::Unauthorized => send(guarded, guarded.client.get(guarded.url("/modules"))).await,
+        ErrorCode::Forbidden => {
+            let body = json!({"module_name": "x", "wasm_hex": DOUBLE_HEX});
+            send(guarded, guarded.client.post(guarded.url("/register")).bearer_auth(EXEC).json(&body)).await
+        }
+        ErrorCode::QuotaExceeded => {
+            let body = json!({"module_name": "x", "wasm_hex": DOUBLE_HEX});
+            send(guarded, guarded.client.post(guarded.url("/register")).bearer_auth(ADMIN).json(&body)).await
+        }
+        ErrorCode::FunctionNotFound => {
+            plain
+                .post("/", &json!({"wasm_hex": DOUBLE_HEX, "function_name": "triple"}))
+                .await
+        }
+        ErrorCode::ModuleNotFound => plain.execute("nope", "f", json!([])).await,
+        ErrorCode::InstanceNotFound => plain.get("/instances/nope").await,
+        ErrorCode::RouteNotFound => plain.get("/nope").await,
+        ErrorCode::MethodNotAllowed => plain.delete("/healthz").await,
+        ErrorCode::RequestTimeout => slow_body(plain).await,
+        ErrorCode::ModuleExists => {
+            plain
+                .post("/register", &json!({"module_name": "m", "wasm_hex": DOUBLE_HEX}))
+                .await
+        }
+        ErrorCode::ModuleInUse => plain.delete("/modules/m").await,
+        ErrorCode::PayloadTooLarge => {
+            plain
+                .post("/", &json!({"wasm_hex": "00".repeat(1100), "function_name": "f"}))
+                .await
+        }
+        ErrorCode::UnsupportedMediaType => {
+            send(plain, client.post(plain.url("/")).header("content-type", "text/plain").body("{}")).await
+        }
+        ErrorCode::Trap => plain.run_wat(r#"(module (func (export "f") unreachable))"#, "f", json!([])).await,
+        ErrorCode::LimitExceeded => {
+            let wat = r#"(module (func (export "f") (loop (br 0))))"#;
+            plain.post("/", &inline(wat, "f", json!({"limits": {"fuel": 1000}}))).await
+        }
+        ErrorCode::RateLimited => {
+            let mut last = (StatusCode::OK, Value::Null);
+            for _ in 0..10 {
+                last = send(guarded, guarded.client.get(guarded.url("/modules")).bearer_auth(FLOOD)).await;
+                if last.0 == StatusCode::TOO_MANY_REQUESTS {
+                    break;
+                }
+            }
+            last
+        }
+        ErrorCode::InstanceCapacity => plain.post("/instances", &json!({"wasm_hex": DOUBLE_HEX})).await,
+        ErrorCode::Internal => {
+            s.store.failing.store(true, Ordering::SeqCst);
+            let answer = plain.get("/modules/m/wasm").await;
+            s.store.failing.store(false, Ordering::SeqCst);
+            answer
+        }
+        ErrorCode::Overloaded => overload(&s.busy).await,
+        ErrorCode::NotReady => {
+            s.store.failing.store(true, Ordering::SeqCst);
+            let answer = plain.get("/readyz").await;
+            s.store.failing.store(false, Ordering::SeqCst);
+            answer
+        }
+    }
+}
+
+/// A body that never finishes arriving.
+async fn slow_body(app: &TestApp) -> (StatusCode, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head =
+        format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut response)).await;
+    assert!(read.is_ok(), "the server kept waiting for the body");
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Holds the only execution slot with a spinning guest, then asks for
+/// another until refused (bounded).
+async fn overload(app: &TestApp) -> (StatusCode, Value) {
+    let (client, url) = (app.client.clone(), app.url("/"));
+    let spin = tokio::spawn(async move {
+        let body = inline(
+            r#"(module (func (export "f") (loop (br 0))))"#,
+            "f",
+            json!({"limits": {"timeout_ms": 3000}}),
+        );
+        client.post(url).json(&body).send().await.map(|r| r.status())
+    });
+    // Wait (bounded) until the spin holds the slot, as /metrics shows.
+    for _ in 0..300 {
+        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if metrics.contains("wasm_exec_executions_in_flight 1") || spin.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut last = (StatusCode::OK, Value::Null);
+    for _ in 0..300 {
+        last = app
+            .post("/", &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [1]}))
+            .await;
+        if last.0 == StatusCode::SERVICE_UNAVAILABLE || spin.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _ = spin.await;
+    last
+}
+
+#[tokio::test]
+async fn every_error_code_is_produced_with_its_status() {
+    let s = servers().await;
+    // What the scenarios stand on: `m` registered, `uses_m` importing it.
+    let (status, body) = s
+        .plain
+        .post("/register", &json!({"module_name": "m", "wasm_hex": DOUBLE_HEX}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let uses = r#"(module (import "m" "double" (func (param i32) (result i32))))"#;
+    let (status, body) = s.plain.register_wat("uses_m", uses, &["m"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let mut failures = Vec::new();
+    for &expected in ErrorCode::ALL {
+        let (status, body) = produce(expected, &s).await;
+        let got = body["error"]["code"].as_str().map(|_| code(&body).to_string());
+        if got.as_deref() != Some(expected.as_str()) || status != expected.status() {
+            failures.push(format!(
+                "{}: expected {} {}, got {status} {body}",
+                expected.as_str(),
+                expected.status(),
+                expected.as_str()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The store recovered: the server is ready again.
+    assert_eq!(s.plain.get("/readyz").await.0, StatusCode::OK);
+}
