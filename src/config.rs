@@ -65,47 +65,60 @@ pub struct Settings {
     #[arg(short = 'm', long, env = "WASM_EXEC_MEMORY")]
     pub memory: bool,
 
-    /// Fuel per request (about one unit per WebAssembly instruction), shared
-    /// by instantiation and the call. The default outlasts the default
-    /// timeout (a tight loop burns about 10^10 units a second), so time is
-    /// the usual bound and fuel the deterministic one a request can lower.
+    /// Fuel per request, about one unit per WebAssembly instruction (bulk
+    /// memory and table operations cost one unit, whatever their length),
+    /// shared by instantiation and the call; a request may lower it
+    /// (`limits.fuel`). Exhausted: `422 limit_exceeded`, `limit: "fuel"`. The
+    /// default outlasts the default timeout (a tight loop burns about 10^10
+    /// units a second), so time is the usual bound and fuel the
+    /// deterministic one a request can lower.
     #[arg(long, env = "WASM_EXEC_MAX_FUEL", default_value_t = 1_000_000_000_000)]
     pub max_fuel: u64,
 
     /// Wall-clock limit per request, in milliseconds, shared by
-    /// instantiation and the call.
+    /// instantiation and the call, checked every epoch tick; a request may
+    /// lower it (`limits.timeout_ms`). Exceeded: `limit: "time"`.
     #[arg(long, env = "WASM_EXEC_TIMEOUT_MS", default_value_t = 10_000)]
     pub timeout_ms: u64,
 
-    /// Linear memory per execution, in bytes (all memories of the link graph
-    /// together). A memory that cannot be created within it refuses the
-    /// module (`422`); a `memory.grow` past it returns -1 to the guest.
+    /// Linear memory per execution, in bytes, all memories of the link graph
+    /// together; a request may lower it (`limits.memory_bytes`). A memory
+    /// that cannot be created within it refuses the module (`limit:
+    /// "memory"`); a `memory.grow` past it returns -1 to the guest, which
+    /// goes on, and the response lists `memory` in `stats.limits_hit`.
     #[arg(long, env = "WASM_EXEC_MAX_MEMORY_BYTES", default_value_t = 256 << 20)]
     pub max_memory_bytes: u64,
 
-    /// Elements per table. A table that cannot be created within it refuses
-    /// the module (`422`); a `table.grow` past it returns -1 to the guest.
+    /// Elements per table; a request may lower it (`limits.table_elements`).
+    /// A table that cannot be created within it refuses the module (`limit:
+    /// "table_elements"`); a `table.grow` past it returns -1 to the guest and
+    /// `stats.limits_hit` lists `table_elements`.
     #[arg(long, env = "WASM_EXEC_MAX_TABLE_ELEMENTS", default_value_t = 100_000)]
     pub max_table_elements: u64,
 
-    /// Memories one module may define (imported ones do not count).
+    /// Memories one module may define (imported ones do not count); more:
+    /// `limit: "memories"`.
     #[arg(long, env = "WASM_EXEC_MAX_MEMORIES_PER_MODULE", default_value_t = 16)]
     pub max_memories_per_module: usize,
 
-    /// Tables one module may define (imported ones do not count).
+    /// Tables one module may define (imported ones do not count); more:
+    /// `limit: "tables"`.
     #[arg(long, env = "WASM_EXEC_MAX_TABLES_PER_MODULE", default_value_t = 16)]
     pub max_tables_per_module: usize,
 
     /// Instances one execution's link graph may create: the module and every
-    /// registered module it links, directly or not.
+    /// registered module it links, directly or not; more: `limit:
+    /// "instances"`.
     #[arg(long, env = "WASM_EXEC_MAX_LINK_INSTANCES", default_value_t = 1000)]
     pub max_link_instances: usize,
 
-    /// WebAssembly stack size in bytes; deeper recursion traps.
+    /// WebAssembly stack size in bytes, server-wide; deeper recursion is
+    /// `trap` `stack_overflow`.
     #[arg(long, env = "WASM_EXEC_MAX_STACK_BYTES", default_value_t = 512 << 10)]
     pub max_stack_bytes: usize,
 
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes (the default has room for a 32 MiB
+    /// module in base64); larger: `413 payload_too_large`.
     #[arg(long, env = "WASM_EXEC_MAX_BODY_BYTES", default_value_t = 48 << 20)]
     pub max_body_bytes: usize,
 
@@ -114,12 +127,14 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_BODY_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_timeout_ms: u64,
 
-    /// Largest module binary, in bytes. Generous, because real WASI programs
-    /// (interpreters, databases) are often tens of megabytes.
+    /// Largest module binary, in bytes; larger: `413 payload_too_large`.
+    /// Generous, because real WASI programs (interpreters, databases) are
+    /// often tens of megabytes.
     #[arg(long, env = "WASM_EXEC_MAX_MODULE_BYTES", default_value_t = 32 << 20)]
     pub max_module_bytes: usize,
 
-    /// Executions (and registrations) in flight at once; more get 503.
+    /// Executions, instance creations and calls, and registrations in flight
+    /// at once; more get `503 overloaded` at once, with `Retry-After: 1`.
     #[arg(long, env = "WASM_EXEC_MAX_CONCURRENCY", default_value_t = 32)]
     pub max_concurrency: usize,
 

@@ -168,10 +168,14 @@ impl ApiError {
 
     /// Adds a WASI program's output (`stdout`, `stderr`, `*_truncated`).
     pub fn with_output(mut self, output: &WasiOutput) -> Self {
-        self.extra.insert("stdout".into(), String::from_utf8_lossy(&output.stdout).into());
-        self.extra.insert("stderr".into(), String::from_utf8_lossy(&output.stderr).into());
-        self.extra.insert("stdout_truncated".into(), output.stdout_truncated.into());
-        self.extra.insert("stderr_truncated".into(), output.stderr_truncated.into());
+        self.extra
+            .insert("stdout".into(), String::from_utf8_lossy(&output.stdout).into());
+        self.extra
+            .insert("stderr".into(), String::from_utf8_lossy(&output.stderr).into());
+        self.extra
+            .insert("stdout_truncated".into(), output.stdout_truncated.into());
+        self.extra
+            .insert("stderr_truncated".into(), output.stderr_truncated.into());
         self
     }
 }

@@ -120,7 +120,10 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
     let resolved = resolve(&app.engine, &app.registry, source).await?;
     let wasi = call::wasi_config(req.wasi, &resolved.program)?;
     let compile = resolved.compile;
-    let result = app.engine.run(resolved.into_spec(limits, wasi), call.spec(limits)).await;
+    let result = app
+        .engine
+        .run(resolved.into_spec(limits, wasi), call.spec(limits))
+        .await;
     call.respond(result, Some(compile), started, &app.metrics, Endpoint::Inline)
 }
 
@@ -149,6 +152,9 @@ async fn run_registered(
     let resolved = resolve(&app.engine, &app.registry, Source::Registered(req.module_name)).await?;
     let wasi = call::wasi_config(req.wasi, &resolved.program)?;
     let compile = resolved.compile;
-    let result = app.engine.run(resolved.into_spec(limits, wasi), call.spec(limits)).await;
+    let result = app
+        .engine
+        .run(resolved.into_spec(limits, wasi), call.spec(limits))
+        .await;
     call.respond(result, Some(compile), started, &app.metrics, Endpoint::Registered)
 }

@@ -25,7 +25,6 @@ pub struct ErrorDetail {
     message: String,
 }
 
-
 /// Responses by status, as `IntoResponses` returns them.
 type Responses = BTreeMap<String, RefOr<utoipa::openapi::Response>>;
 
@@ -100,4 +99,3 @@ impl IntoResponses for RunErrors {
         ])
     }
 }
-

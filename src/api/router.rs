@@ -50,7 +50,10 @@ pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate
         // (which records the caller), then the rate limit counted per caller.
         .layer(middleware::from_fn_with_state(rate_limits, quota::limit_rate))
         .layer(middleware::from_fn_with_state(Arc::new(tokens), auth::require_token))
-        .layer(middleware::from_fn_with_state(state.metrics.clone(), logging::log_request))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            logging::log_request,
+        ))
         .with_state(state)
 }
 

@@ -116,4 +116,3 @@ pub fn server_error(answer: &Answer, code: u8) -> Failure {
         message: format!("{kind}{detail} ({}): {first}", answer.status),
     }
 }
-

@@ -242,10 +242,22 @@ fn check_defined_counts(wasm: &[u8], caps: DefinedCaps) -> Result<(), EngineErro
         })
     };
     if memories > caps.memories {
-        return refuse(LimitKind::Memories, "memories", memories, caps.memories, "--max-memories-per-module");
+        return refuse(
+            LimitKind::Memories,
+            "memories",
+            memories,
+            caps.memories,
+            "--max-memories-per-module",
+        );
     }
     if tables > caps.tables {
-        return refuse(LimitKind::Tables, "tables", tables, caps.tables, "--max-tables-per-module");
+        return refuse(
+            LimitKind::Tables,
+            "tables",
+            tables,
+            caps.tables,
+            "--max-tables-per-module",
+        );
     }
     Ok(())
 }
@@ -286,7 +298,12 @@ pub(crate) fn deserialize_blocking(
 }
 
 /// Wraps a validated module, pre-linking it when it needs only WASI.
-fn finish(linker: &Linker<StoreState>, sha: Sha256Digest, size: usize, module: Module) -> Result<CompiledModule, EngineError> {
+fn finish(
+    linker: &Linker<StoreState>,
+    sha: Sha256Digest,
+    size: usize,
+    module: Module,
+) -> Result<CompiledModule, EngineError> {
     let imports_wasi = module.imports().any(|i| i.module() == WASI_MODULE);
     let pre = if module.imports().all(|i| i.module() == WASI_MODULE) {
         // Resolving WASI imports here also reports an unknown WASI

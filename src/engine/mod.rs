@@ -180,7 +180,8 @@ impl WasmEngine {
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let inner = &engine.inner;
-            let compiled = compile::compile_blocking(&inner.engine, &inner.base_linker, engine.defined_caps(), sha, &wasm)?;
+            let compiled =
+                compile::compile_blocking(&inner.engine, &inner.base_linker, engine.defined_caps(), sha, &wasm)?;
             let compiled = Arc::new(compiled);
             inner.cache.count_compiled();
             inner.cache.insert(compiled.clone());

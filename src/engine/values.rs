@@ -390,9 +390,8 @@ pub fn parse_v128(text: &str) -> Result<u128, String> {
 /// [`val_to_json`], which writes only numbers, strings, `null` and small
 /// fixed objects, so the check `RawValue` makes cannot fail.
 pub fn result_json(val: &Val) -> Box<RawValue> {
-    RawValue::from_string(val_to_json(val)).unwrap_or_else(|_| {
-        RawValue::from_string("null".into()).expect("`null` is JSON")
-    })
+    RawValue::from_string(val_to_json(val))
+        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("`null` is JSON"))
 }
 
 /// A value as JSON text (see docs/API.md for the encodings).

@@ -32,7 +32,11 @@ async fn instantiation_and_the_call_share_one_fuel_budget_violated() {
     // Each half fits in 1,100 units alone; together they do not.
     let app = spawn_app().await;
     let (status, body) = run(&app, BURN_TWICE, json!({"fuel": 1100})).await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+        "{body}"
+    );
     assert_eq!(body["error"]["limit"], "fuel", "{body}");
     assert_eq!(body["error"]["stats"]["fuel_consumed"], 1100, "{body}");
 }
@@ -48,7 +52,11 @@ async fn an_out_of_bounds_bulk_copy_on_a_64_bit_memory_traps() {
     ] {
         let wat = format!(r#"(module (memory i64 1) (func (export "f") {op}))"#);
         let (status, body) = run(&app, &wat, json!({})).await;
-        assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "trap"), "{op}: {body}");
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "trap"),
+            "{op}: {body}"
+        );
         assert_eq!(body["error"]["trap"], "out_of_bounds_memory_access", "{body}");
         let fuel = body["error"]["stats"]["fuel_consumed"].as_u64().unwrap();
         assert!(fuel < 1000, "a trap is not fuel exhaustion: {body}");
@@ -88,13 +96,23 @@ async fn link_instance_limit_violated() {
     let (status, body) = app
         .post("/", &json!({"wat": ROOT, "function_name": "f", "host_modules": ["b"]}))
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+        "{body}"
+    );
     assert_eq!(body["error"]["limit"], "instances", "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("--max-link-instances"), "{message}");
     // An instance of the same graph is refused the same way.
-    let (status, body) = app.post("/instances", &json!({"wat": ROOT, "host_modules": ["b"]})).await;
-    assert_eq!((status, body["error"]["limit"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("instances")), "{body}");
+    let (status, body) = app
+        .post("/instances", &json!({"wat": ROOT, "host_modules": ["b"]}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["limit"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("instances")),
+        "{body}"
+    );
 }
 
 fn memories(n: usize) -> String {
@@ -120,10 +138,17 @@ async fn memories_per_module_limit_violated() {
     settings.max_memories_per_module = 2;
     let app = spawn_app_with(settings).await;
     let (status, body) = app.run_wat(&memories(3), "f", json!([])).await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+        "{body}"
+    );
     assert_eq!(body["error"]["limit"], "memories", "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("defines 3 memories") && message.contains("--max-memories-per-module"), "{message}");
+    assert!(
+        message.contains("defines 3 memories") && message.contains("--max-memories-per-module"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -133,7 +158,11 @@ async fn tables_per_module_limit_violated() {
     let app = spawn_app_with(settings).await;
     let wat = r#"(module (table 1 funcref) (table 1 funcref) (func (export "f")))"#;
     let (status, body) = app.run_wat(wat, "f", json!([])).await;
-    assert_eq!((status, code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"), "{body}");
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+        "{body}"
+    );
     assert_eq!(body["error"]["limit"], "tables", "{body}");
 }
 
@@ -154,7 +183,10 @@ async fn a_wasi_program_that_runs_out_of_memory_keeps_its_output() {
             (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
             (call $exit (i32.const 1))))))"#;
     let (status, body) = app
-        .post("/", &json!({"wat": wat, "wasi": {}, "limits": {"memory_bytes": 4 * 65536}}))
+        .post(
+            "/",
+            &json!({"wat": wat, "wasi": {}, "limits": {"memory_bytes": 4 * 65536}}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["exit_code"], 1, "{body}");

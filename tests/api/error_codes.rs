@@ -87,7 +87,11 @@ async fn servers() -> Servers {
     settings.max_instances = 0;
     let plain = spawn_app_with_store(settings, store.clone()).await;
     let mut settings = test_settings();
-    settings.tokens = vec![format!("admin:{ADMIN}"), format!("execute:{EXEC}"), format!("execute:{FLOOD}")];
+    settings.tokens = vec![
+        format!("admin:{ADMIN}"),
+        format!("execute:{EXEC}"),
+        format!("execute:{FLOOD}"),
+    ];
     settings.max_modules_per_token = 0;
     settings.rate_limit = 1;
     let guarded = spawn_app_with(settings).await;
@@ -125,10 +129,17 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
     let client = &plain.client;
     match code {
         ErrorCode::InvalidRequest => plain.post("/", &json!({"function_name": "f"})).await,
-        ErrorCode::InvalidModule => plain.post("/", &json!({"wasm_hex": "0061736d", "function_name": "f"})).await,
+        ErrorCode::InvalidModule => {
+            plain
+                .post("/", &json!({"wasm_hex": "0061736d", "function_name": "f"}))
+                .await
+        }
         ErrorCode::InvalidParams => {
             plain
-                .post("/", &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": ["x"]}))
+                .post(
+                    "/",
+                    &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": ["x"]}),
+                )
                 .await
         }
         ErrorCode::InvalidMemoryAccess => {
@@ -143,11 +154,27 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
         ErrorCode::Unauthorized => send(guarded, guarded.client.get(guarded.url("/modules"))).await,
         ErrorCode::Forbidden => {
             let body = json!({"module_name": "x", "wasm_hex": DOUBLE_HEX});
-            send(guarded, guarded.client.post(guarded.url("/register")).bearer_auth(EXEC).json(&body)).await
+            send(
+                guarded,
+                guarded
+                    .client
+                    .post(guarded.url("/register"))
+                    .bearer_auth(EXEC)
+                    .json(&body),
+            )
+            .await
         }
         ErrorCode::QuotaExceeded => {
             let body = json!({"module_name": "x", "wasm_hex": DOUBLE_HEX});
-            send(guarded, guarded.client.post(guarded.url("/register")).bearer_auth(ADMIN).json(&body)).await
+            send(
+                guarded,
+                guarded
+                    .client
+                    .post(guarded.url("/register"))
+                    .bearer_auth(ADMIN)
+                    .json(&body),
+            )
+            .await
         }
         ErrorCode::FunctionNotFound => {
             plain
@@ -171,12 +198,25 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
                 .await
         }
         ErrorCode::UnsupportedMediaType => {
-            send(plain, client.post(plain.url("/")).header("content-type", "text/plain").body("{}")).await
+            send(
+                plain,
+                client
+                    .post(plain.url("/"))
+                    .header("content-type", "text/plain")
+                    .body("{}"),
+            )
+            .await
         }
-        ErrorCode::Trap => plain.run_wat(r#"(module (func (export "f") unreachable))"#, "f", json!([])).await,
+        ErrorCode::Trap => {
+            plain
+                .run_wat(r#"(module (func (export "f") unreachable))"#, "f", json!([]))
+                .await
+        }
         ErrorCode::LimitExceeded => {
             let wat = r#"(module (func (export "f") (loop (br 0))))"#;
-            plain.post("/", &inline(wat, "f", json!({"limits": {"fuel": 1000}}))).await
+            plain
+                .post("/", &inline(wat, "f", json!({"limits": {"fuel": 1000}})))
+                .await
         }
         ErrorCode::RateLimited => {
             let mut last = (StatusCode::OK, Value::Null);
@@ -241,7 +281,15 @@ async fn overload(app: &TestApp) -> (StatusCode, Value) {
     });
     // Wait (bounded) until the spin holds the slot, as /metrics shows.
     for _ in 0..300 {
-        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if metrics.contains("wasm_exec_executions_in_flight 1") || spin.is_finished() {
             break;
         }
@@ -250,7 +298,10 @@ async fn overload(app: &TestApp) -> (StatusCode, Value) {
     let mut last = (StatusCode::OK, Value::Null);
     for _ in 0..300 {
         last = app
-            .post("/", &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [1]}))
+            .post(
+                "/",
+                &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [1]}),
+            )
             .await;
         if last.0 == StatusCode::SERVICE_UNAVAILABLE || spin.is_finished() {
             break;

@@ -178,15 +178,18 @@ async fn calls_on_one_instance_wait_while_other_instances_run() {
                 .unwrap()
         })
     };
-    // Wait until the spin holds the busy instance (its memory size is then
-    // unknown), without guessing a sleep.
-    for _ in 0..200 {
+    // Wait (bounded) until the spin holds the busy instance: its memory size
+    // is then unknown. The test means nothing unless it does.
+    let mut held = false;
+    for _ in 0..400 {
         let (_, info) = app.get(&format!("/instances/{busy}")).await;
         if info["memory_bytes"].is_null() {
+            held = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    assert!(held, "the spinning call never took the busy instance");
     for expected in 1..=5 {
         let (status, body) = call(&app, &free, json!({"function_name": "inc"})).await;
         assert_eq!(status, StatusCode::OK, "{body}");

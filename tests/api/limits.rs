@@ -60,7 +60,10 @@ async fn time_limit_obeyed() {
     let id = created["id"].as_str().unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let (status, body) = app
-        .post(&format!("/instances/{id}/call"), &json!({"function_name": "count", "params": [1000]}))
+        .post(
+            &format!("/instances/{id}/call"),
+            &json!({"function_name": "count", "params": [1000]}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"], json!([1000]));
@@ -120,7 +123,14 @@ async fn memory_limit_violated_by_growth() {
 #[tokio::test]
 async fn memory_limit_obeyed_reports_no_limit_hit() {
     let app = spawn_app().await;
-    let (status, body) = run_limited(&app, GROW_MEMORY, "grow", json!([3]), json!({"memory_bytes": 4 * 65536})).await;
+    let (status, body) = run_limited(
+        &app,
+        GROW_MEMORY,
+        "grow",
+        json!([3]),
+        json!({"memory_bytes": 4 * 65536}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["stats"].get("limits_hit").is_none(), "{body}");
 }

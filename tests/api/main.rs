@@ -1,8 +1,8 @@
 //! Integration tests: each starts the real server and speaks HTTP to it.
 
 mod auth;
-mod budget;
 mod browser;
+mod budget;
 mod cli;
 mod error_codes;
 mod errors;
@@ -10,6 +10,7 @@ mod fuzzish;
 mod helpers;
 mod hostile;
 mod instances;
+mod layout;
 mod limits;
 mod linking;
 mod memory;
@@ -19,6 +20,7 @@ mod persistence;
 mod process;
 mod registry;
 mod schemathesis;
+mod settings_doc;
 mod spectest;
 mod values;
 mod wasi;

@@ -112,7 +112,8 @@ async fn every_error_code_and_schema_is_documented() {
             "error code `{code}` is in the OpenAPI enum but not in docs/API.md"
         );
     }
-    // Every operation documents its success and at least one error with a schema.
+    // Every operation documents its success, and every error response it
+    // documents has the ErrorBody schema.
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
@@ -120,6 +121,15 @@ async fn every_error_code_and_schema_is_documented() {
                 responses.keys().any(|s| s.starts_with('2')),
                 "{method} {path} documents no success"
             );
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(
+                        schema, "#/components/schemas/ErrorBody",
+                        "{method} {path} {status} has no ErrorBody schema"
+                    );
+                }
+            }
         }
     }
 }

@@ -142,6 +142,7 @@ fn compile_c_fixture(out: &Path) -> Vec<u8> {
 }
 
 #[tokio::test]
+#[ignore = "needs Debian clang, lld, wasi-libc and libclang-rt-14-dev-wasm32; `scripts/test` installs them and runs it"]
 async fn a_c_program_built_for_wasi_reads_stdin_and_writes_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = compile_c_fixture(&dir.path().join("upcase.wasm"));
