@@ -461,3 +461,51 @@ fn matches_value(token: &str, want: &Expect) -> bool {
         }
     }
 }
+
+/// The spec files whose modules define several memories (up to five), which
+/// the pooling allocator's old cap of four refused as `invalid_module`.
+const MANY_MEMORY_FILES: &[&str] = &[
+    "address.wast",
+    "exports.wast",
+    "float_memory.wast",
+    "memory_size.wast",
+    "float_exprs.wast",
+];
+
+#[tokio::test]
+async fn every_module_of_the_multi_memory_spec_files_instantiates() {
+    let app = spawn_app().await;
+    let (mut instantiated, mut needs_imports) = (0usize, 0usize);
+    let mut failures = Vec::new();
+    for file in spec(SpecVersion::V2).filter(|f| MANY_MEMORY_FILES.contains(&f.name())) {
+        let text = file.raw();
+        let mut lexer = wast::lexer::Lexer::new(text);
+        lexer.allow_confusing_unicode(true);
+        let buffer = wast::parser::ParseBuffer::new_with_lexer(lexer).expect("lex spec file");
+        let wast: wast::Wast = wast::parser::parse(&buffer).unwrap_or_else(|e| panic!("{}: {e}", file.name()));
+        for directive in wast.directives {
+            let (line, _) = directive.span().linecol_in(text);
+            let WastDirective::Module(mut quote) = directive else {
+                continue;
+            };
+            let Ok(bytes) = quote.encode() else { continue };
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let (status, body) = app.post("/instances", &serde_json::json!({"wasm_base64": b64})).await;
+            match (status, body["error"]["code"].as_str()) {
+                (StatusCode::CREATED, _) => {
+                    instantiated += 1;
+                    let id = body["id"].as_str().unwrap();
+                    assert_eq!(app.delete(&format!("/instances/{id}")).await.0, StatusCode::NO_CONTENT);
+                }
+                // Modules importing the spec's `spectest` host module.
+                (StatusCode::BAD_REQUEST, Some("link_error")) => needs_imports += 1,
+                _ => failures.push(format!("{}:{}: {status} {body}", file.name(), line + 1)),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        instantiated >= 20,
+        "only {instantiated} modules instantiated ({needs_imports} need imports)"
+    );
+}
