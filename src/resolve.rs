@@ -3,8 +3,9 @@
 //! Every endpoint that runs, inspects or registers code names it as a
 //! [`Source`] and calls [`resolve`], which returns everything a call needs:
 //! the compiled root, the link graph of registered modules it imports from
-//! (checked against its imports, with messages that name the import), how
-//! messages name it, and `argv[0]` for WASI. Handlers then only decode,
+//! (checked against its imports, with messages that name the import), and
+//! its name, from which messages' label follows; `argv[0]` for WASI follows
+//! from the source itself ([`Source::program`]). Handlers then only decode,
 //! resolve, run and respond.
 
 use std::sync::Arc;
@@ -25,7 +26,8 @@ pub enum Source {
     /// Code sent with the request, importing from `host_modules`.
     Inline { wasm: Vec<u8>, host_modules: Vec<String> },
     /// Code to be registered under `name`: checked like inline code, plus the
-    /// name and the caller's quota before anything is compiled.
+    /// name and the caller's quota before anything is compiled. (The caller
+    /// keeps its own copy of the binary to store.)
     ToRegister {
         name: String,
         wasm: Vec<u8>,
@@ -37,6 +39,18 @@ pub enum Source {
     Unlinked(Vec<u8>),
 }
 
+impl Source {
+    /// `argv[0]` of a WASI program run from this code: the module name, or
+    /// `main` for inline code. Known before anything is compiled, so a
+    /// request's WASI fields are checked first.
+    pub fn program(&self) -> &str {
+        match self {
+            Source::Registered(name) | Source::ToRegister { name, .. } => name,
+            Source::Inline { .. } | Source::Unlinked(_) => INLINE_PROGRAM,
+        }
+    }
+}
+
 /// What a call, an instance or a registration needs, resolved.
 pub struct Resolved {
     pub root: Arc<CompiledModule>,
@@ -45,25 +59,31 @@ pub struct Resolved {
     /// Every registered module the root depends on, directly or not, each
     /// once, dependencies first.
     pub graph: Vec<LinkedModule>,
-    /// The root's direct host modules, without repeats, in the order given.
+    /// The host modules sent with inline code or a registration, without
+    /// repeats, in the order given; empty for a registered module (its
+    /// record has them).
     pub host_modules: Vec<String>,
-    /// How messages name the root: "module `name`" or "the module".
-    pub label: String,
-    /// `argv[0]` of a WASI program: the module name, or `main` inline.
-    pub program: String,
-    /// The module's name, or `inline`.
-    pub module: String,
-    /// The binary, kept only for [`Source::ToRegister`], which stores it.
-    pub binary: Option<Vec<u8>>,
+    /// The module's registry name; `None` for inline code.
+    pub name: Option<String>,
 }
 
 impl Resolved {
+    /// How messages name the root: "module `name`" or "the module".
+    pub fn label(&self) -> String {
+        label(self.name.as_deref())
+    }
+
+    /// The module's name, or `inline`.
+    pub fn module(&self) -> &str {
+        self.name.as_deref().unwrap_or("inline")
+    }
+
     /// The instantiation of this code under `limits`, with `wasi` as the
     /// WASI world when the request has one.
     pub fn into_spec(self, limits: ExecLimits, wasi: Option<WasiConfig>) -> InstanceSpec {
         InstanceSpec {
+            root_label: self.label(),
             root: self.root,
-            root_label: self.label,
             graph: self.graph,
             limits,
             wasi,
@@ -71,38 +91,27 @@ impl Resolved {
     }
 }
 
+fn label(name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("module `{name}`"),
+        None => INLINE_LABEL.into(),
+    }
+}
+
 /// Resolves `source` into everything a call needs (see the module docs).
 pub async fn resolve(engine: &WasmEngine, registry: &Registry, source: Source) -> Result<Resolved, RegistryError> {
     match source {
         Source::Registered(name) => {
-            let (root, compile, graph, host_modules) = registry.resolve_registered(&name).await?;
+            let (root, compile, graph) = registry.resolve_registered(&name).await?;
             Ok(Resolved {
                 root,
                 compile,
                 graph,
-                host_modules,
-                label: format!("module `{name}`"),
-                program: name.clone(),
-                module: name,
-                binary: None,
+                host_modules: Vec::new(),
+                name: Some(name),
             })
         }
-        Source::Inline { wasm, host_modules } => {
-            let host_modules = dedup(host_modules);
-            let graph = registry.link_graph(&host_modules).await?;
-            let (root, compile) = engine.compile(wasm).await?;
-            engine.check_imports(INLINE_LABEL, &root, &Registry::direct_hosts(&graph, &host_modules))?;
-            Ok(Resolved {
-                root,
-                compile,
-                graph,
-                host_modules,
-                label: INLINE_LABEL.into(),
-                program: INLINE_PROGRAM.into(),
-                module: "inline".into(),
-                binary: None,
-            })
-        }
+        Source::Inline { wasm, host_modules } => link_inline(engine, registry, None, wasm, host_modules).await,
         Source::ToRegister {
             name,
             wasm,
@@ -110,21 +119,7 @@ pub async fn resolve(engine: &WasmEngine, registry: &Registry, source: Source) -
             owner,
         } => {
             registry.check_new(&name, wasm.len() as u64, owner.as_deref())?;
-            let host_modules = dedup(host_modules);
-            let graph = registry.link_graph(&host_modules).await?;
-            let (root, compile) = engine.compile(wasm.clone()).await?;
-            let label = format!("module `{name}`");
-            engine.check_imports(&label, &root, &Registry::direct_hosts(&graph, &host_modules))?;
-            Ok(Resolved {
-                root,
-                compile,
-                graph,
-                host_modules,
-                label,
-                program: name.clone(),
-                module: name,
-                binary: Some(wasm),
-            })
+            link_inline(engine, registry, Some(name), wasm, host_modules).await
         }
         Source::Unlinked(wasm) => {
             let (root, compile) = engine.compile(wasm).await?;
@@ -133,13 +128,33 @@ pub async fn resolve(engine: &WasmEngine, registry: &Registry, source: Source) -
                 compile,
                 graph: Vec::new(),
                 host_modules: Vec::new(),
-                label: INLINE_LABEL.into(),
-                program: INLINE_PROGRAM.into(),
-                module: "inline".into(),
-                binary: None,
+                name: None,
             })
         }
     }
+}
+
+/// Compiles code sent with a request and links it to `host_modules`,
+/// checking every import against them.
+async fn link_inline(
+    engine: &WasmEngine,
+    registry: &Registry,
+    name: Option<String>,
+    wasm: Vec<u8>,
+    host_modules: Vec<String>,
+) -> Result<Resolved, RegistryError> {
+    let host_modules = dedup(host_modules);
+    let graph = registry.link_graph(&host_modules).await?;
+    let (root, compile) = engine.compile(wasm).await?;
+    let direct = Registry::direct_hosts(&graph, &host_modules);
+    engine.check_imports(&label(name.as_deref()), &root, &direct)?;
+    Ok(Resolved {
+        root,
+        compile,
+        graph,
+        host_modules,
+        name,
+    })
 }
 
 /// `names` without repeats, first occurrence kept.

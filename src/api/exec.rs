@@ -17,7 +17,7 @@ use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::LimitOverrides;
+use crate::engine::{ExecLimits, LimitOverrides};
 use crate::resolve::{Source, resolve};
 
 pub fn routes() -> Routes {
@@ -112,19 +112,11 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
         wasm_base64: req.wasm_base64,
         wat: req.wat,
     };
-    let wasm = code.into_wasm(&app.engine).await?;
     let source = Source::Inline {
-        wasm,
+        wasm: code.into_wasm(&app.engine).await?,
         host_modules: req.host_modules,
     };
-    let resolved = resolve(&app.engine, &app.registry, source).await?;
-    let wasi = call::wasi_config(req.wasi, &resolved.program)?;
-    let compile = resolved.compile;
-    let result = app
-        .engine
-        .run(resolved.into_spec(limits, wasi), call.spec(limits))
-        .await;
-    call.respond(result, Some(compile), started, &app.metrics, Endpoint::Inline)
+    run_one_shot(&app, Endpoint::Inline, source, limits, call, req.wasi, started).await
 }
 
 #[utoipa::path(post, path = "/execute", tag = "execute", operation_id = "run_registered",
@@ -149,12 +141,27 @@ async fn run_registered(
         req.result_encoding,
         app.engine.settings().max_read_bytes,
     )?;
-    let resolved = resolve(&app.engine, &app.registry, Source::Registered(req.module_name)).await?;
-    let wasi = call::wasi_config(req.wasi, &resolved.program)?;
+    let source = Source::Registered(req.module_name);
+    run_one_shot(&app, Endpoint::Registered, source, limits, call, req.wasi, started).await
+}
+
+/// The part `POST /` and `/execute` share: check the WASI fields, resolve
+/// the code, run the call on one budget, respond.
+async fn run_one_shot(
+    app: &AppState,
+    endpoint: Endpoint,
+    source: Source,
+    limits: ExecLimits,
+    call: Call,
+    wasi: Option<WasiBody>,
+    started: Instant,
+) -> ApiResult<Json<ExecResponse>> {
+    let wasi = call::wasi_config(wasi, source.program())?;
+    let resolved = resolve(&app.engine, &app.registry, source).await?;
     let compile = resolved.compile;
     let result = app
         .engine
         .run(resolved.into_spec(limits, wasi), call.spec(limits))
         .await;
-    call.respond(result, Some(compile), started, &app.metrics, Endpoint::Registered)
+    call.respond(result, Some(compile), started, &app.metrics, endpoint)
 }

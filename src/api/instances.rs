@@ -188,9 +188,9 @@ async fn create(
             ));
         }
     };
+    let wasi = call::wasi_config(req.wasi, source.program())?;
     let resolved = resolve(&app.engine, &app.registry, source).await?;
-    let wasi = call::wasi_config(req.wasi, &resolved.program)?;
-    let module = resolved.module.clone();
+    let module = resolved.module().to_string();
     let spec = resolved.into_spec(limits, wasi);
     let (slot, stats) = app.instances.create(spec, module, owner_of(&caller)).await?;
     Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))))

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::code::CodeFields;
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::extract::JsonBody;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
@@ -135,16 +135,14 @@ async fn register(
     };
     let wasm = code.into_wasm(&app.engine).await?;
     let owner = caller.fingerprint();
+    // The engine consumes its copy; this one is stored.
     let source = Source::ToRegister {
         name: req.module_name.clone(),
-        wasm,
+        wasm: wasm.clone(),
         host_modules: req.host_modules,
         owner: owner.clone(),
     };
     let resolved = resolve(&app.engine, &app.registry, source).await?;
-    let wasm = resolved
-        .binary
-        .ok_or_else(|| ApiError::internal("a module to register was resolved without its binary"))?;
     let record = app
         .registry
         .insert(&req.module_name, wasm, &resolved.root, resolved.host_modules, owner)

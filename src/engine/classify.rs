@@ -7,7 +7,7 @@
 
 use wasmtime::Trap;
 
-use super::error::{EngineError, LimitHit, LimitKind, trap_name};
+use super::error::{EngineError, LimitHit, LimitKind, chain_text, trap_name};
 use super::limits::ExecLimits;
 
 /// Classifies `error`, which ended an instantiation or a call run under
@@ -53,8 +53,7 @@ pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError
     // Instantiation failures that are none of the above are the module's
     // doing (an import wasmtime refused after our checks passed, a data
     // segment out of bounds at instantiation is a trap and handled above).
-    let chain = error.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
-    EngineError::Link(chain)
+    EngineError::Link(chain_text(&error))
 }
 
 fn describe_trap(error: &wasmtime::Error, trap: Trap) -> String {

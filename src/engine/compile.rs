@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module};
 
-use super::error::{EngineError, LimitKind};
+use super::error::{EngineError, LimitKind, chain_text};
 use super::store::StoreState;
 use super::types::{ModuleInterface, signature};
 use super::wasi::WASI_MODULE;
@@ -271,10 +271,8 @@ pub(crate) fn compile_blocking(
     wasm: &[u8],
 ) -> Result<CompiledModule, EngineError> {
     check_defined_counts(wasm, caps)?;
-    let module = Module::from_binary(engine, wasm).map_err(|e| {
-        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain.join(": ")))
-    })?;
+    let module = Module::from_binary(engine, wasm)
+        .map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain_text(&e))))?;
     finish(linker, sha, wasm.len(), module)
 }
 
@@ -308,10 +306,11 @@ fn finish(
     let pre = if module.imports().all(|i| i.module() == WASI_MODULE) {
         // Resolving WASI imports here also reports an unknown WASI
         // function once, at compile time, naming it.
-        Some(linker.instantiate_pre(&module).map_err(|e| {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            EngineError::Link(chain.join(": "))
-        })?)
+        Some(
+            linker
+                .instantiate_pre(&module)
+                .map_err(|e| EngineError::Link(chain_text(&e)))?,
+        )
     } else {
         None
     };

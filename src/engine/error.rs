@@ -116,6 +116,11 @@ pub enum EngineError {
     Internal(String),
 }
 
+/// A wasmtime error with its causes, as one line: `outer: inner: root`.
+pub(crate) fn chain_text(error: &wasmtime::Error) -> String {
+    error.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
+
 impl fmt::Display for LimitKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

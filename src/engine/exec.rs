@@ -248,13 +248,7 @@ impl LiveInstance {
     /// their own (for live instances, which report instantiation on creation).
     pub fn take_instantiation_stats(&mut self) -> ExecStats {
         let mut stats = self.pending.take().unwrap_or_default();
-        stats.limits_hit = self
-            .store
-            .data_mut()
-            .take_limits_hit()
-            .into_iter()
-            .map(LimitKind::as_str)
-            .collect();
+        stats.limits_hit = self.store.data_mut().take_limits_hit();
         stats
     }
 
@@ -291,13 +285,7 @@ impl LiveInstance {
         let outcome = self.call_inner(&name, func, &ty, args, &spec).await;
         stats.call_us = micros(started.elapsed());
         stats.fuel_consumed = store::fuel_used(&self.store);
-        stats.limits_hit = self
-            .store
-            .data_mut()
-            .take_limits_hit()
-            .into_iter()
-            .map(LimitKind::as_str)
-            .collect();
+        stats.limits_hit = self.store.data_mut().take_limits_hit();
         let wasi_output = self.store.data().wasi.as_ref().map(WasiState::take_output);
 
         let outcome = match outcome {

@@ -92,10 +92,25 @@ impl StoreLimiter {
         std::mem::take(&mut self.hits)
     }
 
-    fn hit(&mut self, kind: LimitKind) {
+    /// Past our limit: a memory or table being created (`current` is 0)
+    /// fails instantiation with `message`; a grow returns -1 to the guest
+    /// and the hit is recorded.
+    fn over_limit(
+        &mut self,
+        current: usize,
+        kind: LimitKind,
+        message: impl FnOnce() -> String,
+    ) -> wasmtime::Result<bool> {
+        if current == 0 {
+            return Err(wasmtime::Error::new(LimitHit {
+                kind,
+                message: message(),
+            }));
+        }
         if !self.hits.contains(&kind) {
             self.hits.push(kind);
         }
+        Ok(false)
     }
 }
 
@@ -106,17 +121,12 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         }
         let in_use = self.memory_in_use.saturating_add((desired - current) as u64);
         if in_use > self.memory_bytes {
-            if current == 0 {
-                return Err(wasmtime::Error::new(LimitHit {
-                    kind: LimitKind::Memory,
-                    message: format!(
-                        "a linear memory of {desired} bytes ({in_use} bytes in all) cannot be created; the limit is {} bytes (limits.memory_bytes, --max-memory-bytes)",
-                        self.memory_bytes
-                    ),
-                }));
-            }
-            self.hit(LimitKind::Memory);
-            return Ok(false);
+            let limit = self.memory_bytes;
+            return self.over_limit(current, LimitKind::Memory, || {
+                format!(
+                    "a linear memory of {desired} bytes ({in_use} bytes in all) cannot be created; the limit is {limit} bytes (limits.memory_bytes, --max-memory-bytes)"
+                )
+            });
         }
         self.memory_in_use = in_use;
         Ok(true)
@@ -127,24 +137,21 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
             return Ok(false);
         }
         if desired as u64 > self.table_elements {
-            if current == 0 {
-                return Err(wasmtime::Error::new(LimitHit {
-                    kind: LimitKind::TableElements,
-                    message: format!(
-                        "a table of {desired} elements cannot be created; the limit is {} elements (limits.table_elements, --max-table-elements)",
-                        self.table_elements
-                    ),
-                }));
-            }
-            self.hit(LimitKind::TableElements);
-            return Ok(false);
+            let limit = self.table_elements;
+            return self.over_limit(current, LimitKind::TableElements, || {
+                format!(
+                    "a table of {desired} elements cannot be created; the limit is {limit} elements (limits.table_elements, --max-table-elements)"
+                )
+            });
         }
         Ok(true)
     }
 
-    // Instance, memory and table counts are checked before instantiation
-    // (see `exec::check_counts`), with messages naming the setting; these
-    // are a backstop at the same values.
+    // Counts are checked before wasmtime sees them, with messages naming the
+    // setting: instances per link graph in `exec::check_counts`, memories
+    // and tables per module at compile time. The store adds no second cap
+    // (wasmtime's default of 10,000 could refuse a graph those checks
+    // accept, with an error nothing classifies).
     fn instances(&self) -> usize {
         usize::MAX
     }

@@ -38,8 +38,8 @@ impl StoreState {
     /// Limits the guest ran into without being stopped (a `memory.grow` or
     /// `table.grow` that returned -1 because of our limit) since the last
     /// [`arm`]; reported in `stats.limits_hit`.
-    pub(crate) fn take_limits_hit(&mut self) -> Vec<LimitKind> {
-        self.limiter.take_hits()
+    pub(crate) fn take_limits_hit(&mut self) -> Vec<&'static str> {
+        self.limiter.take_hits().into_iter().map(LimitKind::as_str).collect()
     }
 }
 
@@ -83,9 +83,9 @@ pub(crate) fn arm(store: &mut Store<StoreState>, limits: &ExecLimits) {
 }
 
 /// Fuel used since the last [`arm`]. Compiled code keeps its fuel counter in
-/// a register and writes it back at calls and returns; when the time limit
-/// interrupts a tight loop the last write-back may be old, so after a
-/// timeout this can undercount (documented in docs/API.md).
+/// a register and writes it back at calls and returns; after a trap, or when
+/// the time limit interrupts a tight loop, the last write-back may be old, so
+/// this can undercount (documented in docs/API.md).
 pub(crate) fn fuel_used(store: &Store<StoreState>) -> u64 {
     let armed = store.data().armed_fuel;
     armed.saturating_sub(store.get_fuel().unwrap_or(0))

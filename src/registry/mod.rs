@@ -221,19 +221,19 @@ impl Registry {
         self.compile_entry(name, &entry).await
     }
 
-    /// What a call of `name` needs, from one index lookup: its compiled
-    /// form, the graph of its host modules, and its direct host modules.
-    /// (Used by `crate::resolve`; its imports were checked at registration.)
+    /// What a call of `name` needs, from one index lookup: its compiled form
+    /// and the graph of its host modules. (Used by `crate::resolve`; its
+    /// imports were checked at registration.)
     pub async fn resolve_registered(
         &self,
         name: &str,
-    ) -> Result<(Arc<CompiledModule>, CacheOutcome, Vec<LinkedModule>, Vec<String>), RegistryError> {
+    ) -> Result<(Arc<CompiledModule>, CacheOutcome, Vec<LinkedModule>), RegistryError> {
         let entry = self
             .entry(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
         let (compiled, outcome) = self.compile_entry(name, &entry).await?;
         let graph = self.link_graph(&entry.record.host_modules).await?;
-        Ok((compiled, outcome, graph, entry.record.host_modules.clone()))
+        Ok((compiled, outcome, graph))
     }
 
     async fn compile_entry(

@@ -63,12 +63,18 @@ async fn an_out_of_bounds_bulk_copy_on_a_64_bit_memory_traps() {
     }
 }
 
-/// `root` imports from `b`, which imports from `a`: three instances.
-async fn register_chain(app: &TestApp) {
+/// A server allowing `max` instances per link graph, with `a` and `b`
+/// registered: `ROOT` imports from `b`, which imports from `a`, three
+/// instances in all.
+async fn chain_app(max: usize) -> TestApp {
+    let mut settings = test_settings();
+    settings.max_link_instances = max;
+    let app = spawn_app_with(settings).await;
     let a = r#"(module (func (export "one") (result i32) (i32.const 1)))"#;
     let b = r#"(module (import "a" "one" (func $one (result i32))) (func (export "two") (result i32) (i32.add (call $one) (call $one))))"#;
     assert_eq!(app.register_wat("a", a, &[]).await.0, StatusCode::CREATED);
     assert_eq!(app.register_wat("b", b, &["a"]).await.0, StatusCode::CREATED);
+    app
 }
 
 const ROOT: &str =
@@ -76,10 +82,7 @@ const ROOT: &str =
 
 #[tokio::test]
 async fn link_instance_limit_obeyed() {
-    let mut settings = test_settings();
-    settings.max_link_instances = 3;
-    let app = spawn_app_with(settings).await;
-    register_chain(&app).await;
+    let app = chain_app(3).await;
     let (status, body) = app
         .post("/", &json!({"wat": ROOT, "function_name": "f", "host_modules": ["b"]}))
         .await;
@@ -89,10 +92,7 @@ async fn link_instance_limit_obeyed() {
 
 #[tokio::test]
 async fn link_instance_limit_violated() {
-    let mut settings = test_settings();
-    settings.max_link_instances = 2;
-    let app = spawn_app_with(settings).await;
-    register_chain(&app).await;
+    let app = chain_app(2).await;
     let (status, body) = app
         .post("/", &json!({"wat": ROOT, "function_name": "f", "host_modules": ["b"]}))
         .await;

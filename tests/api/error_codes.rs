@@ -106,12 +106,24 @@ async fn servers() -> Servers {
     }
 }
 
-async fn send(app: &TestApp, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let _ = app;
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.expect("request failed");
     let status = response.status();
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// `POST /register` on the guarded server with `token`.
+async fn register_as(guarded: &TestApp, token: &str) -> (StatusCode, Value) {
+    let body = json!({"module_name": "x", "wasm_hex": DOUBLE_HEX});
+    send(
+        guarded
+            .client
+            .post(guarded.url("/register"))
+            .bearer_auth(token)
+            .json(&body),
+    )
+    .await
 }
 
 fn inline(wat: &str, function: &str, extra: Value) -> Value {
@@ -151,31 +163,9 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
             let wat = r#"(module (import "nowhere" "f" (func)) (func (export "f")))"#;
             plain.post("/", &inline(wat, "f", json!({}))).await
         }
-        ErrorCode::Unauthorized => send(guarded, guarded.client.get(guarded.url("/modules"))).await,
-        ErrorCode::Forbidden => {
-            let body = json!({"module_name": "x", "wasm_hex": DOUBLE_HEX});
-            send(
-                guarded,
-                guarded
-                    .client
-                    .post(guarded.url("/register"))
-                    .bearer_auth(EXEC)
-                    .json(&body),
-            )
-            .await
-        }
-        ErrorCode::QuotaExceeded => {
-            let body = json!({"module_name": "x", "wasm_hex": DOUBLE_HEX});
-            send(
-                guarded,
-                guarded
-                    .client
-                    .post(guarded.url("/register"))
-                    .bearer_auth(ADMIN)
-                    .json(&body),
-            )
-            .await
-        }
+        ErrorCode::Unauthorized => send(guarded.client.get(guarded.url("/modules"))).await,
+        ErrorCode::Forbidden => register_as(guarded, EXEC).await,
+        ErrorCode::QuotaExceeded => register_as(guarded, ADMIN).await,
         ErrorCode::FunctionNotFound => {
             plain
                 .post("/", &json!({"wasm_hex": DOUBLE_HEX, "function_name": "triple"}))
@@ -199,7 +189,6 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
         }
         ErrorCode::UnsupportedMediaType => {
             send(
-                plain,
                 client
                     .post(plain.url("/"))
                     .header("content-type", "text/plain")
@@ -221,7 +210,7 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
         ErrorCode::RateLimited => {
             let mut last = (StatusCode::OK, Value::Null);
             for _ in 0..10 {
-                last = send(guarded, guarded.client.get(guarded.url("/modules")).bearer_auth(FLOOD)).await;
+                last = send(guarded.client.get(guarded.url("/modules")).bearer_auth(FLOOD)).await;
                 if last.0 == StatusCode::TOO_MANY_REQUESTS {
                     break;
                 }
@@ -245,18 +234,9 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
     }
 }
 
-/// A body that never finishes arriving.
+/// A body that never finishes arriving, as status and JSON body.
 async fn slow_body(app: &TestApp) -> (StatusCode, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head =
-        format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut response)).await;
-    assert!(read.is_ok(), "the server kept waiting for the body");
-    let text = String::from_utf8_lossy(&response);
+    let text = app.post_unfinished_body().await;
     let status = text
         .split(' ')
         .nth(1)

@@ -157,6 +157,23 @@ impl TestApp {
         (status, parse(&response.text().await.unwrap()))
     }
 
+    /// `POST /` of a body that never finishes arriving (its first byte of a
+    /// declared hundred); returns the raw HTTP response the server sends
+    /// once it gives up on the body. Fails if it never does.
+    pub async fn post_unfinished_body(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut response)).await;
+        assert!(read.is_ok(), "the server kept waiting for the body");
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
     /// `POST /` with WebAssembly text.
     pub async fn run_wat(&self, wat: &str, function: &str, params: Value) -> (StatusCode, Value) {
         self.post("/", &json!({ "wat": wat, "function_name": function, "params": params }))
