@@ -134,9 +134,20 @@ pub struct Settings {
     pub max_module_bytes: usize,
 
     /// Executions, instance creations and calls, and registrations in flight
-    /// at once; more get `503 overloaded` at once, with `Retry-After: 1`.
+    /// at once; more wait in a queue (see `--queue-depth`).
     #[arg(long, env = "WASM_EXEC_MAX_CONCURRENCY", default_value_t = 32)]
     pub max_concurrency: usize,
+
+    /// Requests that may wait for an execution slot when all are busy,
+    /// first come, first served; past it: `503 overloaded` with
+    /// `Retry-After: 1`.
+    #[arg(long, env = "WASM_EXEC_QUEUE_DEPTH", default_value_t = 1024)]
+    pub queue_depth: usize,
+
+    /// Milliseconds a request may wait in the queue for an execution slot;
+    /// past it: `503 overloaded` with `Retry-After: 1`.
+    #[arg(long, env = "WASM_EXEC_QUEUE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub queue_timeout_ms: u64,
 
     /// Milliseconds a request waits for its module to compile; past it the
     /// request gets `limit_exceeded` (`compile_time`). The compile itself

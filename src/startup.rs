@@ -57,7 +57,11 @@ impl Application {
             engine,
             registry,
             instances,
-            settings.max_concurrency,
+            api::admission::Admission::new(
+                settings.max_concurrency,
+                settings.queue_depth,
+                std::time::Duration::from_millis(settings.queue_timeout_ms),
+            ),
             body_timeout,
             api::served_routes(),
         );

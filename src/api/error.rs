@@ -137,12 +137,10 @@ impl ApiError {
         Self::new(ErrorCode::PayloadTooLarge, message)
     }
 
-    /// `503 overloaded`: the concurrent-execution cap is reached.
-    pub fn overloaded(limit: usize) -> Self {
-        Self::new(
-            ErrorCode::Overloaded,
-            format!("the server is running its maximum of {limit} concurrent executions; retry shortly"),
-        )
+    /// `503 overloaded`: every execution slot stayed busy and the queue in
+    /// front of them is full or its deadline passed.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Overloaded, message)
     }
 
     /// `500 internal`: logs `cause` (in the request's span, so with its

@@ -96,7 +96,7 @@ pub struct RunRegistered {
         GuardedErrors, BodyErrors, RunErrors,
     ))]
 async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInline>) -> ApiResult<Json<ExecResponse>> {
-    let _permit = app.exec_permit()?;
+    let _permit = app.exec_permit().await?;
     let started = Instant::now();
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
     let call = Call::new(
@@ -130,7 +130,7 @@ async fn run_registered(
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RunRegistered>,
 ) -> ApiResult<Json<ExecResponse>> {
-    let _permit = app.exec_permit()?;
+    let _permit = app.exec_permit().await?;
     let started = Instant::now();
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
     let call = Call::new(

@@ -164,7 +164,7 @@ async fn create(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<CreateInstance>,
 ) -> ApiResult<impl IntoResponse> {
-    let _permit = app.exec_permit()?;
+    let _permit = app.exec_permit().await?;
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
@@ -260,7 +260,7 @@ async fn call_instance(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallInstance>,
 ) -> ApiResult<Json<ExecResponse>> {
-    let _permit = app.exec_permit()?;
+    let _permit = app.exec_permit().await?;
     let started = Instant::now();
     let slot = visible_slot(&app, &caller, &id)?;
     if req

@@ -76,6 +76,8 @@ pub struct Gauges {
     pub cache: CacheStats,
     pub live_instances: usize,
     pub in_flight: usize,
+    /// Requests waiting for an execution slot.
+    pub queued: usize,
     pub registered_modules: usize,
     pub registered_bytes: u64,
     /// Size of the store's file, when it is on disk.
@@ -194,6 +196,11 @@ impl Metrics {
             "executions_in_flight",
             "Executions and registrations running now",
             ConstGauge::new(gauges.in_flight as i64),
+        );
+        registry.register(
+            "executions_queued",
+            "Requests waiting for an execution slot",
+            ConstGauge::new(gauges.queued as i64),
         );
         registry.register(
             "registered_modules",

@@ -11,12 +11,13 @@
 //!   its response, and the code fields.
 //! - [`logging`], [`auth`], [`quota`] — middleware: request log and span,
 //!   tokens, rate limits.
-//! - [`state`], [`routes`], [`metrics`], [`extract`], [`responses`] — shared
+//! - [`state`], [`admission`], [`routes`], [`metrics`], [`extract`], [`responses`] — shared
 //!   state, the route recorder, counters, the JSON body extractor, the
 //!   documented error responses.
 //! - [`error`] — [`ApiError`](error::ApiError), the one
 //!   [`ErrorCode`](error::ErrorCode) enum, and every conversion into them.
 
+pub mod admission;
 pub mod auth;
 pub mod call;
 pub mod code;

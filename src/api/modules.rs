@@ -100,7 +100,7 @@ pub struct ModuleList {
         GuardedErrors, BodyErrors, RunErrors,
     ))]
 async fn inspect(State(app): State<AppState>, JsonBody(req): JsonBody<Inspect>) -> ApiResult<Json<Inspection>> {
-    let _permit = app.exec_permit()?;
+    let _permit = app.exec_permit().await?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
         wasm_base64: req.wasm_base64,
@@ -127,7 +127,7 @@ async fn register(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<Register>,
 ) -> ApiResult<impl IntoResponse> {
-    let _permit = app.exec_permit()?;
+    let _permit = app.exec_permit().await?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
         wasm_base64: req.wasm_base64,

@@ -64,6 +64,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         cache: app.engine.cache_stats(),
         live_instances: app.instances.len(),
         in_flight: app.in_flight(),
+        queued: app.queued(),
         registered_modules: app.registry.len(),
         registered_bytes: app.registry.total_bytes(),
         store_file_bytes: app.registry.store_size_on_disk(),

@@ -94,7 +94,7 @@ impl IntoResponses for RunErrors {
             ),
             (
                 "503",
-                "overloaded: the concurrent-execution cap is reached; see Retry-After",
+                "overloaded: every execution slot stayed busy and the queue is full or its deadline passed; see Retry-After",
             ),
         ])
     }

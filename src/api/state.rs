@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use axum::http::Method;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::admission::Admission;
 use super::error::ApiError;
 use super::extract::BodyTimeout;
 use super::metrics::Metrics;
@@ -34,11 +35,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Every `(method, path template)` served, for the JSON index.
     pub served: &'static [(Method, &'static str)],
-    /// One permit per execution (or registration) in flight. Requests over
-    /// the cap are refused at once with 503 rather than queued, so a flood
-    /// cannot build an unbounded backlog of memory-hungry work.
-    exec_permits: Arc<Semaphore>,
-    max_concurrency: usize,
+    /// One slot per execution (or registration) in flight, and the bounded
+    /// queue in front of them.
+    admission: Admission,
     body_timeout: BodyTimeout,
 }
 
@@ -54,33 +53,34 @@ impl AppState {
         engine: WasmEngine,
         registry: Arc<Registry>,
         instances: Arc<Instances>,
-        max_concurrency: usize,
+        admission: Admission,
         body_timeout: std::time::Duration,
         served: &'static [(Method, &'static str)],
     ) -> Self {
-        let max_concurrency = max_concurrency.max(1);
         AppState(Arc::new(Shared {
             engine,
             registry,
             instances,
             metrics: Arc::new(Metrics::new(served.iter().map(|(_, path)| *path))),
             served,
-            exec_permits: Arc::new(Semaphore::new(max_concurrency)),
-            max_concurrency,
+            admission,
             body_timeout: BodyTimeout(body_timeout),
         }))
     }
 
     /// Executions (and registrations) running now.
     pub fn in_flight(&self) -> usize {
-        self.max_concurrency - self.exec_permits.available_permits()
+        self.admission.in_flight()
     }
 
-    /// Takes an execution slot, or fails fast with `503 overloaded`.
-    pub fn exec_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.exec_permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::overloaded(self.max_concurrency))
+    /// Requests waiting for an execution slot.
+    pub fn queued(&self) -> usize {
+        self.admission.queued()
+    }
+
+    /// Takes an execution slot, waiting in the bounded queue if none is
+    /// free (see [`Admission::admit`]).
+    pub async fn exec_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.admission.admit().await
     }
 }

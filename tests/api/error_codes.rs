@@ -97,6 +97,7 @@ async fn servers() -> Servers {
     let guarded = spawn_app_with(settings).await;
     let mut settings = test_settings();
     settings.max_concurrency = 1;
+    settings.queue_depth = 0;
     let busy = spawn_app_with(settings).await;
     Servers {
         plain,

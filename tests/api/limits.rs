@@ -235,13 +235,10 @@ async fn a_module_over_the_limit_is_payload_too_large() {
     );
 }
 
-#[tokio::test]
-async fn over_the_concurrency_cap_requests_get_a_fast_503() {
-    let mut settings = test_settings();
-    settings.max_concurrency = 1;
+/// Two spinning requests against one slot: the second waits in the queue.
+/// Returns each one's status, `Retry-After` and body, the refused first.
+async fn two_spins_on_one_slot(settings: wasm_exec_api::config::Settings) -> Vec<(StatusCode, Option<String>, Value)> {
     let app = spawn_app_with(settings).await;
-    // Two spinning requests against a cap of one: whichever arrives second
-    // finds the slot taken and must be refused at once, not queued.
     let spins = (0..2).map(|_| {
         let (client, url) = (app.client.clone(), app.url("/"));
         async move {
@@ -255,15 +252,65 @@ async fn over_the_concurrency_cap_requests_get_a_fast_503() {
         }
     });
     let mut outcomes = futures::future::join_all(spins).await;
-    outcomes.sort_by_key(|(status, _, _)| *status);
-    let (ran, refused) = (&outcomes[0], &outcomes[1]);
+    outcomes.sort_by_key(|(status, _, _)| std::cmp::Reverse(*status));
+    outcomes
+}
+
+#[tokio::test]
+async fn a_request_queued_past_the_queue_deadline_gets_503() {
+    let mut settings = test_settings();
+    settings.max_concurrency = 1;
+    settings.queue_timeout_ms = 200;
+    let outcomes = two_spins_on_one_slot(settings).await;
+    let (refused, ran) = (&outcomes[0], &outcomes[1]);
     assert_limit(ran.0, &ran.2, "time");
     assert_eq!(
         (refused.0, code(&refused.2)),
         (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         "{outcomes:?}"
     );
+    assert!(
+        refused.2["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--queue-timeout-ms"),
+        "{outcomes:?}"
+    );
     assert_eq!(refused.1.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn a_request_finding_the_queue_full_gets_503_at_once() {
+    let mut settings = test_settings();
+    settings.max_concurrency = 1;
+    settings.queue_depth = 0;
+    let outcomes = two_spins_on_one_slot(settings).await;
+    let (refused, ran) = (&outcomes[0], &outcomes[1]);
+    assert_limit(ran.0, &ran.2, "time");
+    assert_eq!(
+        (refused.0, code(&refused.2)),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        "{outcomes:?}"
+    );
+    assert!(
+        refused.2["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--queue-depth"),
+        "{outcomes:?}"
+    );
+    assert_eq!(refused.1.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn a_request_queued_within_the_deadline_is_served_when_a_slot_frees() {
+    let mut settings = test_settings();
+    settings.max_concurrency = 1;
+    let outcomes = two_spins_on_one_slot(settings).await;
+    // Both ran to their own time limit: the second waited, then ran.
+    for (status, _, body) in &outcomes {
+        assert_limit(*status, body, "time");
+    }
 }
 
 #[tokio::test]
