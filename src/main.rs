@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         // The client is blocking and needs no runtime of its own.
         Some(client) => return ExitCode::from(wasm_exec_api::cli::run_client(client)),
     };
-    match serve(settings) {
+    let served = serve(settings);
+    // Lines still in the log buffer go out before the process ends.
+    telemetry::flush();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -13,9 +13,8 @@
 //! early exit tells an attacker how close a guess was. They are never
 //! logged.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -162,16 +161,17 @@ fn needed_scope(method: &Method, path: &str) -> Option<Scope> {
     }
 }
 
-/// Middleware: checks the bearer token against the endpoint's scope and
-/// records the [`Caller`] for handlers.
-pub async fn require_token(State(tokens): State<std::sync::Arc<Tokens>>, mut request: Request, next: Next) -> Response {
+/// Checks the bearer token against the endpoint's scope and records the
+/// [`Caller`] for handlers; the refusal's response otherwise. Called by the
+/// front middleware (`api::logging`).
+pub fn check_token(tokens: &Tokens, request: &mut Request) -> Result<(), Response> {
     if tokens.is_empty() {
         request.extensions_mut().insert(Caller::Anonymous);
-        return next.run(request).await;
+        return Ok(());
     }
     let Some(needed) = needed_scope(request.method(), request.uri().path()) else {
         request.extensions_mut().insert(Caller::Anonymous);
-        return next.run(request).await;
+        return Ok(());
     };
     let presented = request
         .headers()
@@ -189,10 +189,10 @@ pub async fn require_token(State(tokens): State<std::sync::Arc<Tokens>>, mut req
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+        return Err(response);
     };
     if scope < needed {
-        return ApiError::new(
+        return Err(ApiError::new(
             ErrorCode::Forbidden,
             format!(
                 "this endpoint needs a token with the `{}` scope; this one has `{}`",
@@ -200,13 +200,13 @@ pub async fn require_token(State(tokens): State<std::sync::Arc<Tokens>>, mut req
                 scope.as_str()
             ),
         )
-        .into_response();
+        .into_response());
     }
     let fingerprint = hex::encode(&tokens.digests[id].0[..8]);
     request
         .extensions_mut()
         .insert(Caller::Token { id, scope, fingerprint });
-    next.run(request).await
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,9 +11,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -62,14 +61,16 @@ impl RateLimits {
     }
 }
 
-/// Middleware: counts the request against its client's bucket.
-pub async fn limit_rate(State(limits): State<RateLimits>, request: Request, next: Next) -> Response {
+/// Counts the request against its client's bucket; the `429` response when
+/// the bucket is empty. Called by the front middleware (`api::logging`),
+/// after the token check has recorded the caller.
+pub fn check_rate(limits: &RateLimits, request: &Request) -> Result<(), Response> {
     let Some(limiter) = &limits.limiter else {
-        return next.run(request).await;
+        return Ok(());
     };
     let path = request.uri().path();
     if super::auth::is_public(request.method(), path) {
-        return next.run(request).await;
+        return Ok(());
     }
     let client = match request.extensions().get::<Caller>() {
         Some(Caller::Token { id, .. }) => Client::Token(*id),
@@ -79,7 +80,7 @@ pub async fn limit_rate(State(limits): State<RateLimits>, request: Request, next
         },
     };
     match limiter.check_key(&client) {
-        Ok(()) => next.run(request).await,
+        Ok(()) => Ok(()),
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -91,7 +92,7 @@ pub async fn limit_rate(State(limits): State<RateLimits>, request: Request, next
             if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
-            response
+            Err(response)
         }
     }
 }

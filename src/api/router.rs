@@ -46,13 +46,16 @@ pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate
         // A bug that panics in a handler answers 500 in the usual JSON shape
         // (and is logged) instead of dropping the connection.
         .layer(CatchPanicLayer::custom(panic_response))
-        // Layers run outside-in: the log line and span, then the token check
-        // (which records the caller), then the rate limit counted per caller.
-        .layer(middleware::from_fn_with_state(rate_limits, quota::limit_rate))
-        .layer(middleware::from_fn_with_state(Arc::new(tokens), auth::require_token))
+        // The request id and log line, the token check (which records the
+        // caller), then the rate limit counted per caller: one layer (see
+        // `logging`).
         .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            logging::log_request,
+            Arc::new(logging::Front {
+                metrics: state.metrics.clone(),
+                tokens,
+                rate_limits,
+            }),
+            logging::front,
         ))
         .with_state(state)
 }
