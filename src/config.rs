@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::api::auth::Tokens;
-use crate::engine::{EngineSettings, ExecLimits};
+use crate::engine::{EngineSettings, ExecLimits, TierMode};
 use crate::instances::InstanceSettings;
 
 /// Run WebAssembly over HTTP.
@@ -112,6 +112,13 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_MAX_LINK_INSTANCES", default_value_t = 1000)]
     pub max_link_instances: usize,
 
+    /// Which tier runs code: `auto` runs a module's first calls on the
+    /// interpreter and compiles code seen again in the background;
+    /// `interpreter` interprets whatever the interpreter can run;
+    /// `compiled` always compiles first. `stats.tier` says which ran.
+    #[arg(long, env = "WASM_EXEC_TIER", value_enum, default_value_t = TierMode::Auto)]
+    pub tier: TierMode,
+
     /// WebAssembly stack size in bytes, server-wide; deeper recursion is
     /// `trap` `stack_overflow`.
     #[arg(long, env = "WASM_EXEC_MAX_STACK_BYTES", default_value_t = 512 << 10)]
@@ -212,6 +219,7 @@ impl Settings {
             max_memories_per_module: self.max_memories_per_module.max(1),
             max_tables_per_module: self.max_tables_per_module.max(1),
             max_link_instances: self.max_link_instances.max(1),
+            tier: self.tier,
             limits: ExecLimits {
                 fuel: self.max_fuel,
                 timeout_ms: self.timeout_ms,

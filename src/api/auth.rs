@@ -162,16 +162,16 @@ fn needed_scope(method: &Method, path: &str) -> Option<Scope> {
 }
 
 /// Checks the bearer token against the endpoint's scope and records the
-/// [`Caller`] for handlers; the refusal's response otherwise. Called by the
+/// [`Caller`] for handlers; the refusal's response, if refused. Called by the
 /// front middleware (`api::logging`).
-pub fn check_token(tokens: &Tokens, request: &mut Request) -> Result<(), Response> {
+pub fn check_token(tokens: &Tokens, request: &mut Request) -> Option<Response> {
     if tokens.is_empty() {
         request.extensions_mut().insert(Caller::Anonymous);
-        return Ok(());
+        return None;
     }
     let Some(needed) = needed_scope(request.method(), request.uri().path()) else {
         request.extensions_mut().insert(Caller::Anonymous);
-        return Ok(());
+        return None;
     };
     let presented = request
         .headers()
@@ -189,24 +189,26 @@ pub fn check_token(tokens: &Tokens, request: &mut Request) -> Result<(), Respons
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Err(response);
+        return Some(response);
     };
     if scope < needed {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "this endpoint needs a token with the `{}` scope; this one has `{}`",
-                needed.as_str(),
-                scope.as_str()
-            ),
-        )
-        .into_response());
+        return Some(
+            ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this endpoint needs a token with the `{}` scope; this one has `{}`",
+                    needed.as_str(),
+                    scope.as_str()
+                ),
+            )
+            .into_response(),
+        );
     }
     let fingerprint = hex::encode(&tokens.digests[id].0[..8]);
     request
         .extensions_mut()
         .insert(Caller::Token { id, scope, fingerprint });
-    Ok(())
+    None
 }
 
 #[cfg(test)]

@@ -348,6 +348,9 @@ pub struct StatsBody {
     instantiate_us: u64,
     call_us: u64,
     wall_time_us: u64,
+    /// Which tier ran the code: `interpreter` (no compile) or `compiled`.
+    #[schema(value_type = String, example = "compiled")]
+    tier: &'static str,
     /// Limits the guest ran into and survived (`memory`: a `memory.grow`
     /// returned -1; `table_elements`: a `table.grow` did); absent if none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -396,6 +399,7 @@ fn respond(
         instantiate_us: outcome.stats.instantiate_us,
         call_us: outcome.stats.call_us,
         wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        tier: outcome.stats.tier.as_str(),
         limits_hit: outcome.stats.limits_hit,
     };
     let (exit_code, output) = match outcome.wasi {

@@ -62,11 +62,11 @@ pub async fn front(State(front): State<Arc<Front>>, mut request: Request, next: 
     let id = client_request_id(&request).unwrap_or_else(|| front.metrics.request_id());
     let header = HeaderValue::from_str(&id).ok();
     let mut response = telemetry::with_request_id(id, async move {
-        let checked = auth::check_token(&front.tokens, &mut request)
-            .and_then(|()| quota::check_rate(&front.rate_limits, &request));
-        let response = match checked {
-            Ok(()) => next.run(request).await,
-            Err(refused) => refused,
+        let refused =
+            auth::check_token(&front.tokens, &mut request).or_else(|| quota::check_rate(&front.rate_limits, &request));
+        let response = match refused {
+            None => next.run(request).await,
+            Some(refusal) => refusal,
         };
         let micros = started.elapsed().as_micros() as u64;
         let status = response.status().as_u16();

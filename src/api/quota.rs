@@ -61,16 +61,16 @@ impl RateLimits {
     }
 }
 
-/// Counts the request against its client's bucket; the `429` response when
+/// Counts the request against its client's bucket; the `429` response, if
 /// the bucket is empty. Called by the front middleware (`api::logging`),
 /// after the token check has recorded the caller.
-pub fn check_rate(limits: &RateLimits, request: &Request) -> Result<(), Response> {
+pub fn check_rate(limits: &RateLimits, request: &Request) -> Option<Response> {
     let Some(limiter) = &limits.limiter else {
-        return Ok(());
+        return None;
     };
     let path = request.uri().path();
     if super::auth::is_public(request.method(), path) {
-        return Ok(());
+        return None;
     }
     let client = match request.extensions().get::<Caller>() {
         Some(Caller::Token { id, .. }) => Client::Token(*id),
@@ -80,7 +80,7 @@ pub fn check_rate(limits: &RateLimits, request: &Request) -> Result<(), Response
         },
     };
     match limiter.check_key(&client) {
-        Ok(()) => Ok(()),
+        Ok(()) => None,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -92,7 +92,7 @@ pub fn check_rate(limits: &RateLimits, request: &Request) -> Result<(), Response
             if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
-            Err(response)
+            Some(response)
         }
     }
 }

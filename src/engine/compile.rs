@@ -225,7 +225,7 @@ pub(crate) struct DefinedCaps {
 /// server allows, naming the setting, before wasmtime (whose pooling
 /// allocator has the same caps) would refuse it as if it were malformed.
 /// Reads only the section headers; a malformed module is left to wasmtime.
-fn check_defined_counts(wasm: &[u8], caps: DefinedCaps) -> Result<(), EngineError> {
+pub(crate) fn check_defined_counts(wasm: &[u8], caps: DefinedCaps) -> Result<(), EngineError> {
     let (mut memories, mut tables) = (0usize, 0usize);
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
         match payload {

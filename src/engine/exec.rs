@@ -79,6 +79,27 @@ pub struct ExecStats {
     pub instantiate_us: u64,
     /// Time spent in the call itself, in microseconds.
     pub call_us: u64,
+    /// Which tier ran the code.
+    pub tier: Tier,
+}
+
+/// Which tier ran a call: `interpreter` (wasmi, no compile) or `compiled`
+/// (Cranelift machine code).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Interpreter,
+    #[default]
+    Compiled,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Interpreter => "interpreter",
+            Tier::Compiled => "compiled",
+        }
+    }
 }
 
 /// A WASI program's exit status and output.
@@ -124,7 +145,7 @@ impl From<EngineError> for CallFailure {
     }
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -262,7 +283,7 @@ impl LiveInstance {
     /// Calls one export of a live instance as a request of its own, with a
     /// fresh budget: memory writes, byte arguments, the call, then reads.
     pub async fn call(&mut self, spec: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
-        let prepared = prepare(&self.root_module, &self.root_label, &spec)?;
+        let prepared = prepare(&*self.root_module, &self.root_label, &spec)?;
         store::arm(&mut self.store, &spec.limits);
         self.call_on_same_budget(prepared, spec).await
     }
@@ -410,11 +431,30 @@ impl LiveInstance {
     }
 }
 
+/// What a call needs to know of a module's exported functions, whichever
+/// tier runs it: the compiled module, or the interpreter's.
+pub(crate) trait Exports {
+    /// The type of the exported function `name`, if there is one.
+    fn function_type(&self, name: &str) -> Option<FuncType>;
+    /// Names and signatures of every exported function, for error messages.
+    fn exported_functions(&self) -> Vec<String>;
+}
+
+impl Exports for CompiledModule {
+    fn function_type(&self, name: &str) -> Option<FuncType> {
+        CompiledModule::function_type(self, name)
+    }
+
+    fn exported_functions(&self) -> Vec<String> {
+        CompiledModule::exported_functions(self)
+    }
+}
+
 /// A call whose function exists and whose arguments fit its signature.
 pub(crate) struct Prepared {
-    name: String,
-    ty: FuncType,
-    args: Vec<PreparedArg>,
+    pub(crate) name: String,
+    pub(crate) ty: FuncType,
+    pub(crate) args: Vec<PreparedArg>,
 }
 
 pub(crate) enum PreparedArg {
@@ -426,7 +466,7 @@ pub(crate) enum PreparedArg {
 /// Everything about a call that can be checked without a store: the
 /// function exists, the arguments fill its signature and convert to their
 /// types. Done before instantiation, so a bad request costs no guest code.
-pub(crate) fn prepare(module: &CompiledModule, label: &str, spec: &CallSpec<'_>) -> Result<Prepared, EngineError> {
+pub(crate) fn prepare(module: &dyn Exports, label: &str, spec: &CallSpec<'_>) -> Result<Prepared, EngineError> {
     let name = match spec.function {
         Some(name) => name.to_string(),
         None if module.function_type("_start").is_some() => "_start".to_string(),

@@ -100,22 +100,27 @@ impl StoreLimiter {
         current: usize,
         kind: LimitKind,
         message: impl FnOnce() -> String,
-    ) -> wasmtime::Result<bool> {
+    ) -> Result<bool, LimitHit> {
         if current == 0 {
-            return Err(wasmtime::Error::new(LimitHit {
+            return Err(LimitHit {
                 kind,
                 message: message(),
-            }));
+            });
         }
         if !self.hits.contains(&kind) {
             self.hits.push(kind);
         }
         Ok(false)
     }
-}
 
-impl wasmtime::ResourceLimiter for StoreLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    /// Whether a memory may grow (or be created, from 0) to `desired`
+    /// bytes: the one rule both tiers' limiters apply.
+    pub(crate) fn grant_memory(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool, LimitHit> {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
@@ -132,7 +137,14 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    /// Whether a table may grow (or be created, from 0) to `desired`
+    /// elements: the one rule both tiers' limiters apply.
+    pub(crate) fn grant_table(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool, LimitHit> {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
@@ -145,6 +157,18 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
             });
         }
         Ok(true)
+    }
+}
+
+impl wasmtime::ResourceLimiter for StoreLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grant_memory(current, desired, maximum)
+            .map_err(wasmtime::Error::new)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grant_table(current, desired, maximum)
+            .map_err(wasmtime::Error::new)
     }
 
     // Counts are checked before wasmtime sees them, with messages naming the

@@ -18,17 +18,21 @@
 //!   [`link`] — import checks with messages that name the import;
 //!   [`memory`] — guest memory reads and writes.
 //! - [`exec`] — instantiating a module graph ([`LiveInstance`]) and calls.
+//! - [`interp`] — the interpreter tier (wasmi) for code not compiled yet;
+//!   [`tier`] — the tier setting and when code is worth compiling.
 //! - [`settings`] — [`EngineSettings`] and the wasmtime configuration.
 
 pub mod classify;
 pub mod compile;
 pub mod error;
 pub mod exec;
+pub mod interp;
 pub mod limits;
 pub mod link;
 pub mod memory;
 pub mod settings;
 pub mod store;
+pub mod tier;
 pub mod types;
 pub mod values;
 pub mod wasi;
@@ -38,17 +42,22 @@ use std::time::Instant;
 
 pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
 pub use error::{EngineError, LimitKind};
-pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, InstanceSpec, LiveInstance, WasiResult};
+pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, InstanceSpec, LiveInstance, Tier, WasiResult};
 pub use limits::{ExecLimits, LimitOverrides};
 pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
 pub use settings::EngineSettings;
+pub use tier::TierMode;
 pub use types::{ExternDesc, ModuleInterface};
 pub use wasi::{WasiConfig, WasiOutput};
 
 /// Text of at most this size is turned into a binary on the calling thread;
 /// larger text is parsed on the blocking pool like a compile.
 const INLINE_WAT_BYTES: usize = 16 * 1024;
+
+/// A module of at most this size is parsed for the interpreter on the
+/// calling thread; larger ones on the blocking pool.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
 
 /// The shared engine. Cheap to clone.
 #[derive(Clone)]
@@ -66,6 +75,8 @@ struct Inner {
     /// Host definitions shared by every store: WASI preview 1 and nothing
     /// else. Cloned per request when a graph needs a linker of its own.
     base_linker: wasmtime::Linker<store::StoreState>,
+    interpreter: interp::Interpreter,
+    sightings: tier::Sightings,
 }
 
 impl WasmEngine {
@@ -83,6 +94,10 @@ impl WasmEngine {
             engine.precompile_compatibility_hash().hash(&mut hasher);
             hasher.hex()
         };
+        let interpreter = interp::Interpreter::new(&engine);
+        // Background compiles beyond what the compile pool runs at once would
+        // only queue; a module refused now is compiled at a later sighting.
+        let sightings = tier::Sightings::new(settings.cache_entries, settings.compile_threads.max(1) * 2);
         Ok(WasmEngine {
             inner: Arc::new(Inner {
                 engine,
@@ -90,6 +105,8 @@ impl WasmEngine {
                 cache,
                 compatibility_hash,
                 base_linker,
+                interpreter,
+                sightings,
             }),
         })
     }
@@ -244,11 +261,60 @@ impl WasmEngine {
         exec::instantiate(&self.runtime(), spec).await
     }
 
+    /// Runs a one-shot call of `wasm` (a module with no imports) on the
+    /// interpreter, if the tier setting and the code say so: `None` means
+    /// the caller compiles and runs it as usual. In `auto` mode that is when
+    /// the module is compiled already; a module seen for the second time is
+    /// compiled in the background meanwhile (see [`tier`]).
+    pub async fn run_interpreted(
+        &self,
+        wasm: &[u8],
+        label: &str,
+        call: &CallSpec<'_>,
+    ) -> Option<Result<CallOutcome, CallFailure>> {
+        let settings = &self.inner.settings;
+        if settings.tier == TierMode::Compiled
+            || wasm.len() > settings.max_module_bytes
+            || !interp::eligible(wasm, self.defined_caps())
+        {
+            return None;
+        }
+        if settings.tier == TierMode::Auto {
+            let sha = compile::sha256(wasm);
+            if self.cached(&sha).is_some() {
+                return None;
+            }
+            if self.inner.sightings.seen_again(sha) {
+                self.compile_in_background(wasm.to_vec());
+            }
+        }
+        let module = if wasm.len() <= INLINE_PARSE_BYTES {
+            self.inner.interpreter.parse(wasm)?
+        } else {
+            let (engine, wasm) = (self.clone(), wasm.to_vec());
+            tokio::task::spawn_blocking(move || engine.inner.interpreter.parse(&wasm))
+                .await
+                .ok()??
+        };
+        self.inner.interpreter.run(&module, label, call).await
+    }
+
+    /// Compiles `wasm` into the cache without anyone waiting for it.
+    fn compile_in_background(&self, wasm: Vec<u8>) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.compile(wasm).await {
+                tracing::debug!(error = %e, "background compile failed");
+            }
+            engine.inner.sightings.finished();
+        });
+    }
+
     /// Instantiates `spec` and makes one call: a one-shot execution, with one
     /// fuel and time budget for both. The call is checked before anything is
     /// instantiated, so a bad request costs no guest code.
     pub async fn run(&self, spec: InstanceSpec, call: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
-        let prepared = exec::prepare(&spec.root, &spec.root_label, &call)?;
+        let prepared = exec::prepare(&*spec.root, &spec.root_label, &call)?;
         let mut live = self.instantiate(spec).await?;
         live.call_on_same_budget(prepared, call).await
     }

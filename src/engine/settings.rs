@@ -37,6 +37,8 @@ pub struct EngineSettings {
     pub max_tables_per_module: usize,
     /// Most instances one execution's link graph may create.
     pub max_link_instances: usize,
+    /// Which tier runs code (see [`super::tier`]).
+    pub tier: super::tier::TierMode,
 }
 
 /// The wasmtime engine for `settings`.

@@ -22,5 +22,6 @@ mod registry;
 mod schemathesis;
 mod settings_doc;
 mod spectest;
+mod tiers;
 mod values;
 mod wasi;

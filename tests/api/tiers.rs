@@ -1,0 +1,303 @@
+//! The interpreter and compiled tiers give the same answers, and `auto`
+//! moves code from the first to the second. Tiers are told apart by
+//! `stats.tier`, never by timings.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wasm_exec_api::engine::TierMode;
+
+use crate::helpers::{TestApp, spawn_app_with, test_settings};
+
+async fn server(tier: TierMode) -> TestApp {
+    let mut settings = test_settings();
+    settings.tier = tier;
+    // Small limits, so that the corpus reaches them: 160 pages, 1000 elements.
+    settings.max_memory_bytes = 10 << 20;
+    settings.max_table_elements = 1000;
+    spawn_app_with(settings).await
+}
+
+/// Requests whose answers must not depend on the tier: values at the edges
+/// of every type, every trap kind, every limit, and errors before running.
+fn corpus() -> Vec<Value> {
+    let call =
+        |wat: &str, function: &str, params: Value| json!({"wat": wat, "function_name": function, "params": params});
+    let with_limits = |mut body: Value, limits: Value| {
+        body["limits"] = limits;
+        body
+    };
+    let binop = |ty: &str, op: &str, a: Value, b: Value| {
+        call(
+            &format!(
+                "(module (func (export \"f\") (param {ty} {ty}) (result {ty}) ({ty}.{op} (local.get 0) (local.get 1))))"
+            ),
+            "f",
+            json!([a, b]),
+        )
+    };
+    let mut corpus = vec![
+        binop("i32", "add", json!(2147483647), json!(1)),
+        binop("i32", "div_s", json!(-2147483648), json!(-1)),
+        binop("i32", "div_u", json!(1), json!(0)),
+        binop("i32", "rem_s", json!(-2147483648), json!(-1)),
+        binop("i64", "mul", json!("9223372036854775807"), json!("2")),
+        binop("i64", "div_s", json!("-9223372036854775808"), json!("-1")),
+        binop("i64", "sub", json!("-9223372036854775808"), json!("1")),
+        binop("f32", "div", json!("NaN"), json!(1)),
+        binop("f32", "div", json!(0), json!(0)),
+        binop("f32", "add", json!("-0"), json!("-0")),
+        binop("f32", "mul", json!("Infinity"), json!("-0")),
+        binop("f32", "min", json!("NaN:0x200001"), json!(1)),
+        binop("f32", "copysign", json!("NaN:0x1"), json!(-1)),
+        binop("f64", "div", json!(1), json!("-0")),
+        binop("f64", "sub", json!("0x1p-1074"), json!("0x1p-1074")),
+        binop("f64", "max", json!("-NaN:0x4000000000001"), json!("Infinity")),
+        binop("f64", "add", json!(0.1), json!(0.2)),
+        call(
+            "(module (func (export \"f\") (param f64) (result i32) (i32.trunc_f64_s (local.get 0))))",
+            "f",
+            json!(["NaN"]),
+        ),
+        call(
+            "(module (func (export \"f\") (param f64) (result i32) (i32.trunc_f64_u (local.get 0))))",
+            "f",
+            json!([4294967296.0]),
+        ),
+        call(
+            "(module (func (export \"f\") (param f64) (result i64) (i64.trunc_sat_f64_s (local.get 0))))",
+            "f",
+            json!(["-Infinity"]),
+        ),
+        call(
+            "(module (func (export \"f\") (param f32) (result f64) (f64.promote_f32 (local.get 0))))",
+            "f",
+            json!(["NaN:0x7fffff"]),
+        ),
+        call(
+            "(module (func (export \"f\") (param i64) (result f32) (f32.convert_i64_u (local.get 0))))",
+            "f",
+            json!(["18446744073709551615"]),
+        ),
+        call(
+            "(module (func (export \"f\") (param i32 i64 f32 f64) (result f64 f32 i64 i32) (local.get 3) (local.get 2) (local.get 1) (local.get 0)))",
+            "f",
+            json!([-1, "-1", "0x1p-149", "-0x1.fffffffffffffp+1023"]),
+        ),
+        call("(module (func (export \"f\") unreachable))", "f", json!([])),
+        call(
+            "(module (memory 1) (func (export \"f\") (result i32) (i32.load (i32.const 65535))))",
+            "f",
+            json!([]),
+        ),
+        call(
+            "(module (memory 1) (func (export \"f\") (memory.copy (i32.const 0) (i32.const 1) (i32.const -1))))",
+            "f",
+            json!([]),
+        ),
+        call(
+            "(module (table 1 funcref) (func (export \"f\") (call_indirect (i32.const 0))))",
+            "f",
+            json!([]),
+        ),
+        call(
+            "(module (table 1 funcref) (func (export \"f\") (call_indirect (i32.const 5))))",
+            "f",
+            json!([]),
+        ),
+        call(
+            "(module (type $t (func (param i32))) (table funcref (elem $g)) (func $g) (func (export \"f\") (call_indirect (type $t) (i32.const 0) (i32.const 0))))",
+            "f",
+            json!([]),
+        ),
+        call("(module (func $f (export \"f\") (call $f)))", "f", json!([])),
+        call(
+            "(module (memory 1) (data (i32.const 65536) \"x\") (func (export \"f\")))",
+            "f",
+            json!([]),
+        ),
+        call(
+            "(module (memory 1) (func (export \"f\") (result i32) (memory.grow (i32.const 1000))))",
+            "f",
+            json!([]),
+        ),
+        call(
+            "(module (memory 1 2) (func (export \"f\") (result i32) (memory.grow (i32.const 2))))",
+            "f",
+            json!([]),
+        ),
+        call(
+            "(module (table 1 funcref) (func (export \"f\") (result i32) (table.grow (ref.null func) (i32.const 100000))))",
+            "f",
+            json!([]),
+        ),
+        call("(module (memory 1000) (func (export \"f\")))", "f", json!([])),
+        call("(module (table 100000 funcref) (func (export \"f\")))", "f", json!([])),
+        with_limits(
+            call("(module (func (export \"f\") (loop (br 0))))", "f", json!([])),
+            json!({"fuel": 100000}),
+        ),
+        with_limits(
+            call("(module (func (export \"f\") (loop (br 0))))", "f", json!([])),
+            json!({"timeout_ms": 100, "fuel": 1_000_000_000_000u64}),
+        ),
+        call("(module (func (export \"g\")))", "f", json!([])),
+        call("(module (func (export \"f\") (param i32)))", "f", json!([1, 2])),
+        call("(module (func (export \"f\") (param i32)))", "f", json!(["x"])),
+        call(
+            "(module (func (export \"f\") (param i32)))",
+            "f",
+            json!([4294967296u64]),
+        ),
+        call(
+            "(module (func (export \"f\") (result i32) (i64.const 0)))",
+            "f",
+            json!([]),
+        ),
+        json!({"wasm_hex": "0061736d01000000ff", "function_name": "f"}),
+    ];
+    // Memory at the server's limit exactly, and one page past it.
+    corpus.push(call(
+        "(module (memory 1) (func (export \"f\") (result i32) (memory.grow (i32.const 159))))",
+        "f",
+        json!([]),
+    ));
+    corpus.push(call(
+        "(module (memory 1) (func (export \"f\") (result i32) (memory.grow (i32.const 160))))",
+        "f",
+        json!([]),
+    ));
+    corpus
+}
+
+/// The parts of a response that must agree between tiers: status, results
+/// and their types, error code, trap and limit kinds, limits hit.
+fn comparable(status: StatusCode, body: &Value) -> Value {
+    let error = &body["error"];
+    let stats = if body["stats"].is_object() {
+        &body["stats"]
+    } else {
+        &error["stats"]
+    };
+    json!({
+        "status": status.as_u16(),
+        "results": body["results"],
+        "result_types": body["result_types"],
+        "code": error["code"],
+        "trap": error["trap"],
+        "limit": error["limit"],
+        "limits_hit": stats["limits_hit"],
+    })
+}
+
+#[tokio::test]
+async fn both_tiers_answer_the_same_corpus_alike() {
+    let interpreter = server(TierMode::Interpreter).await;
+    let compiled = server(TierMode::Compiled).await;
+    let mut interpreted = 0;
+    for body in corpus() {
+        let (status_i, answer_i) = interpreter.post("/", &body).await;
+        let (status_c, answer_c) = compiled.post("/", &body).await;
+        assert_eq!(
+            comparable(status_i, &answer_i),
+            comparable(status_c, &answer_c),
+            "the tiers disagree on {body}:\ninterpreter: {answer_i}\ncompiled: {answer_c}"
+        );
+        let tier_of = |answer: &Value| {
+            let stats = if answer["stats"].is_object() {
+                &answer["stats"]
+            } else {
+                &answer["error"]["stats"]
+            };
+            stats["tier"].as_str().map(str::to_string)
+        };
+        if let Some(tier) = tier_of(&answer_i) {
+            assert_eq!(tier, "interpreter", "{body}: {answer_i}");
+            interpreted += 1;
+        }
+        if let Some(tier) = tier_of(&answer_c) {
+            assert_eq!(tier, "compiled", "{body}: {answer_c}");
+        }
+        // No call consumes more fuel than its limit, on either tier.
+        if let Some(fuel) = body["limits"]["fuel"].as_u64() {
+            for answer in [&answer_i, &answer_c] {
+                let used = answer["error"]["stats"]["fuel_consumed"].as_u64().unwrap_or(0);
+                assert!(used <= fuel, "{body}: used {used} of {fuel}: {answer}");
+            }
+        }
+    }
+    assert!(interpreted >= 40, "only {interpreted} requests ran on the interpreter");
+}
+
+#[tokio::test]
+async fn code_the_interpreter_cannot_run_goes_to_the_compiled_tier() {
+    let interpreter = server(TierMode::Interpreter).await;
+    // Memory reads need the compiled tier's memory access; imports (WASI
+    // here) need its linker; a start function would run before the first
+    // fuel slice could stop it.
+    let bodies = [
+        json!({"wat": "(module (memory (export \"memory\") 1) (func (export \"f\")))", "function_name": "f",
+               "memory_reads": [{"offset": 0, "length": 4}]}),
+        json!({"wat": "(module (import \"wasi_snapshot_preview1\" \"proc_exit\" (func (param i32))) (func (export \"_start\")))"}),
+        json!({"wat": "(module (func $s) (start $s) (func (export \"f\")))", "function_name": "f"}),
+    ];
+    for body in bodies {
+        let (status, answer) = interpreter.post("/", &body).await;
+        assert_eq!(status, StatusCode::OK, "{body}: {answer}");
+        assert_eq!(answer["stats"]["tier"], "compiled", "{body}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn in_auto_mode_code_seen_again_is_compiled_in_the_background() {
+    let app = server(TierMode::Auto).await;
+    let body = json!({"wat": "(module (func (export \"f\") (param i64) (result i64) (i64.mul (local.get 0) (i64.const 3))))",
+                      "function_name": "f", "params": ["3074457345618258602"]});
+    let (status, first) = app.post("/", &body).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["stats"]["tier"], "interpreter", "{first}");
+    assert!(first["stats"].get("compile").is_none(), "nothing was compiled: {first}");
+    // The second sighting starts a compile; later calls run compiled once it
+    // is done. Poll (bounded) rather than time it.
+    let mut tiers = Vec::new();
+    for _ in 0..200 {
+        let (status, answer) = app.post("/", &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["results"], first["results"], "the tiers disagree: {answer}");
+        let tier = answer["stats"]["tier"].as_str().unwrap().to_string();
+        let done = tier == "compiled";
+        tiers.push(tier);
+        if done {
+            assert_eq!(answer["stats"]["compile"], "cached", "{answer}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("never promoted to the compiled tier: {tiers:?}");
+}
+
+#[tokio::test]
+async fn in_auto_mode_code_seen_once_is_never_compiled() {
+    let app = server(TierMode::Auto).await;
+    for i in 0..5 {
+        let body = json!({"wat": format!("(module (func (export \"f\") (result i32) (i32.const {i})))"), "function_name": "f"});
+        let (status, answer) = app.post("/", &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["stats"]["tier"], "interpreter", "{answer}");
+        assert_eq!(answer["results"], json!([i]));
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("wasm_exec_compile_cache_misses_total 0")),
+        "a module seen once was compiled:\n{metrics}"
+    );
+}
