@@ -35,6 +35,14 @@ pub fn test_settings() -> Settings {
     Settings::parse_from(["wasm-exec-api", "--port", "0", "--memory"])
 }
 
+/// A server that always compiles before running (`--tier compiled`), for
+/// tests of the compile path and its cache.
+pub async fn spawn_compiled_app() -> TestApp {
+    let mut settings = test_settings();
+    settings.tier = wasm_exec_api::engine::TierMode::Compiled;
+    spawn_app_with(settings).await
+}
+
 /// A server with default settings.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_settings()).await

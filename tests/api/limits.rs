@@ -4,6 +4,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use wasm_exec_api::engine::TierMode;
+
 use crate::helpers::{DOUBLE_HEX, TestApp, code, spawn_app, spawn_app_with, test_settings};
 
 const COUNT_TO: &str = r#"(module (func (export "count") (param i32) (result i32) (local i32)
@@ -41,10 +43,29 @@ async fn fuel_limit_obeyed() {
 
 #[tokio::test]
 async fn fuel_limit_violated() {
-    let app = spawn_app().await;
-    let (status, body) = run_limited(&app, COUNT_TO, "count", json!([1_000_000]), json!({"fuel": 10_000})).await;
-    assert_limit(status, &body, "fuel");
-    assert_eq!(body["error"]["stats"]["fuel_consumed"], 10_000);
+    for tier in [TierMode::Compiled, TierMode::Interpreter] {
+        let mut settings = test_settings();
+        settings.tier = tier;
+        let app = spawn_app_with(settings).await;
+        let (status, body) = run_limited(&app, COUNT_TO, "count", json!([1_000_000]), json!({"fuel": 10_000})).await;
+        assert_limit(status, &body, "fuel");
+        let used = body["error"]["stats"]["fuel_consumed"].as_u64().unwrap();
+        match tier {
+            // Compiled code stops when its counter runs out: all of it used.
+            TierMode::Compiled => assert_eq!(used, 10_000, "{body}"),
+            // The interpreter stops before an instruction it cannot pay
+            // for, so up to one instruction's fuel is left over.
+            _ => assert!((9_990..=10_000).contains(&used), "{body}"),
+        }
+        assert_eq!(body["error"]["stats"]["tier"], tier_name(tier), "{body}");
+    }
+}
+
+fn tier_name(tier: TierMode) -> &'static str {
+    match tier {
+        TierMode::Interpreter => "interpreter",
+        _ => "compiled",
+    }
 }
 
 #[tokio::test]
@@ -417,6 +438,7 @@ async fn a_body_that_arrives_too_slowly_gets_408() {
 #[tokio::test]
 async fn a_compile_over_the_time_limit_is_refused_and_still_cached() {
     let mut settings = test_settings();
+    settings.tier = TierMode::Compiled;
     settings.compile_timeout_ms = 1;
     let app = spawn_app_with(settings).await;
     let wat = format!(

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{DOUBLE_HEX, spawn_app};
+use crate::helpers::{DOUBLE_HEX, spawn_app, spawn_compiled_app};
 
 /// The value of the sample `name` with exactly these labels (in the order
 /// the server writes them), or `None`.
@@ -28,7 +28,8 @@ async fn scrape(app: &crate::helpers::TestApp) -> String {
 
 #[tokio::test]
 async fn metrics_count_requests_executions_cache_and_state() {
-    let app = spawn_app().await;
+    // Compiled tier: the compile cache's counters are part of what is checked.
+    let app = spawn_compiled_app().await;
     let before = scrape(&app).await;
     assert_eq!(sample(&before, "wasm_exec_live_instances"), Some(0.0));
     assert_eq!(sample(&before, "wasm_exec_registered_modules"), Some(0.0));
