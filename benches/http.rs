@@ -1,16 +1,20 @@
 //! The HTTP benchmark: `cargo bench --bench http` (needs `wrk`:
 //! `apt-get install wrk`).
 //!
-//! Starts the release server on loopback, prepares modules, then drives
-//! every scenario with wrk (one thread, 16 connections by default) and
-//! prints one table: requests/s, p50 and p99 latency, peak RSS of the server
-//! during the scenario, and requests/s as a ratio to the HTTP floor
-//! (`GET /healthz`) measured in the same run. `fib(27)` is also timed
-//! natively in this process, for the wasm/native ratio.
+//! Starts the release server and the floor server (`examples/floor.rs`: bare
+//! axum + wasmtime, built by this benchmark) on loopback, prepares modules,
+//! then drives every scenario with wrk and prints one table: requests/s,
+//! p50 and p99 latency, peak RSS of the server during the scenario, and
+//! requests/s as a ratio to the floor's matching scenario measured in the
+//! same run. `fib(27)` is also timed natively in this process.
+//!
+//! The servers run pinned to `BENCH_SERVER_CPUS` (default `0`) and wrk to
+//! `BENCH_WRK_CPUS` (default `1`) with `taskset`: when wrk shares the
+//! server's cores, the server's own overhead hides behind wrk's.
 //!
 //! Environment: `BENCH_SECONDS` (per scenario, default 5), `BENCH_CONNECTIONS`
 //! (default 16), `BENCH_ONLY` (run scenarios whose name contains it),
-//! `BENCH_ROUNDS` (default 3). All scenarios run once per round, in turn, and
+//! `BENCH_ROUNDS` (default 3), `BENCH_SERVER_CPUS`, `BENCH_WRK_CPUS`. All scenarios run once per round, in turn, and
 //! each reports its median round, with the slowest and fastest round beside
 //! it: on a shared virtual machine throughput drifts by 10-20% over a minute,
 //! and interleaving spreads that drift over every scenario, floor included,
@@ -61,6 +65,11 @@ request = function()
 end
 "#;
 
+const FLOOR_HEALTHZ: &str = "floor: GET /healthz";
+const FLOOR_CALL: &str = "floor: POST /execute double (cached InstancePre)";
+const FLOOR_COMPILE: &str = "floor: POST / never-seen module (compiles each)";
+const FLOOR_FIB: &str = "floor: POST /execute fib(27), 1 conn";
+
 struct Server {
     child: Child,
     base: String,
@@ -82,6 +91,8 @@ struct Row {
     p99_ms: f64,
     peak_rss_mib: f64,
     errors: u64,
+    /// The floor row this one is compared with.
+    compare: String,
 }
 
 fn main() {
@@ -151,70 +162,88 @@ fn main() {
             "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [=[{body}]=]\n"
         )
     };
-    let scenarios: Vec<(&str, &str, String, u64)> = vec![
-        ("GET /healthz (HTTP floor)", "/healthz", String::new(), connections),
+    let floor = start_floor();
+    let double_call = json_post(r#"{"module_name":"double","function_name":"double","params":[2]}"#.into());
+    let fib_call = json_post(r#"{"module_name":"fib","function_name":"fib","params":[27]}"#.into());
+    // (name, on the floor?, path, wrk script, connections, the floor row it is compared with)
+    let scenarios: Vec<(&str, bool, &str, String, u64, &str)> = vec![
+        (FLOOR_HEALTHZ, true, "/healthz", String::new(), connections, ""),
+        (FLOOR_CALL, true, "/execute", double_call.clone(), connections, ""),
+        (FLOOR_COMPILE, true, "/", UNIQUE_MODULE_LUA.to_string(), connections, ""),
+        (FLOOR_FIB, true, "/execute", fib_call.clone(), 1, ""),
+        ("GET /healthz", false, "/healthz", String::new(), connections, FLOOR_HEALTHZ),
         (
             "POST / double, cached",
+            false,
             "/",
             json_post(format!(
                 r#"{{"wasm_hex":"{DOUBLE_HEX}","function_name":"double","params":[2]}}"#
             )),
             connections,
+            FLOOR_CALL,
         ),
-        (
-            "POST /execute double",
-            "/execute",
-            json_post(r#"{"module_name":"double","function_name":"double","params":[2]}"#.into()),
-            connections,
-        ),
+        ("POST /execute double", false, "/execute", double_call, connections, FLOOR_CALL),
         (
             "POST /execute 3-deep chain",
+            false,
             "/execute",
             json_post(r#"{"module_name":"a","function_name":"f","params":[2]}"#.into()),
             connections,
+            FLOOR_CALL,
         ),
         (
             "POST / never-seen module",
+            false,
             "/",
             UNIQUE_MODULE_LUA.to_string(),
             connections,
+            FLOOR_COMPILE,
+        ),
+        (
+            "POST / never-seen module, 128 conns",
+            false,
+            "/",
+            UNIQUE_MODULE_LUA.to_string(),
+            128,
+            FLOOR_COMPILE,
         ),
         (
             "POST /execute WASI hello",
+            false,
             "/execute",
             json_post(r#"{"module_name":"hello"}"#.into()),
             connections,
+            FLOOR_CALL,
         ),
         (
             "POST /instances/{id}/call",
+            false,
             "/instances/ID/call",
             json_post(r#"{"function_name":"inc"}"#.into()),
             connections,
+            FLOOR_CALL,
         ),
-        (
-            "POST /execute fib(27), 1 conn",
-            "/execute",
-            json_post(r#"{"module_name":"fib","function_name":"fib","params":[27]}"#.into()),
-            1,
-        ),
+        ("POST /execute fib(27), 1 conn", false, "/execute", fib_call, 1, FLOOR_FIB),
     ];
 
     let scenarios: Vec<_> = scenarios.into_iter().filter(|s| s.0.contains(&only)).collect();
     let mut runs: Vec<Vec<Row>> = scenarios.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
-        for ((name, path, script, conns), runs) in scenarios.iter().zip(&mut runs) {
+        for ((name, on_floor, path, script, conns, compare), runs) in scenarios.iter().zip(&mut runs) {
+            let target = if *on_floor { &floor } else { &server };
             let path = path.replace("ID", &instance_id);
             let script_path = dir.path().join("script.lua");
             std::fs::write(&script_path, script).unwrap();
-            reset_peak_rss(server.child.id());
-            let row = run_wrk(
+            reset_peak_rss(target.child.id());
+            let mut row = run_wrk(
                 name,
-                &format!("{}{path}", server.base),
+                &format!("{}{path}", target.base),
                 &script_path,
                 *conns,
                 seconds,
-                server.child.id(),
+                target.child.id(),
             );
+            row.compare = compare.to_string();
             eprintln!("round {round}/{rounds} {name}: {:.0} req/s", row.rps);
             runs.push(row);
         }
@@ -282,7 +311,8 @@ fn restart_with_many_modules(server: Server, dir: &Path, client: &reqwest::block
 /// `dir`, and waits until it logs that it is listening.
 fn start_server(dir: &Path) -> Server {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_wasm-exec-api"))
+    let child = Command::new("taskset")
+        .args(["-c", &cpus("BENCH_SERVER_CPUS", "0"), env!("CARGO_BIN_EXE_wasm-exec-api")])
         .args(["--port", &port.to_string(), "--data-dir"])
         .arg(dir)
         .env(
@@ -331,8 +361,8 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 fn run_wrk(name: &str, url: &str, script: &Path, conns: u64, seconds: u64, pid: u32) -> Row {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{seconds}s"), "--latency"]);
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cpus("BENCH_WRK_CPUS", "1"), "wrk", "-t1", &format!("-c{conns}"), &format!("-d{seconds}s"), "--latency"]);
     if std::fs::metadata(script).map(|m| m.len() > 0).unwrap_or(false) {
         cmd.arg("-s").arg(script);
     }
@@ -357,6 +387,7 @@ fn run_wrk(name: &str, url: &str, script: &Path, conns: u64, seconds: u64, pid: 
         p99_ms: number_after("99%").unwrap_or(f64::NAN),
         peak_rss_mib: peak_rss_mib(pid),
         errors,
+        compare: String::new(),
     }
 }
 
@@ -401,27 +432,76 @@ fn median_round(mut rows: Vec<Row>) -> Row {
 }
 
 fn print_table(rows: &[Row], native_fib_ms: f64, seconds: u64, connections: u64) {
-    let floor = rows.iter().find(|r| r.name.contains("healthz")).map(|r| r.rps);
     println!();
-    println!("wrk -t1 -c{connections} -d{seconds}s against the release server on loopback");
+    println!(
+        "wrk -t1 -c{connections} -d{seconds}s on CPUs {} against servers on CPUs {}, loopback",
+        cpus("BENCH_WRK_CPUS", "1"),
+        cpus("BENCH_SERVER_CPUS", "0")
+    );
     println!();
     println!(
         "| scenario | requests/s (median round) | slowest–fastest round | ratio to floor | p50 ms | p99 ms | peak RSS MiB | non-2xx |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
-        let ratio = floor.map(|f| format!("{:.2}", r.rps / f)).unwrap_or_else(|| "-".into());
+        let ratio = rows
+            .iter()
+            .find(|f| !r.compare.is_empty() && f.name == r.compare)
+            .map(|f| format!("{:.2}", r.rps / f.rps))
+            .unwrap_or_else(|| "-".into());
         println!(
             "| {} | {:.0} | {:.0}–{:.0} | {ratio} | {:.3} | {:.3} | {:.1} | {} |",
             r.name, r.rps, r.spread.0, r.spread.1, r.p50_ms, r.p99_ms, r.peak_rss_mib, r.errors
         );
     }
-    if let Some(fib) = rows.iter().find(|r| r.name.contains("fib")) {
+    let rps = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.rps);
+    if let (Some(new), Some(health)) = (rps("POST / never-seen module"), rps("GET /healthz")) {
+        println!();
+        println!("never-seen modules / our /healthz: {:.2}", new / health);
+    }
+    if let (Some(many), Some(few)) = (rps("POST / never-seen module, 128 conns"), rps("POST / never-seen module")) {
+        println!("never-seen modules, 128 connections / {connections} connections: {:.2}", many / few);
+    }
+    let p50 = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.p50_ms);
+    if let (Some(ours), Some(floor)) = (p50("POST /execute fib(27), 1 conn"), p50(FLOOR_FIB)) {
         println!();
         println!(
-            "fib(27): native {native_fib_ms:.2} ms; through the API p50 {:.2} ms (wasm/native {:.2}x, including HTTP and JSON)",
-            fib.p50_ms,
-            fib.p50_ms / native_fib_ms
+            "fib(27) p50: ours {ours:.2} ms, floor (bare wasmtime call, same fuel and epoch settings) {floor:.2} ms: {:.2}x; native {native_fib_ms:.2} ms",
+            ours / floor
         );
+    }
+}
+
+/// A `taskset` CPU list from the environment.
+fn cpus(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_string())
+}
+
+/// Builds and starts `examples/floor.rs` on a free port, pinned like the
+/// server.
+fn start_floor() -> Server {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--example", "floor"])
+        .current_dir(manifest)
+        .status()
+        .expect("cannot run cargo to build the floor server");
+    assert!(status.success(), "building examples/floor.rs failed");
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{manifest}/target"));
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new("taskset")
+        .args(["-c", &cpus("BENCH_SERVER_CPUS", "0")])
+        .arg(format!("{target}/release/examples/floor"))
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start the floor server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("listening"), "the floor server did not start: {line}");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
     }
 }
