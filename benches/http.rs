@@ -171,7 +171,14 @@ fn main() {
         (FLOOR_CALL, true, "/execute", double_call.clone(), connections, ""),
         (FLOOR_COMPILE, true, "/", UNIQUE_MODULE_LUA.to_string(), connections, ""),
         (FLOOR_FIB, true, "/execute", fib_call.clone(), 1, ""),
-        ("GET /healthz", false, "/healthz", String::new(), connections, FLOOR_HEALTHZ),
+        (
+            "GET /healthz",
+            false,
+            "/healthz",
+            String::new(),
+            connections,
+            FLOOR_HEALTHZ,
+        ),
         (
             "POST / double, cached",
             false,
@@ -182,7 +189,14 @@ fn main() {
             connections,
             FLOOR_CALL,
         ),
-        ("POST /execute double", false, "/execute", double_call, connections, FLOOR_CALL),
+        (
+            "POST /execute double",
+            false,
+            "/execute",
+            double_call,
+            connections,
+            FLOOR_CALL,
+        ),
         (
             "POST /execute 3-deep chain",
             false,
@@ -223,7 +237,14 @@ fn main() {
             connections,
             FLOOR_CALL,
         ),
-        ("POST /execute fib(27), 1 conn", false, "/execute", fib_call, 1, FLOOR_FIB),
+        (
+            "POST /execute fib(27), 1 conn",
+            false,
+            "/execute",
+            fib_call,
+            1,
+            FLOOR_FIB,
+        ),
     ];
 
     let scenarios: Vec<_> = scenarios.into_iter().filter(|s| s.0.contains(&only)).collect();
@@ -312,7 +333,11 @@ fn restart_with_many_modules(server: Server, dir: &Path, client: &reqwest::block
 fn start_server(dir: &Path) -> Server {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new("taskset")
-        .args(["-c", &cpus("BENCH_SERVER_CPUS", "0"), env!("CARGO_BIN_EXE_wasm-exec-api")])
+        .args([
+            "-c",
+            &cpus("BENCH_SERVER_CPUS", "0"),
+            env!("CARGO_BIN_EXE_wasm-exec-api"),
+        ])
         .args(["--port", &port.to_string(), "--data-dir"])
         .arg(dir)
         .env(
@@ -362,7 +387,15 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 fn run_wrk(name: &str, url: &str, script: &Path, conns: u64, seconds: u64, pid: u32) -> Row {
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", &cpus("BENCH_WRK_CPUS", "1"), "wrk", "-t1", &format!("-c{conns}"), &format!("-d{seconds}s"), "--latency"]);
+    cmd.args([
+        "-c",
+        &cpus("BENCH_WRK_CPUS", "1"),
+        "wrk",
+        "-t1",
+        &format!("-c{conns}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
     if std::fs::metadata(script).map(|m| m.len() > 0).unwrap_or(false) {
         cmd.arg("-s").arg(script);
     }
@@ -459,8 +492,14 @@ fn print_table(rows: &[Row], native_fib_ms: f64, seconds: u64, connections: u64)
         println!();
         println!("never-seen modules / our /healthz: {:.2}", new / health);
     }
-    if let (Some(many), Some(few)) = (rps("POST / never-seen module, 128 conns"), rps("POST / never-seen module")) {
-        println!("never-seen modules, 128 connections / {connections} connections: {:.2}", many / few);
+    if let (Some(many), Some(few)) = (
+        rps("POST / never-seen module, 128 conns"),
+        rps("POST / never-seen module"),
+    ) {
+        println!(
+            "never-seen modules, 128 connections / {connections} connections: {:.2}",
+            many / few
+        );
     }
     let p50 = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.p50_ms);
     if let (Some(ours), Some(floor)) = (p50("POST /execute fib(27), 1 conn"), p50(FLOOR_FIB)) {
@@ -498,7 +537,9 @@ fn start_floor() -> Server {
         .spawn()
         .expect("cannot start the floor server");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.contains("listening"), "the floor server did not start: {line}");
     Server {
         child,

@@ -273,20 +273,23 @@ impl WasmEngine {
         call: &CallSpec<'_>,
     ) -> Option<Result<CallOutcome, CallFailure>> {
         let settings = &self.inner.settings;
-        if settings.tier == TierMode::Compiled
-            || wasm.len() > settings.max_module_bytes
-            || !interp::eligible(wasm, self.defined_caps())
+        if settings.tier == TierMode::Compiled || wasm.len() > settings.max_module_bytes {
+            return None;
+        }
+        // Compiled already: the hot case, decided before reading the module.
+        let sha = (settings.tier == TierMode::Auto).then(|| compile::sha256(wasm));
+        if let Some(sha) = &sha
+            && self.inner.cache.get(sha).is_some()
         {
             return None;
         }
-        if settings.tier == TierMode::Auto {
-            let sha = compile::sha256(wasm);
-            if self.cached(&sha).is_some() {
-                return None;
-            }
-            if self.inner.sightings.seen_again(sha) {
-                self.compile_in_background(wasm.to_vec());
-            }
+        if !interp::eligible(wasm, self.defined_caps()) {
+            return None;
+        }
+        if let Some(sha) = sha
+            && self.inner.sightings.seen_again(sha)
+        {
+            self.compile_in_background(wasm.to_vec());
         }
         let module = if wasm.len() <= INLINE_PARSE_BYTES {
             self.inner.interpreter.parse(wasm)?
