@@ -1,4 +1,5 @@
-//! The WebAssembly spec testsuite's numeric files, driven through `POST /`.
+//! The WebAssembly spec testsuite's stateless files (numbers, control flow,
+//! calls, loads and stores within one call), driven through `POST /` on each tier.
 //!
 //! Every `assert_return` and `assert_trap` on an invocation becomes an HTTP
 //! request: the module as base64, the arguments encoded as a client would
@@ -40,6 +41,29 @@ const SPEC_FILES: &[&str] = &[
     "int_exprs.wast",
     "traps.wast",
     "fac.wast",
+    "address.wast",
+    "const.wast",
+    "forward.wast",
+    "func.wast",
+    "labels.wast",
+    "local_get.wast",
+    "local_set.wast",
+    "local_tee.wast",
+    "switch.wast",
+    "unwind.wast",
+    "type.wast",
+    "unreached-valid.wast",
+    "br.wast",
+    "br_if.wast",
+    "br_table.wast",
+    "if.wast",
+    "return.wast",
+    "unreachable.wast",
+    "left-to-right.wast",
+    "endianness.wast",
+    "load.wast",
+    "store.wast",
+    "skip-stack-guard-page.wast",
 ];
 const SIMD_FILES: &[&str] = &[
     "simd_i32x4_arith.wast",
@@ -86,19 +110,19 @@ struct Case {
 }
 
 #[tokio::test]
-async fn spec_testsuite_numeric_files_pass_on_the_compiled_tier() {
-    run_numeric_files(TierMode::Compiled).await;
+async fn spec_testsuite_stateless_files_pass_on_the_compiled_tier() {
+    run_stateless_files(TierMode::Compiled).await;
 }
 
 /// The same assertions with every module that the interpreter can run run
 /// there (all but the SIMD files, which need a proposal it is built without,
 /// and so run compiled): both tiers give the spec's answers.
 #[tokio::test]
-async fn spec_testsuite_numeric_files_pass_on_the_interpreter_tier() {
-    run_numeric_files(TierMode::Interpreter).await;
+async fn spec_testsuite_stateless_files_pass_on_the_interpreter_tier() {
+    run_stateless_files(TierMode::Interpreter).await;
 }
 
-async fn run_numeric_files(tier: TierMode) {
+async fn run_stateless_files(tier: TierMode) {
     let mut settings = test_settings();
     settings.tier = tier;
     let app = spawn_app_with(settings).await;
