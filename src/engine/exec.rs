@@ -257,7 +257,26 @@ async fn initialize(store: &mut Store<StoreState>, instance: Instance) -> wasmti
 }
 
 /// Names of the guest allocators tried, in order, for byte arguments.
-const ALLOCATORS: &[&str] = &["alloc", "malloc"];
+pub(crate) const ALLOCATORS: &[&str] = &["alloc", "malloc"];
+
+/// The module exports no allocator for a bytes param of `function`.
+pub(crate) fn no_allocator(function: &str) -> EngineError {
+    EngineError::InvalidParams(format!(
+        "a bytes param of `{function}` needs the module to export an allocator `alloc(i32) -> i32` or `malloc(i32) -> i32`"
+    ))
+}
+
+/// A bytes param's length as the allocator's `i32` argument.
+pub(crate) fn bytes_len(bytes: &[u8]) -> Result<i32, EngineError> {
+    i32::try_from(bytes.len()).map_err(|_| EngineError::InvalidParams("a bytes param is larger than 2 GiB".into()))
+}
+
+/// The guest allocator returned null for a `len`-byte param of `function`.
+pub(crate) fn allocator_returned_null(len: i32, function: &str) -> EngineError {
+    EngineError::InvalidParams(format!(
+        "the guest allocator returned null for a {len}-byte param of `{function}`"
+    ))
+}
 
 impl LiveInstance {
     /// The root module.
@@ -402,19 +421,11 @@ impl LiveInstance {
         let alloc = ALLOCATORS
             .iter()
             .find_map(|n| self.root.get_typed_func::<i32, i32>(&mut self.store, n).ok())
-            .ok_or_else(|| {
-                EngineError::InvalidParams(format!(
-                    "a bytes param of `{function}` needs the module to export an allocator `alloc(i32) -> i32` or `malloc(i32) -> i32`"
-                ))
-            })?;
-        let len = i32::try_from(bytes.len())
-            .map_err(|_| EngineError::InvalidParams("a bytes param is larger than 2 GiB".into()))?;
+            .ok_or_else(|| no_allocator(function))?;
+        let len = bytes_len(bytes)?;
         let ptr = alloc.call_async(&mut self.store, len).await? as u32;
         if ptr == 0 && !bytes.is_empty() {
-            return Err(EngineError::InvalidParams(format!(
-                "the guest allocator returned null for a {len}-byte param of `{function}`"
-            ))
-            .into());
+            return Err(allocator_returned_null(len, function).into());
         }
         let (shown, mem) = memory::resolve(&mut self.store, self.root, &self.hosts, None)?;
         memory::write(&mut self.store, &shown, mem, ptr as u64, bytes)?;

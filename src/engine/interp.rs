@@ -14,7 +14,9 @@
 //!
 //! Only what this tier does exactly as the compiled one is sent here (see
 //! [`eligible`] and [`Interpreter::run`]); everything else goes to the
-//! compiled tier, which is always correct.
+//! compiled tier, which is always correct. Memory reads and writes and byte
+//! params follow the compiled tier's rules and share its messages
+//! (`memory::range` and friends, `exec::no_allocator` and friends).
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,10 @@ use wasmtime::{FuncType, Trap, Val, ValType};
 
 use super::compile::{DefinedCaps, check_defined_counts};
 use super::error::{EngineError, LimitHit, LimitKind, trap_name};
-use super::exec::{CallFailure, CallOutcome, CallSpec, ExecStats, Exports, PreparedArg, Tier, micros, prepare};
+use super::exec::{
+    ALLOCATORS, CallFailure, CallOutcome, CallSpec, ExecStats, Exports, PreparedArg, Tier, allocator_returned_null,
+    bytes_len, micros, no_allocator, prepare,
+};
 use super::limits::{ExecLimits, StoreLimiter};
 use super::types::signature;
 use super::values::result_json;
@@ -111,18 +116,17 @@ impl Interpreter {
     }
 
     /// Instantiates `module` and makes one call under `spec.limits`, one
-    /// budget for both. `None` when the call is of a shape this tier does
-    /// not run (memory reads or writes, byte params, reference values); the
-    /// caller then runs it compiled.
+    /// budget for both, with the request's memory writes before it, byte
+    /// params placed by the guest's allocator, and memory reads after it
+    /// (after a trap too), as on the compiled tier. `None` when the call
+    /// has reference or `v128` values, which this tier does not convert;
+    /// the caller then runs it compiled.
     pub(crate) async fn run(
         &self,
         module: &InterpModule,
         label: &str,
         spec: &CallSpec<'_>,
     ) -> Option<Result<CallOutcome, CallFailure>> {
-        if !spec.writes.is_empty() || !spec.reads.is_empty() || spec.result_as_bytes {
-            return None;
-        }
         let prepared = match prepare(module, label, spec) {
             Ok(prepared) => prepared,
             Err(e) => return Some(Err(e.into())),
@@ -131,17 +135,14 @@ impl Interpreter {
         if !prepared.ty.params().all(numeric) || !prepared.ty.results().all(numeric) {
             return None;
         }
-        let mut params = Vec::with_capacity(prepared.args.len());
-        for arg in &prepared.args {
-            match arg {
-                PreparedArg::Value(val) => params.push(to_wasmi(val)?),
-                PreparedArg::Bytes(_) => return None,
-            }
+        let mut args = Vec::with_capacity(prepared.args.len());
+        for arg in prepared.args {
+            args.push(match arg {
+                PreparedArg::Value(val) => Arg::Value(to_wasmi(&val)?),
+                PreparedArg::Bytes(bytes) => Arg::Bytes(bytes),
+            });
         }
-        Some(
-            self.call(module, &prepared.name, &prepared.ty, &params, spec.limits)
-                .await,
-        )
+        Some(self.call(module, &prepared.name, &prepared.ty, args, spec).await)
     }
 
     async fn call(
@@ -149,9 +150,10 @@ impl Interpreter {
         module: &InterpModule,
         name: &str,
         ty: &FuncType,
-        params: &[wasmi::Val],
-        limits: ExecLimits,
+        args: Vec<Arg>,
+        spec: &CallSpec<'_>,
     ) -> Result<CallOutcome, CallFailure> {
+        let limits = spec.limits;
         let mut store = wasmi::Store::new(
             &self.engine,
             Limited {
@@ -169,41 +171,45 @@ impl Interpreter {
             tier: Tier::Interpreter,
             ..Default::default()
         };
-        let fail = |store: &mut wasmi::Store<Limited>, error: EngineError, mut stats: ExecStats, budget: &Budget| {
-            stats.fuel_consumed = budget.used(store);
-            stats.limits_hit = store
-                .data_mut()
-                .limiter
-                .take_hits()
-                .into_iter()
-                .map(LimitKind::as_str)
-                .collect();
-            CallFailure {
-                error,
-                stats: Some(stats),
-                memory: Vec::new(),
-                wasi: None,
-            }
-        };
         let instance = match instance {
             Ok(instance) => instance,
             Err(e) => {
                 let error = classify(&mut store, &e, &limits);
-                return Err(fail(&mut store, error, stats, &budget));
+                return Err(failure(&mut store, error, stats, &budget, Vec::new()));
             }
         };
-        let func = instance
-            .get_func(&store, name)
-            .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
-        let mut results = vec![wasmi::Val::I32(0); ty.results().len()];
         let started = Instant::now();
+        let mut results = vec![wasmi::Val::I32(0); ty.results().len()];
         let outcome = self
-            .run_sliced(&mut store, func, params, &mut results, &mut budget)
+            .call_inner(&mut store, instance, name, args, &mut results, spec, &mut budget)
             .await;
         stats.call_us = micros(started.elapsed());
+        // Reads happen after traps too: the memory at the trap helps debugging.
+        let reads: Result<Vec<Vec<u8>>, EngineError> = spec
+            .reads
+            .iter()
+            .map(|r| read(&store, instance, r.memory.as_deref(), r.offset, r.length))
+            .collect();
         if let Err(error) = outcome {
-            return Err(fail(&mut store, error, stats, &budget));
+            return Err(failure(&mut store, error, stats, &budget, reads.unwrap_or_default()));
         }
+        let memory = match reads {
+            Ok(memory) => memory,
+            Err(error) => return Err(failure(&mut store, error, stats, &budget, Vec::new())),
+        };
+        let values: Vec<Val> = results.iter().map(from_wasmi).collect();
+        let result_bytes = if spec.result_as_bytes && values.len() == 2 {
+            let (ptr, len) = (
+                values[0].unwrap_i32() as u32 as u64,
+                values[1].unwrap_i32() as u32 as u64,
+            );
+            match read(&store, instance, None, ptr, len) {
+                Ok(bytes) => Some(bytes),
+                Err(error) => return Err(error.into()),
+            }
+        } else {
+            None
+        };
         stats.fuel_consumed = budget.used(&store);
         stats.limits_hit = store
             .data_mut()
@@ -213,11 +219,83 @@ impl Interpreter {
             .map(LimitKind::as_str)
             .collect();
         Ok(CallOutcome {
-            results: results.iter().map(|v| result_json(&from_wasmi(v))).collect(),
+            results: values.iter().map(result_json).collect(),
             result_types: ty.results().map(|t| super::types::type_name(&t)).collect(),
+            result_bytes,
+            memory,
             stats,
             ..Default::default()
         })
+    }
+
+    /// Memory writes, byte params, then the call: the compiled tier's order.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_inner(
+        &self,
+        store: &mut wasmi::Store<Limited>,
+        instance: wasmi::Instance,
+        name: &str,
+        args: Vec<Arg>,
+        results: &mut [wasmi::Val],
+        spec: &CallSpec<'_>,
+        budget: &mut Budget,
+    ) -> Result<(), EngineError> {
+        for write in spec.writes {
+            let (shown, memory) = resolve(store, instance, write.memory.as_deref())?;
+            let bytes = memory.data_mut(&mut *store);
+            let r = super::memory::range(&shown, bytes.len(), write.offset, write.data.len() as u64)?;
+            bytes[r].copy_from_slice(&write.data);
+        }
+        let mut params = Vec::with_capacity(args.len());
+        for arg in args {
+            match arg {
+                Arg::Value(val) => params.push(val),
+                Arg::Bytes(bytes) => {
+                    let ptr = self.place_bytes(store, instance, name, &bytes, budget).await?;
+                    params.push(wasmi::Val::I32(ptr as i32));
+                    params.push(wasmi::Val::I32(bytes.len() as i32));
+                }
+            }
+        }
+        let func = instance
+            .get_func(&*store, name)
+            .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
+        self.run_sliced(store, func, &params, results, budget).await
+    }
+
+    /// Copies a byte argument into memory the guest allocated for it.
+    async fn place_bytes(
+        &self,
+        store: &mut wasmi::Store<Limited>,
+        instance: wasmi::Instance,
+        function: &str,
+        bytes: &[u8],
+        budget: &mut Budget,
+    ) -> Result<u32, EngineError> {
+        let alloc = ALLOCATORS
+            .iter()
+            .find_map(|n| {
+                let func = instance.get_func(&*store, n)?;
+                let ty = func.ty(&*store);
+                (ty.params() == [wasmi::ValType::I32] && ty.results() == [wasmi::ValType::I32]).then_some(func)
+            })
+            .ok_or_else(|| no_allocator(function))?;
+        let len = bytes_len(bytes)?;
+        let mut out = [wasmi::Val::I32(0)];
+        self.run_sliced(store, alloc, &[wasmi::Val::I32(len)], &mut out, budget)
+            .await?;
+        let ptr = match out[0] {
+            wasmi::Val::I32(p) => p as u32,
+            _ => 0,
+        };
+        if ptr == 0 && !bytes.is_empty() {
+            return Err(allocator_returned_null(len, function));
+        }
+        let (shown, memory) = resolve(store, instance, None)?;
+        let data = memory.data_mut(&mut *store);
+        let r = super::memory::range(&shown, data.len(), ptr as u64, bytes.len() as u64)?;
+        data[r].copy_from_slice(bytes);
+        Ok(ptr)
     }
 
     /// Runs the call a fuel slice at a time until it finishes, traps, uses
@@ -256,6 +334,85 @@ impl Interpreter {
             }
         }
     }
+}
+
+/// A call argument in wasmi's types.
+enum Arg {
+    Value(wasmi::Val),
+    /// Placed in guest memory at call time; fills a `(ptr, len)` pair.
+    Bytes(Vec<u8>),
+}
+
+/// A failed call with what could still be observed.
+fn failure(
+    store: &mut wasmi::Store<Limited>,
+    error: EngineError,
+    mut stats: ExecStats,
+    budget: &Budget,
+    memory: Vec<Vec<u8>>,
+) -> CallFailure {
+    stats.fuel_consumed = budget.used(store);
+    stats.limits_hit = store
+        .data_mut()
+        .limiter
+        .take_hits()
+        .into_iter()
+        .map(LimitKind::as_str)
+        .collect();
+    CallFailure {
+        error,
+        stats: Some(stats),
+        memory,
+        wasi: None,
+    }
+}
+
+/// Finds the memory a request names, with the compiled tier's rules and
+/// messages (see `memory::resolve`). The interpreter runs modules without
+/// imports, so there are no host modules to name.
+fn resolve(
+    store: &wasmi::Store<Limited>,
+    instance: wasmi::Instance,
+    name: Option<&str>,
+) -> Result<(String, wasmi::Memory), EngineError> {
+    match name {
+        None => {
+            if let Some(memory) = instance.get_memory(store, "memory") {
+                return Ok(("memory".into(), memory));
+            }
+            let mut found = None;
+            for export in instance.exports(store) {
+                if let Some(memory) = export.clone().into_memory() {
+                    if found.is_some() {
+                        return Err(super::memory::no_default_memory());
+                    }
+                    found = Some((export.name().to_string(), memory));
+                }
+            }
+            found.ok_or_else(super::memory::no_default_memory)
+        }
+        Some(name) => match name.split_once(':') {
+            Some((host, _)) => Err(super::memory::not_a_host(host)),
+            None => instance
+                .get_memory(store, name)
+                .map(|memory| (name.to_string(), memory))
+                .ok_or_else(|| super::memory::no_memory_named(name)),
+        },
+    }
+}
+
+/// Reads `length` bytes at `offset` of the memory `name`.
+fn read(
+    store: &wasmi::Store<Limited>,
+    instance: wasmi::Instance,
+    name: Option<&str>,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, EngineError> {
+    let (shown, memory) = resolve(store, instance, name)?;
+    let bytes = memory.data(store);
+    let r = super::memory::range(&shown, bytes.len(), offset, length)?;
+    Ok(bytes[r].to_vec())
 }
 
 /// A request's fuel and time, handed to the store a slice at a time.

@@ -37,8 +37,7 @@ pub(crate) fn resolve(
 ) -> Result<(String, Memory), EngineError> {
     let not_found = |what: String| EngineError::MemoryAccess(what);
     match name {
-        None => default_memory(store, root)
-            .ok_or_else(|| not_found("the module exports no memory named `memory` (and not exactly one memory); name one in `memory`, or a host module's as `host:export`".into())),
+        None => default_memory(store, root).ok_or_else(no_default_memory),
         Some(name) => {
             let (instance, export, shown) = match name.split_once(':') {
                 Some((host, export)) => {
@@ -46,15 +45,17 @@ pub(crate) fn resolve(
                         .iter()
                         .find(|(n, _)| n == host)
                         .map(|(_, i)| *i)
-                        .ok_or_else(|| not_found(format!("`{host}` is not a host module of this execution")))?;
+                        .ok_or_else(|| not_a_host(host))?;
                     (instance, export, name.to_string())
                 }
                 None => (root, name, name.to_string()),
             };
             match instance.get_export(&mut *store, export) {
                 Some(Extern::Memory(m)) => Ok((shown, m)),
-                Some(Extern::SharedMemory(_)) => Err(not_found(format!("memory `{shown}` is shared; shared memories cannot be accessed"))),
-                _ => Err(not_found(format!("no exported memory named `{shown}`"))),
+                Some(Extern::SharedMemory(_)) => Err(not_found(format!(
+                    "memory `{shown}` is shared; shared memories cannot be accessed"
+                ))),
+                _ => Err(no_memory_named(&shown)),
             }
         }
     }
@@ -80,7 +81,26 @@ fn default_memory(store: &mut Store<StoreState>, root: Instance) -> Option<(Stri
     found
 }
 
-fn range(shown: &str, size: usize, offset: u64, length: u64) -> Result<std::ops::Range<usize>, EngineError> {
+/// The module has no memory a request without `memory` could mean.
+pub(crate) fn no_default_memory() -> EngineError {
+    EngineError::MemoryAccess(
+        "the module exports no memory named `memory` (and not exactly one memory); name one in `memory`, or a host module's as `host:export`".into(),
+    )
+}
+
+/// `host:export` names a module that is not a host module here.
+pub(crate) fn not_a_host(host: &str) -> EngineError {
+    EngineError::MemoryAccess(format!("`{host}` is not a host module of this execution"))
+}
+
+/// No exported memory has the name the request gave.
+pub(crate) fn no_memory_named(shown: &str) -> EngineError {
+    EngineError::MemoryAccess(format!("no exported memory named `{shown}`"))
+}
+
+/// The byte range `offset..offset + length` of a memory of `size` bytes,
+/// or an error saying the memory's size.
+pub(crate) fn range(shown: &str, size: usize, offset: u64, length: u64) -> Result<std::ops::Range<usize>, EngineError> {
     let end = offset.checked_add(length);
     match end {
         Some(end) if end <= size as u64 => Ok(offset as usize..end as usize),
