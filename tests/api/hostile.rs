@@ -9,6 +9,8 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use wasm_exec_api::engine::TierMode;
+
 use crate::helpers::{DOUBLE_HEX, TestApp, spawn_app_with, test_settings};
 
 /// One hostile request and the status and error code it must get.
@@ -199,9 +201,24 @@ async fn send(app: &TestApp, case: &Case) -> Option<(StatusCode, Value)> {
     Some((status, response.json().await.unwrap_or(Value::Null)))
 }
 
+/// The corpus on the interpreter tier (which runs every case it can: those
+/// without imports or a start function) gets the same codes as on the
+/// compiled tier.
 #[tokio::test]
-async fn every_hostile_input_gets_a_clear_error_while_a_healthy_client_is_served() {
+async fn every_hostile_input_gets_a_clear_error_on_the_interpreter_tier() {
+    hostile_corpus_on(TierMode::Interpreter).await;
+}
+
+#[tokio::test]
+async fn every_hostile_input_gets_a_clear_error_on_the_compiled_tier() {
+    hostile_corpus_on(TierMode::Compiled).await;
+}
+
+/// Sends every case while a healthy client keeps calling; each case must
+/// get its status and code, and the healthy client must keep being served.
+async fn hostile_corpus_on(tier: TierMode) {
     let mut settings = test_settings();
+    settings.tier = tier;
     // Room for the 8 MB data segment, not for the 13 MiB body.
     settings.max_body_bytes = 12 << 20;
     settings.max_memory_bytes = 64 << 20;
