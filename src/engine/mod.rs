@@ -55,6 +55,11 @@ pub use wasi::{WasiConfig, WasiOutput};
 /// larger text is parsed on the blocking pool like a compile.
 const INLINE_WAT_BYTES: usize = 16 * 1024;
 
+/// An interpreted call that used this much fuel (tens of milliseconds of
+/// interpreting) has its module compiled in the background at once, rather
+/// than at its second sighting: its next call should not be as slow.
+const HOT_FUEL: u64 = 20_000_000;
+
 /// A module of at most this size is parsed for the interpreter on the
 /// calling thread; larger ones on the blocking pool.
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
@@ -299,7 +304,18 @@ impl WasmEngine {
                 .await
                 .ok()??
         };
-        self.inner.interpreter.run(&module, label, call).await
+        let result = self.inner.interpreter.run(&module, label, call).await?;
+        let fuel = match &result {
+            Ok(outcome) => outcome.stats.fuel_consumed,
+            Err(failure) => failure.stats.as_ref().map_or(0, |s| s.fuel_consumed),
+        };
+        if let Some(sha) = sha
+            && fuel >= HOT_FUEL
+            && self.inner.sightings.ran_long(sha)
+        {
+            self.compile_in_background(wasm.to_vec());
+        }
+        Some(result)
     }
 
     /// Compiles `wasm` into the cache without anyone waiting for it.

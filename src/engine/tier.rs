@@ -2,8 +2,10 @@
 //! seen that decides when one is worth compiling.
 //!
 //! In `auto` mode a module's first call runs on the interpreter at once;
-//! seen a second time, it is compiled in the background (no call waits for
-//! it), and once compiled its calls run compiled. Code seen once (a
+//! seen a second time, or after a first call that ran long (the interpreter
+//! is several times slower than compiled code on CPU-heavy work), it is
+//! compiled in the background (no call waits for it), and once compiled its
+//! calls run compiled. Code seen once (a
 //! playground's every edit, a grader's every submission) is never compiled
 //! at all.
 
@@ -63,6 +65,14 @@ impl Sightings {
             return false;
         }
         true
+    }
+
+    /// A call of `sha` ran long on the interpreter: `true` if a background
+    /// compile may start now, without waiting for a second sighting (the
+    /// same bound on compiles running applies).
+    pub(crate) fn ran_long(&self, sha: Sha256Digest) -> bool {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).put(sha, ());
+        self.seen_again(sha)
     }
 
     /// A background compile has ended.

@@ -470,3 +470,48 @@ async fn values_round_trip_bit_for_bit_on_both_tiers() {
         assert_eq!(results[5], json!(r as i32), "{body} -> {results}");
     }
 }
+
+/// A first call that runs long on the interpreter has its module compiled
+/// in the background at once: the next call runs compiled even though the
+/// module was sent only once before.
+#[tokio::test]
+async fn in_auto_mode_a_long_interpreted_call_starts_a_compile() {
+    let app = server(TierMode::Auto).await;
+    let body = json!({"wat": r#"(module (func (export "count") (param i32) (result i32) (local i32)
+        (loop (local.set 1 (i32.add (local.get 1) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 1) (local.get 0))))
+        (local.get 1)))"#, "function_name": "count", "params": [10_000_000]});
+    let (status, first) = app.post("/", &body).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["stats"]["tier"], "interpreter", "{first}");
+    assert_eq!(first["results"], json!([10_000_000]));
+    assert!(
+        first["stats"]["fuel_consumed"].as_u64().unwrap() >= 20_000_000,
+        "{first}"
+    );
+    // Poll the compile counter (bounded) without sending the module again.
+    let mut compiled = false;
+    for _ in 0..400 {
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("wasm_exec_compile_cache_misses_total 1"))
+        {
+            compiled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(compiled, "no background compile started after a long interpreted call");
+    let (status, second) = app.post("/", &body).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["stats"]["tier"], "compiled", "{second}");
+    assert_eq!(second["results"], first["results"]);
+}
