@@ -4,7 +4,7 @@
 //! time per compile and per compile + instantiate + call.
 //!
 //! `cargo run --release --example cold_compile`. With `PROFILE=1` it runs
-//! only our configuration, short enough for
+//! only one configuration, short enough for
 //! `valgrind --tool=callgrind`. Figures are in docs/BENCHMARKS.md.
 
 use std::time::Instant;
@@ -57,6 +57,23 @@ fn run(name: &str, config: Config, n: u32) {
     println!("{name:<40} compile {compile:7.1} us   compile+instantiate+call {full:7.1} us");
 }
 
+/// An in-memory store for wasmtime's incremental compilation cache: it keeps
+/// each compiled function by a hash of its input, so functions identical
+/// across modules (trampolines for the same signature) compile once.
+#[derive(Debug, Default)]
+struct MemoryCacheStore(std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>);
+
+impl wasmtime::CacheStore for MemoryCacheStore {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        self.0.lock().unwrap().get(key).cloned().map(std::borrow::Cow::Owned)
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        self.0.lock().unwrap().insert(key.to_vec(), value);
+        true
+    }
+}
+
 fn main() {
     if std::env::var_os("PROFILE").is_some() {
         let mut c = base();
@@ -65,7 +82,7 @@ fn main() {
         return;
     }
     let n = 1500;
-    run("native (ours)", base(), n);
+    run("native (our settings until 2026-11-30)", base(), n);
     let mut c = base();
     c.parallel_compilation(false);
     run("native, no parallel", c, n);
@@ -77,4 +94,16 @@ fn main() {
     let mut c = base();
     c.parallel_compilation(false).cranelift_opt_level(OptLevel::None);
     run("native, no parallel, opt none", c, n);
+    let mut c = base();
+    c.native_unwind_info(false);
+    run("native, no unwind info", c, n);
+    let mut c = base();
+    c.enable_incremental_compilation(std::sync::Arc::new(MemoryCacheStore::default()))
+        .unwrap();
+    run("native, incremental cache (ours now)", c, n);
+    let mut c = base();
+    c.parallel_compilation(false)
+        .enable_incremental_compilation(std::sync::Arc::new(MemoryCacheStore::default()))
+        .unwrap();
+    run("native, no parallel, incremental cache", c, n);
 }

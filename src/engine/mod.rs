@@ -20,12 +20,14 @@
 //! - [`exec`] — instantiating a module graph ([`LiveInstance`]) and calls.
 //! - [`interp`] — the interpreter tier (wasmi) for code not compiled yet;
 //!   [`tier`] — the tier setting and when code is worth compiling.
-//! - [`settings`] — [`EngineSettings`] and the wasmtime configuration.
+//! - [`settings`] — [`EngineSettings`] and the wasmtime configuration;
+//!   [`fncache`] — the store of wasmtime's incremental compilation cache.
 
 pub mod classify;
 pub mod compile;
 pub mod error;
 pub mod exec;
+pub mod fncache;
 pub mod interp;
 pub mod limits;
 pub mod link;

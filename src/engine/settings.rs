@@ -54,6 +54,10 @@ pub(crate) fn wasmtime_engine(settings: &EngineSettings) -> Result<wasmtime::Eng
         // which a grader comparing outputs needs; it is within the spec.
         .cranelift_nan_canonicalization(true)
         .operator_cost(operator_cost());
+    // Functions identical across modules (trampolines) compile once.
+    config
+        .enable_incremental_compilation(std::sync::Arc::new(super::fncache::FunctionCache::new()))
+        .map_err(|e| EngineError::Internal(format!("cannot enable the function cache: {e}")))?;
     if settings.pooling {
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling_config(settings)));
     }
