@@ -210,14 +210,7 @@ impl Interpreter {
         } else {
             None
         };
-        stats.fuel_consumed = budget.used(&store);
-        stats.limits_hit = store
-            .data_mut()
-            .limiter
-            .take_hits()
-            .into_iter()
-            .map(LimitKind::as_str)
-            .collect();
+        budget.record(&mut store, &mut stats);
         Ok(CallOutcome {
             results: values.iter().map(result_json).collect(),
             result_types: ty.results().map(|t| super::types::type_name(&t)).collect(),
@@ -351,14 +344,7 @@ fn failure(
     budget: &Budget,
     memory: Vec<Vec<u8>>,
 ) -> CallFailure {
-    stats.fuel_consumed = budget.used(store);
-    stats.limits_hit = store
-        .data_mut()
-        .limiter
-        .take_hits()
-        .into_iter()
-        .map(LimitKind::as_str)
-        .collect();
+    budget.record(store, &mut stats);
     CallFailure {
         error,
         stats: Some(stats),
@@ -454,6 +440,18 @@ impl Budget {
     fn used(&self, store: &wasmi::Store<Limited>) -> u64 {
         let unspent = self.left.saturating_add(store.get_fuel().unwrap_or(0));
         self.limits.fuel.saturating_sub(unspent)
+    }
+
+    /// Puts the fuel used and the limits hit so far into `stats`.
+    fn record(&self, store: &mut wasmi::Store<Limited>, stats: &mut ExecStats) {
+        stats.fuel_consumed = self.used(store);
+        stats.limits_hit = store
+            .data_mut()
+            .limiter
+            .take_hits()
+            .into_iter()
+            .map(LimitKind::as_str)
+            .collect();
     }
 }
 

@@ -262,15 +262,7 @@ async fn overload(app: &TestApp) -> (StatusCode, Value) {
     });
     // Wait (bounded) until the spin holds the slot, as /metrics shows.
     for _ in 0..300 {
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         if metrics.contains("wasm_exec_executions_in_flight 1") || spin.is_finished() {
             break;
         }

@@ -153,6 +153,17 @@ impl TestApp {
         (status, parse(&text))
     }
 
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("request failed");
+        response.text().await.expect("metrics body")
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self.client.get(self.url(path)).send().await.expect("request failed");
         let status = response.status();

@@ -277,12 +277,9 @@ async fn two_spins_on_one_slot(settings: wasm_exec_api::config::Settings) -> Vec
     outcomes
 }
 
-#[tokio::test]
-async fn a_request_queued_past_the_queue_deadline_gets_503() {
-    let mut settings = test_settings();
-    settings.max_concurrency = 1;
-    settings.queue_timeout_ms = 200;
-    let outcomes = two_spins_on_one_slot(settings).await;
+/// The second of two spins was refused with `503 overloaded` and
+/// `Retry-After: 1`, by a message naming `flag`; the first ran to its limit.
+fn assert_one_refused_naming(outcomes: &[(StatusCode, Option<String>, Value)], flag: &str) {
     let (refused, ran) = (&outcomes[0], &outcomes[1]);
     assert_limit(ran.0, &ran.2, "time");
     assert_eq!(
@@ -290,14 +287,18 @@ async fn a_request_queued_past_the_queue_deadline_gets_503() {
         (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         "{outcomes:?}"
     );
-    assert!(
-        refused.2["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("--queue-timeout-ms"),
-        "{outcomes:?}"
-    );
+    let message = refused.2["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains(flag), "{outcomes:?}");
     assert_eq!(refused.1.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn a_request_queued_past_the_queue_deadline_gets_503() {
+    let mut settings = test_settings();
+    settings.max_concurrency = 1;
+    settings.queue_timeout_ms = 200;
+    let outcomes = two_spins_on_one_slot(settings).await;
+    assert_one_refused_naming(&outcomes, "--queue-timeout-ms");
 }
 
 #[tokio::test]
@@ -306,21 +307,7 @@ async fn a_request_finding_the_queue_full_gets_503_at_once() {
     settings.max_concurrency = 1;
     settings.queue_depth = 0;
     let outcomes = two_spins_on_one_slot(settings).await;
-    let (refused, ran) = (&outcomes[0], &outcomes[1]);
-    assert_limit(ran.0, &ran.2, "time");
-    assert_eq!(
-        (refused.0, code(&refused.2)),
-        (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-        "{outcomes:?}"
-    );
-    assert!(
-        refused.2["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("--queue-depth"),
-        "{outcomes:?}"
-    );
-    assert_eq!(refused.1.as_deref(), Some("1"));
+    assert_one_refused_naming(&outcomes, "--queue-depth");
 }
 
 #[tokio::test]

@@ -356,15 +356,7 @@ async fn in_auto_mode_code_seen_once_is_never_compiled() {
         assert_eq!(answer["stats"]["tier"], "interpreter", "{answer}");
         assert_eq!(answer["results"], json!([i]));
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics
             .lines()
@@ -491,15 +483,7 @@ async fn in_auto_mode_a_long_interpreted_call_starts_a_compile() {
     // Poll the compile counter (bounded) without sending the module again.
     let mut compiled = false;
     for _ in 0..400 {
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         if metrics
             .lines()
             .any(|l| l.starts_with("wasm_exec_compile_cache_misses_total 1"))
