@@ -141,7 +141,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let level = event.metadata().level();
         write!(
             writer,
@@ -154,7 +154,6 @@ where
         // `ctx.field_format()`: tracing-subscriber's default visitor formats
         // every value through `Debug` with padding and style checks, which
         // was most of the log line's cost.
-        let _ = ctx;
         let mut fields = Fields {
             writer: writer.by_ref(),
             result: Ok(()),

@@ -7,7 +7,7 @@
 
 use wasmtime::Trap;
 
-use super::error::{EngineError, LimitHit, LimitKind, chain_text, trap_name};
+use super::error::{EngineError, LimitHit, chain_text, trap_name};
 use super::limits::ExecLimits;
 
 /// Classifies `error`, which ended an instantiation or a call run under
@@ -22,17 +22,8 @@ pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError
     if let Some(trap) = error.downcast_ref::<Trap>() {
         let trap = *trap;
         return match trap {
-            Trap::OutOfFuel => EngineError::LimitExceeded {
-                kind: LimitKind::Fuel,
-                message: format!(
-                    "fuel exhausted: the execution used all {} units of fuel (limits.fuel, --max-fuel)",
-                    limits.fuel
-                ),
-            },
-            Trap::Interrupt => EngineError::LimitExceeded {
-                kind: LimitKind::Time,
-                message: format!("execution exceeded the time limit of {} ms", limits.timeout_ms),
-            },
+            Trap::OutOfFuel => LimitHit::fuel(limits.fuel).into(),
+            Trap::Interrupt => LimitHit::time(limits.timeout_ms).into(),
             other => EngineError::Trap {
                 kind: trap_name(other),
                 message: describe_trap(&error, other),
@@ -40,10 +31,7 @@ pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError
         };
     }
     if let Some(hit) = error.downcast_ref::<LimitHit>() {
-        return EngineError::LimitExceeded {
-            kind: hit.kind,
-            message: hit.message.clone(),
-        };
+        return hit.clone().into();
     }
     if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
         return EngineError::Busy(

@@ -221,20 +221,44 @@ pub(crate) struct DefinedCaps {
     pub tables: usize,
 }
 
-/// Refuses a valid module that defines more memories or tables than the
-/// server allows, naming the setting, before wasmtime (whose pooling
-/// allocator has the same caps) would refuse it as if it were malformed.
-/// Reads only the section headers; a malformed module is left to wasmtime.
-pub(crate) fn check_defined_counts(wasm: &[u8], caps: DefinedCaps) -> Result<(), EngineError> {
-    let (mut memories, mut tables) = (0usize, 0usize);
+/// What a module's section headers say, read without parsing its code.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Headers {
+    pub memories: usize,
+    pub tables: usize,
+    pub imports: usize,
+    pub has_start: bool,
+    /// The headers could not be read; the module is left to the engines,
+    /// whose error messages say what is wrong.
+    pub malformed: bool,
+}
+
+/// Reads the section headers of `wasm`, stopping where the code starts.
+pub(crate) fn headers(wasm: &[u8]) -> Headers {
+    let mut h = Headers::default();
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
         match payload {
-            Ok(wasmparser::Payload::MemorySection(reader)) => memories += reader.count() as usize,
-            Ok(wasmparser::Payload::TableSection(reader)) => tables += reader.count() as usize,
-            Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
+            Ok(wasmparser::Payload::MemorySection(reader)) => h.memories += reader.count() as usize,
+            Ok(wasmparser::Payload::TableSection(reader)) => h.tables += reader.count() as usize,
+            Ok(wasmparser::Payload::ImportSection(reader)) => h.imports += reader.count() as usize,
+            Ok(wasmparser::Payload::StartSection { .. }) => h.has_start = true,
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) => break,
+            Err(_) => {
+                h.malformed = true;
+                break;
+            }
             Ok(_) => {}
         }
     }
+    h
+}
+
+/// Refuses a valid module that defines more memories or tables than the
+/// server allows, naming the setting, before wasmtime (whose pooling
+/// allocator has the same caps) would refuse it as if it were malformed.
+/// A malformed module is left to wasmtime.
+pub(crate) fn check_defined_counts(headers: &Headers, caps: DefinedCaps) -> Result<(), EngineError> {
+    let (memories, tables) = (headers.memories, headers.tables);
     let refuse = |kind, what: &str, n: usize, cap: usize, flag: &str| {
         Err(EngineError::LimitExceeded {
             kind,
@@ -270,7 +294,7 @@ pub(crate) fn compile_blocking(
     sha: Sha256Digest,
     wasm: &[u8],
 ) -> Result<CompiledModule, EngineError> {
-    check_defined_counts(wasm, caps)?;
+    check_defined_counts(&headers(wasm), caps)?;
     let module = Module::from_binary(engine, wasm)
         .map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain_text(&e))))?;
     finish(linker, sha, wasm.len(), module)

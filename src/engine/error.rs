@@ -56,6 +56,33 @@ pub struct LimitHit {
     pub message: String,
 }
 
+impl LimitHit {
+    /// The fuel budget ran out (on either tier).
+    pub fn fuel(fuel: u64) -> Self {
+        LimitHit {
+            kind: LimitKind::Fuel,
+            message: format!("fuel exhausted: the execution used all {fuel} units of fuel (limits.fuel, --max-fuel)"),
+        }
+    }
+
+    /// The wall-clock limit passed (on either tier).
+    pub fn time(timeout_ms: u64) -> Self {
+        LimitHit {
+            kind: LimitKind::Time,
+            message: format!("execution exceeded the time limit of {timeout_ms} ms"),
+        }
+    }
+}
+
+impl From<LimitHit> for EngineError {
+    fn from(hit: LimitHit) -> Self {
+        EngineError::LimitExceeded {
+            kind: hit.kind,
+            message: hit.message,
+        }
+    }
+}
+
 /// The kind of a WebAssembly trap, named as in the API.
 pub fn trap_name(trap: Trap) -> &'static str {
     match trap {

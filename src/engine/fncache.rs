@@ -4,8 +4,8 @@
 //! function, and trampolines that depend only on signatures, identical
 //! across modules. With this cache each such function is compiled once per
 //! process and found again by a hash of its input; measured with
-//! `examples/cold_compile.rs`, compiling a never-seen tiny module took 35 to
-//! 50% less time (docs/BENCHMARKS.md). The store is an LRU bounded in
+//! `examples/cold_compile.rs`, compiling a never-seen tiny module took 30 to
+//! 48% less time (docs/BENCHMARKS.md). The store is an LRU bounded in
 //! entries, so a flood of unique modules cannot grow it without end.
 
 use std::borrow::Cow;

@@ -16,7 +16,7 @@
 //! [`eligible`] and [`Interpreter::run`]); everything else goes to the
 //! compiled tier, which is always correct. Memory reads and writes and byte
 //! params follow the compiled tier's rules and share its messages
-//! (`memory::range` and friends, `exec::no_allocator` and friends).
+//! (`memory::copy_in`/`copy_out` and the memory messages, `exec::no_allocator` and friends).
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use wasmi::{ResourceLimiter, TrapCode};
 use wasmi_core::LimiterError;
 use wasmtime::{FuncType, Trap, Val, ValType};
 
-use super::compile::{DefinedCaps, check_defined_counts};
+use super::compile::{DefinedCaps, check_defined_counts, headers};
 use super::error::{EngineError, LimitHit, LimitKind, trap_name};
 use super::exec::{
     ALLOCATORS, CallFailure, CallOutcome, CallSpec, ExecStats, Exports, PreparedArg, Tier, allocator_returned_null,
@@ -64,18 +64,8 @@ pub(crate) struct InterpModule {
 /// only; a malformed module is not eligible and gets the compiled tier's
 /// error.
 pub(crate) fn eligible(wasm: &[u8], caps: DefinedCaps) -> bool {
-    if check_defined_counts(wasm, caps).is_err() {
-        return false;
-    }
-    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-        match payload {
-            Ok(wasmparser::Payload::ImportSection(reader)) if reader.count() > 0 => return false,
-            Ok(wasmparser::Payload::StartSection { .. }) | Err(_) => return false,
-            Ok(wasmparser::Payload::CodeSectionStart { .. }) => return true,
-            Ok(_) => {}
-        }
-    }
-    true
+    let headers = headers(wasm);
+    !headers.malformed && headers.imports == 0 && !headers.has_start && check_defined_counts(&headers, caps).is_ok()
 }
 
 impl Interpreter {
@@ -233,11 +223,8 @@ impl Interpreter {
         spec: &CallSpec<'_>,
         budget: &mut Budget,
     ) -> Result<(), EngineError> {
-        for write in spec.writes {
-            let (shown, memory) = resolve(store, instance, write.memory.as_deref())?;
-            let bytes = memory.data_mut(&mut *store);
-            let r = super::memory::range(&shown, bytes.len(), write.offset, write.data.len() as u64)?;
-            bytes[r].copy_from_slice(&write.data);
+        for w in spec.writes {
+            write(store, instance, w.memory.as_deref(), w.offset, &w.data)?;
         }
         let mut params = Vec::with_capacity(args.len());
         for arg in args {
@@ -284,10 +271,7 @@ impl Interpreter {
         if ptr == 0 && !bytes.is_empty() {
             return Err(allocator_returned_null(len, function));
         }
-        let (shown, memory) = resolve(store, instance, None)?;
-        let data = memory.data_mut(&mut *store);
-        let r = super::memory::range(&shown, data.len(), ptr as u64, bytes.len() as u64)?;
-        data[r].copy_from_slice(bytes);
+        write(store, instance, None, ptr as u64, bytes)?;
         Ok(ptr)
     }
 
@@ -313,10 +297,10 @@ impl Interpreter {
                 }
                 wasmi::ResumableCall::OutOfFuel(paused) => {
                     if Instant::now() >= budget.deadline {
-                        return Err(time_exceeded(&budget.limits));
+                        return Err(LimitHit::time(budget.limits.timeout_ms).into());
                     }
                     if !budget.refill(store, paused.required_fuel()) {
-                        return Err(fuel_exhausted(&budget.limits));
+                        return Err(LimitHit::fuel(budget.limits.fuel).into());
                     }
                     // Let other requests run on this worker thread, then go on.
                     tokio::task::yield_now().await;
@@ -396,9 +380,19 @@ fn read(
     length: u64,
 ) -> Result<Vec<u8>, EngineError> {
     let (shown, memory) = resolve(store, instance, name)?;
-    let bytes = memory.data(store);
-    let r = super::memory::range(&shown, bytes.len(), offset, length)?;
-    Ok(bytes[r].to_vec())
+    super::memory::copy_out(&shown, memory.data(store), offset, length)
+}
+
+/// Writes `data` at `offset` of the memory `name`.
+fn write(
+    store: &mut wasmi::Store<Limited>,
+    instance: wasmi::Instance,
+    name: Option<&str>,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), EngineError> {
+    let (shown, memory) = resolve(store, instance, name)?;
+    super::memory::copy_in(&shown, memory.data_mut(&mut *store), offset, data)
 }
 
 /// A request's fuel and time, handed to the store a slice at a time.
@@ -496,34 +490,14 @@ impl ResourceLimiter for Limited {
     }
 }
 
-fn fuel_exhausted(limits: &ExecLimits) -> EngineError {
-    EngineError::LimitExceeded {
-        kind: LimitKind::Fuel,
-        message: format!(
-            "fuel exhausted: the execution used all {} units of fuel (limits.fuel, --max-fuel)",
-            limits.fuel
-        ),
-    }
-}
-
-fn time_exceeded(limits: &ExecLimits) -> EngineError {
-    EngineError::LimitExceeded {
-        kind: LimitKind::Time,
-        message: format!("execution exceeded the time limit of {} ms", limits.timeout_ms),
-    }
-}
-
 /// A wasmi failure as the compiled tier would report it: our limit first,
 /// then the trap, by code, named and worded as wasmtime's.
 fn classify(store: &mut wasmi::Store<Limited>, error: &wasmi::Error, limits: &ExecLimits) -> EngineError {
     if let Some(hit) = store.data_mut().refused.take() {
-        return EngineError::LimitExceeded {
-            kind: hit.kind,
-            message: hit.message,
-        };
+        return hit.into();
     }
     let trap = match error.as_trap_code() {
-        Some(TrapCode::OutOfFuel) => return fuel_exhausted(limits),
+        Some(TrapCode::OutOfFuel) => return LimitHit::fuel(limits.fuel).into(),
         Some(TrapCode::UnreachableCodeReached) => Trap::UnreachableCodeReached,
         Some(TrapCode::MemoryOutOfBounds) => Trap::MemoryOutOfBounds,
         Some(TrapCode::TableOutOfBounds) => Trap::TableOutOfBounds,

@@ -100,7 +100,7 @@ pub(crate) fn no_memory_named(shown: &str) -> EngineError {
 
 /// The byte range `offset..offset + length` of a memory of `size` bytes,
 /// or an error saying the memory's size.
-pub(crate) fn range(shown: &str, size: usize, offset: u64, length: u64) -> Result<std::ops::Range<usize>, EngineError> {
+fn range(shown: &str, size: usize, offset: u64, length: u64) -> Result<std::ops::Range<usize>, EngineError> {
     let end = offset.checked_add(length);
     match end {
         Some(end) if end <= size as u64 => Ok(offset as usize..end as usize),
@@ -119,10 +119,7 @@ pub(crate) fn write(
     offset: u64,
     data: &[u8],
 ) -> Result<(), EngineError> {
-    let bytes = memory.data_mut(&mut *store);
-    let r = range(shown, bytes.len(), offset, data.len() as u64)?;
-    bytes[r].copy_from_slice(data);
-    Ok(())
+    copy_in(shown, memory.data_mut(&mut *store), offset, data)
 }
 
 /// Reads `length` bytes at `offset` of `memory`.
@@ -133,7 +130,20 @@ pub(crate) fn read(
     offset: u64,
     length: u64,
 ) -> Result<Vec<u8>, EngineError> {
-    let bytes = memory.data(store);
-    let r = range(shown, bytes.len(), offset, length)?;
-    Ok(bytes[r].to_vec())
+    copy_out(shown, memory.data(store), offset, length)
+}
+
+/// Copies `data` into a memory's bytes at `offset`, bounds-checked; both
+/// tiers write guest memory through this.
+pub(crate) fn copy_in(shown: &str, memory: &mut [u8], offset: u64, data: &[u8]) -> Result<(), EngineError> {
+    let r = range(shown, memory.len(), offset, data.len() as u64)?;
+    memory[r].copy_from_slice(data);
+    Ok(())
+}
+
+/// Copies `length` bytes at `offset` out of a memory's bytes,
+/// bounds-checked; both tiers read guest memory through this.
+pub(crate) fn copy_out(shown: &str, memory: &[u8], offset: u64, length: u64) -> Result<Vec<u8>, EngineError> {
+    let r = range(shown, memory.len(), offset, length)?;
+    Ok(memory[r].to_vec())
 }

@@ -280,23 +280,22 @@ impl WasmEngine {
         call: &CallSpec<'_>,
     ) -> Option<Result<CallOutcome, CallFailure>> {
         let settings = &self.inner.settings;
-        if settings.tier == TierMode::Compiled || wasm.len() > settings.max_module_bytes {
+        if settings.tier == TierMode::Compiled
+            || wasm.len() > settings.max_module_bytes
+            || !interp::eligible(wasm, self.defined_caps())
+        {
             return None;
         }
-        // Compiled already: the hot case, decided before reading the module.
+        // Only code the interpreter could run is hashed here: a module it
+        // cannot run (a WASI program, say) is hashed once, by `compile`.
         let sha = (settings.tier == TierMode::Auto).then(|| compile::sha256(wasm));
-        if let Some(sha) = &sha
-            && self.inner.cache.get(sha).is_some()
-        {
-            return None;
-        }
-        if !interp::eligible(wasm, self.defined_caps()) {
-            return None;
-        }
-        if let Some(sha) = sha
-            && self.inner.sightings.seen_again(sha)
-        {
-            self.compile_in_background(wasm.to_vec());
+        if let Some(sha) = sha {
+            if self.inner.cache.get(&sha).is_some() {
+                return None;
+            }
+            if self.inner.sightings.seen_again(sha) {
+                self.compile_in_background(sha, wasm.to_vec());
+            }
         }
         let module = if wasm.len() <= INLINE_PARSE_BYTES {
             self.inner.interpreter.parse(wasm)?
@@ -315,19 +314,20 @@ impl WasmEngine {
             && fuel >= HOT_FUEL
             && self.inner.sightings.ran_long(sha)
         {
-            self.compile_in_background(wasm.to_vec());
+            self.compile_in_background(sha, wasm.to_vec());
         }
         Some(result)
     }
 
-    /// Compiles `wasm` into the cache without anyone waiting for it.
-    fn compile_in_background(&self, wasm: Vec<u8>) {
+    /// Compiles `wasm` (whose hash is `sha`) into the cache without anyone
+    /// waiting for it.
+    fn compile_in_background(&self, sha: Sha256Digest, wasm: Vec<u8>) {
         let engine = self.clone();
         tokio::spawn(async move {
             if let Err(e) = engine.compile(wasm).await {
                 tracing::debug!(error = %e, "background compile failed");
             }
-            engine.inner.sightings.finished();
+            engine.inner.sightings.finished(&sha);
         });
     }
 

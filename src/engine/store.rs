@@ -58,10 +58,7 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, limits: &ExecLimits, wasi: Op
     store.epoch_deadline_callback(|ctx| {
         let state = ctx.data();
         if Instant::now() >= state.deadline {
-            return Err(wasmtime::Error::new(LimitHit {
-                kind: LimitKind::Time,
-                message: format!("execution exceeded the time limit of {} ms", state.timeout_ms),
-            }));
+            return Err(wasmtime::Error::new(LimitHit::time(state.timeout_ms)));
         }
         // Let other requests run on this worker thread, then go on.
         Ok(UpdateDeadline::Yield(1))

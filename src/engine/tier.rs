@@ -30,9 +30,18 @@ pub enum TierMode {
     Compiled,
 }
 
+/// Where a recently seen module stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Seen once, not compiled.
+    Once,
+    /// A background compile of it is running.
+    Compiling,
+}
+
 /// Modules seen recently, by hash, and the background compiles running.
 pub(crate) struct Sightings {
-    seen: Mutex<LruCache<Sha256Digest, ()>>,
+    seen: Mutex<LruCache<Sha256Digest, Seen>>,
     background: AtomicUsize,
     max_background: usize,
 }
@@ -49,34 +58,46 @@ impl Sightings {
     }
 
     /// Records a sighting of `sha`; `true` if it was seen before and a
-    /// background compile may start (the caller then calls
-    /// [`Self::finished`] when it ends). A module whose compile could not
-    /// start because too many are running is forgotten, so a later
-    /// sighting tries again.
+    /// background compile should start now (the caller then calls
+    /// [`Self::finished`] when it ends).
     pub(crate) fn seen_again(&self, sha: Sha256Digest) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.put(sha, ()).is_none() {
-            return false;
+        match seen.get(&sha).copied() {
+            None => {
+                seen.put(sha, Seen::Once);
+                false
+            }
+            Some(Seen::Once) => self.start(&mut seen, sha),
+            Some(Seen::Compiling) => false,
         }
-        seen.pop(&sha);
-        if self.background.fetch_add(1, Ordering::Relaxed) >= self.max_background {
-            self.background.fetch_sub(1, Ordering::Relaxed);
-            seen.put(sha, ());
-            return false;
-        }
-        true
     }
 
     /// A call of `sha` ran long on the interpreter: `true` if a background
-    /// compile may start now, without waiting for a second sighting (the
-    /// same bound on compiles running applies).
+    /// compile should start now, without waiting for a second sighting.
     pub(crate) fn ran_long(&self, sha: Sha256Digest) -> bool {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).put(sha, ());
-        self.seen_again(sha)
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get(&sha).copied() {
+            Some(Seen::Compiling) => false,
+            _ => self.start(&mut seen, sha),
+        }
     }
 
-    /// A background compile has ended.
-    pub(crate) fn finished(&self) {
+    /// Marks `sha` as compiling if fewer than the most background compiles
+    /// run; otherwise it stays seen once, and a later sighting tries again.
+    fn start(&self, seen: &mut LruCache<Sha256Digest, Seen>, sha: Sha256Digest) -> bool {
+        if self.background.fetch_add(1, Ordering::Relaxed) >= self.max_background {
+            self.background.fetch_sub(1, Ordering::Relaxed);
+            seen.put(sha, Seen::Once);
+            return false;
+        }
+        seen.put(sha, Seen::Compiling);
+        true
+    }
+
+    /// The background compile of `sha` has ended: the compile cache has it
+    /// now, or it failed and a later sighting may try again.
+    pub(crate) fn finished(&self, sha: &Sha256Digest) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).pop(sha);
         self.background.fetch_sub(1, Ordering::Relaxed);
     }
 }
