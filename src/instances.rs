@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::engine::{CallFailure, ExecLimits, ExecStats, InstanceSpec, LiveInstance, ModuleInterface, WasmEngine};
+use crate::engine::{CallFailure, ExecLimits, ExecStats, LiveInstance, ModuleInterface, Tier};
 
 /// Bounds on the instance table.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct Slot {
     pub sha256: String,
     pub interface: ModuleInterface,
     pub limits: ExecLimits,
+    /// The tier that runs its calls, for its whole life.
+    pub tier: Tier,
     /// The token that created it (`None` when access control is off).
     pub owner: Option<usize>,
     pub created: SystemTime,
@@ -83,17 +85,24 @@ struct Table {
     pending: usize,
 }
 
+/// What the table records of an instance about to be made.
+pub struct NewInstance {
+    /// The registered module name, or `inline` for inline code.
+    pub module: String,
+    pub sha256: String,
+    pub interface: ModuleInterface,
+    pub limits: ExecLimits,
+}
+
 /// The live-instance table.
 pub struct Instances {
-    engine: WasmEngine,
     settings: InstanceSettings,
     table: Mutex<Table>,
 }
 
 impl Instances {
-    pub fn new(engine: WasmEngine, settings: InstanceSettings) -> Arc<Self> {
+    pub fn new(settings: InstanceSettings) -> Arc<Self> {
         let instances = Arc::new(Instances {
-            engine,
             settings,
             table: Mutex::new(Table {
                 slots: HashMap::new(),
@@ -113,15 +122,16 @@ impl Instances {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Instantiates `spec` as a new live instance, if the caps allow it.
+    /// Makes a new live instance by running `instantiate`, if the caps
+    /// allow it (checked, and its memory reserved, before it runs).
     /// Returns the slot and the instantiation's stats.
     pub async fn create(
         &self,
-        spec: InstanceSpec,
-        module: String,
+        new: NewInstance,
         owner: Option<usize>,
+        instantiate: impl Future<Output = Result<LiveInstance, CallFailure>>,
     ) -> Result<(Arc<Slot>, ExecStats), InstanceError> {
-        let memory = spec.limits.memory_bytes;
+        let memory = new.limits.memory_bytes;
         {
             let mut table = self.lock();
             if table.slots.len() + table.pending >= self.settings.max_instances {
@@ -139,27 +149,26 @@ impl Instances {
             table.pending += 1;
             table.reserved_memory += memory;
         }
-        let limits = spec.limits;
-        let sha256 = spec.root.sha256_hex();
-        let interface = spec.root.interface();
-        let created = self.engine.instantiate(spec).await;
-        let mut table = self.lock();
-        table.pending -= 1;
+        // Released however this ends, also if the request is dropped while
+        // instantiating (the client went away).
+        let reservation = Reservation { table: self, memory };
+        let created = instantiate.await;
         let mut live = match created {
             Ok(live) => live,
-            Err(failure) => {
-                table.reserved_memory -= memory;
-                return Err(InstanceError::Instantiate(Box::new(failure)));
-            }
+            Err(failure) => return Err(InstanceError::Instantiate(Box::new(failure))),
         };
+        std::mem::forget(reservation);
+        let mut table = self.lock();
+        table.pending -= 1;
         let stats = live.take_instantiation_stats();
         let now = Instant::now();
         let slot = Arc::new(Slot {
             id: uuid::Uuid::new_v4().simple().to_string(),
-            module,
-            sha256,
-            interface,
-            limits,
+            tier: live.tier(),
+            module: new.module,
+            sha256: new.sha256,
+            interface: new.interface,
+            limits: new.limits,
             owner,
             created: SystemTime::now(),
             created_at: now,
@@ -225,6 +234,22 @@ impl Instances {
                 tracing::info!(instance = %id, "dropped idle instance");
             }
         }
+    }
+}
+
+/// An instance being made: counted against the caps until it is in the
+/// table. Dropped (on failure, or when the request is) it gives back its
+/// place and memory.
+struct Reservation<'a> {
+    table: &'a Instances,
+    memory: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut table = self.table.lock();
+        table.pending -= 1;
+        table.reserved_memory -= self.memory;
     }
 }
 

@@ -51,7 +51,7 @@ impl Application {
         };
         let registry = Arc::new(Registry::open(store, engine.clone(), quota).await?);
         tracing::info!(modules = registry.len(), "registry loaded");
-        let instances = Instances::new(engine.clone(), settings.instances());
+        let instances = Instances::new(settings.instances());
         let body_timeout = std::time::Duration::from_millis(settings.body_timeout_ms);
         let state = AppState::new(
             engine,

@@ -21,9 +21,9 @@ use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::{ExecLimits, ExecStats, LimitOverrides, ModuleInterface};
-use crate::instances::{InstanceError, Slot};
-use crate::resolve::{Source, resolve};
+use crate::engine::{ExecLimits, ExecStats, LimitOverrides, ModuleInterface, Tier};
+use crate::instances::{InstanceError, NewInstance, Slot};
+use crate::resolve::{INLINE_LABEL, Source, resolve};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -92,6 +92,8 @@ pub struct InstanceBody {
     age_ms: u64,
     idle_ms: u64,
     calls: u64,
+    /// The tier that runs this instance's calls, for its whole life.
+    tier: Tier,
     /// Current size of the default memory; absent while a call is running
     /// or when the module exports no memory.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,6 +146,7 @@ fn describe_slot(app: &AppState, slot: &Slot, stats: Option<ExecStats>) -> Insta
         age_ms: millis(slot.age()),
         idle_ms: millis(slot.idle()),
         calls: slot.calls(),
+        tier: slot.tier,
         memory_bytes,
         limits: slot.limits,
         idle_timeout_ms: millis(app.instances.settings().idle_timeout),
@@ -189,10 +192,32 @@ async fn create(
         }
     };
     let wasi = call::wasi_config(req.wasi, source.program())?;
+    let owner = owner_of(&caller);
+    // Inline code that imports nothing may live on the interpreter tier.
+    if let Source::Inline { wasm, host_modules } = &source
+        && host_modules.is_empty()
+        && wasi.is_none()
+        && let Some(code) = app.engine.interpretable(wasm).await
+    {
+        let new = NewInstance {
+            module: "inline".into(),
+            sha256: code.sha256.clone(),
+            interface: code.interface.clone(),
+            limits,
+        };
+        let instantiate = app.engine.instantiate_interpreted(&code, INLINE_LABEL.into(), limits);
+        let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
+        return Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))));
+    }
     let resolved = resolve(&app.engine, &app.registry, source).await?;
-    let module = resolved.module().to_string();
-    let spec = resolved.into_spec(limits, wasi);
-    let (slot, stats) = app.instances.create(spec, module, owner_of(&caller)).await?;
+    let new = NewInstance {
+        module: resolved.module().to_string(),
+        sha256: resolved.root.sha256_hex(),
+        interface: resolved.root.interface(),
+        limits,
+    };
+    let instantiate = app.engine.instantiate(resolved.into_spec(limits, wasi));
+    let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
     Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))))
 }
 

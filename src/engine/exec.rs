@@ -1,8 +1,8 @@
 //! Running guest code: a store under limits, the module graph instantiated
-//! into it ([`LiveInstance`]), and calls with memory I/O around them.
+//! into it ([`CompiledInstance`]), and calls with memory I/O around them.
 //!
 //! One-shot executions instantiate, call once and drop; stateful instances
-//! keep the [`LiveInstance`] and call it again. Both take the same path.
+//! keep the [`CompiledInstance`] and call it again. Both take the same path.
 //!
 //! Guest code runs on the async reactor through wasmtime's async support:
 //! every epoch tick the guest yields back to tokio, so a long-running guest
@@ -150,7 +150,7 @@ pub(crate) fn micros(d: Duration) -> u64 {
 }
 
 /// A module graph instantiated into its own store, ready for calls.
-pub struct LiveInstance {
+pub(crate) struct CompiledInstance {
     store: Store<StoreState>,
     root: Instance,
     root_module: Arc<CompiledModule>,
@@ -163,8 +163,8 @@ pub struct LiveInstance {
 
 /// Instantiates `spec` under `spec.limits`: the graph in order, then the
 /// root, then a reactor's `_initialize`. The request's budget is armed here
-/// and goes on to the first call ([`LiveInstance::call_on_same_budget`]).
-pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Result<LiveInstance, CallFailure> {
+/// and goes on to the first call ([`CompiledInstance::call_on_same_budget`]).
+pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Result<CompiledInstance, CallFailure> {
     check_counts(rt, &spec)?;
     // A graph that imports WASI always gets a context: the request's, or
     // an empty world (no args, no env, empty stdin).
@@ -192,7 +192,7 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
             });
         }
     };
-    Ok(LiveInstance {
+    Ok(CompiledInstance {
         store,
         root,
         root_module: spec.root,
@@ -278,12 +278,7 @@ pub(crate) fn allocator_returned_null(len: i32, function: &str) -> EngineError {
     ))
 }
 
-impl LiveInstance {
-    /// The root module.
-    pub fn module(&self) -> &Arc<CompiledModule> {
-        &self.root_module
-    }
-
+impl CompiledInstance {
     /// The fuel and time instantiation took; afterwards calls report only
     /// their own (for live instances, which report instantiation on creation).
     pub fn take_instantiation_stats(&mut self) -> ExecStats {

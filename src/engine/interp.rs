@@ -18,11 +18,12 @@
 //! params follow the compiled tier's rules and share its messages
 //! (`memory::copy_in`/`copy_out` and the memory messages, `exec::no_allocator` and friends).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmi::{ResourceLimiter, TrapCode};
 use wasmi_core::LimiterError;
-use wasmtime::{FuncType, Trap, Val, ValType};
+use wasmtime::{ExternType, FuncType, GlobalType, MemoryType, Mutability, RefType, TableType, Trap, Val, ValType};
 
 use super::compile::{DefinedCaps, check_defined_counts, headers};
 use super::error::{EngineError, LimitHit, LimitKind, trap_name};
@@ -31,7 +32,7 @@ use super::exec::{
     bytes_len, micros, no_allocator, prepare,
 };
 use super::limits::{ExecLimits, StoreLimiter};
-use super::types::signature;
+use super::types::{ModuleInterface, signature};
 use super::values::result_json;
 
 /// Fuel handed to the interpreter at a time. Between slices the deadline
@@ -99,51 +100,29 @@ impl Interpreter {
     /// Parses and validates `wasm`; `None` if the interpreter refuses it
     /// (invalid, or a feature it lacks): the compiled tier then decides.
     pub(crate) fn parse(&self, wasm: &[u8]) -> Option<InterpModule> {
-        wasmi::Module::new(&self.engine, wasm).ok().map(|module| InterpModule {
+        let module = wasmi::Module::new(&self.engine, wasm).ok()?;
+        // A reactor initializer that takes or returns values fails on the
+        // compiled tier with wasmtime's own error; let it say so.
+        if let Some(wasmi::ExternType::Func(init)) = module.get_export(INITIALIZE)
+            && !(init.params().is_empty() && init.results().is_empty())
+        {
+            return None;
+        }
+        Some(InterpModule {
             module,
             types: self.types.clone(),
         })
     }
 
-    /// Instantiates `module` and makes one call under `spec.limits`, one
-    /// budget for both, with the request's memory writes before it, byte
-    /// params placed by the guest's allocator, and memory reads after it
-    /// (after a trap too), as on the compiled tier. `None` when the call
-    /// has reference or `v128` values, which this tier does not convert;
-    /// the caller then runs it compiled.
-    pub(crate) async fn run(
+    /// Instantiates `module` under `limits` (and runs a reactor's
+    /// `_initialize`, as the compiled tier does), arming a budget that the
+    /// instantiation spends and, for a one-shot run, the call after it.
+    pub(crate) async fn instantiate(
         &self,
-        module: &InterpModule,
-        label: &str,
-        spec: &CallSpec<'_>,
-    ) -> Option<Result<CallOutcome, CallFailure>> {
-        let prepared = match prepare(module, label, spec) {
-            Ok(prepared) => prepared,
-            Err(e) => return Some(Err(e.into())),
-        };
-        let numeric = |t: ValType| matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64);
-        if !prepared.ty.params().all(numeric) || !prepared.ty.results().all(numeric) {
-            return None;
-        }
-        let mut args = Vec::with_capacity(prepared.args.len());
-        for arg in prepared.args {
-            args.push(match arg {
-                PreparedArg::Value(val) => Arg::Value(to_wasmi(&val)?),
-                PreparedArg::Bytes(bytes) => Arg::Bytes(bytes),
-            });
-        }
-        Some(self.call(module, &prepared.name, &prepared.ty, args, spec).await)
-    }
-
-    async fn call(
-        &self,
-        module: &InterpModule,
-        name: &str,
-        ty: &FuncType,
-        args: Vec<Arg>,
-        spec: &CallSpec<'_>,
-    ) -> Result<CallOutcome, CallFailure> {
-        let limits = spec.limits;
+        module: Arc<InterpModule>,
+        label: String,
+        limits: ExecLimits,
+    ) -> Result<InterpInstance, CallFailure> {
         let mut store = wasmi::Store::new(
             &self.engine,
             Limited {
@@ -155,37 +134,160 @@ impl Interpreter {
         let mut budget = Budget::new(limits);
         budget.refill(&mut store, 0);
         let started = Instant::now();
-        let instance = wasmi::Linker::new(&self.engine).instantiate_and_start(&mut store, &module.module);
         let mut stats = ExecStats {
-            instantiate_us: micros(started.elapsed()),
             tier: Tier::Interpreter,
             ..Default::default()
         };
-        let instance = match instance {
+        let instance = match wasmi::Linker::new(&self.engine).instantiate_and_start(&mut store, &module.module) {
             Ok(instance) => instance,
             Err(e) => {
+                stats.instantiate_us = micros(started.elapsed());
                 let error = classify(&mut store, &e, &limits);
                 return Err(failure(&mut store, error, stats, &budget, Vec::new()));
             }
         };
+        if let Some(init) = instance.get_func(&store, INITIALIZE)
+            && let Err(error) = run_sliced(&mut store, init, &[], &mut [], &mut budget).await
+        {
+            stats.instantiate_us = micros(started.elapsed());
+            return Err(failure(&mut store, error, stats, &budget, Vec::new()));
+        }
+        stats.instantiate_us = micros(started.elapsed());
+        Ok(InterpInstance {
+            store,
+            instance,
+            module,
+            label,
+            budget,
+            pending: Some(stats),
+        })
+    }
+
+    /// Instantiates `module` and makes one call under `spec.limits`, one
+    /// budget for both, with the request's memory writes before it, byte
+    /// params placed by the guest's allocator, and memory reads after it
+    /// (after a trap too), as on the compiled tier. `None` when the call
+    /// has reference or `v128` values, which this tier does not convert;
+    /// the caller then runs it compiled.
+    pub(crate) async fn run(
+        &self,
+        module: Arc<InterpModule>,
+        label: &str,
+        spec: &CallSpec<'_>,
+    ) -> Option<Result<CallOutcome, CallFailure>> {
+        let prepared = match prepare(&*module, label, spec) {
+            Ok(prepared) => prepared,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let args = wasmi_args(prepared.args, &prepared.ty)?;
+        let mut live = match self.instantiate(module, label.to_string(), spec.limits).await {
+            Ok(live) => live,
+            Err(failure) => return Some(Err(failure)),
+        };
+        Some(live.call_on_same_budget(&prepared.name, &prepared.ty, args, spec).await)
+    }
+}
+
+/// The name of a reactor's initializer, run after instantiation.
+const INITIALIZE: &str = "_initialize";
+
+/// The call's arguments in wasmi's types; `None` when its signature has
+/// reference or `v128` values, which this tier does not convert.
+fn wasmi_args(args: Vec<PreparedArg>, ty: &FuncType) -> Option<Vec<Arg>> {
+    if !numeric(ty) {
+        return None;
+    }
+    args.into_iter()
+        .map(|arg| match arg {
+            PreparedArg::Value(val) => to_wasmi(&val).map(Arg::Value),
+            PreparedArg::Bytes(bytes) => Some(Arg::Bytes(bytes)),
+        })
+        .collect()
+}
+
+/// Whether every param and result of `ty` is a number.
+fn numeric(ty: &FuncType) -> bool {
+    let number = |t: ValType| matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64);
+    ty.params().all(number) && ty.results().all(number)
+}
+
+/// A module instantiated on the interpreter: its own store, kept across
+/// calls by a live instance.
+pub(crate) struct InterpInstance {
+    store: wasmi::Store<Limited>,
+    instance: wasmi::Instance,
+    module: Arc<InterpModule>,
+    label: String,
+    /// The budget armed last: by instantiation, then by each call.
+    budget: Budget,
+    /// Fuel and time spent instantiating, reported with the first call.
+    pending: Option<ExecStats>,
+}
+
+impl InterpInstance {
+    /// The fuel and time instantiation took; afterwards calls report only
+    /// their own.
+    pub(crate) fn take_instantiation_stats(&mut self) -> ExecStats {
+        let mut stats = self.pending.take().unwrap_or_default();
+        self.budget.record(&mut self.store, &mut stats);
+        stats
+    }
+
+    /// Current size in bytes of the default memory, if there is one.
+    pub(crate) fn memory_size(&self) -> Option<usize> {
+        resolve(&self.store, self.instance, None)
+            .ok()
+            .map(|(_, memory)| memory.data(&self.store).len())
+    }
+
+    /// Calls one export as a request of its own, with a fresh budget.
+    pub(crate) async fn call(&mut self, spec: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
+        let prepared = prepare(&*self.module, &self.label, &spec)?;
+        // Live instances are made on this tier only when every exported
+        // function has a numeric signature (see `InterpModule::whole`).
+        let args = wasmi_args(prepared.args, &prepared.ty).ok_or_else(|| {
+            EngineError::Internal(format!(
+                "`{}` has values the interpreter does not convert",
+                prepared.name
+            ))
+        })?;
+        // Fuel the last call left unspent is not this call's.
+        let _ = self.store.set_fuel(0);
+        self.budget = Budget::new(spec.limits);
+        self.budget.refill(&mut self.store, 0);
+        self.call_on_same_budget(&prepared.name, &prepared.ty, args, &spec)
+            .await
+    }
+
+    /// Runs a checked call on the budget armed last.
+    async fn call_on_same_budget(
+        &mut self,
+        name: &str,
+        ty: &FuncType,
+        args: Vec<Arg>,
+        spec: &CallSpec<'_>,
+    ) -> Result<CallOutcome, CallFailure> {
+        let mut stats = self.pending.take().unwrap_or(ExecStats {
+            tier: Tier::Interpreter,
+            ..Default::default()
+        });
         let started = Instant::now();
         let mut results = vec![wasmi::Val::I32(0); ty.results().len()];
-        let outcome = self
-            .call_inner(&mut store, instance, name, args, &mut results, spec, &mut budget)
-            .await;
+        let (store, instance, budget) = (&mut self.store, self.instance, &mut self.budget);
+        let outcome = call_inner(store, instance, name, args, &mut results, spec, budget).await;
         stats.call_us = micros(started.elapsed());
         // Reads happen after traps too: the memory at the trap helps debugging.
         let reads: Result<Vec<Vec<u8>>, EngineError> = spec
             .reads
             .iter()
-            .map(|r| read(&store, instance, r.memory.as_deref(), r.offset, r.length))
+            .map(|r| read(store, instance, r.memory.as_deref(), r.offset, r.length))
             .collect();
         if let Err(error) = outcome {
-            return Err(failure(&mut store, error, stats, &budget, reads.unwrap_or_default()));
+            return Err(failure(store, error, stats, budget, reads.unwrap_or_default()));
         }
         let memory = match reads {
             Ok(memory) => memory,
-            Err(error) => return Err(failure(&mut store, error, stats, &budget, Vec::new())),
+            Err(error) => return Err(failure(store, error, stats, budget, Vec::new())),
         };
         let values: Vec<Val> = results.iter().map(from_wasmi).collect();
         let result_bytes = if spec.result_as_bytes && values.len() == 2 {
@@ -193,14 +295,14 @@ impl Interpreter {
                 values[0].unwrap_i32() as u32 as u64,
                 values[1].unwrap_i32() as u32 as u64,
             );
-            match read(&store, instance, None, ptr, len) {
+            match read(store, instance, None, ptr, len) {
                 Ok(bytes) => Some(bytes),
                 Err(error) => return Err(error.into()),
             }
         } else {
             None
         };
-        budget.record(&mut store, &mut stats);
+        budget.record(store, &mut stats);
         Ok(CallOutcome {
             results: values.iter().map(result_json).collect(),
             result_types: ty.results().map(|t| super::types::type_name(&t)).collect(),
@@ -210,104 +312,99 @@ impl Interpreter {
             ..Default::default()
         })
     }
+}
 
-    /// Memory writes, byte params, then the call: the compiled tier's order.
-    #[allow(clippy::too_many_arguments)]
-    async fn call_inner(
-        &self,
-        store: &mut wasmi::Store<Limited>,
-        instance: wasmi::Instance,
-        name: &str,
-        args: Vec<Arg>,
-        results: &mut [wasmi::Val],
-        spec: &CallSpec<'_>,
-        budget: &mut Budget,
-    ) -> Result<(), EngineError> {
-        for w in spec.writes {
-            write(store, instance, w.memory.as_deref(), w.offset, &w.data)?;
-        }
-        let mut params = Vec::with_capacity(args.len());
-        for arg in args {
-            match arg {
-                Arg::Value(val) => params.push(val),
-                Arg::Bytes(bytes) => {
-                    let ptr = self.place_bytes(store, instance, name, &bytes, budget).await?;
-                    params.push(wasmi::Val::I32(ptr as i32));
-                    params.push(wasmi::Val::I32(bytes.len() as i32));
-                }
+/// Memory writes, byte params, then the call: the compiled tier's order.
+async fn call_inner(
+    store: &mut wasmi::Store<Limited>,
+    instance: wasmi::Instance,
+    name: &str,
+    args: Vec<Arg>,
+    results: &mut [wasmi::Val],
+    spec: &CallSpec<'_>,
+    budget: &mut Budget,
+) -> Result<(), EngineError> {
+    for w in spec.writes {
+        write(store, instance, w.memory.as_deref(), w.offset, &w.data)?;
+    }
+    let mut params = Vec::with_capacity(args.len());
+    for arg in args {
+        match arg {
+            Arg::Value(val) => params.push(val),
+            Arg::Bytes(bytes) => {
+                let ptr = place_bytes(store, instance, name, &bytes, budget).await?;
+                params.push(wasmi::Val::I32(ptr as i32));
+                params.push(wasmi::Val::I32(bytes.len() as i32));
             }
         }
-        let func = instance
-            .get_func(&*store, name)
-            .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
-        self.run_sliced(store, func, &params, results, budget).await
     }
+    let func = instance
+        .get_func(&*store, name)
+        .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
+    run_sliced(store, func, &params, results, budget).await
+}
 
-    /// Copies a byte argument into memory the guest allocated for it.
-    async fn place_bytes(
-        &self,
-        store: &mut wasmi::Store<Limited>,
-        instance: wasmi::Instance,
-        function: &str,
-        bytes: &[u8],
-        budget: &mut Budget,
-    ) -> Result<u32, EngineError> {
-        let alloc = ALLOCATORS
-            .iter()
-            .find_map(|n| {
-                let func = instance.get_func(&*store, n)?;
-                let ty = func.ty(&*store);
-                (ty.params() == [wasmi::ValType::I32] && ty.results() == [wasmi::ValType::I32]).then_some(func)
-            })
-            .ok_or_else(|| no_allocator(function))?;
-        let len = bytes_len(bytes)?;
-        let mut out = [wasmi::Val::I32(0)];
-        self.run_sliced(store, alloc, &[wasmi::Val::I32(len)], &mut out, budget)
-            .await?;
-        let ptr = match out[0] {
-            wasmi::Val::I32(p) => p as u32,
-            _ => 0,
-        };
-        if ptr == 0 && !bytes.is_empty() {
-            return Err(allocator_returned_null(len, function));
-        }
-        write(store, instance, None, ptr as u64, bytes)?;
-        Ok(ptr)
+/// Copies a byte argument into memory the guest allocated for it.
+async fn place_bytes(
+    store: &mut wasmi::Store<Limited>,
+    instance: wasmi::Instance,
+    function: &str,
+    bytes: &[u8],
+    budget: &mut Budget,
+) -> Result<u32, EngineError> {
+    let alloc = ALLOCATORS
+        .iter()
+        .find_map(|n| {
+            let func = instance.get_func(&*store, n)?;
+            let ty = func.ty(&*store);
+            (ty.params() == [wasmi::ValType::I32] && ty.results() == [wasmi::ValType::I32]).then_some(func)
+        })
+        .ok_or_else(|| no_allocator(function))?;
+    let len = bytes_len(bytes)?;
+    let mut out = [wasmi::Val::I32(0)];
+    run_sliced(store, alloc, &[wasmi::Val::I32(len)], &mut out, budget).await?;
+    let ptr = match out[0] {
+        wasmi::Val::I32(p) => p as u32,
+        _ => 0,
+    };
+    if ptr == 0 && !bytes.is_empty() {
+        return Err(allocator_returned_null(len, function));
     }
+    write(store, instance, None, ptr as u64, bytes)?;
+    Ok(ptr)
+}
 
-    /// Runs the call a fuel slice at a time until it finishes, traps, uses
-    /// the whole fuel budget or passes the deadline.
-    async fn run_sliced(
-        &self,
-        store: &mut wasmi::Store<Limited>,
-        func: wasmi::Func,
-        params: &[wasmi::Val],
-        results: &mut [wasmi::Val],
-        budget: &mut Budget,
-    ) -> Result<(), EngineError> {
-        let mut call = func
-            .call_resumable(&mut *store, params, results)
-            .map_err(|e| classify(store, &e, &budget.limits))?;
-        loop {
-            match call {
-                wasmi::ResumableCall::Finished => return Ok(()),
-                wasmi::ResumableCall::HostTrap(_) => {
-                    // No host functions are linked, so no host can trap.
-                    return Err(EngineError::Internal("a host trap without host functions".into()));
+/// Runs a call a fuel slice at a time until it finishes, traps, uses the
+/// whole fuel budget or passes the deadline.
+async fn run_sliced(
+    store: &mut wasmi::Store<Limited>,
+    func: wasmi::Func,
+    params: &[wasmi::Val],
+    results: &mut [wasmi::Val],
+    budget: &mut Budget,
+) -> Result<(), EngineError> {
+    let mut call = func
+        .call_resumable(&mut *store, params, results)
+        .map_err(|e| classify(store, &e, &budget.limits))?;
+    loop {
+        match call {
+            wasmi::ResumableCall::Finished => return Ok(()),
+            wasmi::ResumableCall::HostTrap(_) => {
+                // No host functions are linked, so no host can trap.
+                return Err(EngineError::Internal("a host trap without host functions".into()));
+            }
+            wasmi::ResumableCall::OutOfFuel(paused) => {
+                if Instant::now() >= budget.deadline {
+                    return Err(LimitHit::time(budget.limits.timeout_ms).into());
                 }
-                wasmi::ResumableCall::OutOfFuel(paused) => {
-                    if Instant::now() >= budget.deadline {
-                        return Err(LimitHit::time(budget.limits.timeout_ms).into());
-                    }
-                    if !budget.refill(store, paused.required_fuel()) {
-                        return Err(LimitHit::fuel(budget.limits.fuel).into());
-                    }
-                    // Let other requests run on this worker thread, then go on.
-                    tokio::task::yield_now().await;
-                    call = paused
-                        .resume(&mut *store, results)
-                        .map_err(|e| classify(store, &e, &budget.limits))?;
+                if !budget.refill(store, paused.required_fuel()) {
+                    return Err(LimitHit::fuel(budget.limits.fuel).into());
                 }
+                // Let other requests run on this worker thread, then go on.
+                tokio::task::yield_now().await;
+                call = paused
+                    .resume(&mut *store, results)
+                    .map_err(|e| classify(store, &e, &budget.limits))?;
             }
         }
     }
@@ -496,7 +593,15 @@ fn classify(store: &mut wasmi::Store<Limited>, error: &wasmi::Error, limits: &Ex
     if let Some(hit) = store.data_mut().refused.take() {
         return hit.into();
     }
-    let trap = match error.as_trap_code() {
+    // An active element segment that does not fit its table fails
+    // instantiation with an error of its own; wasmtime traps.
+    let code = error.as_trap_code().or_else(|| match error.kind() {
+        wasmi::errors::ErrorKind::Instantiation(wasmi::errors::InstantiationError::ElementSegmentDoesNotFit {
+            ..
+        }) => Some(TrapCode::TableOutOfBounds),
+        _ => None,
+    });
+    let trap = match code {
         Some(TrapCode::OutOfFuel) => return LimitHit::fuel(limits.fuel).into(),
         Some(TrapCode::UnreachableCodeReached) => Trap::UnreachableCodeReached,
         Some(TrapCode::MemoryOutOfBounds) => Trap::MemoryOutOfBounds,
@@ -555,6 +660,53 @@ impl InterpModule {
             ty.params().iter().map(to_wasmtime_type),
             ty.results().iter().map(to_wasmtime_type),
         )
+    }
+
+    /// Whether every call a live instance of this module could be asked
+    /// for can run on this tier: every exported function's values are
+    /// numbers. (A one-shot call is checked on its own signature instead.)
+    pub(crate) fn whole(&self) -> bool {
+        self.module.exports().all(|e| match e.ty() {
+            wasmi::ExternType::Func(ty) => numeric(&self.func_type(ty)),
+            _ => true,
+        })
+    }
+
+    /// The module's exports as the compiled tier shows them (it has no
+    /// imports: see [`eligible`]).
+    pub(crate) fn interface(&self) -> ModuleInterface {
+        ModuleInterface::of_exports(
+            self.module
+                .exports()
+                .map(|e| (e.name(), self.extern_type(e.ty())))
+                .collect(),
+        )
+    }
+
+    fn extern_type(&self, ty: &wasmi::ExternType) -> ExternType {
+        let ref_type = |r: wasmi::RefType| match r {
+            wasmi::RefType::Func => RefType::FUNCREF,
+            wasmi::RefType::Extern => RefType::EXTERNREF,
+        };
+        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        match ty {
+            wasmi::ExternType::Func(f) => self.func_type(f).into(),
+            wasmi::ExternType::Global(g) => {
+                let mutability = match g.mutability() {
+                    wasmi::Mutability::Var => Mutability::Var,
+                    wasmi::Mutability::Const => Mutability::Const,
+                };
+                GlobalType::new(to_wasmtime_type(&g.content()), mutability).into()
+            }
+            wasmi::ExternType::Memory(m) if m.is_64() => MemoryType::new64(m.minimum(), m.maximum()).into(),
+            wasmi::ExternType::Memory(m) => MemoryType::new(narrow(m.minimum()), m.maximum().map(narrow)).into(),
+            wasmi::ExternType::Table(t) if t.is_64() => {
+                TableType::new64(ref_type(t.element()), t.minimum(), t.maximum()).into()
+            }
+            wasmi::ExternType::Table(t) => {
+                TableType::new(ref_type(t.element()), narrow(t.minimum()), t.maximum().map(narrow)).into()
+            }
+        }
     }
 }
 

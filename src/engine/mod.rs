@@ -17,9 +17,10 @@
 //! - [`compile`] — bytes → [`CompiledModule`] and the cache by SHA-256;
 //!   [`link`] — import checks with messages that name the import;
 //!   [`memory`] — guest memory reads and writes.
-//! - [`exec`] — instantiating a module graph ([`LiveInstance`]) and calls.
+//! - [`exec`] — instantiating a module graph and calls on it.
 //! - [`interp`] — the interpreter tier (wasmi) for code not compiled yet;
 //!   [`tier`] — the tier setting and when code is worth compiling.
+//! - [`instance`] — a [`LiveInstance`] on either tier, behind one type.
 //! - [`settings`] — [`EngineSettings`] and the wasmtime configuration;
 //!   [`fncache`] — the store of wasmtime's incremental compilation cache.
 
@@ -28,6 +29,7 @@ pub mod compile;
 pub mod error;
 pub mod exec;
 pub mod fncache;
+pub mod instance;
 pub mod interp;
 pub mod limits;
 pub mod link;
@@ -44,7 +46,8 @@ use std::time::Instant;
 
 pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
 pub use error::{EngineError, LimitKind};
-pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, InstanceSpec, LiveInstance, Tier, WasiResult};
+pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, InstanceSpec, Tier, WasiResult};
+pub use instance::LiveInstance;
 pub use limits::{ExecLimits, LimitOverrides};
 pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
@@ -265,20 +268,15 @@ impl WasmEngine {
     /// Instantiates `spec` under its limits, arming the budget that the
     /// instantiation (and, for a one-shot run, the call) spends.
     pub async fn instantiate(&self, spec: InstanceSpec) -> Result<LiveInstance, CallFailure> {
-        exec::instantiate(&self.runtime(), spec).await
+        exec::instantiate(&self.runtime(), spec).await.map(LiveInstance::from)
     }
 
-    /// Runs a one-shot call of `wasm` (a module with no imports) on the
-    /// interpreter, if the tier setting and the code say so: `None` means
-    /// the caller compiles and runs it as usual. In `auto` mode that is when
-    /// the module is compiled already; a module seen for the second time is
-    /// compiled in the background meanwhile (see [`tier`]).
-    pub async fn run_interpreted(
-        &self,
-        wasm: &[u8],
-        label: &str,
-        call: &CallSpec<'_>,
-    ) -> Option<Result<CallOutcome, CallFailure>> {
+    /// Whether the tier setting and the code send `wasm` (a module with no
+    /// imports) to the interpreter: `None` means compile it as usual. In
+    /// `auto` mode that is when the module is compiled already; a module
+    /// seen for the second time is compiled in the background meanwhile
+    /// (see [`tier`]). The hash is `Some` in `auto` mode.
+    async fn for_interpreter(&self, wasm: &[u8]) -> Option<(interp::InterpModule, Option<Sha256Digest>)> {
         let settings = &self.inner.settings;
         if settings.tier == TierMode::Compiled
             || wasm.len() > settings.max_module_bytes
@@ -305,7 +303,20 @@ impl WasmEngine {
                 .await
                 .ok()??
         };
-        let result = self.inner.interpreter.run(&module, label, call).await?;
+        Some((module, sha))
+    }
+
+    /// Runs a one-shot call of `wasm` (a module with no imports) on the
+    /// interpreter, if [`Self::for_interpreter`] says so: `None` means the
+    /// caller compiles and runs it as usual.
+    pub async fn run_interpreted(
+        &self,
+        wasm: &[u8],
+        label: &str,
+        call: &CallSpec<'_>,
+    ) -> Option<Result<CallOutcome, CallFailure>> {
+        let (module, sha) = self.for_interpreter(wasm).await?;
+        let result = self.inner.interpreter.run(Arc::new(module), label, call).await?;
         let fuel = match &result {
             Ok(outcome) => outcome.stats.fuel_consumed,
             Err(failure) => failure.stats.as_ref().map_or(0, |s| s.fuel_consumed),
@@ -317,6 +328,37 @@ impl WasmEngine {
             self.compile_in_background(sha, wasm.to_vec());
         }
         Some(result)
+    }
+
+    /// `wasm` (a module with no imports) ready to be made a live instance
+    /// on the interpreter, if [`Self::for_interpreter`] says so and every
+    /// call the instance could be asked for runs there; `None` means
+    /// compile it as usual.
+    pub async fn interpretable(&self, wasm: &[u8]) -> Option<InterpretedCode> {
+        let (module, sha) = self.for_interpreter(wasm).await?;
+        if !module.whole() {
+            return None;
+        }
+        Some(InterpretedCode {
+            sha256: hex::encode(sha.unwrap_or_else(|| compile::sha256(wasm))),
+            interface: module.interface(),
+            module: Arc::new(module),
+        })
+    }
+
+    /// Instantiates `code` on the interpreter under `limits`, arming the
+    /// budget that instantiation spends.
+    pub async fn instantiate_interpreted(
+        &self,
+        code: &InterpretedCode,
+        label: String,
+        limits: ExecLimits,
+    ) -> Result<LiveInstance, CallFailure> {
+        self.inner
+            .interpreter
+            .instantiate(code.module.clone(), label, limits)
+            .await
+            .map(LiveInstance::from)
     }
 
     /// Compiles `wasm` (whose hash is `sha`) into the cache without anyone
@@ -336,7 +378,16 @@ impl WasmEngine {
     /// instantiated, so a bad request costs no guest code.
     pub async fn run(&self, spec: InstanceSpec, call: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
         let prepared = exec::prepare(&*spec.root, &spec.root_label, &call)?;
-        let mut live = self.instantiate(spec).await?;
+        let mut live = exec::instantiate(&self.runtime(), spec).await?;
         live.call_on_same_budget(prepared, call).await
     }
+}
+
+/// A module the interpreter has parsed for a live instance, with what the
+/// instance table shows of it.
+pub struct InterpretedCode {
+    module: Arc<interp::InterpModule>,
+    /// SHA-256 of the binary, lowercase hex.
+    pub sha256: String,
+    pub interface: ModuleInterface,
 }

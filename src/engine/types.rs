@@ -103,6 +103,20 @@ impl ModuleInterface {
     }
 }
 
+impl ModuleInterface {
+    /// The interface of a module without imports, from its exports' types
+    /// (for code known to another engine than wasmtime).
+    pub(crate) fn of_exports(exports: Vec<(&str, ExternType)>) -> Self {
+        ModuleInterface {
+            exports: exports
+                .iter()
+                .map(|(name, ty)| ExternDesc::new(None, name, ty))
+                .collect(),
+            imports: Vec::new(),
+        }
+    }
+}
+
 /// One export or import and its type.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ExternDesc {

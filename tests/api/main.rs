@@ -21,6 +21,7 @@ mod process;
 mod registry;
 mod schemathesis;
 mod settings_doc;
+mod spec_scripts;
 mod spectest;
 mod tiers;
 mod values;

@@ -74,24 +74,30 @@ const SIMD_FILES: &[&str] = &[
 ];
 
 #[derive(Debug, Clone)]
-enum Expect {
+pub(crate) enum Expect {
     I32(i32),
     I64(i64),
     F32(Nan<u32>),
     F64(Nan<u64>),
     V128(Lanes),
     Null,
+    /// A non-null function reference (the API shows no index).
+    Func,
+    /// A non-null external reference.
+    Extern,
+    /// Any one of these.
+    Either(Vec<Expect>),
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Nan<T> {
+pub(crate) enum Nan<T> {
     Canonical,
     Arithmetic,
     Bits(T),
 }
 
 #[derive(Debug, Clone)]
-enum Lanes {
+pub(crate) enum Lanes {
     Int { bits: u32, values: Vec<u64> },
     F32(Vec<Nan<u32>>),
     F64(Vec<Nan<u64>>),
@@ -285,7 +291,7 @@ fn f64_arg(bits: u64) -> String {
     }
 }
 
-fn encode_args(args: &[WastArg]) -> Option<Vec<String>> {
+pub(crate) fn encode_args(args: &[WastArg]) -> Option<Vec<String>> {
     args.iter()
         .map(|arg| match arg {
             WastArg::Core(WastArgCore::I32(v)) => Some(v.to_string()),
@@ -317,41 +323,55 @@ fn nan64(p: &NanPattern<wast::token::F64>) -> Nan<u64> {
     }
 }
 
-fn expectations(results: &[WastRet]) -> Option<Vec<Expect>> {
+pub(crate) fn expectations(results: &[WastRet]) -> Option<Vec<Expect>> {
     results
         .iter()
         .map(|r| match r {
-            WastRet::Core(WastRetCore::I32(v)) => Some(Expect::I32(*v)),
-            WastRet::Core(WastRetCore::I64(v)) => Some(Expect::I64(*v)),
-            WastRet::Core(WastRetCore::F32(p)) => Some(Expect::F32(nan32(p))),
-            WastRet::Core(WastRetCore::F64(p)) => Some(Expect::F64(nan64(p))),
-            WastRet::Core(WastRetCore::RefNull(_)) => Some(Expect::Null),
-            WastRet::Core(WastRetCore::V128(p)) => Some(Expect::V128(match p {
-                V128Pattern::I8x16(v) => Lanes::Int {
-                    bits: 8,
-                    values: v.iter().map(|x| *x as u8 as u64).collect(),
-                },
-                V128Pattern::I16x8(v) => Lanes::Int {
-                    bits: 16,
-                    values: v.iter().map(|x| *x as u16 as u64).collect(),
-                },
-                V128Pattern::I32x4(v) => Lanes::Int {
-                    bits: 32,
-                    values: v.iter().map(|x| *x as u32 as u64).collect(),
-                },
-                V128Pattern::I64x2(v) => Lanes::Int {
-                    bits: 64,
-                    values: v.iter().map(|x| *x as u64).collect(),
-                },
-                V128Pattern::F32x4(v) => Lanes::F32(v.iter().map(nan32).collect()),
-                V128Pattern::F64x2(v) => Lanes::F64(v.iter().map(nan64).collect()),
-            })),
+            WastRet::Core(core) => expect_core(core),
             _ => None,
         })
         .collect()
 }
 
-fn trap_kind(message: &str) -> Option<&'static str> {
+fn expect_core(ret: &WastRetCore) -> Option<Expect> {
+    match ret {
+        WastRetCore::I32(v) => Some(Expect::I32(*v)),
+        WastRetCore::I64(v) => Some(Expect::I64(*v)),
+        WastRetCore::F32(p) => Some(Expect::F32(nan32(p))),
+        WastRetCore::F64(p) => Some(Expect::F64(nan64(p))),
+        WastRetCore::RefNull(_) => Some(Expect::Null),
+        WastRetCore::RefFunc(_) => Some(Expect::Func),
+        WastRetCore::RefExtern(Some(_)) => Some(Expect::Extern),
+        WastRetCore::Either(options) => options
+            .iter()
+            .map(expect_core)
+            .collect::<Option<Vec<_>>>()
+            .map(Expect::Either),
+        WastRetCore::V128(p) => Some(Expect::V128(match p {
+            V128Pattern::I8x16(v) => Lanes::Int {
+                bits: 8,
+                values: v.iter().map(|x| *x as u8 as u64).collect(),
+            },
+            V128Pattern::I16x8(v) => Lanes::Int {
+                bits: 16,
+                values: v.iter().map(|x| *x as u16 as u64).collect(),
+            },
+            V128Pattern::I32x4(v) => Lanes::Int {
+                bits: 32,
+                values: v.iter().map(|x| *x as u32 as u64).collect(),
+            },
+            V128Pattern::I64x2(v) => Lanes::Int {
+                bits: 64,
+                values: v.iter().map(|x| *x as u64).collect(),
+            },
+            V128Pattern::F32x4(v) => Lanes::F32(v.iter().map(nan32).collect()),
+            V128Pattern::F64x2(v) => Lanes::F64(v.iter().map(nan64).collect()),
+        })),
+        _ => None,
+    }
+}
+
+pub(crate) fn trap_kind(message: &str) -> Option<&'static str> {
     let table = [
         ("integer divide by zero", "integer_divide_by_zero"),
         ("integer overflow", "integer_overflow"),
@@ -359,6 +379,7 @@ fn trap_kind(message: &str) -> Option<&'static str> {
         ("out of bounds memory access", "out_of_bounds_memory_access"),
         ("unreachable", "unreachable"),
         ("undefined element", "out_of_bounds_table_access"),
+        ("out of bounds table access", "out_of_bounds_table_access"),
         ("uninitialized element", "indirect_call_to_null"),
         ("indirect call type mismatch", "indirect_call_type_mismatch"),
         ("call stack exhausted", "stack_overflow"),
@@ -436,7 +457,7 @@ async fn check(app: &TestApp, case: Case, tier: &str) -> Result<(), String> {
     }
 }
 
-fn abbreviate(s: &str) -> String {
+pub(crate) fn abbreviate(s: &str) -> String {
     if s.len() > 300 {
         format!("{}…", &s[..300])
     } else {
@@ -494,13 +515,16 @@ fn widen32(n: Nan<u32>) -> Nan<u64> {
     }
 }
 
-fn matches_value(token: &str, want: &Expect) -> bool {
+pub(crate) fn matches_value(token: &str, want: &Expect) -> bool {
     match want {
         Expect::I32(v) => token.parse::<i32>().ok() == Some(*v),
         Expect::I64(v) => token.parse::<i64>().ok() == Some(*v),
         Expect::F32(n) => float_bits(token, 32).is_some_and(|b| float_matches(b, widen32(*n), 32)),
         Expect::F64(n) => float_bits(token, 64).is_some_and(|b| float_matches(b, *n, 64)),
         Expect::Null => token == "null",
+        Expect::Func => token == r#"{"ref":"func"}"#,
+        Expect::Extern => token == r#"{"ref":"extern"}"#,
+        Expect::Either(options) => options.iter().any(|o| matches_value(token, o)),
         Expect::V128(lanes) => {
             let Some(value) = token
                 .strip_prefix("\"0x")
