@@ -672,15 +672,21 @@ impl InterpModule {
         })
     }
 
-    /// The module's exports as the compiled tier shows them (it has no
-    /// imports: see [`eligible`]).
-    pub(crate) fn interface(&self) -> ModuleInterface {
-        ModuleInterface::of_exports(
-            self.module
-                .exports()
-                .map(|e| (e.name(), self.extern_type(e.ty())))
-                .collect(),
-        )
+    /// The exports of `wasm` (this module's binary) as the compiled tier
+    /// shows them: in the binary's order, which wasmi does not keep. (It
+    /// has no imports: see [`eligible`].)
+    pub(crate) fn interface(&self, wasm: &[u8]) -> ModuleInterface {
+        let mut exports = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+            if let Ok(wasmparser::Payload::ExportSection(section)) = payload {
+                for export in section.into_iter().flatten() {
+                    if let Some(ty) = self.module.get_export(export.name) {
+                        exports.push((export.name, self.extern_type(&ty)));
+                    }
+                }
+            }
+        }
+        ModuleInterface::of_exports(exports)
     }
 
     fn extern_type(&self, ty: &wasmi::ExternType) -> ExternType {

@@ -341,7 +341,7 @@ impl WasmEngine {
         }
         Some(InterpretedCode {
             sha256: hex::encode(sha.unwrap_or_else(|| compile::sha256(wasm))),
-            interface: module.interface(),
+            interface: module.interface(wasm),
             module: Arc::new(module),
         })
     }

@@ -499,3 +499,97 @@ async fn in_auto_mode_a_long_interpreted_call_starts_a_compile() {
     assert_eq!(second["stats"]["tier"], "compiled", "{second}");
     assert_eq!(second["results"], first["results"]);
 }
+
+/// A live instance keeps its state on either tier, and answers each call
+/// as the other tier would: globals and memory carried across calls, a trap
+/// that leaves the instance usable, memory growth against the instance's
+/// limit, fuel per call, memory writes and reads, a reactor's
+/// `_initialize` run once at creation.
+#[tokio::test]
+async fn live_instances_answer_alike_on_both_tiers() {
+    let wat = r#"(module
+      (memory (export "memory") 1)
+      (global $n (mut i64) (i64.const 0))
+      (global $inits (mut i32) (i32.const 0))
+      (func (export "_initialize") (global.set $inits (i32.add (global.get $inits) (i32.const 1))))
+      (func (export "inits") (result i32) (global.get $inits))
+      (func (export "bump") (param i64) (result i64)
+        (global.set $n (i64.add (global.get $n) (local.get 0))) (global.get $n))
+      (func (export "store") (param i32 i32) (i32.store (local.get 0) (local.get 1)))
+      (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
+      (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+      (func (export "size") (result i32) (memory.size))
+      (func (export "div") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
+      (func (export "spin") (loop (br 0))))"#;
+    let calls = [
+        json!({"function_name": "inits"}),
+        json!({"function_name": "bump", "params": ["9007199254740993"]}),
+        json!({"function_name": "bump", "params": [-2]}),
+        json!({"function_name": "store", "params": [65532, -7]}),
+        json!({"function_name": "load", "params": [65532]}),
+        json!({"function_name": "load", "params": [65533]}),
+        json!({"function_name": "div", "params": [1, 0]}),
+        json!({"function_name": "bump", "params": [0]}),
+        json!({"function_name": "grow", "params": [100]}),
+        json!({"function_name": "grow", "params": [100]}),
+        json!({"function_name": "size"}),
+        json!({"function_name": "spin", "limits": {"fuel": 100000}}),
+        json!({"function_name": "load", "params": [16], "memory_writes": [{"offset": 16, "hex": "2a000000"}],
+               "memory_reads": [{"offset": 14, "length": 6}]}),
+        json!({"function_name": "inits"}),
+    ];
+    let mut answers: Vec<Vec<Value>> = Vec::new();
+    for (tier, name) in [(TierMode::Interpreter, "interpreter"), (TierMode::Compiled, "compiled")] {
+        let app = server(tier).await;
+        let (status, created) = app.post("/instances", &json!({"wat": wat})).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["tier"], name, "{created}");
+        assert_eq!(created["stats"]["tier"], name, "{created}");
+        let id = created["id"].as_str().unwrap();
+        let mut seen = Vec::new();
+        for call in &calls {
+            let (status, answer) = app.post(&format!("/instances/{id}/call"), call).await;
+            let stats = if answer["stats"].is_object() {
+                &answer["stats"]
+            } else {
+                &answer["error"]["stats"]
+            };
+            assert_eq!(stats["tier"], name, "{call}: {answer}");
+            if let Some(fuel) = call["limits"]["fuel"].as_u64() {
+                assert!(stats["fuel_consumed"].as_u64().unwrap() <= fuel, "{call}: {answer}");
+            }
+            seen.push(comparable(status, &answer));
+        }
+        let (_, described) = app.get(&format!("/instances/{id}")).await;
+        assert_eq!(described["tier"], name, "{described}");
+        seen.push(json!({"memory_bytes": described["memory_bytes"], "exports": described["exports"]}));
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1], "the tiers disagree");
+    // What the calls above must have seen, on both tiers.
+    let results: Vec<&Value> = answers[0].iter().map(|a| &a["results"]).collect();
+    assert_eq!(results[0], &json!([1]), "_initialize ran once");
+    assert_eq!(results[2], &json!([9007199254740991i64]), "state carried across calls");
+    assert_eq!(answers[0][6]["trap"], "integer_divide_by_zero");
+    assert_eq!(results[7], &json!([9007199254740991i64]), "usable after a trap");
+    assert_eq!(results[8], &json!([1]));
+    assert_eq!(results[9], &json!([-1]), "growth past the 160-page limit is refused");
+    assert_eq!(answers[0][11]["limit"], "fuel");
+    assert_eq!(answers[0][12]["memory"][0]["data"], "00002a000000");
+    assert_eq!(answers[0][14]["memory_bytes"], json!(101 * 65536));
+}
+
+/// A reactor's `_initialize` runs before a one-shot call on both tiers.
+#[tokio::test]
+async fn a_reactor_is_initialized_before_a_one_shot_call_on_both_tiers() {
+    let body = json!({"wat": r#"(module (global $g (mut i32) (i32.const 0))
+        (func (export "_initialize") (global.set $g (i32.const 42)))
+        (func (export "get") (result i32) (global.get $g)))"#, "function_name": "get"});
+    for (tier, name) in [(TierMode::Interpreter, "interpreter"), (TierMode::Compiled, "compiled")] {
+        let app = server(tier).await;
+        let (status, answer) = app.post("/", &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["results"], json!([42]), "{answer}");
+        assert_eq!(answer["stats"]["tier"], name, "{answer}");
+    }
+}
