@@ -10,8 +10,10 @@
 
 use std::sync::Arc;
 
-use crate::engine::{CacheOutcome, CompiledModule, ExecLimits, InstanceSpec, LinkedModule, WasiConfig, WasmEngine};
-use crate::registry::{Registry, RegistryError};
+use crate::engine::{
+    CacheOutcome, CompiledModule, ExecLimits, InstanceSpec, LinkedModule, ModuleInterface, WasiConfig, WasmEngine,
+};
+use crate::registry::{ModuleRecord, Registry, RegistryError};
 
 /// `argv[0]` of an inline WASI program.
 pub const INLINE_PROGRAM: &str = "main";
@@ -91,7 +93,9 @@ impl Resolved {
     }
 }
 
-fn label(name: Option<&str>) -> String {
+/// How messages name code: "module `name`" for a registered module, "the
+/// module" for inline code.
+pub fn label(name: Option<&str>) -> String {
     match name {
         Some(name) => format!("module `{name}`"),
         None => INLINE_LABEL.into(),
@@ -132,6 +136,45 @@ pub async fn resolve(engine: &WasmEngine, registry: &Registry, source: Source) -
             })
         }
     }
+}
+
+/// Registers `wasm` under `name`, importing from `host_modules`, and
+/// returns its record and interface. Code the interpreter can run (it
+/// imports nothing) is stored once the interpreter has validated it, and
+/// compiled in the background: its calls run on the interpreter until
+/// then (see `Registry::interpreted`). Other code is compiled and linked
+/// first, so a registration that answers 201 always links.
+pub async fn register(
+    engine: &WasmEngine,
+    registry: &Arc<Registry>,
+    name: String,
+    wasm: Vec<u8>,
+    host_modules: Vec<String>,
+    owner: Option<String>,
+) -> Result<(ModuleRecord, ModuleInterface), RegistryError> {
+    if host_modules.is_empty() {
+        registry.check_new(&name, wasm.len() as u64, owner.as_deref())?;
+        if let Some(code) = engine.interpret_registered(&wasm).await {
+            let record = registry
+                .insert(&name, wasm, *code.digest(), None, Vec::new(), owner)
+                .await?;
+            registry.compile_later(&name);
+            return Ok((record, code.interface.clone()));
+        }
+    }
+    // The engine consumes its copy; this one is stored.
+    let source = Source::ToRegister {
+        name: name.clone(),
+        wasm: wasm.clone(),
+        host_modules,
+        owner: owner.clone(),
+    };
+    let resolved = resolve(engine, registry, source).await?;
+    let root = &resolved.root;
+    let record = registry
+        .insert(&name, wasm, *root.sha256(), Some(root), resolved.host_modules, owner)
+        .await?;
+    Ok((record, root.interface()))
 }
 
 /// Compiles code sent with a request and links it to `host_modules`,

@@ -18,7 +18,7 @@ use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{ExecLimits, LimitOverrides};
-use crate::resolve::{INLINE_LABEL, Source, resolve};
+use crate::resolve::{INLINE_LABEL, Source, label, resolve};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -157,13 +157,22 @@ async fn run_one_shot(
     started: Instant,
 ) -> ApiResult<Json<ExecResponse>> {
     let wasi = call::wasi_config(wasi, source.program())?;
-    // Inline code that imports nothing may run on the interpreter tier.
-    if let Source::Inline { wasm, host_modules } = &source
-        && host_modules.is_empty()
-        && wasi.is_none()
-        && let Some(result) = app.engine.run_interpreted(wasm, INLINE_LABEL, &call.spec(limits)).await
-    {
-        return call.respond(result, None, started, &app.metrics, endpoint);
+    // Code that imports nothing may run on the interpreter tier.
+    if wasi.is_none() {
+        let spec = call.spec(limits);
+        let interpreted = match &source {
+            Source::Inline { wasm, host_modules } if host_modules.is_empty() => {
+                app.engine.run_interpreted(wasm, INLINE_LABEL, &spec).await
+            }
+            Source::Registered(name) => match app.registry.interpreted(name).await {
+                Some(code) => app.engine.run_code(&code, &label(Some(name)), &spec).await,
+                None => None,
+            },
+            _ => None,
+        };
+        if let Some(result) = interpreted {
+            return call.respond(result, None, started, &app.metrics, endpoint);
+        }
     }
     let resolved = resolve(&app.engine, &app.registry, source).await?;
     let compile = resolved.compile;

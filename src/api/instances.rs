@@ -23,7 +23,7 @@ use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{ExecLimits, ExecStats, LimitOverrides, ModuleInterface, Tier};
 use crate::instances::{InstanceError, NewInstance, Slot};
-use crate::resolve::{INLINE_LABEL, Source, resolve};
+use crate::resolve::{Source, label, resolve};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -193,19 +193,25 @@ async fn create(
     };
     let wasi = call::wasi_config(req.wasi, source.program())?;
     let owner = owner_of(&caller);
-    // Inline code that imports nothing may live on the interpreter tier.
-    if let Source::Inline { wasm, host_modules } = &source
-        && host_modules.is_empty()
-        && wasi.is_none()
-        && let Some(code) = app.engine.interpretable(wasm).await
-    {
+    // Code that imports nothing may live on the interpreter tier.
+    let interpreted = match &source {
+        _ if wasi.is_some() => None,
+        Source::Inline { wasm, host_modules } if host_modules.is_empty() => app.engine.interpretable(wasm).await,
+        Source::Registered(name) => app.registry.interpreted(name).await.filter(|code| code.whole()),
+        _ => None,
+    };
+    if let Some(code) = interpreted {
+        let name = match &source {
+            Source::Registered(name) => Some(name.as_str()),
+            _ => None,
+        };
         let new = NewInstance {
-            module: "inline".into(),
+            module: name.unwrap_or("inline").to_string(),
             sha256: code.sha256.clone(),
             interface: code.interface.clone(),
             limits,
         };
-        let instantiate = app.engine.instantiate_interpreted(&code, INLINE_LABEL.into(), limits);
+        let instantiate = app.engine.instantiate_interpreted(&code, label(name), limits);
         let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
         return Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))));
     }

@@ -18,7 +18,7 @@ use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::ModuleInterface;
 use crate::registry::ModuleRecord;
-use crate::resolve::{Source, resolve};
+use crate::resolve::{Source, register as register_code, resolve};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -135,22 +135,16 @@ async fn register(
     };
     let wasm = code.into_wasm(&app.engine).await?;
     let owner = caller.fingerprint();
-    // The engine consumes its copy; this one is stored.
-    let source = Source::ToRegister {
-        name: req.module_name.clone(),
-        wasm: wasm.clone(),
-        host_modules: req.host_modules,
-        owner: owner.clone(),
-    };
-    let resolved = resolve(&app.engine, &app.registry, source).await?;
-    let record = app
-        .registry
-        .insert(&req.module_name, wasm, &resolved.root, resolved.host_modules, owner)
-        .await?;
-    let detail = ModuleDetail {
-        record,
-        interface: resolved.root.interface(),
-    };
+    let (record, interface) = register_code(
+        &app.engine,
+        &app.registry,
+        req.module_name,
+        wasm,
+        req.host_modules,
+        owner,
+    )
+    .await?;
+    let detail = ModuleDetail { record, interface };
     Ok((StatusCode::CREATED, Json(detail)))
 }
 
@@ -174,11 +168,8 @@ async fn list(State(app): State<AppState>) -> Json<ModuleList> {
     ))]
 async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ModuleDetail>> {
     let record = app.registry.get(&name)?;
-    let (compiled, _) = app.registry.compiled(&name).await?;
-    Ok(Json(ModuleDetail {
-        record,
-        interface: compiled.interface(),
-    }))
+    let interface = app.registry.interface(&name).await?;
+    Ok(Json(ModuleDetail { record, interface }))
 }
 
 #[utoipa::path(get, path = "/modules/{name}/wasm", tag = "registry", operation_id = "module_binary",

@@ -13,7 +13,8 @@ pub struct LiveInstance(Kind);
 
 enum Kind {
     Compiled(CompiledInstance),
-    Interpreted(InterpInstance),
+    /// Boxed: wasmi's store is large, and an instance lives long.
+    Interpreted(Box<InterpInstance>),
 }
 
 impl From<CompiledInstance> for LiveInstance {
@@ -24,7 +25,7 @@ impl From<CompiledInstance> for LiveInstance {
 
 impl From<InterpInstance> for LiveInstance {
     fn from(live: InterpInstance) -> Self {
-        LiveInstance(Kind::Interpreted(live))
+        LiveInstance(Kind::Interpreted(Box::new(live)))
     }
 }
 

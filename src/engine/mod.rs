@@ -48,6 +48,7 @@ pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
 pub use error::{EngineError, LimitKind};
 pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, InstanceSpec, Tier, WasiResult};
 pub use instance::LiveInstance;
+
 pub use limits::{ExecLimits, LimitOverrides};
 pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
@@ -87,6 +88,8 @@ struct Inner {
     base_linker: wasmtime::Linker<store::StoreState>,
     interpreter: interp::Interpreter,
     sightings: tier::Sightings,
+    /// Registered modules parsed for the interpreter, not compiled yet.
+    registered: tier::Parsed<Arc<InterpretedCode>>,
 }
 
 impl WasmEngine {
@@ -105,6 +108,7 @@ impl WasmEngine {
             hasher.hex()
         };
         let interpreter = interp::Interpreter::new(&engine);
+        let cache_entries = settings.cache_entries;
         // Background compiles beyond what the compile pool runs at once would
         // only queue; a module refused now is compiled at a later sighting.
         let sightings = tier::Sightings::new(settings.cache_entries, settings.compile_threads.max(1) * 2);
@@ -117,6 +121,7 @@ impl WasmEngine {
                 base_linker,
                 interpreter,
                 sightings,
+                registered: tier::Parsed::new(cache_entries),
             }),
         })
     }
@@ -166,6 +171,12 @@ impl WasmEngine {
     /// The compiled module with this hash, if the cache has it.
     pub fn cached(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
         self.inner.cache.hit(self.inner.cache.get(sha))
+    }
+
+    /// Whether the compile cache holds the module with this hash (without
+    /// counting a hit).
+    pub fn is_compiled(&self, sha: &Sha256Digest) -> bool {
+        self.inner.cache.get(sha).is_some()
     }
 
     /// The compile cache's counters since start.
@@ -334,16 +345,65 @@ impl WasmEngine {
     /// on the interpreter, if [`Self::for_interpreter`] says so and every
     /// call the instance could be asked for runs there; `None` means
     /// compile it as usual.
-    pub async fn interpretable(&self, wasm: &[u8]) -> Option<InterpretedCode> {
+    pub async fn interpretable(&self, wasm: &[u8]) -> Option<Arc<InterpretedCode>> {
         let (module, sha) = self.for_interpreter(wasm).await?;
         if !module.whole() {
             return None;
         }
-        Some(InterpretedCode {
-            sha256: hex::encode(sha.unwrap_or_else(|| compile::sha256(wasm))),
-            interface: module.interface(wasm),
-            module: Arc::new(module),
-        })
+        let digest = sha.unwrap_or_else(|| compile::sha256(wasm));
+        Some(Arc::new(InterpretedCode::new(module, wasm, digest)))
+    }
+
+    /// Parses a module being registered (or registered, and compiled
+    /// neither in memory nor in the store) for the interpreter, so that its
+    /// calls need not wait for its compile, and keeps it for
+    /// [`Self::registered_code`]. `None` with `--tier compiled`, and for
+    /// code the interpreter does not run: that is compiled at once.
+    pub async fn interpret_registered(&self, wasm: &[u8]) -> Option<Arc<InterpretedCode>> {
+        let settings = &self.inner.settings;
+        if settings.tier == TierMode::Compiled
+            || wasm.len() > settings.max_module_bytes
+            || !interp::eligible(wasm, self.defined_caps())
+        {
+            return None;
+        }
+        let module = if wasm.len() <= INLINE_PARSE_BYTES {
+            self.inner.interpreter.parse(wasm)?
+        } else {
+            let (engine, bytes) = (self.clone(), wasm.to_vec());
+            tokio::task::spawn_blocking(move || engine.inner.interpreter.parse(&bytes))
+                .await
+                .ok()??
+        };
+        let code = Arc::new(InterpretedCode::new(module, wasm, compile::sha256(wasm)));
+        self.inner.registered.put(code.digest, code.clone());
+        Some(code)
+    }
+
+    /// The interpreter's form of a registered module made by
+    /// [`Self::interpret_registered`], while its calls should run there:
+    /// in `auto` mode until its compile is done.
+    pub fn registered_code(&self, sha: &Sha256Digest) -> Option<Arc<InterpretedCode>> {
+        match self.inner.settings.tier {
+            TierMode::Compiled => None,
+            TierMode::Auto if self.inner.cache.get(sha).is_some() => {
+                self.inner.registered.forget(sha);
+                None
+            }
+            _ => self.inner.registered.get(sha),
+        }
+    }
+
+    /// Runs a one-shot call of `code` on the interpreter; `None` when the
+    /// call has values this tier does not convert (the caller runs it
+    /// compiled).
+    pub async fn run_code(
+        &self,
+        code: &InterpretedCode,
+        label: &str,
+        call: &CallSpec<'_>,
+    ) -> Option<Result<CallOutcome, CallFailure>> {
+        self.inner.interpreter.run(code.module.clone(), label, call).await
     }
 
     /// Instantiates `code` on the interpreter under `limits`, arming the
@@ -383,11 +443,38 @@ impl WasmEngine {
     }
 }
 
-/// A module the interpreter has parsed for a live instance, with what the
-/// instance table shows of it.
+/// A module the interpreter has parsed, with what the instance table and
+/// the registry show of it.
 pub struct InterpretedCode {
     module: Arc<interp::InterpModule>,
+    digest: Sha256Digest,
     /// SHA-256 of the binary, lowercase hex.
     pub sha256: String,
     pub interface: ModuleInterface,
+    /// Whether every exported function's values are numbers, so that a
+    /// live instance can answer any call on the interpreter.
+    whole: bool,
+}
+
+impl InterpretedCode {
+    fn new(module: interp::InterpModule, wasm: &[u8], digest: Sha256Digest) -> Self {
+        InterpretedCode {
+            sha256: hex::encode(digest),
+            interface: module.interface(wasm),
+            whole: module.whole(),
+            module: Arc::new(module),
+            digest,
+        }
+    }
+
+    /// The binary's SHA-256.
+    pub fn digest(&self) -> &Sha256Digest {
+        &self.digest
+    }
+
+    /// Whether a live instance of it can run on the interpreter: every
+    /// exported function's values are numbers.
+    pub fn whole(&self) -> bool {
+        self.whole
+    }
 }

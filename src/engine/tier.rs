@@ -101,3 +101,34 @@ impl Sightings {
         self.background.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Code parsed for the interpreter, by hash, most recently used kept.
+pub(crate) struct Parsed<T> {
+    entries: Mutex<LruCache<Sha256Digest, T>>,
+}
+
+impl<T: Clone> Parsed<T> {
+    pub(crate) fn new(entries: usize) -> Self {
+        Parsed {
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Sha256Digest, T>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn put(&self, sha: Sha256Digest, code: T) {
+        self.lock().put(sha, code);
+    }
+
+    pub(crate) fn get(&self, sha: &Sha256Digest) -> Option<T> {
+        self.lock().get(sha).cloned()
+    }
+
+    pub(crate) fn forget(&self, sha: &Sha256Digest) {
+        self.lock().pop(sha);
+    }
+}

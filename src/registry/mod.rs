@@ -13,7 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use crate::engine::{CacheOutcome, CompiledModule, EngineError, LinkedModule, Sha256Digest, WasmEngine};
+use crate::engine::{
+    CacheOutcome, CompiledModule, EngineError, InterpretedCode, LinkedModule, ModuleInterface, Sha256Digest, TierMode,
+    WasmEngine,
+};
 pub use redb_store::RedbStore;
 pub use store::{ModuleRecord, ModuleStore, StoreError};
 
@@ -267,6 +270,67 @@ impl Registry {
         Ok((compiled, outcome))
     }
 
+    /// The interpreter's form of `name`, when its calls should run there:
+    /// a module that imports nothing, compiled neither in memory nor in the
+    /// store. A registered module found so (just registered, or after a
+    /// restart that came before its artifact was kept) is compiled in the
+    /// background meanwhile, in `auto` mode.
+    pub async fn interpreted(self: &Arc<Self>, name: &str) -> Option<Arc<InterpretedCode>> {
+        if self.engine.settings().tier == TierMode::Compiled {
+            return None;
+        }
+        let entry = self.entry(name)?;
+        if !entry.record.host_modules.is_empty() || self.engine.is_compiled(&entry.digest) {
+            return None;
+        }
+        if let Some(code) = self.engine.registered_code(&entry.digest) {
+            return Some(code);
+        }
+        // Cold: not parsed since this process started. Loading a stored
+        // artifact beats interpreting; without one, interpret and compile.
+        let (store, sha) = (self.store.clone(), entry.record.sha256.clone());
+        let engine_hash = self.engine.compatibility_hash().to_string();
+        let has_artifact = blocking(move || store.artifact(&sha, &engine_hash))
+            .await
+            .ok()?
+            .is_some();
+        if has_artifact && self.engine.settings().tier == TierMode::Auto {
+            return None;
+        }
+        let wasm = self.wasm(name).await.ok()?;
+        let code = self.engine.interpret_registered(&wasm).await?;
+        if code.digest() != &entry.digest {
+            return None;
+        }
+        self.compile_later(name);
+        Some(code)
+    }
+
+    /// Compiles `name` on the compile pool without anyone waiting for it,
+    /// and keeps its artifact (in `auto` mode; `--tier interpreter` never
+    /// compiles in the background).
+    pub fn compile_later(self: &Arc<Self>, name: &str) {
+        if self.engine.settings().tier != TierMode::Auto {
+            return;
+        }
+        let (registry, name) = (self.clone(), name.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = registry.compiled(&name).await {
+                tracing::warn!(module = %name, error = %e, "background compile of a registered module failed");
+            }
+        });
+    }
+
+    /// The exports and imports of `name`: from the interpreter's form while
+    /// it has one, so that describing a module never waits for a compile.
+    pub async fn interface(self: &Arc<Self>, name: &str) -> Result<ModuleInterface, RegistryError> {
+        if let Some(code) = self.interpreted(name).await {
+            return Ok(code.interface.clone());
+        }
+        let (compiled, _) = self.compiled(name).await?;
+        Ok(compiled.interface())
+    }
+
     /// Stores the compiled artifact of `compiled`. A failure is logged, not
     /// returned: artifacts only save time.
     async fn keep_artifact(&self, compiled: &Arc<CompiledModule>) {
@@ -337,20 +401,22 @@ impl Registry {
         Ok(())
     }
 
-    /// Stores a module that `crate::resolve` has compiled and linked under
-    /// `name`, keeps its compiled artifact, and indexes it. The store, not
+    /// Stores a module that `crate::resolve` has checked (compiled and
+    /// linked, or parsed for the interpreter) under `name`, keeps its
+    /// compiled artifact if it has one, and indexes it. The store, not
     /// the earlier check, decides a race for the name.
     pub async fn insert(
         &self,
         name: &str,
         wasm: Vec<u8>,
-        compiled: &Arc<CompiledModule>,
+        digest: Sha256Digest,
+        compiled: Option<&Arc<CompiledModule>>,
         host_modules: Vec<String>,
         owner: Option<String>,
     ) -> Result<ModuleRecord, RegistryError> {
         let record = ModuleRecord {
             name: name.to_string(),
-            sha256: compiled.sha256_hex(),
+            sha256: hex::encode(digest),
             size: wasm.len() as u64,
             host_modules,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -361,10 +427,12 @@ impl Registry {
             let record = record.clone();
             blocking(move || store.insert(&record, &wasm)).await?;
         }
-        self.keep_artifact(compiled).await;
+        if let Some(compiled) = compiled {
+            self.keep_artifact(compiled).await;
+        }
         let entry = Arc::new(Entry {
             record: record.clone(),
-            digest: *compiled.sha256(),
+            digest,
         });
         self.index
             .write()

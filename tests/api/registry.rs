@@ -46,7 +46,12 @@ async fn a_registered_module_is_listed_described_downloaded_and_executed() {
     let (status, body) = app.execute("utils", "double", json!([21])).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"], json!([42]));
-    assert_eq!(body["stats"]["compile"], "cached");
+    // Compiled in the background since registration: until that lands the
+    // interpreter answers, compiling nothing; after, the compiled module.
+    match body["stats"]["tier"].as_str() {
+        Some("compiled") => assert_eq!(body["stats"]["compile"], "cached", "{body}"),
+        _ => assert!(body["stats"].get("compile").is_none(), "{body}"),
+    }
 }
 
 #[tokio::test]

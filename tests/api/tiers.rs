@@ -593,3 +593,108 @@ async fn a_reactor_is_initialized_before_a_one_shot_call_on_both_tiers() {
         assert_eq!(answer["stats"]["tier"], name, "{answer}");
     }
 }
+
+const COUNTER: &str = r#"(module
+  (global $n (mut i32) (i32.const 0))
+  (func (export "next") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n))
+  (func (export "triple") (param i64) (result i64) (i64.mul (local.get 0) (i64.const 3))))"#;
+
+/// Registering code the interpreter can run does not wait for its compile:
+/// calls run on the interpreter, compiling nothing, until the background
+/// compile lands; then they run compiled, and the compiled artifact is kept
+/// for the next start.
+#[tokio::test]
+async fn a_registered_module_runs_on_the_interpreter_until_its_background_compile_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::spawn_app_on(dir.path()).await;
+    let (status, created) = app.register_wat("counter", COUNTER, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["exports"][0]["name"], "next", "{created}");
+    assert_eq!(created["exports"][1]["type"], "(i64) -> (i64)", "{created}");
+    let mut tiers = Vec::new();
+    for _ in 0..400 {
+        let (status, body) = app.execute("counter", "triple", json!(["3074457345618258602"])).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"], json!([9223372036854775806i64]), "{body}");
+        let tier = body["stats"]["tier"].as_str().unwrap().to_string();
+        match tier.as_str() {
+            "interpreter" => assert!(body["stats"].get("compile").is_none(), "{body}"),
+            _ => assert_eq!(body["stats"]["compile"], "cached", "compiled in the background: {body}"),
+        }
+        tiers.push(tier);
+        if tiers.last().unwrap() == "compiled" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        tiers.last().map(String::as_str),
+        Some("compiled"),
+        "never compiled: {tiers:?}"
+    );
+    app.stop().await;
+    let app = crate::helpers::spawn_app_on(dir.path()).await;
+    let (status, body) = app.execute("counter", "triple", json!([2])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stats"]["tier"], "compiled", "{body}");
+    assert_eq!(body["stats"]["compile"], "loaded", "the artifact was kept: {body}");
+}
+
+/// With `--tier interpreter`, registered modules, and live instances of
+/// them, run there; they are never compiled in the background.
+#[tokio::test]
+async fn with_tier_interpreter_registered_modules_and_their_instances_run_there() {
+    let app = server(TierMode::Interpreter).await;
+    let (status, created) = app.register_wat("counter", COUNTER, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    for _ in 0..3 {
+        let (status, body) = app.execute("counter", "next", json!([])).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"], json!([1]), "a fresh instance per call: {body}");
+        assert_eq!(body["stats"]["tier"], "interpreter", "{body}");
+    }
+    let (status, detail) = app.get("/modules/counter").await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(detail["exports"], created["exports"]);
+    let (status, instance) = app.post("/instances", &json!({"module_name": "counter"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{instance}");
+    assert_eq!(instance["tier"], "interpreter", "{instance}");
+    assert_eq!(instance["module"], "counter", "{instance}");
+    let id = instance["id"].as_str().unwrap();
+    for n in 1..=3 {
+        let (_, body) = app
+            .post(&format!("/instances/{id}/call"), &json!({"function_name": "next"}))
+            .await;
+        assert_eq!(body["results"], json!([n]), "{body}");
+    }
+    let (_, body) = app.execute("counter", "nope", json!([])).await;
+    assert_eq!(body["error"]["code"], "function_not_found", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("module `counter`"),
+        "{body}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("wasm_exec_compile_cache_misses_total 0"),
+        "nothing was compiled"
+    );
+}
+
+/// Code the interpreter refuses at registration is not stored: the
+/// compiled tier's check gives the same `invalid_module` as ever.
+#[tokio::test]
+async fn an_invalid_module_is_refused_at_registration_on_every_tier() {
+    for tier in [TierMode::Auto, TierMode::Interpreter, TierMode::Compiled] {
+        let app = server(tier).await;
+        let (status, body) = app
+            .register_wat("bad", "(module (func (export \"f\") (result i32) (i64.const 1)))", &[])
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_module")),
+            "{tier:?}: {body}"
+        );
+        let (status, _) = app.get("/modules/bad").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{tier:?}: nothing stored");
+    }
+}
