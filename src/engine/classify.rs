@@ -30,6 +30,10 @@ pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError
             },
         };
     }
+    // A WASI call handed a pointer it could not use: WASI says it traps.
+    if let Some(guest) = error.downcast_ref::<wiggle::GuestError>() {
+        return guest_memory_trap(guest);
+    }
     if let Some(hit) = error.downcast_ref::<LimitHit>() {
         return hit.clone().into();
     }
@@ -42,6 +46,19 @@ pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError
     // doing (an import wasmtime refused after our checks passed, a data
     // segment out of bounds at instantiation is a trap and handled above).
     EngineError::Link(chain_text(&error))
+}
+
+/// The trap for a guest pointer a WASI call could not use: out of bounds
+/// (or overflowing), or misaligned for the type it points to.
+fn guest_memory_trap(guest: &wiggle::GuestError) -> EngineError {
+    let kind = match guest {
+        wiggle::GuestError::PtrNotAligned { .. } => trap_name(Trap::HeapMisaligned),
+        _ => trap_name(Trap::MemoryOutOfBounds),
+    };
+    EngineError::Trap {
+        kind,
+        message: format!("a WASI call was passed a pointer it cannot use: {guest}"),
+    }
 }
 
 fn describe_trap(error: &wasmtime::Error, trap: Trap) -> String {

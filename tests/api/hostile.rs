@@ -45,6 +45,15 @@ fn bytes_case(name: &'static str, wasm: &[u8]) -> Case {
     }
 }
 
+/// A WASI program that passes `fd_write` an iovec array at `iovs`.
+fn wasi_write(iovs: u32) -> String {
+    format!(
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+           (memory (export "memory") 1)
+           (func (export "_start") (drop (call $w (i32.const 1) (i32.const {iovs}) (i32.const 2) (i32.const 0)))))"#
+    )
+}
+
 fn corpus() -> Vec<Case> {
     let limit = StatusCode::UNPROCESSABLE_ENTITY;
     let header = b"\0asm\x01\0\0\0".to_vec();
@@ -128,6 +137,20 @@ fn corpus() -> Vec<Case> {
             "nope",
             StatusCode::NOT_FOUND,
             "function_not_found",
+        ),
+        wat_case(
+            "WASI write from a pointer past the end of memory",
+            &wasi_write(65532),
+            "_start",
+            limit,
+            "trap",
+        ),
+        wat_case(
+            "WASI write from a misaligned pointer",
+            &wasi_write(1),
+            "_start",
+            limit,
+            "trap",
         ),
         bytes_case("truncated section", &truncated),
         bytes_case("invalid LEB128", &bad_leb),

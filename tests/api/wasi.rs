@@ -237,3 +237,26 @@ async fn proc_exit_from_a_reactor_export_returns_no_results() {
     );
     assert_eq!(body["exit_code"], 5);
 }
+
+/// A pointer a WASI call cannot use traps, as WASI specifies: out of
+/// bounds, or misaligned for what it points to. (It was once reported as a
+/// link error.)
+#[tokio::test]
+async fn a_bad_pointer_passed_to_wasi_traps() {
+    let app = crate::helpers::spawn_app().await;
+    for (iovs, kind) in [(65532, "out_of_bounds_memory_access"), (1, "misaligned_memory_access")] {
+        let wat = format!(
+            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+               (memory (export "memory") 1)
+               (func (export "_start") (drop (call $w (i32.const 1) (i32.const {iovs}) (i32.const 2) (i32.const 0)))))"#
+        );
+        let (status, body) = app.post("/", &serde_json::json!({"wat": wat})).await;
+        assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["code"], "trap", "{body}");
+        assert_eq!(body["error"]["trap"], kind, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("WASI call"),
+            "{body}"
+        );
+    }
+}
