@@ -157,22 +157,26 @@ async fn run_one_shot(
     started: Instant,
 ) -> ApiResult<Json<ExecResponse>> {
     let wasi = call::wasi_config(wasi, source.program())?;
-    // Code that imports nothing may run on the interpreter tier.
-    if wasi.is_none() {
-        let spec = call.spec(limits);
-        let interpreted = match &source {
-            Source::Inline { wasm, host_modules } if host_modules.is_empty() => {
-                app.engine.run_interpreted(wasm, INLINE_LABEL, &spec).await
-            }
-            Source::Registered(name) => match app.registry.interpreted(name).await {
-                Some(code) => app.engine.run_code(&code, &label(Some(name)), &spec).await,
-                None => None,
-            },
-            _ => None,
-        };
-        if let Some(result) = interpreted {
-            return call.respond(result, None, started, &app.metrics, endpoint);
+    // Code that imports nothing but WASI may run on the interpreter tier.
+    let spec = call.spec(limits);
+    let interpreted = match &source {
+        Source::Inline { wasm, host_modules } if host_modules.is_empty() => {
+            app.engine
+                .run_interpreted(wasm, INLINE_LABEL, &spec, wasi.as_ref())
+                .await
         }
+        Source::Registered(name) => match app.registry.interpreted(name).await {
+            Some(code) => {
+                app.engine
+                    .run_code(&code, &label(Some(name)), &spec, wasi.as_ref())
+                    .await
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    if let Some(result) = interpreted {
+        return call.respond(result, None, started, &app.metrics, endpoint);
     }
     let resolved = resolve(&app.engine, &app.registry, source).await?;
     let compile = resolved.compile;

@@ -30,9 +30,9 @@ pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError
             },
         };
     }
-    // A WASI call handed a pointer it could not use: WASI says it traps.
+    // A WASI call handed a pointer or value it could not use: it traps.
     if let Some(guest) = error.downcast_ref::<wiggle::GuestError>() {
-        return guest_memory_trap(guest);
+        return guest_error_trap(guest);
     }
     if let Some(hit) = error.downcast_ref::<LimitHit>() {
         return hit.clone().into();
@@ -48,16 +48,25 @@ pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError
     EngineError::Link(chain_text(&error))
 }
 
-/// The trap for a guest pointer a WASI call could not use: out of bounds
-/// (or overflowing), or misaligned for the type it points to.
-fn guest_memory_trap(guest: &wiggle::GuestError) -> EngineError {
-    let kind = match guest {
-        wiggle::GuestError::PtrNotAligned { .. } => trap_name(Trap::HeapMisaligned),
-        _ => trap_name(Trap::MemoryOutOfBounds),
+/// The trap for a WASI call given what it cannot use (wiggle's checks): a
+/// pointer out of bounds (or overflowing), a pointer misaligned for the
+/// type it points to, or an enum or flags value outside its type.
+pub(crate) fn guest_error_trap(mut guest: &wiggle::GuestError) -> EngineError {
+    // Where the error arose (which function, which param) is wiggle's
+    // wrapping; the error itself is inside.
+    while let wiggle::GuestError::InFunc { err, .. } = guest {
+        guest = err;
+    }
+    let (kind, what) = match guest {
+        wiggle::GuestError::PtrNotAligned { .. } => (trap_name(Trap::HeapMisaligned), "a pointer it cannot use"),
+        wiggle::GuestError::PtrOutOfBounds { .. } | wiggle::GuestError::PtrOverflow => {
+            (trap_name(Trap::MemoryOutOfBounds), "a pointer it cannot use")
+        }
+        _ => ("invalid_wasi_argument", "an argument it does not accept"),
     };
     EngineError::Trap {
         kind,
-        message: format!("a WASI call was passed a pointer it cannot use: {guest}"),
+        message: format!("a WASI call was passed {what}: {guest}"),
     }
 }
 

@@ -28,12 +28,14 @@ use wasmtime::{ExternType, FuncType, GlobalType, MemoryType, Mutability, RefType
 use super::compile::{DefinedCaps, check_defined_counts, headers};
 use super::error::{EngineError, LimitHit, LimitKind, trap_name};
 use super::exec::{
-    ALLOCATORS, CallFailure, CallOutcome, CallSpec, ExecStats, Exports, PreparedArg, Tier, allocator_returned_null,
-    bytes_len, micros, no_allocator, prepare,
+    ALLOCATORS, CallFailure, CallOutcome, CallSpec, ExecStats, Exports, PreparedArg, Tier, WasiResult,
+    allocator_returned_null, bytes_len, micros, no_allocator, prepare,
 };
+use super::interp_wasi::{self, Halt, HasWasi, WasiWorld};
 use super::limits::{ExecLimits, StoreLimiter};
 use super::types::{ModuleInterface, signature};
 use super::values::result_json;
+use super::wasi::WasiConfig;
 
 /// Fuel handed to the interpreter at a time. Between slices the deadline
 /// is checked and other tasks run: a slice takes a few milliseconds.
@@ -47,6 +49,10 @@ const MAX_RECURSION_DEPTH: usize = 16 * 1024;
 /// The wasmi engine, configured to match the compiled tier.
 pub(crate) struct Interpreter {
     engine: wasmi::Engine,
+    /// Defines the WASI functions this tier provides (see `interp_wasi`).
+    linker: wasmi::Linker<Limited>,
+    /// Most bytes kept of a WASI program's stdout, and of its stderr.
+    output_cap: usize,
     /// Function types are shown and checked as wasmtime's, so that messages
     /// and argument conversion are the compiled tier's own.
     types: wasmtime::Engine,
@@ -58,19 +64,20 @@ pub(crate) struct InterpModule {
     types: wasmtime::Engine,
 }
 
-/// Whether `wasm` is of the shape the interpreter runs: no imports (a link
-/// graph or WASI runs compiled, whole), no start function (which would run
-/// before the first fuel slice ends, beyond the deadline's reach), and no
-/// more memories or tables than the server allows. Reads section headers
-/// only; a malformed module is not eligible and gets the compiled tier's
-/// error.
+/// Whether `wasm` may be of the shape the interpreter runs: no start
+/// function (which would run before the first fuel slice ends, beyond the
+/// deadline's reach), and no more memories or tables than the server
+/// allows. Its imports are checked when it is parsed: only the WASI
+/// functions of `interp_wasi` (a link graph runs compiled, whole). Reads
+/// section headers only; a malformed module is not eligible and gets the
+/// compiled tier's error.
 pub(crate) fn eligible(wasm: &[u8], caps: DefinedCaps) -> bool {
     let headers = headers(wasm);
-    !headers.malformed && headers.imports == 0 && !headers.has_start && check_defined_counts(&headers, caps).is_ok()
+    !headers.malformed && !headers.has_start && check_defined_counts(&headers, caps).is_ok()
 }
 
 impl Interpreter {
-    pub(crate) fn new(types: &wasmtime::Engine) -> Self {
+    pub(crate) fn new(types: &wasmtime::Engine, output_cap: usize) -> Self {
         let mut config = wasmi::Config::default();
         config
             .consume_fuel(true)
@@ -91,8 +98,16 @@ impl Interpreter {
             // such a module gets the compiled tier's answer.
             .wasm_custom_page_sizes(false)
             .wasm_wide_arithmetic(false);
+        let engine = wasmi::Engine::new(&config);
+        let mut linker = wasmi::Linker::new(&engine);
+        // Names are distinct and signatures fixed: defining them cannot fail.
+        if let Err(e) = interp_wasi::add_to_linker(&mut linker) {
+            tracing::error!(error = %e, "cannot define WASI for the interpreter");
+        }
         Interpreter {
-            engine: wasmi::Engine::new(&config),
+            engine,
+            linker,
+            output_cap,
             types: types.clone(),
         }
     }
@@ -101,6 +116,9 @@ impl Interpreter {
     /// (invalid, or a feature it lacks): the compiled tier then decides.
     pub(crate) fn parse(&self, wasm: &[u8]) -> Option<InterpModule> {
         let module = wasmi::Module::new(&self.engine, wasm).ok()?;
+        if !interp_wasi::supports(&module) {
+            return None;
+        }
         // A reactor initializer that takes or returns values fails on the
         // compiled tier with wasmtime's own error; let it say so.
         if let Some(wasmi::ExternType::Func(init)) = module.get_export(INITIALIZE)
@@ -122,12 +140,20 @@ impl Interpreter {
         module: Arc<InterpModule>,
         label: String,
         limits: ExecLimits,
+        wasi: Option<WasiConfig>,
     ) -> Result<InterpInstance, CallFailure> {
+        // A module that imports WASI always gets a world: the request's, or
+        // an empty one, as on the compiled tier.
+        let needs_wasi = module.module.imports().next().is_some();
+        let wasi = wasi
+            .or_else(|| needs_wasi.then(WasiConfig::default))
+            .map(|config| WasiWorld::new(config, self.output_cap));
         let mut store = wasmi::Store::new(
             &self.engine,
             Limited {
                 limiter: StoreLimiter::new(&limits),
                 refused: None,
+                wasi,
             },
         );
         store.limiter(|state| state as &mut dyn ResourceLimiter);
@@ -138,7 +164,7 @@ impl Interpreter {
             tier: Tier::Interpreter,
             ..Default::default()
         };
-        let instance = match wasmi::Linker::new(&self.engine).instantiate_and_start(&mut store, &module.module) {
+        let instance = match self.linker.instantiate_and_start(&mut store, &module.module) {
             Ok(instance) => instance,
             Err(e) => {
                 stats.instantiate_us = micros(started.elapsed());
@@ -146,11 +172,17 @@ impl Interpreter {
                 return Err(failure(&mut store, error, stats, &budget, Vec::new()));
             }
         };
-        if let Some(init) = instance.get_func(&store, INITIALIZE)
-            && let Err(error) = run_sliced(&mut store, init, &[], &mut [], &mut budget).await
-        {
-            stats.instantiate_us = micros(started.elapsed());
-            return Err(failure(&mut store, error, stats, &budget, Vec::new()));
+        if let Some(init) = instance.get_func(&store, INITIALIZE) {
+            let error = match run_sliced(&mut store, init, &[], &mut [], &mut budget).await {
+                Ok(None) => None,
+                // wasmtime reports an exit during instantiation as this.
+                Ok(Some(code)) => Some(EngineError::Link(format!("Exited with i32 exit status {code}"))),
+                Err(error) => Some(error),
+            };
+            if let Some(error) = error {
+                stats.instantiate_us = micros(started.elapsed());
+                return Err(failure(&mut store, error, stats, &budget, Vec::new()));
+            }
         }
         stats.instantiate_us = micros(started.elapsed());
         Ok(InterpInstance {
@@ -174,13 +206,14 @@ impl Interpreter {
         module: Arc<InterpModule>,
         label: &str,
         spec: &CallSpec<'_>,
+        wasi: Option<WasiConfig>,
     ) -> Option<Result<CallOutcome, CallFailure>> {
         let prepared = match prepare(&*module, label, spec) {
             Ok(prepared) => prepared,
             Err(e) => return Some(Err(e.into())),
         };
         let args = wasmi_args(prepared.args, &prepared.ty)?;
-        let mut live = match self.instantiate(module, label.to_string(), spec.limits).await {
+        let mut live = match self.instantiate(module, label.to_string(), spec.limits, wasi).await {
             Ok(live) => live,
             Err(failure) => return Some(Err(failure)),
         };
@@ -276,6 +309,11 @@ impl InterpInstance {
         let (store, instance, budget) = (&mut self.store, self.instance, &mut self.budget);
         let outcome = call_inner(store, instance, name, args, &mut results, spec, budget).await;
         stats.call_us = micros(started.elapsed());
+        let exited = match outcome {
+            Ok(exited) => exited,
+            Err(ref _e) => None,
+        };
+        let outcome = outcome.map(|_| ());
         // Reads happen after traps too: the memory at the trap helps debugging.
         let reads: Result<Vec<Vec<u8>>, EngineError> = spec
             .reads
@@ -289,7 +327,12 @@ impl InterpInstance {
             Ok(memory) => memory,
             Err(error) => return Err(failure(store, error, stats, budget, Vec::new())),
         };
-        let values: Vec<Val> = results.iter().map(from_wasmi).collect();
+        // `proc_exit` ends the program normally with a status; the function
+        // returns nothing, whatever its signature says.
+        let values: Vec<Val> = match exited {
+            Some(_) => Vec::new(),
+            None => results.iter().map(from_wasmi).collect(),
+        };
         let result_bytes = if spec.result_as_bytes && values.len() == 2 {
             let (ptr, len) = (
                 values[0].unwrap_i32() as u32 as u64,
@@ -303,18 +346,26 @@ impl InterpInstance {
             None
         };
         budget.record(store, &mut stats);
+        let wasi = store.data().wasi.as_ref().map(|world| WasiResult {
+            exit_code: exited.unwrap_or(0),
+            output: world.take_output(),
+        });
         Ok(CallOutcome {
             results: values.iter().map(result_json).collect(),
-            result_types: ty.results().map(|t| super::types::type_name(&t)).collect(),
+            result_types: match exited {
+                Some(_) => Vec::new(),
+                None => ty.results().map(|t| super::types::type_name(&t)).collect(),
+            },
             result_bytes,
             memory,
+            wasi,
             stats,
-            ..Default::default()
         })
     }
 }
 
 /// Memory writes, byte params, then the call: the compiled tier's order.
+/// `Some(status)` when the program exited through WASI `proc_exit`.
 async fn call_inner(
     store: &mut wasmi::Store<Limited>,
     instance: wasmi::Instance,
@@ -323,7 +374,7 @@ async fn call_inner(
     results: &mut [wasmi::Val],
     spec: &CallSpec<'_>,
     budget: &mut Budget,
-) -> Result<(), EngineError> {
+) -> Result<Option<i32>, EngineError> {
     for w in spec.writes {
         write(store, instance, w.memory.as_deref(), w.offset, &w.data)?;
     }
@@ -332,7 +383,10 @@ async fn call_inner(
         match arg {
             Arg::Value(val) => params.push(val),
             Arg::Bytes(bytes) => {
-                let ptr = place_bytes(store, instance, name, &bytes, budget).await?;
+                let ptr = match place_bytes(store, instance, name, &bytes, budget).await? {
+                    Placed::At(ptr) => ptr,
+                    Placed::Exited(code) => return Ok(Some(code)),
+                };
                 params.push(wasmi::Val::I32(ptr as i32));
                 params.push(wasmi::Val::I32(bytes.len() as i32));
             }
@@ -344,6 +398,13 @@ async fn call_inner(
     run_sliced(store, func, &params, results, budget).await
 }
 
+/// Where a byte argument went: to this address, or nowhere because the
+/// guest's allocator ended the program.
+enum Placed {
+    At(u32),
+    Exited(i32),
+}
+
 /// Copies a byte argument into memory the guest allocated for it.
 async fn place_bytes(
     store: &mut wasmi::Store<Limited>,
@@ -351,7 +412,7 @@ async fn place_bytes(
     function: &str,
     bytes: &[u8],
     budget: &mut Budget,
-) -> Result<u32, EngineError> {
+) -> Result<Placed, EngineError> {
     let alloc = ALLOCATORS
         .iter()
         .find_map(|n| {
@@ -362,7 +423,9 @@ async fn place_bytes(
         .ok_or_else(|| no_allocator(function))?;
     let len = bytes_len(bytes)?;
     let mut out = [wasmi::Val::I32(0)];
-    run_sliced(store, alloc, &[wasmi::Val::I32(len)], &mut out, budget).await?;
+    if let Some(code) = run_sliced(store, alloc, &[wasmi::Val::I32(len)], &mut out, budget).await? {
+        return Ok(Placed::Exited(code));
+    }
     let ptr = match out[0] {
         wasmi::Val::I32(p) => p as u32,
         _ => 0,
@@ -371,27 +434,33 @@ async fn place_bytes(
         return Err(allocator_returned_null(len, function));
     }
     write(store, instance, None, ptr as u64, bytes)?;
-    Ok(ptr)
+    Ok(Placed::At(ptr))
 }
 
 /// Runs a call a fuel slice at a time until it finishes, traps, uses the
-/// whole fuel budget or passes the deadline.
+/// whole fuel budget, passes the deadline, or the program exits through
+/// WASI (`Some(status)`).
 async fn run_sliced(
     store: &mut wasmi::Store<Limited>,
     func: wasmi::Func,
     params: &[wasmi::Val],
     results: &mut [wasmi::Val],
     budget: &mut Budget,
-) -> Result<(), EngineError> {
+) -> Result<Option<i32>, EngineError> {
     let mut call = func
         .call_resumable(&mut *store, params, results)
         .map_err(|e| classify(store, &e, &budget.limits))?;
     loop {
         match call {
-            wasmi::ResumableCall::Finished => return Ok(()),
+            wasmi::ResumableCall::Finished => return Ok(None),
+            // The only host functions are WASI's; they record why they
+            // stopped the program.
             wasmi::ResumableCall::HostTrap(_) => {
-                // No host functions are linked, so no host can trap.
-                return Err(EngineError::Internal("a host trap without host functions".into()));
+                return match store.data_mut().wasi.as_mut().and_then(|w| w.halt.take()) {
+                    Some(Halt::Exit(code)) => Ok(Some(code)),
+                    Some(Halt::Failed(error)) => Err(error),
+                    None => Err(EngineError::Internal("a host function stopped without a reason".into())),
+                };
             }
             wasmi::ResumableCall::OutOfFuel(paused) => {
                 if Instant::now() >= budget.deadline {
@@ -430,7 +499,7 @@ fn failure(
         error,
         stats: Some(stats),
         memory,
-        wasi: None,
+        wasi: store.data().wasi.as_ref().map(WasiWorld::take_output),
     }
 }
 
@@ -548,9 +617,17 @@ impl Budget {
 
 /// Store state: the limiter, and the limit error that refused creating a
 /// memory or table (wasmi's limiter error carries no message of its own).
-struct Limited {
+pub(crate) struct Limited {
     limiter: StoreLimiter,
     refused: Option<LimitHit>,
+    /// The program's WASI world, when it imports WASI or the request gave one.
+    wasi: Option<WasiWorld>,
+}
+
+impl HasWasi for Limited {
+    fn wasi(&mut self) -> Option<&mut WasiWorld> {
+        self.wasi.as_mut()
+    }
 }
 
 impl Limited {
@@ -592,6 +669,9 @@ impl ResourceLimiter for Limited {
 fn classify(store: &mut wasmi::Store<Limited>, error: &wasmi::Error, limits: &ExecLimits) -> EngineError {
     if let Some(hit) = store.data_mut().refused.take() {
         return hit.into();
+    }
+    if let Some(Halt::Failed(error)) = store.data_mut().wasi.as_mut().and_then(|w| w.halt.take()) {
+        return error;
     }
     // An active element segment that does not fit its table fails
     // instantiation with an error of its own; wasmtime traps.

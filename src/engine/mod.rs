@@ -31,6 +31,7 @@ pub mod exec;
 pub mod fncache;
 pub mod instance;
 pub mod interp;
+pub mod interp_wasi;
 pub mod limits;
 pub mod link;
 pub mod memory;
@@ -107,7 +108,7 @@ impl WasmEngine {
             engine.precompile_compatibility_hash().hash(&mut hasher);
             hasher.hex()
         };
-        let interpreter = interp::Interpreter::new(&engine);
+        let interpreter = interp::Interpreter::new(&engine, settings.max_output_bytes);
         let cache_entries = settings.cache_entries;
         // Background compiles beyond what the compile pool runs at once would
         // only queue; a module refused now is compiled at a later sighting.
@@ -325,9 +326,14 @@ impl WasmEngine {
         wasm: &[u8],
         label: &str,
         call: &CallSpec<'_>,
+        wasi: Option<&WasiConfig>,
     ) -> Option<Result<CallOutcome, CallFailure>> {
         let (module, sha) = self.for_interpreter(wasm).await?;
-        let result = self.inner.interpreter.run(Arc::new(module), label, call).await?;
+        let result = self
+            .inner
+            .interpreter
+            .run(Arc::new(module), label, call, wasi.cloned())
+            .await?;
         let fuel = match &result {
             Ok(outcome) => outcome.stats.fuel_consumed,
             Err(failure) => failure.stats.as_ref().map_or(0, |s| s.fuel_consumed),
@@ -402,8 +408,12 @@ impl WasmEngine {
         code: &InterpretedCode,
         label: &str,
         call: &CallSpec<'_>,
+        wasi: Option<&WasiConfig>,
     ) -> Option<Result<CallOutcome, CallFailure>> {
-        self.inner.interpreter.run(code.module.clone(), label, call).await
+        self.inner
+            .interpreter
+            .run(code.module.clone(), label, call, wasi.cloned())
+            .await
     }
 
     /// Instantiates `code` on the interpreter under `limits`, arming the
@@ -416,7 +426,7 @@ impl WasmEngine {
     ) -> Result<LiveInstance, CallFailure> {
         self.inner
             .interpreter
-            .instantiate(code.module.clone(), label, limits)
+            .instantiate(code.module.clone(), label, limits, None)
             .await
             .map(LiveInstance::from)
     }

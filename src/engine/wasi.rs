@@ -94,14 +94,14 @@ impl WasiState {
 /// prints a lot runs to completion and the client learns its output was cut.
 /// (wasmtime's `MemoryOutputPipe` instead traps the guest when full.)
 #[derive(Clone)]
-struct CappedOutput {
+pub(crate) struct CappedOutput {
     cap: usize,
     buffer: Arc<Mutex<Vec<u8>>>,
     truncated: Arc<AtomicBool>,
 }
 
 impl CappedOutput {
-    fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         CappedOutput {
             cap,
             buffer: Arc::default(),
@@ -109,7 +109,7 @@ impl CappedOutput {
         }
     }
 
-    fn push(&self, bytes: &[u8]) {
+    pub(crate) fn push(&self, bytes: &[u8]) {
         let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         let room = self.cap.saturating_sub(buffer.len());
         if bytes.len() > room {
@@ -118,7 +118,7 @@ impl CappedOutput {
         buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
-    fn take(&self) -> (Vec<u8>, bool) {
+    pub(crate) fn take(&self) -> (Vec<u8>, bool) {
         let bytes = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()));
         (bytes, self.truncated.swap(false, Ordering::Relaxed))
     }

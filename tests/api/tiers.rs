@@ -698,3 +698,226 @@ async fn an_invalid_module_is_refused_at_registration_on_every_tier() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{tier:?}: nothing stored");
     }
 }
+
+/// The WASI functions the interpreter provides, imported under short names.
+const WASI_IMPORTS: &str = r#"
+  (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_seek" (func $fd_seek (param i32 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fd_fdstat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_fdstat_set_flags" (func $fd_fdstat_set_flags (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $fd_prestat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $fd_prestat_dir_name (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock_time_get (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_res_get" (func $clock_res_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sched_yield" (func $sched_yield (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1000) "hello, ")
+  (data (i32.const 1007) "world\n")
+  (data (i32.const 1100) "/etc/passwd")
+  ;; iovecs at 200: (1000, 7) (1007, 6); an empty one at 216; one for reading at 224: (2000, 5)
+  (data (i32.const 200) "\e8\03\00\00\07\00\00\00\ef\03\00\00\06\00\00\00")
+  (data (i32.const 216) "\00\00\00\00\00\00\00\00")
+  (data (i32.const 224) "\d0\07\00\00\05\00\00\00")
+"#;
+
+/// WASI calls answered alike on both tiers: what they return, write into
+/// memory, print and exit with, including the errors (descriptors not
+/// open, seeking stdio, no directories, bad flags) and the traps (pointers
+/// out of bounds or misaligned).
+#[tokio::test]
+async fn wasi_calls_answer_alike_on_both_tiers() {
+    let cases: Vec<(&str, &str)> = vec![
+        (
+            "args sizes and list",
+            "(drop (call $args_sizes_get (i32.const 0) (i32.const 4))) (call $args_get (i32.const 16) (i32.const 64))",
+        ),
+        (
+            "environ sizes and list",
+            "(drop (call $environ_sizes_get (i32.const 0) (i32.const 4))) (call $environ_get (i32.const 16) (i32.const 64))",
+        ),
+        (
+            "write the first non-empty iovec",
+            "(call $fd_write (i32.const 1) (i32.const 200) (i32.const 2) (i32.const 8))",
+        ),
+        (
+            "write skipping an empty iovec",
+            "(call $fd_write (i32.const 2) (i32.const 216) (i32.const 2) (i32.const 8))",
+        ),
+        (
+            "write nothing",
+            "(call $fd_write (i32.const 1) (i32.const 216) (i32.const 1) (i32.const 8))",
+        ),
+        (
+            "write to stdin",
+            "(call $fd_write (i32.const 0) (i32.const 200) (i32.const 1) (i32.const 8))",
+        ),
+        (
+            "write to an unknown fd",
+            "(call $fd_write (i32.const 9) (i32.const 200) (i32.const 1) (i32.const 8))",
+        ),
+        (
+            "write after closing stdout",
+            "(drop (call $fd_close (i32.const 1))) (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 8))",
+        ),
+        (
+            "close twice",
+            "(drop (call $fd_close (i32.const 2))) (call $fd_close (i32.const 2))",
+        ),
+        (
+            "read stdin in pieces",
+            "(drop (call $fd_read (i32.const 0) (i32.const 224) (i32.const 1) (i32.const 8))) (drop (call $fd_read (i32.const 0) (i32.const 224) (i32.const 1) (i32.const 12))) (call $fd_read (i32.const 0) (i32.const 224) (i32.const 1) (i32.const 12))",
+        ),
+        (
+            "read from stdout",
+            "(call $fd_read (i32.const 1) (i32.const 224) (i32.const 1) (i32.const 8))",
+        ),
+        (
+            "seek stdout",
+            "(call $fd_seek (i32.const 1) (i64.const 0) (i32.const 0) (i32.const 8))",
+        ),
+        (
+            "seek with a bad whence",
+            "(call $fd_seek (i32.const 1) (i64.const 0) (i32.const 7) (i32.const 8))",
+        ),
+        (
+            "seek an unknown fd",
+            "(call $fd_seek (i32.const 5) (i64.const 0) (i32.const 1) (i32.const 8))",
+        ),
+        ("fdstat of stdin", "(call $fd_fdstat_get (i32.const 0) (i32.const 48))"),
+        ("fdstat of stderr", "(call $fd_fdstat_get (i32.const 2) (i32.const 48))"),
+        (
+            "fdstat of an unknown fd",
+            "(call $fd_fdstat_get (i32.const 3) (i32.const 48))",
+        ),
+        (
+            "set flags on stdout",
+            "(call $fd_fdstat_set_flags (i32.const 1) (i32.const 1))",
+        ),
+        (
+            "set bad flags",
+            "(call $fd_fdstat_set_flags (i32.const 1) (i32.const 64))",
+        ),
+        (
+            "no preopened directory",
+            "(call $fd_prestat_get (i32.const 3) (i32.const 48))",
+        ),
+        (
+            "prestat of stdout",
+            "(call $fd_prestat_get (i32.const 1) (i32.const 48))",
+        ),
+        (
+            "dir name of stdout",
+            "(call $fd_prestat_dir_name (i32.const 1) (i32.const 48) (i32.const 8))",
+        ),
+        (
+            "dir name of an unknown fd",
+            "(call $fd_prestat_dir_name (i32.const 3) (i32.const 48) (i32.const 8))",
+        ),
+        (
+            "open a host file",
+            "(call $path_open (i32.const 3) (i32.const 1) (i32.const 1100) (i32.const 11) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 8))",
+        ),
+        (
+            "open with bad flags",
+            "(call $path_open (i32.const 3) (i32.const 2) (i32.const 1100) (i32.const 11) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 8))",
+        ),
+        (
+            "open bad UTF-8",
+            "(i32.store8 (i32.const 1100) (i32.const 255)) (call $path_open (i32.const 3) (i32.const 1) (i32.const 1100) (i32.const 11) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 8))",
+        ),
+        (
+            "cpu clocks",
+            "(drop (call $clock_time_get (i32.const 2) (i64.const 1) (i32.const 8))) (call $clock_res_get (i32.const 3) (i32.const 8))",
+        ),
+        (
+            "an unknown clock",
+            "(call $clock_time_get (i32.const 9) (i64.const 1) (i32.const 8))",
+        ),
+        ("random bytes", "(call $random_get (i32.const 8) (i32.const 0))"),
+        ("yield", "(call $sched_yield)"),
+        ("exit 3", "(call $proc_exit (i32.const 3)) (i32.const 99)"),
+        (
+            "exit after printing",
+            "(drop (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 8))) (call $proc_exit (i32.const 0)) (i32.const 99)",
+        ),
+        (
+            "iovecs out of bounds",
+            "(call $fd_write (i32.const 1) (i32.const 65532) (i32.const 1) (i32.const 8))",
+        ),
+        (
+            "iovecs misaligned",
+            "(call $fd_write (i32.const 1) (i32.const 202) (i32.const 1) (i32.const 8))",
+        ),
+        (
+            "a buffer out of bounds",
+            "(i32.store (i32.const 300) (i32.const 65530)) (i32.store (i32.const 304) (i32.const 100)) (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 8))",
+        ),
+        (
+            "nwritten out of bounds",
+            "(call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 65535))",
+        ),
+        ("argc misaligned", "(call $args_sizes_get (i32.const 2) (i32.const 4))"),
+        (
+            "fdstat out of bounds",
+            "(call $fd_fdstat_get (i32.const 1) (i32.const 65528))",
+        ),
+        (
+            "random past the end",
+            "(call $random_get (i32.const 65000) (i32.const 100000))",
+        ),
+        (
+            "read into a buffer out of bounds",
+            "(i32.store (i32.const 300) (i32.const 65534)) (i32.store (i32.const 304) (i32.const 100)) (call $fd_read (i32.const 0) (i32.const 300) (i32.const 1) (i32.const 8))",
+        ),
+    ];
+    let interpreter = server(TierMode::Interpreter).await;
+    let compiled = server(TierMode::Compiled).await;
+    for (name, body) in cases {
+        let wat = format!("(module {WASI_IMPORTS} (func (export \"f\") (result i32) {body}))");
+        let request = json!({
+            "wat": wat, "function_name": "f",
+            "wasi": {"args": ["one", "two words"], "env": {"B": "2", "A": "1"}, "stdin": "0123456789"},
+            "memory_reads": [{"offset": 0, "length": 96}],
+        });
+        let mut answers = Vec::new();
+        for (app, tier) in [(&interpreter, "interpreter"), (&compiled, "compiled")] {
+            let (status, body) = app.post("/", &request).await;
+            let stats = if body["stats"].is_object() {
+                &body["stats"]
+            } else {
+                &body["error"]["stats"]
+            };
+            assert_eq!(stats["tier"], tier, "{name}: {body}");
+            let error = &body["error"];
+            let mut seen = comparable(status, &body);
+            seen["message"] = error["message"]
+                .as_str()
+                .map(|m| m.rsplit(": ").next().unwrap_or(m).to_string())
+                .into();
+            for field in ["stdout", "stderr", "exit_code", "stdout_truncated", "stderr_truncated"] {
+                seen[field] = if body[field].is_null() {
+                    error[field].clone()
+                } else {
+                    body[field].clone()
+                };
+            }
+            answers.push(seen);
+        }
+        if name.contains("clock") || name.contains("random") {
+            // Times and random bytes differ by nature; what they return does not.
+            for a in &mut answers {
+                a["memory"] = Value::Null;
+            }
+        }
+        assert_eq!(answers[0], answers[1], "the tiers disagree on {name}");
+    }
+}

@@ -260,3 +260,40 @@ async fn a_bad_pointer_passed_to_wasi_traps() {
         );
     }
 }
+
+/// The C program gives the same output, errors and exit status on both
+/// tiers: wasi-libc's start-up (arguments, environment, preopen scan,
+/// `fdstat` of stdio), a refused `fopen`, buffered reads and writes.
+#[tokio::test]
+#[ignore = "needs Debian clang, lld, wasi-libc and libclang-rt-14-dev-wasm32; `scripts/test` installs them and runs it"]
+async fn a_c_program_answers_alike_on_both_tiers() {
+    use wasm_exec_api::engine::TierMode;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = compile_c_fixture(&dir.path().join("upcase.wasm"));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&wasm);
+    let stdin = "first line\n".repeat(40) + "ÿ last line without a newline";
+    let request = json!({"wasm_base64": b64, "wasi": {"args": ["x", ""], "env": {"HOME": "/nowhere", "GREETING": "hello"}, "stdin": stdin}});
+    let mut answers = Vec::new();
+    for (tier, name) in [(TierMode::Interpreter, "interpreter"), (TierMode::Compiled, "compiled")] {
+        let mut settings = crate::helpers::test_settings();
+        settings.tier = tier;
+        let app = crate::helpers::spawn_app_with(settings).await;
+        let (status, body) = app.post("/", &request).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["stats"]["tier"], name, "{body}");
+        answers.push(json!([
+            body["stdout"],
+            body["stderr"],
+            body["exit_code"],
+            body["results"]
+        ]));
+    }
+    assert_eq!(answers[0], answers[1], "the tiers disagree");
+    assert_eq!(answers[0][2], 7);
+    assert!(
+        answers[0][0]
+            .as_str()
+            .unwrap()
+            .contains("GREETING=hello HOME=/nowhere\nhost file: denied\n")
+    );
+}
