@@ -193,9 +193,8 @@ async fn create(
     };
     let wasi = call::wasi_config(req.wasi, source.program())?;
     let owner = owner_of(&caller);
-    // Code that imports nothing may live on the interpreter tier.
+    // Code that imports nothing but WASI may live on the interpreter tier.
     let interpreted = match &source {
-        _ if wasi.is_some() => None,
         Source::Inline { wasm, host_modules } if host_modules.is_empty() => app.engine.interpretable(wasm).await,
         Source::Registered(name) => app.registry.interpreted(name).await.filter(|code| code.whole()),
         _ => None,
@@ -211,7 +210,9 @@ async fn create(
             interface: code.interface.clone(),
             limits,
         };
-        let instantiate = app.engine.instantiate_interpreted(&code, label(name), limits);
+        let instantiate = app
+            .engine
+            .instantiate_interpreted(&code, label(name), limits, wasi.clone());
         let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
         return Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))));
     }

@@ -423,10 +423,11 @@ impl WasmEngine {
         code: &InterpretedCode,
         label: String,
         limits: ExecLimits,
+        wasi: Option<WasiConfig>,
     ) -> Result<LiveInstance, CallFailure> {
         self.inner
             .interpreter
-            .instantiate(code.module.clone(), label, limits, None)
+            .instantiate(code.module.clone(), label, limits, wasi)
             .await
             .map(LiveInstance::from)
     }

@@ -921,3 +921,41 @@ async fn wasi_calls_answer_alike_on_both_tiers() {
         assert_eq!(answers[0], answers[1], "the tiers disagree on {name}");
     }
 }
+
+/// A WASI instance keeps its world across calls on either tier: stdin is
+/// read on from where the last call stopped, and each call reports its own
+/// output.
+#[tokio::test]
+async fn a_wasi_instance_carries_its_world_across_calls_on_both_tiers() {
+    let wat = format!(
+        r#"(module {WASI_IMPORTS}
+        (func (export "echo") (result i32)
+          (drop (call $fd_read (i32.const 0) (i32.const 224) (i32.const 1) (i32.const 8)))
+          (i32.store (i32.const 300) (i32.const 2000)) (i32.store (i32.const 304) (i32.load (i32.const 8)))
+          (drop (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 12)))
+          (i32.load (i32.const 8))))"#
+    );
+    let mut answers = Vec::new();
+    for (tier, name) in [(TierMode::Interpreter, "interpreter"), (TierMode::Compiled, "compiled")] {
+        let app = server(tier).await;
+        let (status, created) = app
+            .post("/instances", &json!({"wat": wat, "wasi": {"stdin": "abcdefghijkl"}}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["tier"], name, "{created}");
+        let id = created["id"].as_str().unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let (_, body) = app
+                .post(&format!("/instances/{id}/call"), &json!({"function_name": "echo"}))
+                .await;
+            assert_eq!(body["stats"]["tier"], name, "{body}");
+            seen.push(json!([body["results"], body["stdout"], body["exit_code"]]));
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1], "the tiers disagree");
+    assert_eq!(answers[0][0], json!([[5], "abcde", 0]));
+    assert_eq!(answers[0][2], json!([[2], "kl", 0]));
+    assert_eq!(answers[0][3], json!([[0], "", 0]));
+}
