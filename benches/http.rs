@@ -20,6 +20,7 @@
 //! and interleaving spreads that drift over every scenario, floor included,
 //! instead of letting it land on whichever ran last.
 
+use base64::Engine as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -273,9 +274,85 @@ fn main() {
 
     let native = native_fib_ms();
     print_table(&rows, native, seconds, connections);
+    if only.is_empty() || "large".contains(&only) {
+        large_wasi_first_call(&server, dir.path(), &client);
+    }
     if only.is_empty() || "restart".contains(&only) {
         restart_with_many_modules(server, dir.path(), &client);
     }
+}
+
+/// A large WASI program, generated as C and built with clang: `functions`
+/// functions behind a table so none is dropped, and a `main` that calls
+/// some and prints. `seed` changes every function's constants, so two
+/// builds share no compiled function (wasmtime's incremental cache would
+/// otherwise make the second compile look cheap).
+fn large_c_program(dir: &Path, functions: usize, seed: usize) -> Option<Vec<u8>> {
+    let mut c = String::from("#include <stdio.h>\n");
+    for k in 0..functions {
+        c.push_str(&format!(
+            "int f{k}(int x) {{ int s = {}; for (int i = 0; i < (x & 7); i++) {{ switch ((x + i + {k}) % 5) {{ case 0: s += i * {}; break; case 1: s ^= x << 2; break; case 2: s -= {k}; break; case 3: s = s * 3 + 1; break; default: s += x; }} }} return s; }}\n",
+            k * seed,
+            k + seed
+        ));
+    }
+    let names: Vec<String> = (0..functions).map(|k| format!("f{k}")).collect();
+    c.push_str(&format!("int (*table[])(int) = {{{}}};\n", names.join(",")));
+    c.push_str(&format!(
+        "int main(void) {{ int t = 0; for (int k = 0; k < {functions}; k += 97) t += table[k](k); printf(\"%d\\n\", t); return 0; }}\n"
+    ));
+    let source = dir.join(format!("large{seed}.c"));
+    let out = dir.join(format!("large{seed}.wasm"));
+    std::fs::write(&source, c).unwrap();
+    let status = Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O1", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .ok()?;
+    status.success().then(|| std::fs::read(&out).unwrap())
+}
+
+/// The first call of a never-seen multi-megabyte WASI program (it runs on
+/// the interpreter) against waiting for its compile (`POST /inspect` of a
+/// twin build, which compiles and runs nothing), on the same server.
+fn large_wasi_first_call(server: &Server, dir: &Path, client: &reqwest::blocking::Client) {
+    const FUNCTIONS: usize = 15_000;
+    let builds: Vec<Option<Vec<u8>>> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|seed| scope.spawn(move || large_c_program(dir, FUNCTIONS, seed)))
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let (Some(first), Some(twin)) = (&builds[0], &builds[1]) else {
+        println!("\nlarge WASI program: not measured, clang with wasi-libc is needed (scripts/test installs it)");
+        return;
+    };
+    let b64 = |wasm: &[u8]| base64::engine::general_purpose::STANDARD.encode(wasm);
+    let time = |path: &str, body: serde_json::Value| {
+        let t = Instant::now();
+        let response: serde_json::Value = client
+            .post(format!("{}{path}", server.base))
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        (t.elapsed(), response)
+    };
+    let (first_call, answer) = time("/", serde_json::json!({"wasm_base64": b64(first)}));
+    let (compile, _) = time("/inspect", serde_json::json!({"wasm_base64": b64(twin)}));
+    println!();
+    println!(
+        "large WASI program ({:.1} MB, {FUNCTIONS} functions from C): first call {:.1} ms on the {} tier (stdout {}), its compile alone {:.1} ms: {:.1}x sooner",
+        first.len() as f64 / 1e6,
+        first_call.as_secs_f64() * 1000.0,
+        answer["stats"]["tier"],
+        answer["stdout"],
+        compile.as_secs_f64() * 1000.0,
+        compile.as_secs_f64() / first_call.as_secs_f64()
+    );
 }
 
 /// Registers 1,000 modules, restarts the server on the same data directory,
