@@ -154,7 +154,9 @@ pub async fn register(
 ) -> Result<(ModuleRecord, ModuleInterface), RegistryError> {
     if host_modules.is_empty() {
         registry.check_new(&name, wasm.len() as u64, owner.as_deref())?;
-        if let Some(code) = engine.interpret_registered(&wasm).await {
+        if let Some(code) = engine.interpret_registered(&wasm).await
+            && !code.needs_hosts()
+        {
             let record = registry
                 .insert(&name, wasm, *code.digest(), None, Vec::new(), owner)
                 .await?;

@@ -157,13 +157,23 @@ async fn run_one_shot(
     started: Instant,
 ) -> ApiResult<Json<ExecResponse>> {
     let wasi = call::wasi_config(wasi, source.program())?;
-    // Code that imports nothing but WASI may run on the interpreter tier.
+    // Code the interpreter runs may run there; a link graph, whole.
     let spec = call.spec(limits);
     let interpreted = match &source {
-        Source::Inline { wasm, host_modules } if host_modules.is_empty() => {
-            app.engine
-                .run_interpreted(wasm, INLINE_LABEL, &spec, wasi.as_ref())
-                .await
+        Source::Inline { wasm, host_modules } => {
+            let graph = match host_modules.is_empty() {
+                true => Some(Vec::new()),
+                false => app.registry.interpreted_graph(host_modules).await?,
+            };
+            match graph {
+                Some(graph) => {
+                    let (engine, wasi) = (&app.engine, wasi.as_ref());
+                    engine
+                        .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, &graph)
+                        .await
+                }
+                None => None,
+            }
         }
         Source::Registered(name) => match app.registry.interpreted(name).await {
             Some(code) => {

@@ -205,15 +205,18 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
 /// Refuses a graph with more instances than the server allows, before any
 /// of it is instantiated.
 fn check_counts(rt: &Runtime<'_>, spec: &InstanceSpec) -> Result<(), EngineError> {
-    let instances = spec.graph.len() + 1;
-    if instances > rt.max_link_instances {
+    check_instance_count(&spec.root_label, spec.graph.len(), rt.max_link_instances)
+}
+
+/// Refuses a root linking `hosts` host modules when that makes more
+/// instances than `max` (`--max-link-instances`); both tiers use it.
+pub(crate) fn check_instance_count(root_label: &str, hosts: usize, max: usize) -> Result<(), EngineError> {
+    let instances = hosts + 1;
+    if instances > max {
         return Err(EngineError::LimitExceeded {
             kind: LimitKind::Instances,
             message: format!(
-                "{} links {} host modules, {instances} instances in all; the server allows {} per execution (--max-link-instances)",
-                spec.root_label,
-                spec.graph.len(),
-                rt.max_link_instances
+                "{root_label} links {hosts} host modules, {instances} instances in all; the server allows {max} per execution (--max-link-instances)"
             ),
         });
     }

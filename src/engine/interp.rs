@@ -33,9 +33,10 @@ use super::exec::{
 };
 use super::interp_wasi::{self, Halt, HasWasi, WasiWorld};
 use super::limits::{ExecLimits, StoreLimiter};
+use super::link::Linkable;
 use super::types::{ModuleInterface, signature};
 use super::values::result_json;
-use super::wasi::WasiConfig;
+use super::wasi::{WASI_MODULE, WasiConfig};
 
 /// Fuel handed to the interpreter at a time. Between slices the deadline
 /// is checked and other tasks run: a slice takes a few milliseconds.
@@ -62,6 +63,8 @@ pub(crate) struct Interpreter {
 pub(crate) struct InterpModule {
     module: wasmi::Module,
     types: wasmtime::Engine,
+    /// Export names in the binary's order, which wasmi does not keep.
+    export_order: Vec<String>,
 }
 
 /// Whether `wasm` may be of the shape the interpreter runs: no start
@@ -126,9 +129,22 @@ impl Interpreter {
         {
             return None;
         }
+        let mut export_order = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+            match payload {
+                Ok(wasmparser::Payload::ExportSection(section)) => {
+                    export_order.extend(section.into_iter().flatten().map(|e| e.name.to_string()));
+                    break;
+                }
+                // Exports come before code: stop at the code section.
+                Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
+                _ => {}
+            }
+        }
         Some(InterpModule {
             module,
             types: self.types.clone(),
+            export_order,
         })
     }
 
@@ -138,13 +154,14 @@ impl Interpreter {
     pub(crate) async fn instantiate(
         &self,
         module: Arc<InterpModule>,
+        hosts: &[(String, Arc<InterpModule>)],
         label: String,
         limits: ExecLimits,
         wasi: Option<WasiConfig>,
     ) -> Result<InterpInstance, CallFailure> {
-        // A module that imports WASI always gets a world: the request's, or
+        // A graph that imports WASI always gets a world: the request's, or
         // an empty one, as on the compiled tier.
-        let needs_wasi = module.module.imports().next().is_some();
+        let needs_wasi = module.imports_wasi() || hosts.iter().any(|(_, h)| h.imports_wasi());
         let wasi = wasi
             .or_else(|| needs_wasi.then(WasiConfig::default))
             .map(|config| WasiWorld::new(config, self.output_cap));
@@ -164,35 +181,53 @@ impl Interpreter {
             tier: Tier::Interpreter,
             ..Default::default()
         };
-        let instance = match self.linker.instantiate_and_start(&mut store, &module.module) {
-            Ok(instance) => instance,
-            Err(e) => {
-                stats.instantiate_us = micros(started.elapsed());
-                let error = classify(&mut store, &e, &limits);
-                return Err(failure(&mut store, error, stats, &budget, Vec::new()));
-            }
-        };
-        if let Some(init) = instance.get_func(&store, INITIALIZE) {
-            let error = match run_sliced(&mut store, init, &[], &mut [], &mut budget).await {
-                Ok(None) => None,
-                // wasmtime reports an exit during instantiation as this.
-                Ok(Some(code)) => Some(EngineError::Link(format!("Exited with i32 exit status {code}"))),
-                Err(error) => Some(error),
-            };
-            if let Some(error) = error {
-                stats.instantiate_us = micros(started.elapsed());
-                return Err(failure(&mut store, error, stats, &budget, Vec::new()));
-            }
-        }
+        let graph = self.instantiate_graph(&mut store, &module, hosts, &mut budget).await;
         stats.instantiate_us = micros(started.elapsed());
+        let (root, hosts) = match graph {
+            Ok(graph) => graph,
+            Err(error) => return Err(failure(&mut store, error, stats, &budget, Vec::new())),
+        };
         Ok(InterpInstance {
             store,
-            instance,
+            root,
+            hosts,
             module,
             label,
             budget,
             pending: Some(stats),
         })
+    }
+
+    /// The hosts in order, each made importable under its name and
+    /// initialized, then the root: the compiled tier's order, in one store,
+    /// so a host imported twice is one instance.
+    async fn instantiate_graph(
+        &self,
+        store: &mut wasmi::Store<Limited>,
+        root: &InterpModule,
+        hosts: &[(String, Arc<InterpModule>)],
+        budget: &mut Budget,
+    ) -> Result<(wasmi::Instance, Vec<(String, wasmi::Instance)>), EngineError> {
+        let limits = budget.limits;
+        let mut linker = (!hosts.is_empty()).then(|| self.linker.clone());
+        let mut live = Vec::with_capacity(hosts.len());
+        for (name, host) in hosts {
+            let linker = linker.as_mut().unwrap_or_else(|| unreachable!("hosts make a linker"));
+            let instance = linker
+                .instantiate_and_start(&mut *store, &host.module)
+                .map_err(|e| classify(store, &e, &limits))?;
+            linker
+                .instance(&mut *store, name, instance)
+                .map_err(|e| EngineError::Link(e.to_string()))?;
+            initialize(store, instance, budget).await?;
+            live.push((name.clone(), instance));
+        }
+        let linker = linker.as_ref().unwrap_or(&self.linker);
+        let instance = linker
+            .instantiate_and_start(&mut *store, &root.module)
+            .map_err(|e| classify(store, &e, &limits))?;
+        initialize(store, instance, budget).await?;
+        Ok((instance, live))
     }
 
     /// Instantiates `module` and makes one call under `spec.limits`, one
@@ -204,6 +239,7 @@ impl Interpreter {
     pub(crate) async fn run(
         &self,
         module: Arc<InterpModule>,
+        hosts: &[(String, Arc<InterpModule>)],
         label: &str,
         spec: &CallSpec<'_>,
         wasi: Option<WasiConfig>,
@@ -213,7 +249,10 @@ impl Interpreter {
             Err(e) => return Some(Err(e.into())),
         };
         let args = wasmi_args(prepared.args, &prepared.ty)?;
-        let mut live = match self.instantiate(module, label.to_string(), spec.limits, wasi).await {
+        let mut live = match self
+            .instantiate(module, hosts, label.to_string(), spec.limits, wasi)
+            .await
+        {
             Ok(live) => live,
             Err(failure) => return Some(Err(failure)),
         };
@@ -223,6 +262,23 @@ impl Interpreter {
 
 /// The name of a reactor's initializer, run after instantiation.
 const INITIALIZE: &str = "_initialize";
+
+/// Runs a reactor's `_initialize`, as the reactor ABI requires before any
+/// other export is called (and as the compiled tier does).
+async fn initialize(
+    store: &mut wasmi::Store<Limited>,
+    instance: wasmi::Instance,
+    budget: &mut Budget,
+) -> Result<(), EngineError> {
+    let Some(init) = instance.get_func(&*store, INITIALIZE) else {
+        return Ok(());
+    };
+    match run_sliced(store, init, &[], &mut [], budget).await? {
+        None => Ok(()),
+        // wasmtime reports an exit during instantiation as this.
+        Some(code) => Err(EngineError::Link(format!("Exited with i32 exit status {code}"))),
+    }
+}
 
 /// The call's arguments in wasmi's types; `None` when its signature has
 /// reference or `v128` values, which this tier does not convert.
@@ -248,7 +304,9 @@ fn numeric(ty: &FuncType) -> bool {
 /// calls by a live instance.
 pub(crate) struct InterpInstance {
     store: wasmi::Store<Limited>,
-    instance: wasmi::Instance,
+    root: wasmi::Instance,
+    /// Host module instances by name, for `host:export` memory access.
+    hosts: Vec<(String, wasmi::Instance)>,
     module: Arc<InterpModule>,
     label: String,
     /// The budget armed last: by instantiation, then by each call.
@@ -258,6 +316,13 @@ pub(crate) struct InterpInstance {
 }
 
 impl InterpInstance {
+    fn live(&self) -> Live<'_> {
+        Live {
+            root: self.root,
+            hosts: &self.hosts,
+        }
+    }
+
     /// The fuel and time instantiation took; afterwards calls report only
     /// their own.
     pub(crate) fn take_instantiation_stats(&mut self) -> ExecStats {
@@ -268,7 +333,7 @@ impl InterpInstance {
 
     /// Current size in bytes of the default memory, if there is one.
     pub(crate) fn memory_size(&self) -> Option<usize> {
-        resolve(&self.store, self.instance, None)
+        resolve(&self.store, self.live(), None)
             .ok()
             .map(|(_, memory)| memory.data(&self.store).len())
     }
@@ -306,7 +371,11 @@ impl InterpInstance {
         });
         let started = Instant::now();
         let mut results = vec![wasmi::Val::I32(0); ty.results().len()];
-        let (store, instance, budget) = (&mut self.store, self.instance, &mut self.budget);
+        let instance = Live {
+            root: self.root,
+            hosts: &self.hosts,
+        };
+        let (store, budget) = (&mut self.store, &mut self.budget);
         let outcome = call_inner(store, instance, name, args, &mut results, spec, budget).await;
         stats.call_us = micros(started.elapsed());
         let exited = match outcome {
@@ -368,7 +437,7 @@ impl InterpInstance {
 /// `Some(status)` when the program exited through WASI `proc_exit`.
 async fn call_inner(
     store: &mut wasmi::Store<Limited>,
-    instance: wasmi::Instance,
+    instance: Live<'_>,
     name: &str,
     args: Vec<Arg>,
     results: &mut [wasmi::Val],
@@ -393,6 +462,7 @@ async fn call_inner(
         }
     }
     let func = instance
+        .root
         .get_func(&*store, name)
         .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
     run_sliced(store, func, &params, results, budget).await
@@ -408,7 +478,7 @@ enum Placed {
 /// Copies a byte argument into memory the guest allocated for it.
 async fn place_bytes(
     store: &mut wasmi::Store<Limited>,
-    instance: wasmi::Instance,
+    instance: Live<'_>,
     function: &str,
     bytes: &[u8],
     budget: &mut Budget,
@@ -416,7 +486,7 @@ async fn place_bytes(
     let alloc = ALLOCATORS
         .iter()
         .find_map(|n| {
-            let func = instance.get_func(&*store, n)?;
+            let func = instance.root.get_func(&*store, n)?;
             let ty = func.ty(&*store);
             (ty.params() == [wasmi::ValType::I32] && ty.results() == [wasmi::ValType::I32]).then_some(func)
         })
@@ -503,21 +573,29 @@ fn failure(
     }
 }
 
-/// Finds the memory a request names, with the compiled tier's rules and
-/// messages (see `memory::resolve`). The interpreter runs modules without
-/// imports, so there are no host modules to name.
+/// A live graph's instances: the root, whose exports are called, and its
+/// host modules' by name.
+#[derive(Clone, Copy)]
+struct Live<'a> {
+    root: wasmi::Instance,
+    hosts: &'a [(String, wasmi::Instance)],
+}
+
+/// Finds the memory a request names (the root's default memory, one of
+/// its memories by name, or a host module's as `host:export`), with the
+/// compiled tier's rules and messages (see `memory::resolve`).
 fn resolve(
     store: &wasmi::Store<Limited>,
-    instance: wasmi::Instance,
+    instance: Live<'_>,
     name: Option<&str>,
 ) -> Result<(String, wasmi::Memory), EngineError> {
     match name {
         None => {
-            if let Some(memory) = instance.get_memory(store, "memory") {
+            if let Some(memory) = instance.root.get_memory(store, "memory") {
                 return Ok(("memory".into(), memory));
             }
             let mut found = None;
-            for export in instance.exports(store) {
+            for export in instance.root.exports(store) {
                 if let Some(memory) = export.clone().into_memory() {
                     if found.is_some() {
                         return Err(super::memory::no_default_memory());
@@ -527,20 +605,31 @@ fn resolve(
             }
             found.ok_or_else(super::memory::no_default_memory)
         }
-        Some(name) => match name.split_once(':') {
-            Some((host, _)) => Err(super::memory::not_a_host(host)),
-            None => instance
-                .get_memory(store, name)
+        Some(name) => {
+            let (owner, export) = match name.split_once(':') {
+                Some((host, export)) => {
+                    let owner = instance
+                        .hosts
+                        .iter()
+                        .find(|(n, _)| n == host)
+                        .map(|(_, i)| *i)
+                        .ok_or_else(|| super::memory::not_a_host(host))?;
+                    (owner, export)
+                }
+                None => (instance.root, name),
+            };
+            owner
+                .get_memory(store, export)
                 .map(|memory| (name.to_string(), memory))
-                .ok_or_else(|| super::memory::no_memory_named(name)),
-        },
+                .ok_or_else(|| super::memory::no_memory_named(name))
+        }
     }
 }
 
 /// Reads `length` bytes at `offset` of the memory `name`.
 fn read(
     store: &wasmi::Store<Limited>,
-    instance: wasmi::Instance,
+    instance: Live<'_>,
     name: Option<&str>,
     offset: u64,
     length: u64,
@@ -552,7 +641,7 @@ fn read(
 /// Writes `data` at `offset` of the memory `name`.
 fn write(
     store: &mut wasmi::Store<Limited>,
-    instance: wasmi::Instance,
+    instance: Live<'_>,
     name: Option<&str>,
     offset: u64,
     data: &[u8],
@@ -752,21 +841,25 @@ impl InterpModule {
         })
     }
 
-    /// The exports of `wasm` (this module's binary) as the compiled tier
-    /// shows them: in the binary's order, which wasmi does not keep. (It
-    /// has no imports: see [`eligible`].)
-    pub(crate) fn interface(&self, wasm: &[u8]) -> ModuleInterface {
-        let mut exports = Vec::new();
-        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-            if let Ok(wasmparser::Payload::ExportSection(section)) = payload {
-                for export in section.into_iter().flatten() {
-                    if let Some(ty) = self.module.get_export(export.name) {
-                        exports.push((export.name, self.extern_type(&ty)));
-                    }
-                }
-            }
-        }
-        ModuleInterface::of_exports(exports)
+    /// The module's exports and imports as the compiled tier shows them:
+    /// exports in the binary's order.
+    pub(crate) fn interface(&self) -> ModuleInterface {
+        let exports = self
+            .export_order
+            .iter()
+            .filter_map(|name| Some((name.as_str(), self.extern_type(&self.module.get_export(name)?))))
+            .collect();
+        ModuleInterface::of_exports(exports, self.import_list())
+    }
+
+    /// Whether the module imports WASI.
+    pub(crate) fn imports_wasi(&self) -> bool {
+        self.module.imports().any(|i| i.module() == WASI_MODULE)
+    }
+
+    /// Whether the module imports from other modules (a link graph).
+    pub(crate) fn needs_hosts(&self) -> bool {
+        self.module.imports().any(|i| i.module() != WASI_MODULE)
     }
 
     fn extern_type(&self, ty: &wasmi::ExternType) -> ExternType {
@@ -793,6 +886,23 @@ impl InterpModule {
                 TableType::new(ref_type(t.element()), narrow(t.minimum()), t.maximum().map(narrow)).into()
             }
         }
+    }
+}
+
+impl Linkable for InterpModule {
+    fn import_list(&self) -> Vec<(String, String, ExternType)> {
+        self.module
+            .imports()
+            .map(|i| (i.module().to_string(), i.name().to_string(), self.extern_type(i.ty())))
+            .collect()
+    }
+
+    fn export_type(&self, name: &str) -> Option<ExternType> {
+        self.module.get_export(name).map(|ty| self.extern_type(&ty))
+    }
+
+    fn export_names(&self) -> Vec<String> {
+        self.export_order.clone()
     }
 }
 

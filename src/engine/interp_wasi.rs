@@ -63,23 +63,23 @@ const FUNCTIONS: &[(&str, &[ValType], &[ValType])] = &[
     ("sched_yield", &[], &[I32]),
 ];
 
-/// Whether every import of `module` is one of [`FUNCTIONS`], with its
-/// signature, and the module exports the `memory` those calls use.
+/// Whether every WASI import of `module` is one of [`FUNCTIONS`], with its
+/// signature, and the module exports the `memory` those calls use. (Its
+/// other imports come from host modules, checked when it is linked.)
 pub(crate) fn supports(module: &wasmi::Module) -> bool {
-    let mut imports = module.imports().peekable();
-    if imports.peek().is_none() {
+    let mut wasi = module.imports().filter(|i| i.module() == WASI_MODULE).peekable();
+    if wasi.peek().is_none() {
         return true;
     }
     let memory = matches!(module.get_export("memory"), Some(wasmi::ExternType::Memory(_)));
     memory
-        && imports.all(|import| {
+        && wasi.all(|import| {
             let wasmi::ExternType::Func(ty) = import.ty() else {
                 return false;
             };
-            import.module() == WASI_MODULE
-                && FUNCTIONS.iter().any(|(name, params, results)| {
-                    *name == import.name() && ty.params() == *params && ty.results() == *results
-                })
+            FUNCTIONS.iter().any(|(name, params, results)| {
+                *name == import.name() && ty.params() == *params && ty.results() == *results
+            })
         })
 }
 

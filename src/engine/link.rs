@@ -62,38 +62,76 @@ fn satisfies(have: &ExternType, want: &ExternType) -> bool {
     }
 }
 
+/// What an import check needs of a module, whichever tier holds it: the
+/// compiled module, or the interpreter's (whose types are shown as
+/// wasmtime's, so that messages read the same).
+pub(crate) trait Linkable {
+    /// Each import: module, name and type, in the binary's order.
+    fn import_list(&self) -> Vec<(String, String, ExternType)>;
+    /// The type of the export `name`, if there is one.
+    fn export_type(&self, name: &str) -> Option<ExternType>;
+    /// Every export's name, in the binary's order.
+    fn export_names(&self) -> Vec<String>;
+}
+
+impl Linkable for CompiledModule {
+    fn import_list(&self) -> Vec<(String, String, ExternType)> {
+        self.module()
+            .imports()
+            .map(|i| (i.module().to_string(), i.name().to_string(), i.ty()))
+            .collect()
+    }
+
+    fn export_type(&self, name: &str) -> Option<ExternType> {
+        self.module().get_export(name)
+    }
+
+    fn export_names(&self) -> Vec<String> {
+        self.module().exports().map(|e| e.name().to_string()).collect()
+    }
+}
+
 /// Checks that every import of `module` (called `who` in messages) is an
 /// export of matching kind and type of one of `hosts`, by the spec's import
 /// matching rules, so that a mismatch is reported at registration with both
 /// types shown rather than at every later call. (Wasmtime checks again at
 /// instantiation; a memory grown past its declared minimum only fits better.)
 pub fn check_imports(who: &str, module: &CompiledModule, hosts: &[LinkedModule]) -> Result<(), EngineError> {
-    for import in module.module().imports() {
+    let hosts: Vec<(&str, &dyn Linkable)> = hosts
+        .iter()
+        .map(|h| (h.name.as_str(), &*h.compiled as &dyn Linkable))
+        .collect();
+    check_linkable(who, module, &hosts)
+}
+
+/// [`check_imports`] for either tier's modules.
+pub(crate) fn check_linkable(
+    who: &str,
+    module: &dyn Linkable,
+    hosts: &[(&str, &dyn Linkable)],
+) -> Result<(), EngineError> {
+    for (import_module, import_name, wanted) in module.import_list() {
         // WASI imports are the host's; they were resolved against the WASI
         // linker when the module was compiled.
-        if import.module() == WASI_MODULE {
+        if import_module == WASI_MODULE {
             continue;
         }
-        let wanted = import.ty();
-        let shown = format!("`{}`.`{}` ({})", import.module(), import.name(), describe(&wanted));
-        let Some(host) = hosts.iter().find(|h| h.name == import.module()) else {
+        let shown = format!("`{import_module}`.`{import_name}` ({})", describe(&wanted));
+        let Some((host_name, host)) = hosts.iter().find(|(name, _)| *name == import_module) else {
             let listed = if hosts.is_empty() {
                 "it lists no host modules".to_string()
             } else {
-                let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+                let names: Vec<&str> = hosts.iter().map(|(name, _)| *name).collect();
                 format!("its host modules are [{}]", names.join(", "))
             };
             return Err(EngineError::Link(format!(
-                "{who} imports {shown}, but no host module named `{}` is linked ({listed}); register a module under that name and list it in host_modules",
-                import.module()
+                "{who} imports {shown}, but no host module named `{import_module}` is linked ({listed}); register a module under that name and list it in host_modules"
             )));
         };
-        let Some(found) = host.compiled.module().get_export(import.name()) else {
-            let exports: Vec<String> = host.compiled.module().exports().map(|e| e.name().to_string()).collect();
+        let Some(found) = host.export_type(&import_name) else {
+            let exports = host.export_names();
             return Err(EngineError::Link(format!(
-                "{who} imports {shown}, but host module `{}` has no export named `{}` (it exports: {})",
-                host.name,
-                import.name(),
+                "{who} imports {shown}, but host module `{host_name}` has no export named `{import_name}` (it exports: {})",
                 if exports.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -103,9 +141,7 @@ pub fn check_imports(who: &str, module: &CompiledModule, hosts: &[LinkedModule])
         };
         if !satisfies(&found, &wanted) {
             return Err(EngineError::Link(format!(
-                "{who} imports {shown}, but host module `{}` exports `{}` as {}",
-                host.name,
-                import.name(),
+                "{who} imports {shown}, but host module `{host_name}` exports `{import_name}` as {}",
                 describe(&found)
             )));
         }

@@ -318,21 +318,36 @@ impl WasmEngine {
         Some((module, sha))
     }
 
-    /// Runs a one-shot call of `wasm` (a module with no imports) on the
-    /// interpreter, if [`Self::for_interpreter`] says so: `None` means the
-    /// caller compiles and runs it as usual.
+    /// Runs a one-shot call of `wasm` on the interpreter, if
+    /// [`Self::for_interpreter`] says so: `None` means the caller compiles
+    /// and runs it as usual. `graph` is the interpreter's form of every
+    /// registered module it links, dependencies first, and `direct` names
+    /// those it imports from itself (its `host_modules`); its imports are
+    /// checked against them with the compiled tier's rules and messages.
     pub async fn run_interpreted(
         &self,
         wasm: &[u8],
         label: &str,
         call: &CallSpec<'_>,
         wasi: Option<&WasiConfig>,
+        direct: &[String],
+        graph: &[(String, Arc<InterpretedCode>)],
     ) -> Option<Result<CallOutcome, CallFailure>> {
         let (module, sha) = self.for_interpreter(wasm).await?;
+        if module.needs_hosts() && graph.is_empty() {
+            return None;
+        }
+        if let Err(error) = self.check_graph(label, &module, direct, graph) {
+            return Some(Err(error.into()));
+        }
+        let hosts: Vec<(String, Arc<interp::InterpModule>)> = graph
+            .iter()
+            .map(|(name, code)| (name.clone(), code.module.clone()))
+            .collect();
         let result = self
             .inner
             .interpreter
-            .run(Arc::new(module), label, call, wasi.cloned())
+            .run(Arc::new(module), &hosts, label, call, wasi.cloned())
             .await?;
         let fuel = match &result {
             Ok(outcome) => outcome.stats.fuel_consumed,
@@ -356,8 +371,11 @@ impl WasmEngine {
         if !module.whole() {
             return None;
         }
+        if module.needs_hosts() {
+            return None;
+        }
         let digest = sha.unwrap_or_else(|| compile::sha256(wasm));
-        Some(Arc::new(InterpretedCode::new(module, wasm, digest)))
+        Some(Arc::new(InterpretedCode::new(module, digest)))
     }
 
     /// Parses a module being registered (or registered, and compiled
@@ -381,9 +399,20 @@ impl WasmEngine {
                 .await
                 .ok()??
         };
-        let code = Arc::new(InterpretedCode::new(module, wasm, compile::sha256(wasm)));
+        let code = Arc::new(InterpretedCode::new(module, compile::sha256(wasm)));
         self.inner.registered.put(code.digest, code.clone());
         Some(code)
+    }
+
+    /// The interpreter's form of a registered module, made by
+    /// [`Self::interpret_registered`], whether or not it is compiled too:
+    /// a link graph run on the interpreter needs every module's. `None`
+    /// with `--tier compiled`.
+    pub fn parsed_code(&self, sha: &Sha256Digest) -> Option<Arc<InterpretedCode>> {
+        match self.inner.settings.tier {
+            TierMode::Compiled => None,
+            _ => self.inner.registered.get(sha),
+        }
     }
 
     /// The interpreter's form of a registered module made by
@@ -392,10 +421,7 @@ impl WasmEngine {
     pub fn registered_code(&self, sha: &Sha256Digest) -> Option<Arc<InterpretedCode>> {
         match self.inner.settings.tier {
             TierMode::Compiled => None,
-            TierMode::Auto if self.inner.cache.get(sha).is_some() => {
-                self.inner.registered.forget(sha);
-                None
-            }
+            TierMode::Auto if self.inner.cache.get(sha).is_some() => None,
             _ => self.inner.registered.get(sha),
         }
     }
@@ -412,7 +438,7 @@ impl WasmEngine {
     ) -> Option<Result<CallOutcome, CallFailure>> {
         self.inner
             .interpreter
-            .run(code.module.clone(), label, call, wasi.cloned())
+            .run(code.module.clone(), &[], label, call, wasi.cloned())
             .await
     }
 
@@ -427,9 +453,31 @@ impl WasmEngine {
     ) -> Result<LiveInstance, CallFailure> {
         self.inner
             .interpreter
-            .instantiate(code.module.clone(), label, limits, wasi)
+            .instantiate(code.module.clone(), &[], label, limits, wasi)
             .await
             .map(LiveInstance::from)
+    }
+
+    /// The checks a graph passes before it is instantiated, as on the
+    /// compiled tier: the number of instances, then the root's imports
+    /// against its direct host modules.
+    fn check_graph(
+        &self,
+        label: &str,
+        module: &interp::InterpModule,
+        direct: &[String],
+        graph: &[(String, Arc<InterpretedCode>)],
+    ) -> Result<(), EngineError> {
+        if graph.is_empty() {
+            return Ok(());
+        }
+        exec::check_instance_count(label, graph.len(), self.inner.settings.max_link_instances)?;
+        let hosts: Vec<(&str, &dyn link::Linkable)> = graph
+            .iter()
+            .filter(|(name, _)| direct.contains(name))
+            .map(|(name, code)| (name.as_str(), &*code.module as &dyn link::Linkable))
+            .collect();
+        link::check_linkable(label, module, &hosts)
     }
 
     /// Compiles `wasm` (whose hash is `sha`) into the cache without anyone
@@ -468,10 +516,10 @@ pub struct InterpretedCode {
 }
 
 impl InterpretedCode {
-    fn new(module: interp::InterpModule, wasm: &[u8], digest: Sha256Digest) -> Self {
+    fn new(module: interp::InterpModule, digest: Sha256Digest) -> Self {
         InterpretedCode {
             sha256: hex::encode(digest),
-            interface: module.interface(wasm),
+            interface: module.interface(),
             whole: module.whole(),
             module: Arc::new(module),
             digest,
@@ -484,8 +532,14 @@ impl InterpretedCode {
     }
 
     /// Whether a live instance of it can run on the interpreter: every
-    /// exported function's values are numbers.
+    /// exported function's values are numeric, and it imports from no
+    /// other module.
     pub fn whole(&self) -> bool {
-        self.whole
+        self.whole && !self.module.needs_hosts()
+    }
+
+    /// Whether it imports from other modules, and so runs only in a graph.
+    pub fn needs_hosts(&self) -> bool {
+        self.module.needs_hosts()
     }
 }

@@ -127,8 +127,4 @@ impl<T: Clone> Parsed<T> {
     pub(crate) fn get(&self, sha: &Sha256Digest) -> Option<T> {
         self.lock().get(sha).cloned()
     }
-
-    pub(crate) fn forget(&self, sha: &Sha256Digest) {
-        self.lock().pop(sha);
-    }
 }

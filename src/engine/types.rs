@@ -104,15 +104,18 @@ impl ModuleInterface {
 }
 
 impl ModuleInterface {
-    /// The interface of a module without imports, from its exports' types
-    /// (for code known to another engine than wasmtime).
-    pub(crate) fn of_exports(exports: Vec<(&str, ExternType)>) -> Self {
+    /// The interface of a module known to another engine than wasmtime,
+    /// from its exports' and imports' types.
+    pub(crate) fn of_exports(exports: Vec<(&str, ExternType)>, imports: Vec<(String, String, ExternType)>) -> Self {
         ModuleInterface {
             exports: exports
                 .iter()
                 .map(|(name, ty)| ExternDesc::new(None, name, ty))
                 .collect(),
-            imports: Vec::new(),
+            imports: imports
+                .iter()
+                .map(|(module, name, ty)| ExternDesc::new(Some(module), name, ty))
+                .collect(),
         }
     }
 }

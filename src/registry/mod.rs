@@ -348,6 +348,48 @@ impl Registry {
     /// Resolves `hosts` and everything they depend on into a list in which
     /// each module appears once, after all of its own host modules.
     pub async fn link_graph(&self, hosts: &[String]) -> Result<Vec<LinkedModule>, RegistryError> {
+        let mut graph = Vec::new();
+        for name in self.graph_order(hosts)? {
+            let (compiled, _) = self.compiled(&name).await?;
+            graph.push(LinkedModule { name, compiled });
+        }
+        Ok(graph)
+    }
+
+    /// The interpreter's form of `hosts` and everything they depend on, in
+    /// the order of [`Self::link_graph`]; `None` when one of them is not
+    /// code the interpreter runs (the graph then runs compiled, whole), and
+    /// with `--tier compiled`.
+    pub async fn interpreted_graph(
+        &self,
+        hosts: &[String],
+    ) -> Result<Option<Vec<(String, Arc<InterpretedCode>)>>, RegistryError> {
+        if self.engine.settings().tier == TierMode::Compiled {
+            return Ok(None);
+        }
+        let mut graph = Vec::new();
+        for name in self.graph_order(hosts)? {
+            let Some(entry) = self.entry(&name) else {
+                return Err(RegistryError::HostModuleNotFound(name));
+            };
+            let code = match self.engine.parsed_code(&entry.digest) {
+                Some(code) => code,
+                None => {
+                    let wasm = self.wasm(&name).await?;
+                    match self.engine.interpret_registered(&wasm).await {
+                        Some(code) if code.digest() == &entry.digest => code,
+                        _ => return Ok(None),
+                    }
+                }
+            };
+            graph.push((name, code));
+        }
+        Ok(Some(graph))
+    }
+
+    /// The names of `hosts` and everything they depend on, each once, after
+    /// all of its own host modules.
+    fn graph_order(&self, hosts: &[String]) -> Result<Vec<String>, RegistryError> {
         if hosts.is_empty() {
             return Ok(Vec::new());
         }
@@ -375,12 +417,7 @@ impl Registry {
                 }
             }
         }
-        let mut graph = Vec::with_capacity(order.len());
-        for name in order {
-            let (compiled, _) = self.compiled(&name).await?;
-            graph.push(LinkedModule { name, compiled });
-        }
-        Ok(graph)
+        Ok(order)
     }
 
     /// The direct host modules `hosts`, picked out of a resolved `graph`.

@@ -959,3 +959,165 @@ async fn a_wasi_instance_carries_its_world_across_calls_on_both_tiers() {
     assert_eq!(answers[0][2], json!([[2], "kl", 0]));
     assert_eq!(answers[0][3], json!([[0], "", 0]));
 }
+
+/// Registers the modules the link-graph corpus imports from.
+async fn register_hosts(app: &TestApp) {
+    let hosts: [(&str, &str, &[&str]); 4] = [
+        (
+            "counter",
+            r#"(module (global $n (export "n") (mut i32) (i32.const 0)) (memory (export "memory") 1 3)
+               (table (export "table") 2 funcref)
+               (func (export "bump") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1)))
+                 (i32.store (i32.const 8) (global.get $n)) (global.get $n))
+               (func (export "boom") (result i32) (i32.div_u (i32.const 1) (i32.const 0))))"#,
+            &[],
+        ),
+        (
+            "left",
+            r#"(module (import "counter" "bump" (func $b (result i32))) (func (export "go") (result i32) (call $b)))"#,
+            &["counter"],
+        ),
+        (
+            "right",
+            r#"(module (import "counter" "bump" (func $b (result i32))) (func (export "go") (result i32) (call $b)))"#,
+            &["counter"],
+        ),
+        (
+            "init",
+            r#"(module (memory (export "memory") 1) (global $g (mut i32) (i32.const 0))
+               (func (export "_initialize") (global.set $g (i32.const 40)))
+               (func (export "get") (result i32) (global.get $g)))"#,
+            &[],
+        ),
+    ];
+    for (name, wat, deps) in hosts {
+        let (status, body) = app.register_wat(name, wat, deps).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {body}");
+    }
+}
+
+/// Link graphs run whole on the interpreter, and answer as the compiled
+/// tier does: a diamond shares one instance of its common host, a host's
+/// memory is readable as `host:export`, a host's `_initialize` runs, and
+/// every link error and limit reads the same.
+#[tokio::test]
+async fn link_graphs_answer_alike_on_both_tiers() {
+    let run = |wat: &str, function: &str, hosts: &[&str]| json!({"wat": format!("(module {wat})"), "function_name": function, "host_modules": hosts});
+    let diamond = r#"(import "left" "go" (func $l (result i32))) (import "right" "go" (func $r (result i32)))
+        (func (export "f") (result i32) (drop (call $l)) (call $r))"#;
+    let mut cases = vec![
+        run(diamond, "f", &["left", "right"]),
+        {
+            let mut body = run(diamond, "f", &["left", "right"]);
+            body["memory_reads"] = json!([{"memory": "counter:memory", "offset": 8, "length": 4}]);
+            body
+        },
+        run(
+            r#"(import "counter" "boom" (func $b (result i32))) (func (export "f") (result i32) (call $b))"#,
+            "f",
+            &["counter"],
+        ),
+        run(
+            r#"(import "init" "get" (func $g (result i32))) (func (export "f") (result i32) (call $g))"#,
+            "f",
+            &["init"],
+        ),
+        run(
+            r#"(import "counter" "memory" (memory 1)) (func (export "f") (result i32) (i32.store (i32.const 0) (i32.const 7)) (memory.grow (i32.const 1)))"#,
+            "f",
+            &["counter"],
+        ),
+        run(
+            r#"(import "counter" "n" (global (mut i32))) (func (export "f") (result i32) (global.set 0 (i32.const 9)) (global.get 0))"#,
+            "f",
+            &["counter"],
+        ),
+        run(
+            r#"(import "counter" "table" (table 2 funcref)) (func (export "f") (result i32) (table.size 0))"#,
+            "f",
+            &["counter"],
+        ),
+        // Link errors: no such host listed, no such export, each kind's type mismatch.
+        run(
+            r#"(import "counter" "bump" (func (result i32))) (func (export "f"))"#,
+            "f",
+            &[],
+        ),
+        run(
+            r#"(import "counter" "nope" (func (result i32))) (func (export "f"))"#,
+            "f",
+            &["counter"],
+        ),
+        run(
+            r#"(import "counter" "bump" (func (param i32) (result i32))) (func (export "f"))"#,
+            "f",
+            &["counter"],
+        ),
+        run(
+            r#"(import "counter" "memory" (memory 4)) (func (export "f"))"#,
+            "f",
+            &["counter"],
+        ),
+        run(
+            r#"(import "counter" "memory" (memory 1 2)) (func (export "f"))"#,
+            "f",
+            &["counter"],
+        ),
+        run(
+            r#"(import "counter" "n" (global i32)) (func (export "f"))"#,
+            "f",
+            &["counter"],
+        ),
+        run(
+            r#"(import "counter" "table" (table 3 funcref)) (func (export "f"))"#,
+            "f",
+            &["counter"],
+        ),
+        run(
+            r#"(import "counter" "bump" (memory 1)) (func (export "f"))"#,
+            "f",
+            &["counter"],
+        ),
+        run(r#"(func (export "f"))"#, "f", &["nobody"]),
+        {
+            let mut body = run(r#"(func (export "f"))"#, "f", &["counter"]);
+            body["memory_reads"] = json!([{"memory": "left:memory", "offset": 0, "length": 1}]);
+            body
+        },
+    ];
+    cases.push(run(diamond, "f", &["left", "right", "counter"]));
+    let interpreter = server(TierMode::Interpreter).await;
+    let compiled = server(TierMode::Compiled).await;
+    register_hosts(&interpreter).await;
+    register_hosts(&compiled).await;
+    let mut interpreted = 0;
+    for body in cases {
+        let (status_i, answer_i) = interpreter.post("/", &body).await;
+        let (status_c, answer_c) = compiled.post("/", &body).await;
+        assert_eq!(
+            comparable(status_i, &answer_i),
+            comparable(status_c, &answer_c),
+            "the tiers disagree on {body}:\ninterpreter: {answer_i}\ncompiled: {answer_c}"
+        );
+        if status_i == StatusCode::OK {
+            assert_eq!(answer_i["stats"]["tier"], "interpreter", "{answer_i}");
+            interpreted += 1;
+        }
+    }
+    assert!(interpreted >= 7, "only {interpreted} graphs ran on the interpreter");
+    // A graph deeper than --max-link-instances is refused alike.
+    let mut settings = test_settings();
+    settings.max_link_instances = 2;
+    for tier in [TierMode::Interpreter, TierMode::Compiled] {
+        settings.tier = tier;
+        let app = spawn_app_with(settings.clone()).await;
+        register_hosts(&app).await;
+        let (status, body) = app.post("/", &run(diamond, "f", &["left", "right"])).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{tier:?}: {body}");
+        assert_eq!(body["error"]["limit"], "instances", "{tier:?}: {body}");
+        assert_eq!(
+            body["error"]["message"],
+            "the module links 3 host modules, 4 instances in all; the server allows 2 per execution (--max-link-instances)"
+        );
+    }
+}
