@@ -139,11 +139,12 @@ pub async fn resolve(engine: &WasmEngine, registry: &Registry, source: Source) -
 }
 
 /// Registers `wasm` under `name`, importing from `host_modules`, and
-/// returns its record and interface. Code the interpreter can run (it
-/// imports nothing) is stored once the interpreter has validated it, and
-/// compiled in the background: its calls run on the interpreter until
-/// then (see `Registry::interpreted`). Other code is compiled and linked
-/// first, so a registration that answers 201 always links.
+/// returns its record and interface. Code the interpreter can run (its
+/// graph too) is stored once the interpreter has validated it and checked
+/// its imports, and compiled in the background: its calls run on the
+/// interpreter until then (see `Registry::interpreted`). Other code is
+/// compiled and linked first. Either way a registration that answers 201
+/// links.
 pub async fn register(
     engine: &WasmEngine,
     registry: &Arc<Registry>,
@@ -152,17 +153,17 @@ pub async fn register(
     host_modules: Vec<String>,
     owner: Option<String>,
 ) -> Result<(ModuleRecord, ModuleInterface), RegistryError> {
-    if host_modules.is_empty() {
-        registry.check_new(&name, wasm.len() as u64, owner.as_deref())?;
-        if let Some(code) = engine.interpret_registered(&wasm).await
-            && !code.needs_hosts()
-        {
-            let record = registry
-                .insert(&name, wasm, *code.digest(), None, Vec::new(), owner)
-                .await?;
-            registry.compile_later(&name);
-            return Ok((record, code.interface.clone()));
-        }
+    let host_modules = dedup(host_modules);
+    registry.check_new(&name, wasm.len() as u64, owner.as_deref())?;
+    if let Some(graph) = registry.interpreted_graph(&host_modules).await?
+        && let Some(code) = engine.interpret_registered(&wasm).await
+    {
+        engine.check_interpreted_graph(&label(Some(&name)), &code, &host_modules, &graph)?;
+        let record = registry
+            .insert(&name, wasm, *code.digest(), None, host_modules, owner)
+            .await?;
+        registry.compile_later(&name);
+        return Ok((record, code.interface.clone()));
     }
     // The engine consumes its copy; this one is stored.
     let source = Source::ToRegister {

@@ -176,9 +176,11 @@ async fn run_one_shot(
             }
         }
         Source::Registered(name) => match app.registry.interpreted(name).await {
-            Some(code) => {
-                app.engine
-                    .run_code(&code, &label(Some(name)), &spec, wasi.as_ref())
+            Some(it) => {
+                let (engine, wasi) = (&app.engine, wasi.as_ref());
+                let label = label(Some(name));
+                engine
+                    .run_code(&it.code, &label, &spec, wasi, &it.host_modules, &it.graph)
                     .await
             }
             None => None,

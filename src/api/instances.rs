@@ -196,7 +196,12 @@ async fn create(
     // Code that imports nothing but WASI may live on the interpreter tier.
     let interpreted = match &source {
         Source::Inline { wasm, host_modules } if host_modules.is_empty() => app.engine.interpretable(wasm).await,
-        Source::Registered(name) => app.registry.interpreted(name).await.filter(|code| code.whole()),
+        Source::Registered(name) => app
+            .registry
+            .interpreted(name)
+            .await
+            .map(|it| it.code)
+            .filter(|code| code.whole()),
         _ => None,
     };
     if let Some(code) = interpreted {

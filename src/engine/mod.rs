@@ -435,10 +435,19 @@ impl WasmEngine {
         label: &str,
         call: &CallSpec<'_>,
         wasi: Option<&WasiConfig>,
+        direct: &[String],
+        graph: &[(String, Arc<InterpretedCode>)],
     ) -> Option<Result<CallOutcome, CallFailure>> {
+        if let Err(error) = self.check_graph(label, &code.module, direct, graph) {
+            return Some(Err(error.into()));
+        }
+        let hosts: Vec<(String, Arc<interp::InterpModule>)> = graph
+            .iter()
+            .map(|(name, code)| (name.clone(), code.module.clone()))
+            .collect();
         self.inner
             .interpreter
-            .run(code.module.clone(), &[], label, call, wasi.cloned())
+            .run(code.module.clone(), &hosts, label, call, wasi.cloned())
             .await
     }
 
@@ -461,6 +470,16 @@ impl WasmEngine {
     /// The checks a graph passes before it is instantiated, as on the
     /// compiled tier: the number of instances, then the root's imports
     /// against its direct host modules.
+    pub fn check_interpreted_graph(
+        &self,
+        label: &str,
+        code: &InterpretedCode,
+        direct: &[String],
+        graph: &[(String, Arc<InterpretedCode>)],
+    ) -> Result<(), EngineError> {
+        self.check_graph(label, &code.module, direct, graph)
+    }
+
     fn check_graph(
         &self,
         label: &str,
@@ -468,10 +487,9 @@ impl WasmEngine {
         direct: &[String],
         graph: &[(String, Arc<InterpretedCode>)],
     ) -> Result<(), EngineError> {
-        if graph.is_empty() {
-            return Ok(());
+        if !graph.is_empty() {
+            exec::check_instance_count(label, graph.len(), self.inner.settings.max_link_instances)?;
         }
-        exec::check_instance_count(label, graph.len(), self.inner.settings.max_link_instances)?;
         let hosts: Vec<(&str, &dyn link::Linkable)> = graph
             .iter()
             .filter(|(name, _)| direct.contains(name))

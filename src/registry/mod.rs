@@ -68,6 +68,15 @@ impl From<StoreError> for RegistryError {
     }
 }
 
+/// A registered module's interpreter form and its link graph's.
+pub struct Interpreted {
+    pub code: Arc<InterpretedCode>,
+    /// Every module it links, dependencies first (see `Registry::link_graph`).
+    pub graph: Vec<(String, Arc<InterpretedCode>)>,
+    /// The host modules it was registered with.
+    pub host_modules: Vec<String>,
+}
+
 /// An index entry: the record plus its digest in binary form.
 struct Entry {
     record: ModuleRecord,
@@ -275,17 +284,33 @@ impl Registry {
     /// store. A registered module found so (just registered, or after a
     /// restart that came before its artifact was kept) is compiled in the
     /// background meanwhile, in `auto` mode.
-    pub async fn interpreted(self: &Arc<Self>, name: &str) -> Option<Arc<InterpretedCode>> {
+    pub async fn interpreted(self: &Arc<Self>, name: &str) -> Option<Interpreted> {
         if self.engine.settings().tier == TierMode::Compiled {
             return None;
         }
         let entry = self.entry(name)?;
-        if !entry.record.host_modules.is_empty() || self.engine.is_compiled(&entry.digest) {
+        if self.engine.is_compiled(&entry.digest) {
             return None;
         }
-        if let Some(code) = self.engine.registered_code(&entry.digest) {
-            return Some(code);
-        }
+        let code = match self.engine.registered_code(&entry.digest) {
+            Some(code) => code,
+            None => self.interpret_cold(name, &entry).await?,
+        };
+        let hosts = &entry.record.host_modules;
+        let graph = match hosts.is_empty() {
+            true => Vec::new(),
+            false => self.interpreted_graph(hosts).await.ok()??,
+        };
+        Some(Interpreted {
+            code,
+            graph,
+            host_modules: hosts.clone(),
+        })
+    }
+
+    /// The interpreter's form of a registered module not parsed since this
+    /// process started, unless a stored artifact makes compiled code cheap.
+    async fn interpret_cold(self: &Arc<Self>, name: &str, entry: &Entry) -> Option<Arc<InterpretedCode>> {
         // Cold: not parsed since this process started. Loading a stored
         // artifact beats interpreting; without one, interpret and compile.
         let (store, sha) = (self.store.clone(), entry.record.sha256.clone());
@@ -324,8 +349,8 @@ impl Registry {
     /// The exports and imports of `name`: from the interpreter's form while
     /// it has one, so that describing a module never waits for a compile.
     pub async fn interface(self: &Arc<Self>, name: &str) -> Result<ModuleInterface, RegistryError> {
-        if let Some(code) = self.interpreted(name).await {
-            return Ok(code.interface.clone());
+        if let Some(interpreted) = self.interpreted(name).await {
+            return Ok(interpreted.code.interface.clone());
         }
         let (compiled, _) = self.compiled(name).await?;
         Ok(compiled.interface())

@@ -19,6 +19,20 @@ async fn registered_modules_survive_a_restart() {
         &["utils"],
     )
     .await;
+    // Both are compiled in the background, which keeps their artifacts;
+    // wait for that before stopping.
+    for (name, function) in [("utils", "double"), ("user", "quad")] {
+        let mut compiled = false;
+        for _ in 0..400 {
+            let (_, body) = app.execute(name, function, json!([1])).await;
+            if body["stats"]["tier"] == "compiled" {
+                compiled = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(compiled, "{name} was never compiled");
+    }
     app.stop().await;
 
     let app = spawn_app_on(dir.path()).await;

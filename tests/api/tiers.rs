@@ -1121,3 +1121,49 @@ async fn link_graphs_answer_alike_on_both_tiers() {
         );
     }
 }
+
+/// Registered modules that link others run, with their graph, on the
+/// interpreter until compiled (here: always, with `--tier interpreter`),
+/// and registering one checks its imports with the same messages.
+#[tokio::test]
+async fn registered_link_graphs_answer_alike_on_both_tiers() {
+    let interpreter = server(TierMode::Interpreter).await;
+    let compiled = server(TierMode::Compiled).await;
+    for app in [&interpreter, &compiled] {
+        register_hosts(app).await;
+    }
+    let registrations = [
+        json!({"module_name": "top", "host_modules": ["left", "right"],
+               "wat": r#"(module (import "left" "go" (func $l (result i32))) (import "right" "go" (func $r (result i32)))
+                 (func (export "f") (result i32) (drop (call $l)) (call $r)))"#}),
+        json!({"module_name": "bad", "host_modules": ["counter"],
+               "wat": r#"(module (import "counter" "bump" (func (param i64))))"#}),
+        json!({"module_name": "unlisted", "wat": r#"(module (import "counter" "bump" (func (result i32))))"#}),
+        json!({"module_name": "orphan", "host_modules": ["nobody"], "wat": "(module)"}),
+    ];
+    for body in registrations {
+        let (status_i, answer_i) = interpreter.post("/register", &body).await;
+        let (status_c, answer_c) = compiled.post("/register", &body).await;
+        assert_eq!(
+            (status_i, &answer_i["error"], &answer_i["exports"], &answer_i["imports"]),
+            (status_c, &answer_c["error"], &answer_c["exports"], &answer_c["imports"]),
+            "the tiers disagree on {body}"
+        );
+    }
+    for (app, tier) in [(&interpreter, "interpreter"), (&compiled, "compiled")] {
+        let (status, body) = app.execute("top", "f", json!([])).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"], json!([2]), "one counter for the diamond: {body}");
+        assert_eq!(body["stats"]["tier"], tier, "{body}");
+        let (status, body) = app
+            .post(
+                "/execute",
+                &json!({"module_name": "left", "function_name": "go",
+                  "memory_reads": [{"memory": "counter:memory", "offset": 8, "length": 4}]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["memory"][0]["data"], "01000000", "{body}");
+        assert_eq!(body["stats"]["tier"], tier, "{body}");
+    }
+}
