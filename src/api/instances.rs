@@ -23,6 +23,7 @@ use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{ExecLimits, ExecStats, LimitOverrides, ModuleInterface, Tier};
 use crate::instances::{InstanceError, NewInstance, Slot};
+use crate::registry::RegistryError;
 use crate::resolve::{Source, label, resolve};
 
 pub fn routes() -> Routes {
@@ -193,22 +194,37 @@ async fn create(
     };
     let wasi = call::wasi_config(req.wasi, source.program())?;
     let owner = owner_of(&caller);
-    // Code that imports nothing but WASI may live on the interpreter tier.
+    // Code the interpreter runs may live there, with its whole link graph.
     let interpreted = match &source {
-        Source::Inline { wasm, host_modules } if host_modules.is_empty() => app.engine.interpretable(wasm).await,
+        Source::Inline { wasm, host_modules } => {
+            let graph = match host_modules.is_empty() {
+                true => Some(Vec::new()),
+                false => app.registry.interpreted_graph(host_modules).await?,
+            };
+            match graph {
+                Some(graph) => app
+                    .engine
+                    .interpretable(wasm)
+                    .await
+                    .map(|code| (code, host_modules.clone(), graph)),
+                None => None,
+            }
+        }
         Source::Registered(name) => app
             .registry
             .interpreted(name)
             .await
-            .map(|it| it.code)
-            .filter(|code| code.whole()),
+            .map(|it| (it.code, it.host_modules, it.graph)),
         _ => None,
     };
-    if let Some(code) = interpreted {
+    if let Some((code, direct, graph)) = interpreted.filter(|(code, ..)| code.whole()) {
         let name = match &source {
             Source::Registered(name) => Some(name.as_str()),
             _ => None,
         };
+        app.engine
+            .check_interpreted_graph(&label(name), &code, &direct, &graph)
+            .map_err(RegistryError::from)?;
         let new = NewInstance {
             module: name.unwrap_or("inline").to_string(),
             sha256: code.sha256.clone(),
@@ -217,7 +233,7 @@ async fn create(
         };
         let instantiate = app
             .engine
-            .instantiate_interpreted(&code, label(name), limits, wasi.clone());
+            .instantiate_interpreted(&code, &graph, label(name), limits, wasi.clone());
         let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
         return Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))));
     }

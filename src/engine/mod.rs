@@ -371,9 +371,6 @@ impl WasmEngine {
         if !module.whole() {
             return None;
         }
-        if module.needs_hosts() {
-            return None;
-        }
         let digest = sha.unwrap_or_else(|| compile::sha256(wasm));
         Some(Arc::new(InterpretedCode::new(module, digest)))
     }
@@ -451,18 +448,24 @@ impl WasmEngine {
             .await
     }
 
-    /// Instantiates `code` on the interpreter under `limits`, arming the
-    /// budget that instantiation spends.
+    /// Instantiates `code` on the interpreter, with `graph` (checked by
+    /// [`Self::check_interpreted_graph`]), under `limits`, arming the budget
+    /// that instantiation spends.
     pub async fn instantiate_interpreted(
         &self,
         code: &InterpretedCode,
+        graph: &[(String, Arc<InterpretedCode>)],
         label: String,
         limits: ExecLimits,
         wasi: Option<WasiConfig>,
     ) -> Result<LiveInstance, CallFailure> {
+        let hosts: Vec<(String, Arc<interp::InterpModule>)> = graph
+            .iter()
+            .map(|(name, code)| (name.clone(), code.module.clone()))
+            .collect();
         self.inner
             .interpreter
-            .instantiate(code.module.clone(), &[], label, limits, wasi)
+            .instantiate(code.module.clone(), &hosts, label, limits, wasi)
             .await
             .map(LiveInstance::from)
     }
@@ -550,10 +553,9 @@ impl InterpretedCode {
     }
 
     /// Whether a live instance of it can run on the interpreter: every
-    /// exported function's values are numeric, and it imports from no
-    /// other module.
+    /// exported function's values are numbers.
     pub fn whole(&self) -> bool {
-        self.whole && !self.module.needs_hosts()
+        self.whole
     }
 
     /// Whether it imports from other modules, and so runs only in a graph.

@@ -1167,3 +1167,40 @@ async fn registered_link_graphs_answer_alike_on_both_tiers() {
         assert_eq!(body["stats"]["tier"], tier, "{body}");
     }
 }
+
+/// A live instance of linked code keeps its hosts' state too, on either
+/// tier: its graph lives in its store for its whole life.
+#[tokio::test]
+async fn a_linked_instance_keeps_its_hosts_state_on_both_tiers() {
+    let wat = r#"(module (import "left" "go" (func $l (result i32))) (import "right" "go" (func $r (result i32)))
+        (func (export "f") (result i32) (drop (call $l)) (call $r)))"#;
+    for (tier, name) in [(TierMode::Interpreter, "interpreter"), (TierMode::Compiled, "compiled")] {
+        let app = server(tier).await;
+        register_hosts(&app).await;
+        let (status, created) = app
+            .post("/instances", &json!({"wat": wat, "host_modules": ["left", "right"]}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["tier"], name, "{created}");
+        let id = created["id"].as_str().unwrap();
+        for expected in [2, 4, 6] {
+            let (_, body) = app
+                .post(
+                    &format!("/instances/{id}/call"),
+                    &json!({"function_name": "f",
+                      "memory_reads": [{"memory": "counter:memory", "offset": 8, "length": 1}]}),
+                )
+                .await;
+            assert_eq!(body["results"], json!([expected]), "{name}: {body}");
+            assert_eq!(body["memory"][0]["data"], format!("{expected:02x}"), "{name}: {body}");
+        }
+        let (status, body) = app
+            .post("/instances", &json!({"wat": "(module (import \"counter\" \"bump\" (func (param i32))))", "host_modules": ["counter"]}))
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("link_error")),
+            "{name}: {body}"
+        );
+    }
+}
