@@ -196,20 +196,14 @@ async fn create(
     let owner = owner_of(&caller);
     // Code the interpreter runs may live there, with its whole link graph.
     let interpreted = match &source {
-        Source::Inline { wasm, host_modules } => {
-            let graph = match host_modules.is_empty() {
-                true => Some(Vec::new()),
-                false => app.registry.interpreted_graph(host_modules).await?,
-            };
-            match graph {
-                Some(graph) => app
-                    .engine
-                    .interpretable(wasm)
-                    .await
-                    .map(|code| (code, host_modules.clone(), graph)),
-                None => None,
-            }
-        }
+        Source::Inline { wasm, host_modules } => match app.registry.interpreted_graph(host_modules).await? {
+            Some(graph) => app
+                .engine
+                .interpretable(wasm)
+                .await
+                .map(|code| (code, host_modules.clone(), graph)),
+            None => None,
+        },
         Source::Registered(name) => app
             .registry
             .interpreted(name)

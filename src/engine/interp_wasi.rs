@@ -127,14 +127,7 @@ impl WasiWorld {
 
     /// What was written since the last call.
     pub(crate) fn take_output(&self) -> WasiOutput {
-        let (stdout, stdout_truncated) = self.stdout.take();
-        let (stderr, stderr_truncated) = self.stderr.take();
-        WasiOutput {
-            stdout,
-            stdout_truncated,
-            stderr,
-            stderr_truncated,
-        }
+        WasiOutput::take(&self.stdout, &self.stderr)
     }
 
     fn is_open(&self, fd: i32) -> bool {

@@ -307,15 +307,18 @@ impl WasmEngine {
                 self.compile_in_background(sha, wasm.to_vec());
             }
         }
-        let module = if wasm.len() <= INLINE_PARSE_BYTES {
-            self.inner.interpreter.parse(wasm)?
-        } else {
-            let (engine, wasm) = (self.clone(), wasm.to_vec());
-            tokio::task::spawn_blocking(move || engine.inner.interpreter.parse(&wasm))
-                .await
-                .ok()??
-        };
-        Some((module, sha))
+        Some((self.parse_for_interpreter(wasm).await?, sha))
+    }
+
+    /// Parses `wasm` for the interpreter, off the reactor when it is large.
+    async fn parse_for_interpreter(&self, wasm: &[u8]) -> Option<interp::InterpModule> {
+        if wasm.len() <= INLINE_PARSE_BYTES {
+            return self.inner.interpreter.parse(wasm);
+        }
+        let (engine, wasm) = (self.clone(), wasm.to_vec());
+        tokio::task::spawn_blocking(move || engine.inner.interpreter.parse(&wasm))
+            .await
+            .ok()?
     }
 
     /// Runs a one-shot call of `wasm` on the interpreter, if
@@ -337,17 +340,8 @@ impl WasmEngine {
         if module.needs_hosts() && graph.is_empty() {
             return None;
         }
-        if let Err(error) = self.check_graph(label, &module, direct, graph) {
-            return Some(Err(error.into()));
-        }
-        let hosts: Vec<(String, Arc<interp::InterpModule>)> = graph
-            .iter()
-            .map(|(name, code)| (name.clone(), code.module.clone()))
-            .collect();
         let result = self
-            .inner
-            .interpreter
-            .run(Arc::new(module), &hosts, label, call, wasi.cloned())
+            .run_graph(Arc::new(module), label, call, wasi, direct, graph)
             .await?;
         let fuel = match &result {
             Ok(outcome) => outcome.stats.fuel_consumed,
@@ -388,14 +382,7 @@ impl WasmEngine {
         {
             return None;
         }
-        let module = if wasm.len() <= INLINE_PARSE_BYTES {
-            self.inner.interpreter.parse(wasm)?
-        } else {
-            let (engine, bytes) = (self.clone(), wasm.to_vec());
-            tokio::task::spawn_blocking(move || engine.inner.interpreter.parse(&bytes))
-                .await
-                .ok()??
-        };
+        let module = self.parse_for_interpreter(wasm).await?;
         let code = Arc::new(InterpretedCode::new(module, compile::sha256(wasm)));
         self.inner.registered.put(code.digest, code.clone());
         Some(code)
@@ -435,16 +422,28 @@ impl WasmEngine {
         direct: &[String],
         graph: &[(String, Arc<InterpretedCode>)],
     ) -> Option<Result<CallOutcome, CallFailure>> {
-        if let Err(error) = self.check_graph(label, &code.module, direct, graph) {
+        self.run_graph(code.module.clone(), label, call, wasi, direct, graph)
+            .await
+    }
+
+    /// Checks `module`'s graph (see [`Self::check_graph`]), then
+    /// instantiates it and makes one call, on the interpreter.
+    async fn run_graph(
+        &self,
+        module: Arc<interp::InterpModule>,
+        label: &str,
+        call: &CallSpec<'_>,
+        wasi: Option<&WasiConfig>,
+        direct: &[String],
+        graph: &[(String, Arc<InterpretedCode>)],
+    ) -> Option<Result<CallOutcome, CallFailure>> {
+        if let Err(error) = self.check_graph(label, &module, direct, graph) {
             return Some(Err(error.into()));
         }
-        let hosts: Vec<(String, Arc<interp::InterpModule>)> = graph
-            .iter()
-            .map(|(name, code)| (name.clone(), code.module.clone()))
-            .collect();
+        let hosts = interp_hosts(graph);
         self.inner
             .interpreter
-            .run(code.module.clone(), &hosts, label, call, wasi.cloned())
+            .run(module, &hosts, label, call, wasi.cloned())
             .await
     }
 
@@ -459,10 +458,7 @@ impl WasmEngine {
         limits: ExecLimits,
         wasi: Option<WasiConfig>,
     ) -> Result<LiveInstance, CallFailure> {
-        let hosts: Vec<(String, Arc<interp::InterpModule>)> = graph
-            .iter()
-            .map(|(name, code)| (name.clone(), code.module.clone()))
-            .collect();
+        let hosts = interp_hosts(graph);
         self.inner
             .interpreter
             .instantiate(code.module.clone(), &hosts, label, limits, wasi)
@@ -562,4 +558,12 @@ impl InterpretedCode {
     pub fn needs_hosts(&self) -> bool {
         self.module.needs_hosts()
     }
+}
+
+/// The interpreter's modules of a graph, under their names.
+fn interp_hosts(graph: &[(String, Arc<InterpretedCode>)]) -> Vec<(String, Arc<interp::InterpModule>)> {
+    graph
+        .iter()
+        .map(|(name, code)| (name.clone(), code.module.clone()))
+        .collect()
 }

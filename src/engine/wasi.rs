@@ -78,8 +78,16 @@ impl WasiState {
     /// Takes what was written since the last call (for live instances, each
     /// call reports its own output).
     pub fn take_output(&self) -> WasiOutput {
-        let (stdout, stdout_truncated) = self.stdout.take();
-        let (stderr, stderr_truncated) = self.stderr.take();
+        WasiOutput::take(&self.stdout, &self.stderr)
+    }
+}
+
+impl WasiOutput {
+    /// What `stdout` and `stderr` kept since they were last taken (both
+    /// tiers' WASI worlds report output so).
+    pub(crate) fn take(stdout: &CappedOutput, stderr: &CappedOutput) -> Self {
+        let (stdout, stdout_truncated) = stdout.take();
+        let (stderr, stderr_truncated) = stderr.take();
         WasiOutput {
             stdout,
             stdout_truncated,

@@ -297,10 +297,7 @@ impl Registry {
             None => self.interpret_cold(name, &entry).await?,
         };
         let hosts = &entry.record.host_modules;
-        let graph = match hosts.is_empty() {
-            true => Vec::new(),
-            false => self.interpreted_graph(hosts).await.ok()??,
-        };
+        let graph = self.interpreted_graph(hosts).await.ok()??;
         Some(Interpreted {
             code,
             graph,
@@ -382,9 +379,9 @@ impl Registry {
     }
 
     /// The interpreter's form of `hosts` and everything they depend on, in
-    /// the order of [`Self::link_graph`]; `None` when one of them is not
-    /// code the interpreter runs (the graph then runs compiled, whole), and
-    /// with `--tier compiled`.
+    /// the order of [`Self::link_graph`] (empty for no hosts); `None` when
+    /// one of them is not code the interpreter runs (the graph then runs
+    /// compiled, whole), and with `--tier compiled`.
     pub async fn interpreted_graph(
         &self,
         hosts: &[String],

@@ -237,6 +237,29 @@ fn corpus() -> Vec<Value> {
     corpus
 }
 
+/// Sends `body` to `POST /` of both servers, checks that the answers agree
+/// where they must, and returns the interpreter's status and both answers.
+async fn ask_both(interpreter: &TestApp, compiled: &TestApp, body: &Value) -> (StatusCode, Value, Value) {
+    let (status_i, answer_i) = interpreter.post("/", body).await;
+    let (status_c, answer_c) = compiled.post("/", body).await;
+    assert_eq!(
+        comparable(status_i, &answer_i),
+        comparable(status_c, &answer_c),
+        "the tiers disagree on {body}:\ninterpreter: {answer_i}\ncompiled: {answer_c}"
+    );
+    (status_i, answer_i, answer_c)
+}
+
+/// `stats.tier` of a response, success or error.
+fn tier_of(answer: &Value) -> Option<String> {
+    let stats = if answer["stats"].is_object() {
+        &answer["stats"]
+    } else {
+        &answer["error"]["stats"]
+    };
+    stats["tier"].as_str().map(str::to_string)
+}
+
 /// The parts of a response that must agree between tiers: status, results
 /// and their types, error code, trap and limit kinds, limits hit.
 fn comparable(status: StatusCode, body: &Value) -> Value {
@@ -267,21 +290,7 @@ async fn both_tiers_answer_the_same_corpus_alike() {
     let compiled = server(TierMode::Compiled).await;
     let mut interpreted = 0;
     for body in corpus() {
-        let (status_i, answer_i) = interpreter.post("/", &body).await;
-        let (status_c, answer_c) = compiled.post("/", &body).await;
-        assert_eq!(
-            comparable(status_i, &answer_i),
-            comparable(status_c, &answer_c),
-            "the tiers disagree on {body}:\ninterpreter: {answer_i}\ncompiled: {answer_c}"
-        );
-        let tier_of = |answer: &Value| {
-            let stats = if answer["stats"].is_object() {
-                &answer["stats"]
-            } else {
-                &answer["error"]["stats"]
-            };
-            stats["tier"].as_str().map(str::to_string)
-        };
+        let (_, answer_i, answer_c) = ask_both(&interpreter, &compiled, &body).await;
         if let Some(tier) = tier_of(&answer_i) {
             assert_eq!(tier, "interpreter", "{body}: {answer_i}");
             interpreted += 1;
@@ -1092,13 +1101,7 @@ async fn link_graphs_answer_alike_on_both_tiers() {
     register_hosts(&compiled).await;
     let mut interpreted = 0;
     for body in cases {
-        let (status_i, answer_i) = interpreter.post("/", &body).await;
-        let (status_c, answer_c) = compiled.post("/", &body).await;
-        assert_eq!(
-            comparable(status_i, &answer_i),
-            comparable(status_c, &answer_c),
-            "the tiers disagree on {body}:\ninterpreter: {answer_i}\ncompiled: {answer_c}"
-        );
+        let (status_i, answer_i, _) = ask_both(&interpreter, &compiled, &body).await;
         if status_i == StatusCode::OK {
             assert_eq!(answer_i["stats"]["tier"], "interpreter", "{answer_i}");
             interpreted += 1;
