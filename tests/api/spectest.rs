@@ -380,6 +380,8 @@ pub(crate) fn trap_kind(message: &str) -> Option<&'static str> {
         ("unreachable", "unreachable"),
         ("undefined element", "out_of_bounds_table_access"),
         ("out of bounds table access", "out_of_bounds_table_access"),
+        ("null function reference", "null_reference"),
+        ("null reference", "null_reference"),
         ("uninitialized element", "indirect_call_to_null"),
         ("indirect call type mismatch", "indirect_call_type_mismatch"),
         ("call stack exhausted", "stack_overflow"),
