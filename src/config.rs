@@ -65,6 +65,13 @@ pub struct Settings {
     #[arg(short = 'm', long, env = "WASM_EXEC_MEMORY")]
     pub memory: bool,
 
+    /// Keep the registry in a PostgreSQL database instead of the embedded
+    /// file, so that several nodes can share it: a URL such as
+    /// postgres://user@host:5432/db. Its schema is created or updated at
+    /// start.
+    #[arg(long, env = "WASM_EXEC_STORE", conflicts_with = "memory")]
+    pub store: Option<String>,
+
     /// Fuel per request, about one unit per WebAssembly instruction (bulk
     /// memory and table operations cost one unit, whatever their length),
     /// shared by instantiation and the call; a request may lower it

@@ -10,7 +10,7 @@ use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::engine::WasmEngine;
 use crate::instances::Instances;
-use crate::registry::{ModuleStore, RedbStore, Registry, TokenQuota};
+use crate::registry::{ModuleStore, PgStore, RedbStore, Registry, TokenQuota};
 
 /// A bound, ready-to-serve server.
 pub struct Application {
@@ -20,9 +20,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store the settings name (a redb file, or `--memory`), then
+    /// Opens the store the settings name (a redb file, `--memory`, or a
+    /// PostgreSQL database with `--store`), then
     /// builds the rest as [`Application::build_with_store`] does.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if let Some(url) = settings.store.clone() {
+            tracing::info!("opening registry in PostgreSQL (--store)");
+            let store: Arc<dyn ModuleStore> = Arc::new(PgStore::connect(&url).await?);
+            return Self::build_with_store(settings, store).await;
+        }
         let store: Arc<dyn ModuleStore> = match settings.registry_path() {
             Some(path) => {
                 if let Some(dir) = path.parent() {

@@ -6,6 +6,7 @@
 //! modules into the graph an execution instantiates. Store calls run on the
 //! blocking pool; the store, not the index, decides races.
 
+pub mod pg_store;
 pub mod redb_store;
 pub mod store;
 
@@ -17,6 +18,7 @@ use crate::engine::{
     CacheOutcome, CompiledModule, EngineError, InterpretedCode, LinkedModule, ModuleInterface, Sha256Digest, TierMode,
     WasmEngine,
 };
+pub use pg_store::PgStore;
 pub use redb_store::RedbStore;
 pub use store::{ModuleRecord, ModuleStore, StoreError};
 

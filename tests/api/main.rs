@@ -23,6 +23,7 @@ mod schemathesis;
 mod settings_doc;
 mod spec_scripts;
 mod spectest;
+mod store_contract;
 mod tiers;
 mod values;
 mod wasi;

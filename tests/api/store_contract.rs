@@ -1,0 +1,242 @@
+//! The `ModuleStore` contract, one test body run against each backend: the
+//! embedded redb file and PostgreSQL (a real server on 127.0.0.1:5432, each
+//! test in a schema of its own; `scripts/test` installs and starts
+//! PostgreSQL where none runs). The races are run for real: threads
+//! inserting one name at once, a removal racing an insert that needs it.
+
+use std::sync::Arc;
+
+use wasm_exec_api::registry::{ModuleRecord, ModuleStore, PgStore, RedbStore, StoreError};
+
+/// The database the PostgreSQL runs use (`WASM_EXEC_TEST_PG` overrides).
+fn pg_url() -> String {
+    std::env::var("WASM_EXEC_TEST_PG").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
+}
+
+/// A PostgreSQL store in a fresh schema of the test database.
+async fn postgres_store() -> Arc<dyn ModuleStore> {
+    let schema = format!("contract_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&pg_url())
+        .await
+        .expect("PostgreSQL must answer on 127.0.0.1:5432 for these tests (scripts/test starts it)");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{}?options=-c%20search_path%3D{schema}", pg_url());
+    Arc::new(PgStore::connect(&url).await.expect("connect the store"))
+}
+
+async fn redb_store() -> Arc<dyn ModuleStore> {
+    Arc::new(RedbStore::in_memory().unwrap())
+}
+
+/// Runs `body` on the blocking pool, as the registry calls stores.
+async fn on_blocking(store: Arc<dyn ModuleStore>, body: fn(Arc<dyn ModuleStore>)) {
+    tokio::task::spawn_blocking(move || body(store)).await.unwrap();
+}
+
+/// One `#[tokio::test]` per backend for each contract body.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_blocking(super::redb_store().await, super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_blocking(super::postgres_store().await, super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    records_round_trip_in_name_order,
+    a_name_registers_once,
+    host_modules_must_exist,
+    a_module_with_dependents_cannot_be_removed,
+    a_shared_binary_outlives_one_of_its_records,
+    of_many_concurrent_inserts_of_one_name_exactly_one_wins,
+    a_removal_racing_an_insert_that_needs_it_leaves_the_registry_whole,
+    the_store_answers_a_check,
+);
+
+fn record(name: &str, sha: &str, hosts: &[&str]) -> ModuleRecord {
+    ModuleRecord {
+        name: name.into(),
+        sha256: sha.into(),
+        size: 3,
+        host_modules: hosts.iter().map(|h| h.to_string()).collect(),
+        created: "2026-11-30T00:00:00Z".into(),
+        owner: Some("token-a".into()),
+    }
+}
+
+fn records_round_trip_in_name_order(store: Arc<dyn ModuleStore>) {
+    store.insert(&record("b", "s1", &[]), b"one").unwrap();
+    store.insert(&record("a", "s2", &[]), b"two").unwrap();
+    store.insert(&record("c", "s1", &["b", "a"]), b"one").unwrap();
+    let listed = store.list().unwrap();
+    let names: Vec<&str> = listed.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(listed[2], record("c", "s1", &["b", "a"]), "host order kept");
+    assert_eq!(store.wasm("s1").unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(store.wasm("nope").unwrap(), None);
+}
+
+fn a_name_registers_once(store: Arc<dyn ModuleStore>) {
+    store.insert(&record("x", "s1", &[]), b"one").unwrap();
+    let again = store.insert(&record("x", "s2", &[]), b"two");
+    assert!(matches!(again, Err(StoreError::Exists(ref n)) if n == "x"), "{again:?}");
+    assert_eq!(store.list().unwrap()[0].sha256, "s1", "the first stays");
+}
+
+fn host_modules_must_exist(store: Arc<dyn ModuleStore>) {
+    let missing = store.insert(&record("user", "s1", &["ghost"]), b"one");
+    assert!(
+        matches!(missing, Err(StoreError::MissingHostModule(ref h)) if h == "ghost"),
+        "{missing:?}"
+    );
+    assert!(store.list().unwrap().is_empty(), "nothing half-stored");
+    assert_eq!(store.wasm("s1").unwrap(), None, "no orphan binary");
+}
+
+fn a_module_with_dependents_cannot_be_removed(store: Arc<dyn ModuleStore>) {
+    store.insert(&record("lib", "s1", &[]), b"one").unwrap();
+    store.insert(&record("app1", "s2", &["lib"]), b"two").unwrap();
+    store.insert(&record("app2", "s3", &["lib"]), b"three").unwrap();
+    let refused = store.remove("lib");
+    match refused {
+        Err(StoreError::InUse { name, dependents }) => {
+            assert_eq!(name, "lib");
+            assert_eq!(dependents, ["app1", "app2"]);
+        }
+        other => panic!("expected in use, got {other:?}"),
+    }
+    store.remove("app1").unwrap();
+    store.remove("app2").unwrap();
+    store.remove("lib").unwrap();
+    assert!(matches!(store.remove("lib"), Err(StoreError::NotFound(_))));
+    assert!(store.list().unwrap().is_empty());
+}
+
+fn a_shared_binary_outlives_one_of_its_records(store: Arc<dyn ModuleStore>) {
+    store.insert(&record("one", "same", &[]), b"bytes").unwrap();
+    store.insert(&record("two", "same", &[]), b"bytes").unwrap();
+    store.remove("one").unwrap();
+    assert_eq!(store.wasm("same").unwrap().as_deref(), Some(&b"bytes"[..]));
+    store.remove("two").unwrap();
+    assert_eq!(store.wasm("same").unwrap(), None, "the last record takes it");
+}
+
+fn of_many_concurrent_inserts_of_one_name_exactly_one_wins(store: Arc<dyn ModuleStore>) {
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || store.insert(&record("contested", &format!("s{i}"), &[]), b"x"))
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    let lost = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Exists(_))))
+        .count();
+    assert_eq!((won, lost), (1, 7), "{results:?}");
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+fn a_removal_racing_an_insert_that_needs_it_leaves_the_registry_whole(store: Arc<dyn ModuleStore>) {
+    for round in 0..20 {
+        let host = format!("host{round}");
+        store.insert(&record(&host, "shared", &[]), b"bytes").unwrap();
+        let (a, b) = (store.clone(), store.clone());
+        let user = format!("user{round}");
+        let host2 = host.clone();
+        let insert = std::thread::spawn(move || a.insert(&record(&user, "shared", &[&host2]), b"bytes"));
+        let remove = std::thread::spawn(move || b.remove(&host));
+        let (inserted, removed) = (insert.join().unwrap(), remove.join().unwrap());
+        // Either order is fine; a registry with a dangling host, or a record
+        // whose binary is gone, is not.
+        assert!(
+            inserted.is_ok() != removed.is_ok(),
+            "exactly one of them wins: {inserted:?} {removed:?}"
+        );
+        let records = store.list().unwrap();
+        for r in &records {
+            for h in &r.host_modules {
+                assert!(
+                    records.iter().any(|o| &o.name == h),
+                    "dangling host {h} in round {round}"
+                );
+            }
+            assert!(store.wasm(&r.sha256).unwrap().is_some(), "binary of {} gone", r.name);
+        }
+        for r in records {
+            if r.name.starts_with("user") {
+                store.remove(&r.name).unwrap();
+            }
+        }
+        let _ = store.remove(&format!("host{round}"));
+    }
+}
+
+fn the_store_answers_a_check(store: Arc<dyn ModuleStore>) {
+    store.check().unwrap();
+}
+
+/// A fresh schema of the test database, as a store URL for `--store`.
+async fn postgres_url() -> String {
+    let schema = format!("node_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&pg_url())
+        .await
+        .expect("PostgreSQL must answer on 127.0.0.1:5432 for these tests (scripts/test starts it)");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    format!("{}?options=-c%20search_path%3D{schema}", pg_url())
+}
+
+/// Two servers (nodes) started at once on one fresh database both come up
+/// (the schema is applied once, under the migrator's lock), and a module
+/// registered through one is listed and runs on a node started after it.
+#[tokio::test]
+async fn nodes_share_a_postgres_registry() {
+    use crate::helpers::{spawn_app_with, test_settings};
+    use reqwest::StatusCode;
+    use serde_json::json;
+    let url = postgres_url().await;
+    let node = |url: String| async move {
+        let mut settings = test_settings();
+        settings.store = Some(url);
+        spawn_app_with(settings).await
+    };
+    let (a, b) = tokio::join!(node(url.clone()), node(url.clone()));
+    let double = r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
+    let (status, body) = a.register_wat("utils", double, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = b.register_wat("utils", double, &[]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("module_exists")),
+        "the database decides, not B's index: {body}"
+    );
+    let c = node(url).await;
+    let (_, list) = c.get("/modules").await;
+    assert_eq!(list["modules"][0]["name"], "utils", "{list}");
+    let (status, body) = c.execute("utils", "double", json!([21])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([42]));
+    let (status, _) = c.delete("/modules/utils").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    drop((a, b));
+}
