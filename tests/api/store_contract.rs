@@ -6,16 +6,17 @@
 
 use std::sync::Arc;
 
-use wasm_exec_api::registry::{ModuleRecord, ModuleStore, PgStore, RedbStore, StoreError};
+use wasm_exec_api::registry::{ModuleRecord, ModuleStore, RedbStore, StoreError};
 
 /// The database the PostgreSQL runs use (`WASM_EXEC_TEST_PG` overrides).
 fn pg_url() -> String {
     std::env::var("WASM_EXEC_TEST_PG").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
 }
 
-/// A PostgreSQL store in a fresh schema of the test database.
-async fn postgres_store() -> Arc<dyn ModuleStore> {
-    let schema = format!("contract_{}", uuid::Uuid::new_v4().simple());
+/// A fresh schema of the test database, and the URL of a connection that
+/// works in it.
+async fn fresh_schema(prefix: &str) -> (String, String) {
+    let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     let admin = sqlx::PgPool::connect(&pg_url())
         .await
         .expect("PostgreSQL must answer on 127.0.0.1:5432 for these tests (scripts/test starts it)");
@@ -24,7 +25,16 @@ async fn postgres_store() -> Arc<dyn ModuleStore> {
         .await
         .unwrap();
     let url = format!("{}?options=-c%20search_path%3D{schema}", pg_url());
-    Arc::new(PgStore::connect(&url).await.expect("connect the store"))
+    (schema, url)
+}
+
+/// Drops a schema made by [`fresh_schema`] once its test passed.
+async fn drop_schema(schema: &str) {
+    let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }
 
 async fn redb_store() -> Arc<dyn ModuleStore> {
@@ -51,7 +61,10 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::on_blocking(super::postgres_store().await, super::$name).await;
+                    let (schema, url) = super::fresh_schema("contract").await;
+                    let store = wasm_exec_api::registry::PgStore::connect(&url).await.expect("connect the store");
+                    super::on_blocking(std::sync::Arc::new(store), super::$name).await;
+                    super::drop_schema(&schema).await;
                 }
             )*
         }
@@ -193,19 +206,6 @@ fn the_store_answers_a_check(store: Arc<dyn ModuleStore>) {
     store.check().unwrap();
 }
 
-/// A fresh schema of the test database, as a store URL for `--store`.
-async fn postgres_url() -> String {
-    let schema = format!("node_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&pg_url())
-        .await
-        .expect("PostgreSQL must answer on 127.0.0.1:5432 for these tests (scripts/test starts it)");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    format!("{}?options=-c%20search_path%3D{schema}", pg_url())
-}
-
 /// Two servers (nodes) started at once on one fresh database both come up
 /// (the schema is applied once, under the migrator's lock), and a module
 /// registered through one is listed and runs on a node started after it.
@@ -214,7 +214,7 @@ async fn nodes_share_a_postgres_registry() {
     use crate::helpers::{spawn_app_with, test_settings};
     use reqwest::StatusCode;
     use serde_json::json;
-    let url = postgres_url().await;
+    let (schema, url) = fresh_schema("node").await;
     let node = |url: String| async move {
         let mut settings = test_settings();
         settings.store = Some(url);
@@ -238,5 +238,6 @@ async fn nodes_share_a_postgres_registry() {
     assert_eq!(body["results"], json!([42]));
     let (status, _) = c.delete("/modules/utils").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    drop((a, b));
+    drop((a, b, c));
+    drop_schema(&schema).await;
 }
