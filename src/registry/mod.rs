@@ -20,7 +20,7 @@ use crate::engine::{
 };
 pub use pg_store::PgStore;
 pub use redb_store::RedbStore;
-pub use store::{ModuleRecord, ModuleStore, StoreError};
+pub use store::{ModuleRecord, ModuleStore, StoreError, TokenQuota};
 
 /// Longest module name accepted.
 pub const MAX_NAME_LEN: usize = 128;
@@ -65,6 +65,7 @@ impl From<StoreError> for RegistryError {
             StoreError::NotFound(n) => RegistryError::NotFound(n),
             StoreError::MissingHostModule(n) => RegistryError::HostModuleNotFound(n),
             StoreError::InUse { name, dependents } => RegistryError::InUse { name, dependents },
+            StoreError::QuotaExceeded(m) => RegistryError::QuotaExceeded(m),
             StoreError::Backend(m) => RegistryError::Storage(m),
         }
     }
@@ -83,13 +84,6 @@ pub struct Interpreted {
 struct Entry {
     record: ModuleRecord,
     digest: Sha256Digest,
-}
-
-/// Storage caps per API token.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenQuota {
-    pub max_modules: usize,
-    pub max_bytes: u64,
 }
 
 /// Named modules, their storage, and their link graphs.
@@ -486,7 +480,8 @@ impl Registry {
         {
             let store = self.store.clone();
             let record = record.clone();
-            blocking(move || store.insert(&record, &wasm)).await?;
+            let quota = self.quota;
+            blocking(move || store.insert(&record, &wasm, Some(&quota))).await?;
         }
         if let Some(compiled) = compiled {
             self.keep_artifact(compiled).await;
@@ -502,28 +497,20 @@ impl Registry {
         Ok(record)
     }
 
-    /// Refuses a registration that would take `owner` past its caps. The
-    /// check reads the index, so concurrent registrations by one token can
-    /// overshoot by at most the number in flight (bounded by the
-    /// concurrency cap); the caps bound storage, they are not accounting.
+    /// Refuses early a registration that would take `owner` past its caps,
+    /// by the index (before anything is compiled). The store checks again
+    /// in its insert's transaction, which decides races between requests
+    /// and between nodes.
     fn check_quota(&self, owner: &str, size: u64) -> Result<(), RegistryError> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
         let (count, bytes) = index
             .values()
             .filter(|e| e.record.owner.as_deref() == Some(owner))
             .fold((0usize, 0u64), |(n, b), e| (n + 1, b + e.record.size));
-        if count >= self.quota.max_modules {
-            return Err(RegistryError::QuotaExceeded(format!(
-                "this token has registered {count} modules, its maximum (--max-modules-per-token); delete some first"
-            )));
+        match self.quota.refuses(count, bytes, size) {
+            Some(why) => Err(RegistryError::QuotaExceeded(why)),
+            None => Ok(()),
         }
-        if bytes + size > self.quota.max_bytes {
-            return Err(RegistryError::QuotaExceeded(format!(
-                "this token's modules take {bytes} bytes; adding {size} would pass its maximum of {} (--max-bytes-per-token)",
-                self.quota.max_bytes
-            )));
-        }
-        Ok(())
     }
 
     /// Deletes `name`, unless other modules depend on it.

@@ -26,7 +26,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::runtime::Handle;
 
-use super::store::{ModuleRecord, ModuleStore, StoreError};
+use super::store::{ModuleRecord, ModuleStore, StoreError, TokenQuota};
 
 /// The schema, applied at start.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -86,8 +86,35 @@ impl PgStore {
     }
 }
 
-async fn insert(pool: &PgStore, record: &ModuleRecord, wasm: &[u8]) -> Result<(), StoreError> {
+async fn insert(
+    pool: &PgStore,
+    record: &ModuleRecord,
+    wasm: &[u8],
+    quota: Option<&TokenQuota>,
+) -> Result<(), StoreError> {
     let mut txn = pool.begin().await?;
+    if let (Some(quota), Some(owner)) = (quota, record.owner.as_deref()) {
+        // One owner's registrations take turns, on every node, until
+        // commit: the count below cannot go stale before the insert.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('quota:' || $1, 0))")
+            .bind(owner)
+            .execute(&mut *txn)
+            .await
+            .map_err(backend)?;
+        let (count, bytes): (i64, i64) =
+            sqlx::query_as("SELECT count(*), COALESCE(sum(size), 0)::bigint FROM modules WHERE owner = $1")
+                .bind(owner)
+                .fetch_one(&mut *txn)
+                .await
+                .map_err(backend)?;
+        let (count, bytes) = (
+            usize::try_from(count).unwrap_or(usize::MAX),
+            u64::try_from(bytes).unwrap_or(0),
+        );
+        if let Some(why) = quota.refuses(count, bytes, record.size) {
+            return Err(StoreError::QuotaExceeded(why));
+        }
+    }
     // Lock the binary's row (inserting it if new) until commit, so that a
     // concurrent removal of another record sharing it cannot drop it.
     sqlx::query(
@@ -204,8 +231,8 @@ impl ModuleStore for PgStore {
         })
     }
 
-    fn insert(&self, record: &ModuleRecord, wasm: &[u8]) -> Result<(), StoreError> {
-        self.run(insert(self, record, wasm))
+    fn insert(&self, record: &ModuleRecord, wasm: &[u8], quota: Option<&TokenQuota>) -> Result<(), StoreError> {
+        self.run(insert(self, record, wasm, quota))
     }
 
     fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::store::{ModuleRecord, ModuleStore, StoreError};
+use super::store::{ModuleRecord, ModuleStore, StoreError, TokenQuota};
 
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
@@ -84,13 +84,28 @@ impl ModuleStore for RedbStore {
         Ok(records)
     }
 
-    fn insert(&self, record: &ModuleRecord, wasm: &[u8]) -> Result<(), StoreError> {
+    fn insert(&self, record: &ModuleRecord, wasm: &[u8], quota: Option<&TokenQuota>) -> Result<(), StoreError> {
         let encoded = serde_json::to_vec(record).map_err(backend)?;
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut modules = txn.open_table(MODULES).map_err(backend)?;
             if modules.get(record.name.as_str()).map_err(backend)?.is_some() {
                 return Err(StoreError::Exists(record.name.clone()));
+            }
+            // One writer at a time: what this transaction reads is current.
+            if let (Some(quota), Some(owner)) = (quota, record.owner.as_deref()) {
+                let (mut count, mut bytes) = (0usize, 0u64);
+                for entry in modules.iter().map_err(backend)? {
+                    let (_, value) = entry.map_err(backend)?;
+                    let other = decode(value.value())?;
+                    if other.owner.as_deref() == Some(owner) {
+                        count += 1;
+                        bytes += other.size;
+                    }
+                }
+                if let Some(why) = quota.refuses(count, bytes, record.size) {
+                    return Err(StoreError::QuotaExceeded(why));
+                }
             }
             for host in &record.host_modules {
                 if modules.get(host.as_str()).map_err(backend)?.is_none() {
@@ -225,16 +240,16 @@ mod tests {
     #[test]
     fn names_are_unique_and_hosts_must_exist() {
         let store = RedbStore::in_memory().unwrap();
-        store.insert(&record("a", "aa", &[]), b"abc").unwrap();
+        store.insert(&record("a", "aa", &[]), b"abc", None).unwrap();
         assert!(matches!(
-            store.insert(&record("a", "bb", &[]), b"xyz"),
+            store.insert(&record("a", "bb", &[]), b"xyz", None),
             Err(StoreError::Exists(_))
         ));
         assert!(matches!(
-            store.insert(&record("b", "bb", &["nope"]), b"xyz"),
+            store.insert(&record("b", "bb", &["nope"]), b"xyz", None),
             Err(StoreError::MissingHostModule(_))
         ));
-        store.insert(&record("b", "bb", &["a"]), b"xyz").unwrap();
+        store.insert(&record("b", "bb", &["a"]), b"xyz", None).unwrap();
         assert_eq!(store.list().unwrap().len(), 2);
         assert_eq!(store.wasm("aa").unwrap().unwrap(), b"abc");
     }
@@ -242,9 +257,9 @@ mod tests {
     #[test]
     fn removal_is_refused_while_depended_on_and_keeps_shared_blobs() {
         let store = RedbStore::in_memory().unwrap();
-        store.insert(&record("a", "aa", &[]), b"abc").unwrap();
-        store.insert(&record("twin", "aa", &[]), b"abc").unwrap();
-        store.insert(&record("b", "bb", &["a"]), b"xyz").unwrap();
+        store.insert(&record("a", "aa", &[]), b"abc", None).unwrap();
+        store.insert(&record("twin", "aa", &[]), b"abc", None).unwrap();
+        store.insert(&record("b", "bb", &["a"]), b"xyz", None).unwrap();
         match store.remove("a") {
             Err(StoreError::InUse { dependents, .. }) => {
                 assert_eq!(dependents, vec!["b".to_string()])

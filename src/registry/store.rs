@@ -29,6 +29,34 @@ pub struct ModuleRecord {
     pub owner: Option<String>,
 }
 
+/// Storage caps per API token (`--max-modules-per-token`,
+/// `--max-bytes-per-token`).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenQuota {
+    pub max_modules: usize,
+    pub max_bytes: u64,
+}
+
+impl TokenQuota {
+    /// Why a token that has `count` modules taking `bytes` bytes may not
+    /// add one of `size` bytes, if it may not. One rule for the registry's
+    /// early check and for every store's check inside its transaction.
+    pub fn refuses(&self, count: usize, bytes: u64, size: u64) -> Option<String> {
+        if count >= self.max_modules {
+            return Some(format!(
+                "this token has registered {count} modules, its maximum (--max-modules-per-token); delete some first"
+            ));
+        }
+        if bytes.saturating_add(size) > self.max_bytes {
+            return Some(format!(
+                "this token's modules take {bytes} bytes; adding {size} would pass its maximum of {} (--max-bytes-per-token)",
+                self.max_bytes
+            ));
+        }
+        None
+    }
+}
+
 /// Failures of a [`ModuleStore`] operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,6 +69,9 @@ pub enum StoreError {
     /// A host module named by the new record is not stored.
     #[error("host module `{0}` is not registered")]
     MissingHostModule(String),
+    /// The record's owner is at its storage caps.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// Other modules list this one as a host module.
     #[error("module `{name}` is a host module of {}; delete those first", dependents.join(", "))]
     InUse { name: String, dependents: Vec<String> },
@@ -56,10 +87,14 @@ pub trait ModuleStore: Send + Sync + 'static {
 
     /// Stores `record` and its binary, atomically. Fails with
     /// [`StoreError::Exists`] if the name is taken (of two concurrent inserts
-    /// of one name exactly one succeeds) and with
-    /// [`StoreError::MissingHostModule`] if a host module is not stored.
-    /// When it returns `Ok`, the record survives a crash.
-    fn insert(&self, record: &ModuleRecord, wasm: &[u8]) -> Result<(), StoreError>;
+    /// of one name exactly one succeeds), with
+    /// [`StoreError::MissingHostModule`] if a host module is not stored, and,
+    /// when `quota` is given and the record has an owner, with
+    /// [`StoreError::QuotaExceeded`] if the owner's records would pass it
+    /// (checked in the same transaction: concurrent inserts for one owner,
+    /// from any node, cannot overshoot). When it returns `Ok`, the record
+    /// survives a crash.
+    fn insert(&self, record: &ModuleRecord, wasm: &[u8], quota: Option<&TokenQuota>) -> Result<(), StoreError>;
 
     /// The binary with this SHA-256 (hex), if stored.
     fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;

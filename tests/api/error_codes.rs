@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wasm_exec_api::api::error::ErrorCode;
-use wasm_exec_api::registry::{ModuleRecord, ModuleStore, RedbStore, StoreError};
+use wasm_exec_api::registry::{ModuleRecord, ModuleStore, RedbStore, StoreError, TokenQuota};
 
 use crate::helpers::{DOUBLE_HEX, TestApp, code, spawn_app_with, spawn_app_with_store, test_settings};
 
@@ -37,8 +37,8 @@ impl ModuleStore for FlakyStore {
     fn list(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         self.inner.list()
     }
-    fn insert(&self, record: &ModuleRecord, wasm: &[u8]) -> Result<(), StoreError> {
-        self.inner.insert(record, wasm)
+    fn insert(&self, record: &ModuleRecord, wasm: &[u8], quota: Option<&TokenQuota>) -> Result<(), StoreError> {
+        self.inner.insert(record, wasm, quota)
     }
     fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.fail_if_asked()?;

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use wasm_exec_api::registry::{ModuleRecord, ModuleStore, RedbStore, StoreError};
+use wasm_exec_api::registry::{ModuleRecord, ModuleStore, RedbStore, StoreError, TokenQuota};
 
 /// The database the PostgreSQL runs use (`WASM_EXEC_TEST_PG` overrides).
 fn pg_url() -> String {
@@ -80,6 +80,7 @@ contract!(
     of_many_concurrent_inserts_of_one_name_exactly_one_wins,
     a_removal_racing_an_insert_that_needs_it_leaves_the_registry_whole,
     the_store_answers_a_check,
+    a_token_quota_holds_under_concurrent_inserts,
 );
 
 fn record(name: &str, sha: &str, hosts: &[&str]) -> ModuleRecord {
@@ -94,9 +95,9 @@ fn record(name: &str, sha: &str, hosts: &[&str]) -> ModuleRecord {
 }
 
 fn records_round_trip_in_name_order(store: Arc<dyn ModuleStore>) {
-    store.insert(&record("b", "s1", &[]), b"one").unwrap();
-    store.insert(&record("a", "s2", &[]), b"two").unwrap();
-    store.insert(&record("c", "s1", &["b", "a"]), b"one").unwrap();
+    store.insert(&record("b", "s1", &[]), b"one", None).unwrap();
+    store.insert(&record("a", "s2", &[]), b"two", None).unwrap();
+    store.insert(&record("c", "s1", &["b", "a"]), b"one", None).unwrap();
     let listed = store.list().unwrap();
     let names: Vec<&str> = listed.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["a", "b", "c"]);
@@ -106,14 +107,14 @@ fn records_round_trip_in_name_order(store: Arc<dyn ModuleStore>) {
 }
 
 fn a_name_registers_once(store: Arc<dyn ModuleStore>) {
-    store.insert(&record("x", "s1", &[]), b"one").unwrap();
-    let again = store.insert(&record("x", "s2", &[]), b"two");
+    store.insert(&record("x", "s1", &[]), b"one", None).unwrap();
+    let again = store.insert(&record("x", "s2", &[]), b"two", None);
     assert!(matches!(again, Err(StoreError::Exists(ref n)) if n == "x"), "{again:?}");
     assert_eq!(store.list().unwrap()[0].sha256, "s1", "the first stays");
 }
 
 fn host_modules_must_exist(store: Arc<dyn ModuleStore>) {
-    let missing = store.insert(&record("user", "s1", &["ghost"]), b"one");
+    let missing = store.insert(&record("user", "s1", &["ghost"]), b"one", None);
     assert!(
         matches!(missing, Err(StoreError::MissingHostModule(ref h)) if h == "ghost"),
         "{missing:?}"
@@ -123,9 +124,9 @@ fn host_modules_must_exist(store: Arc<dyn ModuleStore>) {
 }
 
 fn a_module_with_dependents_cannot_be_removed(store: Arc<dyn ModuleStore>) {
-    store.insert(&record("lib", "s1", &[]), b"one").unwrap();
-    store.insert(&record("app1", "s2", &["lib"]), b"two").unwrap();
-    store.insert(&record("app2", "s3", &["lib"]), b"three").unwrap();
+    store.insert(&record("lib", "s1", &[]), b"one", None).unwrap();
+    store.insert(&record("app1", "s2", &["lib"]), b"two", None).unwrap();
+    store.insert(&record("app2", "s3", &["lib"]), b"three", None).unwrap();
     let refused = store.remove("lib");
     match refused {
         Err(StoreError::InUse { name, dependents }) => {
@@ -142,8 +143,8 @@ fn a_module_with_dependents_cannot_be_removed(store: Arc<dyn ModuleStore>) {
 }
 
 fn a_shared_binary_outlives_one_of_its_records(store: Arc<dyn ModuleStore>) {
-    store.insert(&record("one", "same", &[]), b"bytes").unwrap();
-    store.insert(&record("two", "same", &[]), b"bytes").unwrap();
+    store.insert(&record("one", "same", &[]), b"bytes", None).unwrap();
+    store.insert(&record("two", "same", &[]), b"bytes", None).unwrap();
     store.remove("one").unwrap();
     assert_eq!(store.wasm("same").unwrap().as_deref(), Some(&b"bytes"[..]));
     store.remove("two").unwrap();
@@ -154,7 +155,7 @@ fn of_many_concurrent_inserts_of_one_name_exactly_one_wins(store: Arc<dyn Module
     let threads: Vec<_> = (0..8)
         .map(|i| {
             let store = store.clone();
-            std::thread::spawn(move || store.insert(&record("contested", &format!("s{i}"), &[]), b"x"))
+            std::thread::spawn(move || store.insert(&record("contested", &format!("s{i}"), &[]), b"x", None))
         })
         .collect();
     let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
@@ -170,11 +171,11 @@ fn of_many_concurrent_inserts_of_one_name_exactly_one_wins(store: Arc<dyn Module
 fn a_removal_racing_an_insert_that_needs_it_leaves_the_registry_whole(store: Arc<dyn ModuleStore>) {
     for round in 0..20 {
         let host = format!("host{round}");
-        store.insert(&record(&host, "shared", &[]), b"bytes").unwrap();
+        store.insert(&record(&host, "shared", &[]), b"bytes", None).unwrap();
         let (a, b) = (store.clone(), store.clone());
         let user = format!("user{round}");
         let host2 = host.clone();
-        let insert = std::thread::spawn(move || a.insert(&record(&user, "shared", &[&host2]), b"bytes"));
+        let insert = std::thread::spawn(move || a.insert(&record(&user, "shared", &[&host2]), b"bytes", None));
         let remove = std::thread::spawn(move || b.remove(&host));
         let (inserted, removed) = (insert.join().unwrap(), remove.join().unwrap());
         // Either order is fine; a registry with a dangling host, or a record
@@ -240,4 +241,55 @@ async fn nodes_share_a_postgres_registry() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     drop((a, b, c));
     drop_schema(&schema).await;
+}
+
+fn a_token_quota_holds_under_concurrent_inserts(store: Arc<dyn ModuleStore>) {
+    let quota = TokenQuota {
+        max_modules: 3,
+        max_bytes: 1 << 20,
+    };
+    // Another token's module counts for nothing here.
+    let mut other = record("theirs", "s0", &[]);
+    other.owner = Some("token-b".into());
+    store.insert(&other, b"x", Some(&quota)).unwrap();
+    let threads: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.insert(&record(&format!("m{i}"), &format!("s{i}"), &[]), b"x", Some(&quota))
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    let refused: Vec<&String> = results
+        .iter()
+        .filter_map(|r| match r {
+            Err(StoreError::QuotaExceeded(why)) => Some(why),
+            _ => None,
+        })
+        .collect();
+    assert_eq!((won, refused.len()), (3, 7), "{results:?}");
+    assert!(
+        refused[0].contains("its maximum (--max-modules-per-token)"),
+        "{}",
+        refused[0]
+    );
+    let mine = store
+        .list()
+        .unwrap()
+        .iter()
+        .filter(|r| r.owner.as_deref() == Some("token-a"))
+        .count();
+    assert_eq!(mine, 3);
+    // Bytes count too.
+    let tight = TokenQuota {
+        max_modules: 100,
+        max_bytes: 3 * 3 + 2,
+    };
+    let over = store.insert(&record("big", "s9", &[]), b"x", Some(&tight));
+    assert!(
+        matches!(over, Err(StoreError::QuotaExceeded(ref why)) if why.contains("--max-bytes-per-token")),
+        "{over:?}"
+    );
 }
