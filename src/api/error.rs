@@ -98,6 +98,9 @@ error_codes! {
     Overloaded = "overloaded", SERVICE_UNAVAILABLE;
     /// The module store does not answer (`GET /readyz`).
     NotReady = "not_ready", SERVICE_UNAVAILABLE;
+    /// The module store (a networked database) cannot be reached, so the
+    /// registry cannot change now; calls of modules already loaded work.
+    StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE;
 }
 
 /// An API error: a stable code (which fixes the status), a message, and
@@ -230,6 +233,7 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::Engine(inner) => inner.into(),
             RegistryError::Storage(m) => ApiError::internal(m),
+            RegistryError::Unavailable(m) => ApiError::new(C::StoreUnavailable, m),
         }
     }
 }

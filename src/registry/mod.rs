@@ -56,6 +56,9 @@ pub enum RegistryError {
     /// The storage backend failed.
     #[error("{0}")]
     Storage(String),
+    /// The storage backend cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for RegistryError {
@@ -67,6 +70,7 @@ impl From<StoreError> for RegistryError {
             StoreError::InUse { name, dependents } => RegistryError::InUse { name, dependents },
             StoreError::QuotaExceeded(m) => RegistryError::QuotaExceeded(m),
             StoreError::Backend(m) => RegistryError::Storage(m),
+            StoreError::Unavailable(m) => RegistryError::Unavailable(m),
         }
     }
 }

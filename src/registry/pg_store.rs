@@ -36,7 +36,7 @@ const POOL_SIZE: u32 = 8;
 
 /// How long a query waits for a free connection (or for the database to
 /// answer a new one) before the store reports itself unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The registry in a PostgreSQL database.
 pub struct PgStore {
@@ -44,8 +44,26 @@ pub struct PgStore {
     runtime: Handle,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// A failure of the database, told apart from one of reaching it: a
+/// connection refused, dropped or timed out, or the server shutting down
+/// (SQLSTATE classes 08 and 57P) is [`StoreError::Unavailable`], which the
+/// API answers with `503 store_unavailable` until the pool reconnects.
+fn backend(e: sqlx::Error) -> StoreError {
+    let unreachable = match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        other => sqlstate(other).is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+    };
+    if unreachable {
+        StoreError::Unavailable(format!(
+            "the module store (PostgreSQL) cannot be reached ({e}); the registry cannot change until it answers again, and modules this node has loaded keep running"
+        ))
+    } else {
+        StoreError::Backend(e.to_string())
+    }
 }
 
 /// The SQLSTATE of a database error, if it is one.

@@ -75,9 +75,13 @@ pub enum StoreError {
     /// Other modules list this one as a host module.
     #[error("module `{name}` is a host module of {}; delete those first", dependents.join(", "))]
     InUse { name: String, dependents: Vec<String> },
-    /// The backend failed (I/O, corruption, connection).
+    /// The backend failed (I/O, corruption).
     #[error("storage failure: {0}")]
     Backend(String),
+    /// The backend cannot be reached now (a networked database that is
+    /// down or unreachable); retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Persistent storage of module records and binaries.

@@ -18,10 +18,12 @@ use wasm_exec_api::registry::{ModuleRecord, ModuleStore, RedbStore, StoreError, 
 use crate::helpers::{DOUBLE_HEX, TestApp, code, spawn_app_with, spawn_app_with_store, test_settings};
 
 /// The embedded store, whose reads fail while `failing` is set, as a disk
-/// or a database connection can.
+/// or a database connection can, and whose writes find it unreachable while
+/// `unreachable` is set, as a networked database's can.
 struct FlakyStore {
     inner: RedbStore,
     failing: AtomicBool,
+    unreachable: AtomicBool,
 }
 
 impl FlakyStore {
@@ -38,6 +40,9 @@ impl ModuleStore for FlakyStore {
         self.inner.list()
     }
     fn insert(&self, record: &ModuleRecord, wasm: &[u8], quota: Option<&TokenQuota>) -> Result<(), StoreError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected: the store cannot be reached".into()));
+        }
         self.inner.insert(record, wasm, quota)
     }
     fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -80,6 +85,7 @@ async fn servers() -> Servers {
     let store = Arc::new(FlakyStore {
         inner: RedbStore::in_memory().unwrap(),
         failing: AtomicBool::new(false),
+        unreachable: AtomicBool::new(false),
     });
     let mut settings = test_settings();
     settings.max_module_bytes = 1000;
@@ -230,6 +236,14 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
             s.store.failing.store(true, Ordering::SeqCst);
             let answer = plain.get("/readyz").await;
             s.store.failing.store(false, Ordering::SeqCst);
+            answer
+        }
+        ErrorCode::StoreUnavailable => {
+            s.store.unreachable.store(true, Ordering::SeqCst);
+            let answer = plain
+                .post("/register", &json!({"module_name": "later", "wasm_hex": DOUBLE_HEX}))
+                .await;
+            s.store.unreachable.store(false, Ordering::SeqCst);
             answer
         }
     }

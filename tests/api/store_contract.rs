@@ -293,3 +293,107 @@ fn a_token_quota_holds_under_concurrent_inserts(store: Arc<dyn ModuleStore>) {
         "{over:?}"
     );
 }
+
+/// A TCP proxy in front of the test database that can cut every
+/// connection and refuse new ones, and let them through again: a database
+/// outage as a node sees it, without stopping the server other tests use.
+struct Cable {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Cable {
+    async fn to_postgres() -> Cable {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (up2, links2) = (up.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                links2.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Cable { port, up, links }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn mend(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The database goes away and comes back: modules the node has loaded keep
+/// running, registry changes answer `503 store_unavailable`, `/readyz`
+/// turns `503`, and the node recovers by itself, without a restart.
+#[tokio::test]
+async fn a_node_rides_out_a_database_outage() {
+    use crate::helpers::{spawn_app_with, test_settings};
+    use reqwest::StatusCode;
+    use serde_json::json;
+    let (schema, _) = fresh_schema("outage").await;
+    let cable = Cable::to_postgres().await;
+    let mut settings = test_settings();
+    settings.store = Some(format!(
+        "postgres://root@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",
+        cable.port
+    ));
+    let node = spawn_app_with(settings).await;
+    let double = r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
+    let (status, body) = node.register_wat("before", double, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    cable.cut();
+    let (status, body) = node.execute("before", "double", json!([21])).await;
+    assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([42])), "{body}");
+    let (status, body) = node.register_wat("during", double, &[]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable")),
+        "{body}"
+    );
+    let (status, _) = node.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    cable.mend();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let (status, _) = node.register_wat("after", double, &[]).await;
+        if status == StatusCode::CREATED {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the node never registered again after the database came back"
+    );
+    let (status, _) = node.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = node.get("/modules").await;
+    let names: Vec<&str> = list["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["after", "before"]);
+    drop(node);
+    drop_schema(&schema).await;
+}
