@@ -27,14 +27,14 @@ pub enum Source {
     Registered(String),
     /// Code sent with the request, importing from `host_modules`.
     Inline { wasm: Vec<u8>, host_modules: Vec<String> },
-    /// Code to be registered under `name`: checked like inline code, plus the
-    /// name and the caller's quota before anything is compiled. (The caller
-    /// keeps its own copy of the binary to store.)
+    /// Code to be registered under `name` (see [`register`], which checks
+    /// the name and the caller's quota first): checked like inline code,
+    /// named in messages. (The caller keeps its own copy of the binary to
+    /// store.)
     ToRegister {
         name: String,
         wasm: Vec<u8>,
         host_modules: Vec<String>,
-        owner: Option<String>,
     },
     /// Code only to be looked at (`/inspect`): compiled, not linked, so a
     /// module whose imports nothing provides can still be inspected.
@@ -120,11 +120,7 @@ pub async fn resolve(engine: &WasmEngine, registry: &Registry, source: Source) -
             name,
             wasm,
             host_modules,
-            owner,
-        } => {
-            registry.check_new(&name, wasm.len() as u64, owner.as_deref())?;
-            link_inline(engine, registry, Some(name), wasm, host_modules).await
-        }
+        } => link_inline(engine, registry, Some(name), wasm, host_modules).await,
         Source::Unlinked(wasm) => {
             let (root, compile) = engine.compile(wasm).await?;
             Ok(Resolved {
@@ -155,8 +151,10 @@ pub async fn register(
 ) -> Result<(ModuleRecord, ModuleInterface), RegistryError> {
     let host_modules = dedup(host_modules);
     registry.check_new(&name, wasm.len() as u64, owner.as_deref())?;
-    if let Some(graph) = registry.interpreted_graph(&host_modules).await?
-        && let Some(code) = engine.interpret_registered(&wasm).await
+    // The module first: its graph is looked up only if it is to be
+    // interpreted.
+    if let Some(code) = engine.interpret_registered(&wasm).await
+        && let Some(graph) = registry.interpreted_graph(&host_modules).await?
     {
         engine.check_interpreted_graph(&label(Some(&name)), &code, &host_modules, &graph)?;
         let record = registry
@@ -170,7 +168,6 @@ pub async fn register(
         name: name.clone(),
         wasm: wasm.clone(),
         host_modules,
-        owner: owner.clone(),
     };
     let resolved = resolve(engine, registry, source).await?;
     let root = &resolved.root;

@@ -160,15 +160,13 @@ async fn run_one_shot(
     // Code the interpreter runs may run there; a link graph, whole.
     let spec = call.spec(limits);
     let interpreted = match &source {
-        Source::Inline { wasm, host_modules } => match app.registry.interpreted_graph(host_modules).await? {
-            Some(graph) => {
-                let (engine, wasi) = (&app.engine, wasi.as_ref());
-                engine
-                    .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, &graph)
-                    .await
-            }
-            None => None,
-        },
+        Source::Inline { wasm, host_modules } => {
+            let graph = app.registry.interpreted_graph(host_modules);
+            let (engine, wasi) = (&app.engine, wasi.as_ref());
+            engine
+                .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, graph)
+                .await?
+        }
         Source::Registered(name) => match app.registry.interpreted(name).await {
             Some(it) => {
                 let (engine, wasi) = (&app.engine, wasi.as_ref());

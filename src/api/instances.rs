@@ -196,12 +196,14 @@ async fn create(
     let owner = owner_of(&caller);
     // Code the interpreter runs may live there, with its whole link graph.
     let interpreted = match &source {
-        Source::Inline { wasm, host_modules } => match app.registry.interpreted_graph(host_modules).await? {
-            Some(graph) => app
-                .engine
-                .interpretable(wasm)
-                .await
-                .map(|code| (code, host_modules.clone(), graph)),
+        // The module first: its graph is looked up only if it is to be
+        // interpreted.
+        Source::Inline { wasm, host_modules } => match app.engine.interpretable(wasm).await {
+            Some(code) => app
+                .registry
+                .interpreted_graph(host_modules)
+                .await?
+                .map(|graph| (code, host_modules.clone(), graph)),
             None => None,
         },
         Source::Registered(name) => app

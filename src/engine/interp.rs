@@ -209,20 +209,20 @@ impl Interpreter {
         budget: &mut Budget,
     ) -> Result<(wasmi::Instance, Vec<(String, wasmi::Instance)>), EngineError> {
         let limits = budget.limits;
-        let mut linker = (!hosts.is_empty()).then(|| self.linker.clone());
+        // WASI's linker, copied only when hosts are defined in it.
+        let mut linker = std::borrow::Cow::Borrowed(&self.linker);
         let mut live = Vec::with_capacity(hosts.len());
         for (name, host) in hosts {
-            let linker = linker.as_mut().unwrap_or_else(|| unreachable!("hosts make a linker"));
             let instance = linker
                 .instantiate_and_start(&mut *store, &host.module)
                 .map_err(|e| classify(store, &e, &limits))?;
             linker
+                .to_mut()
                 .instance(&mut *store, name, instance)
                 .map_err(|e| EngineError::Link(e.to_string()))?;
             initialize(store, instance, budget).await?;
             live.push((name.clone(), instance));
         }
-        let linker = linker.as_ref().unwrap_or(&self.linker);
         let instance = linker
             .instantiate_and_start(&mut *store, &root.module)
             .map_err(|e| classify(store, &e, &limits))?;
@@ -378,11 +378,7 @@ impl InterpInstance {
         let (store, budget) = (&mut self.store, &mut self.budget);
         let outcome = call_inner(store, instance, name, args, &mut results, spec, budget).await;
         stats.call_us = micros(started.elapsed());
-        let exited = match outcome {
-            Ok(exited) => exited,
-            Err(ref _e) => None,
-        };
-        let outcome = outcome.map(|_| ());
+        let exited = *outcome.as_ref().unwrap_or(&None);
         // Reads happen after traps too: the memory at the trap helps debugging.
         let reads: Result<Vec<Vec<u8>>, EngineError> = spec
             .reads

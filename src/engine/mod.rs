@@ -42,6 +42,7 @@ pub mod types;
 pub mod values;
 pub mod wasi;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -283,19 +284,25 @@ impl WasmEngine {
         exec::instantiate(&self.runtime(), spec).await.map(LiveInstance::from)
     }
 
-    /// Whether the tier setting and the code send `wasm` (a module with no
-    /// imports) to the interpreter: `None` means compile it as usual. In
-    /// `auto` mode that is when the module is compiled already; a module
-    /// seen for the second time is compiled in the background meanwhile
-    /// (see [`tier`]). The hash is `Some` in `auto` mode.
-    async fn for_interpreter(&self, wasm: &[u8]) -> Option<(interp::InterpModule, Option<Sha256Digest>)> {
+    /// Whether the tier setting lets the interpreter run code at all, and
+    /// `wasm` is of a size and shape it runs (see [`interp::eligible`]).
+    fn may_interpret(&self, wasm: &[u8]) -> bool {
         let settings = &self.inner.settings;
-        if settings.tier == TierMode::Compiled
-            || wasm.len() > settings.max_module_bytes
-            || !interp::eligible(wasm, self.defined_caps())
-        {
+        settings.tier != TierMode::Compiled
+            && wasm.len() <= settings.max_module_bytes
+            && interp::eligible(wasm, self.defined_caps())
+    }
+
+    /// Whether the tier setting and the code send inline `wasm` to the
+    /// interpreter: `None` means compile it as usual. In `auto` mode that
+    /// is when the module is compiled already; a module seen for the second
+    /// time is compiled in the background meanwhile (see [`tier`]). The
+    /// hash is `Some` in `auto` mode.
+    async fn for_interpreter(&self, wasm: &[u8]) -> Option<(interp::InterpModule, Option<Sha256Digest>)> {
+        if !self.may_interpret(wasm) {
             return None;
         }
+        let settings = &self.inner.settings;
         // Only code the interpreter could run is hashed here: a module it
         // cannot run (a WASI program, say) is hashed once, by `compile`.
         let sha = (settings.tier == TierMode::Auto).then(|| compile::sha256(wasm));
@@ -322,27 +329,38 @@ impl WasmEngine {
     }
 
     /// Runs a one-shot call of `wasm` on the interpreter, if
-    /// [`Self::for_interpreter`] says so: `None` means the caller compiles
-    /// and runs it as usual. `graph` is the interpreter's form of every
-    /// registered module it links, dependencies first, and `direct` names
-    /// those it imports from itself (its `host_modules`); its imports are
-    /// checked against them with the compiled tier's rules and messages.
-    pub async fn run_interpreted(
+    /// [`Self::for_interpreter`] says so: `Ok(None)` means the caller
+    /// compiles and runs it as usual. `graph` gives the interpreter's form
+    /// of every registered module it links, dependencies first (`None`
+    /// when one is not code the interpreter runs), and is awaited only once
+    /// the module itself is to be interpreted: a compiled module's calls do
+    /// not look its graph up twice. `direct` names the modules it imports
+    /// from itself (its `host_modules`); its imports are checked against
+    /// them with the compiled tier's rules and messages.
+    pub async fn run_interpreted<E>(
         &self,
         wasm: &[u8],
         label: &str,
         call: &CallSpec<'_>,
         wasi: Option<&WasiConfig>,
         direct: &[String],
-        graph: &[(String, Arc<InterpretedCode>)],
-    ) -> Option<Result<CallOutcome, CallFailure>> {
-        let (module, sha) = self.for_interpreter(wasm).await?;
+        graph: impl Future<Output = Result<Option<Vec<(String, Arc<InterpretedCode>)>>, E>>,
+    ) -> Result<Option<Result<CallOutcome, CallFailure>>, E> {
+        let Some((module, sha)) = self.for_interpreter(wasm).await else {
+            return Ok(None);
+        };
+        let Some(graph) = graph.await? else {
+            return Ok(None);
+        };
         if module.needs_hosts() && graph.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let result = self
-            .run_graph(Arc::new(module), label, call, wasi, direct, graph)
-            .await?;
+        let Some(result) = self
+            .run_graph(Arc::new(module), label, call, wasi, direct, &graph)
+            .await
+        else {
+            return Ok(None);
+        };
         let fuel = match &result {
             Ok(outcome) => outcome.stats.fuel_consumed,
             Err(failure) => failure.stats.as_ref().map_or(0, |s| s.fuel_consumed),
@@ -353,13 +371,12 @@ impl WasmEngine {
         {
             self.compile_in_background(sha, wasm.to_vec());
         }
-        Some(result)
+        Ok(Some(result))
     }
 
-    /// `wasm` (a module with no imports) ready to be made a live instance
-    /// on the interpreter, if [`Self::for_interpreter`] says so and every
-    /// call the instance could be asked for runs there; `None` means
-    /// compile it as usual.
+    /// Inline `wasm` ready to be made a live instance on the interpreter, if
+    /// [`Self::for_interpreter`] says so and every call the instance could
+    /// be asked for runs there; `None` means compile it as usual.
     pub async fn interpretable(&self, wasm: &[u8]) -> Option<Arc<InterpretedCode>> {
         let (module, sha) = self.for_interpreter(wasm).await?;
         if !module.whole() {
@@ -372,14 +389,10 @@ impl WasmEngine {
     /// Parses a module being registered (or registered, and compiled
     /// neither in memory nor in the store) for the interpreter, so that its
     /// calls need not wait for its compile, and keeps it for
-    /// [`Self::registered_code`]. `None` with `--tier compiled`, and for
-    /// code the interpreter does not run: that is compiled at once.
+    /// [`Self::parsed_code`]. `None` with `--tier compiled`, and for code
+    /// the interpreter does not run: that is compiled at once.
     pub async fn interpret_registered(&self, wasm: &[u8]) -> Option<Arc<InterpretedCode>> {
-        let settings = &self.inner.settings;
-        if settings.tier == TierMode::Compiled
-            || wasm.len() > settings.max_module_bytes
-            || !interp::eligible(wasm, self.defined_caps())
-        {
+        if !self.may_interpret(wasm) {
             return None;
         }
         let module = self.parse_for_interpreter(wasm).await?;
@@ -389,23 +402,13 @@ impl WasmEngine {
     }
 
     /// The interpreter's form of a registered module, made by
-    /// [`Self::interpret_registered`], whether or not it is compiled too:
-    /// a link graph run on the interpreter needs every module's. `None`
-    /// with `--tier compiled`.
+    /// [`Self::interpret_registered`], whether or not it is compiled too
+    /// (a link graph run on the interpreter needs every module's; whether a
+    /// module's own calls run there is the caller's decision). `None` with
+    /// `--tier compiled`.
     pub fn parsed_code(&self, sha: &Sha256Digest) -> Option<Arc<InterpretedCode>> {
         match self.inner.settings.tier {
             TierMode::Compiled => None,
-            _ => self.inner.registered.get(sha),
-        }
-    }
-
-    /// The interpreter's form of a registered module made by
-    /// [`Self::interpret_registered`], while its calls should run there:
-    /// in `auto` mode until its compile is done.
-    pub fn registered_code(&self, sha: &Sha256Digest) -> Option<Arc<InterpretedCode>> {
-        match self.inner.settings.tier {
-            TierMode::Compiled => None,
-            TierMode::Auto if self.inner.cache.get(sha).is_some() => None,
             _ => self.inner.registered.get(sha),
         }
     }
@@ -552,11 +555,6 @@ impl InterpretedCode {
     /// exported function's values are numbers.
     pub fn whole(&self) -> bool {
         self.whole
-    }
-
-    /// Whether it imports from other modules, and so runs only in a graph.
-    pub fn needs_hosts(&self) -> bool {
-        self.module.needs_hosts()
     }
 }
 

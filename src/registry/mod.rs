@@ -279,23 +279,15 @@ impl Registry {
         Ok((compiled, outcome))
     }
 
-    /// The interpreter's form of `name`, when its calls should run there:
-    /// a module that imports nothing, compiled neither in memory nor in the
-    /// store. A registered module found so (just registered, or after a
+    /// The interpreter's form of `name` and of its link graph, when its
+    /// calls should run there: it is not compiled in memory nor (in `auto`
+    /// mode) in the store, and the interpreter runs it and every module it
+    /// links. A registered module found so (just registered, or after a
     /// restart that came before its artifact was kept) is compiled in the
     /// background meanwhile, in `auto` mode.
     pub async fn interpreted(self: &Arc<Self>, name: &str) -> Option<Interpreted> {
-        if self.engine.settings().tier == TierMode::Compiled {
-            return None;
-        }
         let entry = self.entry(name)?;
-        if self.engine.is_compiled(&entry.digest) {
-            return None;
-        }
-        let code = match self.engine.registered_code(&entry.digest) {
-            Some(code) => code,
-            None => self.interpret_cold(name, &entry).await?,
-        };
+        let code = self.interpreted_root(name, &entry).await?;
         let hosts = &entry.record.host_modules;
         let graph = self.interpreted_graph(hosts).await.ok()??;
         Some(Interpreted {
@@ -305,9 +297,15 @@ impl Registry {
         })
     }
 
-    /// The interpreter's form of a registered module not parsed since this
-    /// process started, unless a stored artifact makes compiled code cheap.
-    async fn interpret_cold(self: &Arc<Self>, name: &str, entry: &Entry) -> Option<Arc<InterpretedCode>> {
+    /// The interpreter's form of `entry` itself, when its calls should run
+    /// there (see [`Self::interpreted`]).
+    async fn interpreted_root(self: &Arc<Self>, name: &str, entry: &Entry) -> Option<Arc<InterpretedCode>> {
+        if self.engine.settings().tier == TierMode::Compiled || self.engine.is_compiled(&entry.digest) {
+            return None;
+        }
+        if let Some(code) = self.engine.parsed_code(&entry.digest) {
+            return Some(code);
+        }
         // Cold: not parsed since this process started. Loading a stored
         // artifact beats interpreting; without one, interpret and compile.
         let (store, sha) = (self.store.clone(), entry.record.sha256.clone());
@@ -319,13 +317,21 @@ impl Registry {
         if has_artifact && self.engine.settings().tier == TierMode::Auto {
             return None;
         }
-        let wasm = self.wasm(name).await.ok()?;
-        let code = self.engine.interpret_registered(&wasm).await?;
-        if code.digest() != &entry.digest {
-            return None;
-        }
+        let code = self.parse_stored(name, entry).await.ok()??;
         self.compile_later(name);
         Some(code)
+    }
+
+    /// Reads `entry`'s binary and parses it for the interpreter (kept by the
+    /// engine for [`WasmEngine::parsed_code`]); `None` if the interpreter
+    /// does not run it, or the binary is not the one recorded.
+    async fn parse_stored(&self, name: &str, entry: &Entry) -> Result<Option<Arc<InterpretedCode>>, RegistryError> {
+        let wasm = self.wasm(name).await?;
+        Ok(self
+            .engine
+            .interpret_registered(&wasm)
+            .await
+            .filter(|code| code.digest() == &entry.digest))
     }
 
     /// Compiles `name` on the compile pool without anyone waiting for it,
@@ -346,8 +352,12 @@ impl Registry {
     /// The exports and imports of `name`: from the interpreter's form while
     /// it has one, so that describing a module never waits for a compile.
     pub async fn interface(self: &Arc<Self>, name: &str) -> Result<ModuleInterface, RegistryError> {
-        if let Some(interpreted) = self.interpreted(name).await {
-            return Ok(interpreted.code.interface.clone());
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        // The module's own form is enough: its graph plays no part here.
+        if let Some(code) = self.interpreted_root(name, &entry).await {
+            return Ok(code.interface.clone());
         }
         let (compiled, _) = self.compiled(name).await?;
         Ok(compiled.interface())
@@ -396,13 +406,10 @@ impl Registry {
             };
             let code = match self.engine.parsed_code(&entry.digest) {
                 Some(code) => code,
-                None => {
-                    let wasm = self.wasm(&name).await?;
-                    match self.engine.interpret_registered(&wasm).await {
-                        Some(code) if code.digest() == &entry.digest => code,
-                        _ => return Ok(None),
-                    }
-                }
+                None => match self.parse_stored(&name, &entry).await? {
+                    Some(code) => code,
+                    None => return Ok(None),
+                },
             };
             graph.push((name, code));
         }

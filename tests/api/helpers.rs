@@ -248,3 +248,17 @@ pub fn code(body: &Value) -> &str {
     }
     code
 }
+
+/// A response's `stats`: the body's on success, its error's on failure.
+pub fn stats_of(body: &Value) -> &Value {
+    if body["stats"].is_object() {
+        &body["stats"]
+    } else {
+        &body["error"]["stats"]
+    }
+}
+
+/// `stats.tier` of a response, success or error.
+pub fn tier_of(body: &Value) -> Option<String> {
+    stats_of(body)["tier"].as_str().map(str::to_string)
+}

@@ -31,7 +31,7 @@ use wast::{QuoteWat, QuoteWatTest, WastDirective, WastExecute, WastInvoke};
 
 use wasm_exec_api::engine::TierMode;
 
-use crate::helpers::{TestApp, spawn_app_with, test_settings};
+use crate::helpers::{TestApp, spawn_app_with, test_settings, tier_of};
 use crate::spectest::{Expect, abbreviate, encode_args, expectations, matches_value, trap_kind};
 
 /// Scripts run at once, each worker with a server of its own (registered
@@ -304,16 +304,6 @@ fn import_modules(wasm: &[u8]) -> Vec<String> {
 struct Results<'a> {
     #[serde(borrow)]
     results: Vec<&'a serde_json::value::RawValue>,
-}
-
-/// `stats.tier` of a response, success or error.
-fn tier_of(body: &Value) -> Option<String> {
-    let stats = if body["stats"].is_object() {
-        &body["stats"]
-    } else {
-        &body["error"]["stats"]
-    };
-    stats["tier"].as_str().map(str::to_string)
 }
 
 impl<'a> Script<'a> {

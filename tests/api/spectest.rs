@@ -21,7 +21,7 @@ use wast::{QuoteWat, WastArg, WastDirective, WastExecute, WastRet};
 
 use wasm_exec_api::engine::TierMode;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with, test_settings};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, test_settings, tier_of};
 
 /// Files whose invocations are independent of each other (no state carried
 /// between calls), so that a fresh instance per request gives spec results.
@@ -415,14 +415,9 @@ async fn check(app: &TestApp, case: Case, tier: &str) -> Result<(), String> {
             abbreviate(&case.body)
         ))
     };
-    let ran_on = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|body| {
-        let stats = if body["stats"].is_object() {
-            &body["stats"]
-        } else {
-            &body["error"]["stats"]
-        };
-        stats["tier"].as_str().map(str::to_string)
-    });
+    let ran_on = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|body| tier_of(&body));
     if ran_on.as_ref().is_some_and(|t| t != tier) {
         return fail(format!("expected it to run on the {tier} tier"));
     }

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wasm_exec_api::engine::TierMode;
 
-use crate::helpers::{TestApp, spawn_app_with, test_settings};
+use crate::helpers::{TestApp, spawn_app_with, stats_of, test_settings, tier_of};
 
 async fn server(tier: TierMode) -> TestApp {
     let mut settings = test_settings();
@@ -250,25 +250,11 @@ async fn ask_both(interpreter: &TestApp, compiled: &TestApp, body: &Value) -> (S
     (status_i, answer_i, answer_c)
 }
 
-/// `stats.tier` of a response, success or error.
-fn tier_of(answer: &Value) -> Option<String> {
-    let stats = if answer["stats"].is_object() {
-        &answer["stats"]
-    } else {
-        &answer["error"]["stats"]
-    };
-    stats["tier"].as_str().map(str::to_string)
-}
-
 /// The parts of a response that must agree between tiers: status, results
 /// and their types, error code, trap and limit kinds, limits hit.
 fn comparable(status: StatusCode, body: &Value) -> Value {
     let error = &body["error"];
-    let stats = if body["stats"].is_object() {
-        &body["stats"]
-    } else {
-        &error["stats"]
-    };
+    let stats = stats_of(body);
     json!({
         "status": status.as_u16(),
         "results": body["results"],
@@ -558,11 +544,7 @@ async fn live_instances_answer_alike_on_both_tiers() {
         let mut seen = Vec::new();
         for call in &calls {
             let (status, answer) = app.post(&format!("/instances/{id}/call"), call).await;
-            let stats = if answer["stats"].is_object() {
-                &answer["stats"]
-            } else {
-                &answer["error"]["stats"]
-            };
+            let stats = stats_of(&answer);
             assert_eq!(stats["tier"], name, "{call}: {answer}");
             if let Some(fuel) = call["limits"]["fuel"].as_u64() {
                 assert!(stats["fuel_consumed"].as_u64().unwrap() <= fuel, "{call}: {answer}");
@@ -900,11 +882,7 @@ async fn wasi_calls_answer_alike_on_both_tiers() {
         let mut answers = Vec::new();
         for (app, tier) in [(&interpreter, "interpreter"), (&compiled, "compiled")] {
             let (status, body) = app.post("/", &request).await;
-            let stats = if body["stats"].is_object() {
-                &body["stats"]
-            } else {
-                &body["error"]["stats"]
-            };
+            let stats = stats_of(&body);
             assert_eq!(stats["tier"], tier, "{name}: {body}");
             let error = &body["error"];
             let mut seen = comparable(status, &body);
