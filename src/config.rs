@@ -10,6 +10,7 @@ use clap::Parser;
 use crate::api::auth::Tokens;
 use crate::engine::{EngineSettings, ExecLimits, TierMode};
 use crate::instances::InstanceSettings;
+use crate::registry::ArtifactSeal;
 
 /// Run WebAssembly over HTTP.
 #[derive(Debug, Clone, Parser)]
@@ -71,6 +72,33 @@ pub struct Settings {
     /// start.
     #[arg(long, env = "WASM_EXEC_STORE", conflicts_with = "memory")]
     pub store: Option<String>,
+
+    /// The cluster key under which compiled artifacts are sealed (an
+    /// HMAC-SHA256 tag) so that nodes sharing a --store database load each
+    /// other's instead of compiling; several keys separated by whitespace:
+    /// the first seals, any opens (for rotation). Prefer the environment or
+    /// --artifact-key-file to the flag, which other local users can see.
+    /// Without a key, nodes on a shared database keep no artifacts there.
+    #[arg(long, env = "WASM_EXEC_ARTIFACT_KEY", hide_env_values = true)]
+    pub artifact_key: Option<String>,
+
+    /// A file holding the artifact key(s), one per line (see --artifact-key).
+    #[arg(long, env = "WASM_EXEC_ARTIFACT_KEY_FILE", conflicts_with = "artifact_key")]
+    pub artifact_key_file: Option<PathBuf>,
+
+    /// This node's name among nodes sharing a --store database: the prefix
+    /// of the instance ids it hands out, by which a balancer routes calls to
+    /// the node that holds the instance. Letters, digits and `-`; random
+    /// when not set.
+    #[arg(long, env = "WASM_EXEC_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// The address at which other nodes and clients reach this node (e.g.
+    /// http://10.0.0.5:8000), announced in the shared store and named in the
+    /// `421 instance_on_other_node` answer a node gives for an instance it
+    /// does not hold.
+    #[arg(long, env = "WASM_EXEC_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 
     /// Fuel per request, about one unit per WebAssembly instruction (bulk
     /// memory and table operations cost one unit, whatever their length),
@@ -237,12 +265,20 @@ impl Settings {
     }
 
     /// The instance table's part of the settings.
-    pub fn instances(&self) -> InstanceSettings {
+    pub fn instances(&self, node_id: &str) -> InstanceSettings {
         InstanceSettings {
             max_instances: self.max_instances,
             max_total_memory_bytes: self.max_instance_memory_bytes,
             idle_timeout: Duration::from_secs(self.instance_idle_secs),
+            node_id: node_id.to_string(),
         }
+    }
+
+    /// This node's name: `--node-id`, else 8 random hex digits.
+    pub fn node_name(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
     }
 
     /// The configured API tokens, from flags, the environment and the file.
@@ -254,6 +290,17 @@ impl Settings {
             entries.extend(text.lines().map(str::to_string));
         }
         Tokens::parse(entries.iter().map(String::as_str))
+    }
+
+    /// The artifact keys, from the flag, the environment or the file.
+    pub fn artifact_seal(&self) -> Result<Option<ArtifactSeal>, String> {
+        let text = match (&self.artifact_key, &self.artifact_key_file) {
+            (Some(key), _) => key.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read artifact key file {}: {e}", path.display()))?,
+            (None, None) => return Ok(None),
+        };
+        ArtifactSeal::parse(&text).map(Some)
     }
 
     /// Where the registry lives on disk, or `None` with `--memory`.
@@ -270,6 +317,17 @@ impl Settings {
 /// compiles of small modules gave 29% more compiles per second than one.
 fn default_compile_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// A node name: 1 to 32 letters, digits and `-` (no `.`, which ends it
+/// in an instance id).
+fn parse_node_id(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty() && text.len() <= 32 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err("use 1 to 32 letters, digits and `-`".into())
+    }
 }
 
 fn default_data_dir() -> PathBuf {

@@ -5,8 +5,9 @@
 //! bounded in count and in reserved memory (each instance reserves its
 //! memory limit when created, so the total can never be exceeded by later
 //! growth), and instances idle for longer than the idle timeout are dropped
-//! by a reaper task. Ids are 122 random bits, so one client cannot guess
-//! another's instance.
+//! by a reaper task. Ids are the node's name, a dot and 122 random bits:
+//! one client cannot guess another's instance, and a balancer in front of
+//! several nodes can route a call to the node that holds it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,8 @@ pub struct InstanceSettings {
     pub max_total_memory_bytes: u64,
     /// An instance not called for this long is dropped.
     pub idle_timeout: Duration,
+    /// This node's name: the prefix of every instance id it hands out.
+    pub node_id: String,
 }
 
 /// Why an instance could not be created or found.
@@ -163,7 +166,7 @@ impl Instances {
         let stats = live.take_instantiation_stats();
         let now = Instant::now();
         let slot = Arc::new(Slot {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: format!("{}.{}", self.settings.node_id, uuid::Uuid::new_v4().simple()),
             tier: live.tier(),
             module: new.module,
             sha256: new.sha256,
@@ -187,6 +190,13 @@ impl Instances {
             .get(id)
             .cloned()
             .ok_or_else(|| InstanceError::NotFound(id.to_string()))
+    }
+
+    /// The node that handed out `id`, when it is not this one (ids are
+    /// `NODE.RANDOM`).
+    pub fn other_node<'a>(&self, id: &'a str) -> Option<&'a str> {
+        let (node, _) = id.split_once('.')?;
+        (node != self.settings.node_id).then_some(node)
     }
 
     /// Every live instance, oldest first.

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match cli.command {
         None => cli.serve,
-        Some(Command::Serve(settings)) => settings,
+        Some(Command::Serve(settings)) => *settings,
         // The client is blocking and needs no runtime of its own.
         Some(client) => return ExitCode::from(wasm_exec_api::cli::run_client(client)),
     };

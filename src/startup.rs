@@ -55,13 +55,16 @@ impl Application {
             max_modules: settings.max_modules_per_token,
             max_bytes: settings.max_bytes_per_token,
         };
-        let registry = Arc::new(Registry::open(store, engine.clone(), quota).await?);
+        let seal = settings.artifact_seal().map_err(|e| anyhow::anyhow!(e))?;
+        let registry = Arc::new(Registry::open(store, engine.clone(), quota, seal).await?);
+        registry.start_sync();
+        let node_id = settings.node_name();
         tracing::info!(modules = registry.len(), "registry loaded");
-        let instances = Instances::new(settings.instances());
+        let instances = Instances::new(settings.instances(&node_id));
         let body_timeout = std::time::Duration::from_millis(settings.body_timeout_ms);
         let state = AppState::new(
             engine,
-            registry,
+            registry.clone(),
             instances,
             api::admission::Admission::new(
                 settings.max_concurrency,
@@ -87,6 +90,14 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind {}:{}: {e}", settings.bind, settings.port))?;
         let addr = listener.local_addr()?;
+        if registry.is_shared() {
+            let url = settings
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}"));
+            registry.announce_node(&node_id, &url).await?;
+            tracing::info!(node = %node_id, url = %url, "node announced in the shared registry");
+        }
         Ok(Application { listener, router, addr })
     }
 

@@ -69,6 +69,9 @@ error_codes! {
     ModuleNotFound = "module_not_found", NOT_FOUND;
     /// No live instance has this id (deleted, expired, or another token's).
     InstanceNotFound = "instance_not_found", NOT_FOUND;
+    /// The instance lives on another node sharing this registry (`node`,
+    /// and `owner_url` when that node advertised one): send the call there.
+    InstanceOnOtherNode = "instance_on_other_node", MISDIRECTED_REQUEST;
     /// No such endpoint.
     RouteNotFound = "route_not_found", NOT_FOUND;
     /// The endpoint does not take this method.

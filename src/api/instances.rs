@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
@@ -123,14 +123,41 @@ fn owner_of(caller: &Caller) -> Option<usize> {
 }
 
 /// The instance `id`, if `caller` may use it. Another token's instance is
-/// reported as not found, so ids cannot be probed for existence.
-fn visible_slot(app: &AppState, caller: &Caller, id: &str) -> Result<std::sync::Arc<Slot>, ApiError> {
-    let slot = app.instances.get(id)?;
+/// reported as not found, so ids cannot be probed for existence; one that
+/// another node of a shared registry handed out is reported with its node
+/// (see [`elsewhere`]).
+async fn visible_slot(app: &AppState, caller: &Caller, id: &str) -> Result<std::sync::Arc<Slot>, ApiError> {
+    let slot = match app.instances.get(id) {
+        Ok(slot) => slot,
+        Err(e) => match app.instances.other_node(id).filter(|_| app.registry.is_shared()) {
+            Some(node) => return Err(elsewhere(app, id, node).await),
+            None => return Err(e.into()),
+        },
+    };
     if caller.sees_all() || slot.owner == owner_of(caller) {
         Ok(slot)
     } else {
         Err(InstanceError::NotFound(id.to_string()).into())
     }
+}
+
+/// `421 instance_on_other_node` for an instance of node `node`, naming the
+/// address it advertised in the shared store.
+async fn elsewhere(app: &AppState, id: &str, node: &str) -> ApiError {
+    let url = app.registry.node_url(node).await.ok().flatten();
+    let whereto = match &url {
+        Some(url) => format!("; send the call to {url}, or route /instances/{node}.* there (sticky routing)"),
+        None => " (which has not advertised an address)".to_string(),
+    };
+    let mut error = ApiError::new(
+        ErrorCode::InstanceOnOtherNode,
+        format!("instance `{id}` lives on node `{node}`{whereto}"),
+    );
+    error.extra.insert("node".into(), node.into());
+    if let Some(url) = url {
+        error.extra.insert("owner_url".into(), url.into());
+    }
+    error
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -274,7 +301,7 @@ async fn describe(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InstanceBody>> {
-    let slot = visible_slot(&app, &caller, &id)?;
+    let slot = visible_slot(&app, &caller, &id).await?;
     Ok(Json(describe_slot(&app, &slot, None)))
 }
 
@@ -290,7 +317,7 @@ async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    visible_slot(&app, &caller, &id)?;
+    visible_slot(&app, &caller, &id).await?;
     app.instances.remove(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -311,7 +338,7 @@ async fn call_instance(
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit().await?;
     let started = Instant::now();
-    let slot = visible_slot(&app, &caller, &id)?;
+    let slot = visible_slot(&app, &caller, &id).await?;
     if req
         .limits
         .is_some_and(|l| l.memory_bytes.is_some() || l.table_elements.is_some())

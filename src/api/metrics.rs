@@ -74,6 +74,8 @@ pub struct Metrics {
 /// The server's state at scrape time, read by the `/metrics` handler.
 pub struct Gauges {
     pub cache: CacheStats,
+    /// Stored artifacts refused because their seal did not verify.
+    pub artifacts_rejected: u64,
     pub live_instances: usize,
     pub in_flight: usize,
     /// Requests waiting for an execution slot.
@@ -181,6 +183,11 @@ impl Metrics {
             "compile_cache_artifact_loads",
             "Modules loaded from a compiled artifact kept in the store",
             ConstCounter::new(cache.loaded),
+        );
+        registry.register(
+            "compile_cache_artifacts_rejected",
+            "Stored compiled artifacts not loaded because their seal did not verify under the artifact key",
+            ConstCounter::new(gauges.artifacts_rejected),
         );
         registry.register(
             "compile_cache_entries",

@@ -167,7 +167,7 @@ async fn list(State(app): State<AppState>) -> Json<ModuleList> {
         GuardedErrors,
     ))]
 async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ModuleDetail>> {
-    let record = app.registry.get(&name)?;
+    let record = app.registry.get(&name).await?;
     let interface = app.registry.interface(&name).await?;
     Ok(Json(ModuleDetail { record, interface }))
 }

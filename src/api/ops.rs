@@ -68,6 +68,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         registered_modules: app.registry.len(),
         registered_bytes: app.registry.total_bytes(),
         store_file_bytes: app.registry.store_size_on_disk(),
+        artifacts_rejected: app.registry.artifacts_rejected(),
     };
     match app.metrics.render(&gauges) {
         Ok(text) => (

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default when no subcommand is given).
-    Serve(Settings),
+    Serve(Box<Settings>),
     /// Call a function of a module file (.wat or .wasm) on the server.
     Call(CallArgs),
     /// Register a module file under a name.

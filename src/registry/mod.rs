@@ -8,11 +8,13 @@
 
 pub mod pg_store;
 pub mod redb_store;
+pub mod seal;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::engine::{
     CacheOutcome, CompiledModule, EngineError, InterpretedCode, LinkedModule, ModuleInterface, Sha256Digest, TierMode,
@@ -20,7 +22,8 @@ use crate::engine::{
 };
 pub use pg_store::PgStore;
 pub use redb_store::RedbStore;
-pub use store::{ModuleRecord, ModuleStore, StoreError, TokenQuota};
+pub use seal::ArtifactSeal;
+pub use store::{Changes, ModuleRecord, ModuleStore, StoreError, TokenQuota};
 
 /// Longest module name accepted.
 pub const MAX_NAME_LEN: usize = 128;
@@ -96,7 +99,26 @@ pub struct Registry {
     engine: WasmEngine,
     quota: TokenQuota,
     index: RwLock<HashMap<String, Arc<Entry>>>,
+    /// The store version the index reflects (see [`Self::sync`]).
+    version: AtomicU64,
+    artifacts: Artifacts,
+    /// Stored artifacts refused because their seal did not verify.
+    artifacts_rejected: AtomicU64,
 }
+
+/// How this node treats the compiled artifacts in its store.
+enum Artifacts {
+    /// Kept and loaded as they are: a store only this process writes.
+    Trusted,
+    /// Sealed and verified under the cluster key (`--artifact-key`).
+    Sealed(ArtifactSeal),
+    /// Neither kept nor loaded: a store other nodes write to, and no key to
+    /// tell their artifacts from anyone else's.
+    Off,
+}
+
+/// How often the index is checked against a shared store without a hint.
+const SYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// Checks a module name: 1 to 128 characters of `A-Z a-z 0-9 _ . -`, not
 /// starting with `.` or `-`, and not a reserved system interface name.
@@ -147,10 +169,21 @@ impl Registry {
         store: Arc<dyn ModuleStore>,
         engine: WasmEngine,
         quota: TokenQuota,
+        seal: Option<ArtifactSeal>,
     ) -> Result<Self, RegistryError> {
-        let records = {
+        let artifacts = match seal {
+            Some(seal) => Artifacts::Sealed(seal),
+            None if store.shared() => {
+                tracing::info!("compiled artifacts are not shared between nodes: no --artifact-key");
+                Artifacts::Off
+            }
+            None => Artifacts::Trusted,
+        };
+        // The version first: changes that land during the listing are
+        // applied again by the first sync, which is harmless.
+        let (version, records) = {
             let store = store.clone();
-            blocking(move || store.list()).await?
+            blocking(move || Ok((store.version()?, store.list()?))).await?
         };
         let mut index = HashMap::with_capacity(records.len());
         for record in records {
@@ -162,11 +195,129 @@ impl Registry {
             engine,
             quota,
             index: RwLock::new(index),
+            version: AtomicU64::new(version),
+            artifacts,
+            artifacts_rejected: AtomicU64::new(0),
         })
     }
 
     fn entry(&self, name: &str) -> Option<Arc<Entry>> {
         self.index.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// The entry of `name`: from the index, else (on a store other nodes
+    /// write to) from the store, with any of its host modules this node
+    /// has not seen yet, so that a module registered on another node runs
+    /// here at once, before the change notification arrives.
+    async fn lookup(&self, name: &str) -> Result<Arc<Entry>, RegistryError> {
+        if let Some(entry) = self.entry(name) {
+            return Ok(entry);
+        }
+        if !self.store.shared() {
+            return Err(RegistryError::NotFound(name.to_string()));
+        }
+        let mut wanted = vec![name.to_string()];
+        let mut found = None;
+        while let Some(next) = wanted.pop() {
+            let record = {
+                let (store, next) = (self.store.clone(), next.clone());
+                blocking(move || store.record(&next)).await?
+            };
+            let Some(record) = record else {
+                if found.is_none() {
+                    return Err(RegistryError::NotFound(name.to_string()));
+                }
+                // A host removed meanwhile: the graph walk reports it.
+                continue;
+            };
+            wanted.extend(record.host_modules.iter().filter(|h| self.entry(h).is_none()).cloned());
+            let entry = self.index_record(record)?;
+            found.get_or_insert(entry);
+        }
+        found.ok_or_else(|| RegistryError::NotFound(name.to_string()))
+    }
+
+    /// Puts `record` into the index (replacing any entry of its name).
+    fn index_record(&self, record: ModuleRecord) -> Result<Arc<Entry>, RegistryError> {
+        let digest = digest_of(&record)?;
+        let name = record.name.clone();
+        let entry = Arc::new(Entry { record, digest });
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, entry.clone());
+        Ok(entry)
+    }
+
+    /// Keeps the index in step with a store that other nodes write to:
+    /// brings it up to date whenever the store hints at a change, and every
+    /// few seconds in case a hint was lost. Ends with the registry.
+    pub fn start_sync(self: &Arc<Self>) {
+        let Some(hints) = self.store.change_hints() else {
+            return;
+        };
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(SYNC_EVERY, hints.notified()).await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                if let Err(e) = registry.sync().await {
+                    tracing::debug!(error = %e, "cannot bring the registry index up to date; retrying");
+                }
+            }
+        });
+    }
+
+    /// Applies the store's changes since the version the index reflects:
+    /// each changed name is read again (the store, not the hint, says
+    /// whether it exists now); when the store no longer has every change,
+    /// every record is read again.
+    pub async fn sync(&self) -> Result<(), RegistryError> {
+        let since = self.version.load(Ordering::Acquire);
+        let changes = {
+            let store = self.store.clone();
+            blocking(move || store.changes_since(since)).await?
+        };
+        match changes {
+            Changes::Since { version, names } => {
+                if version == since {
+                    return Ok(());
+                }
+                let unique: HashSet<String> = names.into_iter().collect();
+                for name in unique {
+                    let record = {
+                        let (store, name) = (self.store.clone(), name.clone());
+                        blocking(move || store.record(&name)).await?
+                    };
+                    match record {
+                        Some(record) => {
+                            self.index_record(record)?;
+                        }
+                        None => {
+                            self.index.write().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                        }
+                    }
+                }
+                self.version.fetch_max(version, Ordering::AcqRel);
+            }
+            Changes::Gap => {
+                let (version, records) = {
+                    let store = self.store.clone();
+                    blocking(move || Ok((store.version()?, store.list()?))).await?
+                };
+                let mut index = HashMap::with_capacity(records.len());
+                for record in records {
+                    let digest = digest_of(&record)?;
+                    index.insert(record.name.clone(), Arc::new(Entry { record, digest }));
+                }
+                *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+                self.version.store(version, Ordering::Release);
+                tracing::info!(version, "registry index read again from the store");
+            }
+        }
+        Ok(())
     }
 
     /// Every record, in name order.
@@ -205,17 +356,13 @@ impl Registry {
     }
 
     /// The record of `name`.
-    pub fn get(&self, name: &str) -> Result<ModuleRecord, RegistryError> {
-        self.entry(name)
-            .map(|e| e.record.clone())
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+    pub async fn get(&self, name: &str) -> Result<ModuleRecord, RegistryError> {
+        Ok(self.lookup(name).await?.record.clone())
     }
 
     /// The binary of `name`.
     pub async fn wasm(&self, name: &str) -> Result<Vec<u8>, RegistryError> {
-        let entry = self
-            .entry(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        let entry = self.lookup(name).await?;
         let store = self.store.clone();
         let sha = entry.record.sha256.clone();
         blocking(move || store.wasm(&sha))
@@ -227,9 +374,7 @@ impl Registry {
     /// artifact in the store, else compiled from the stored binary (and the
     /// artifact kept for next time).
     pub async fn compiled(&self, name: &str) -> Result<(Arc<CompiledModule>, CacheOutcome), RegistryError> {
-        let entry = self
-            .entry(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        let entry = self.lookup(name).await?;
         self.compile_entry(name, &entry).await
     }
 
@@ -240,9 +385,7 @@ impl Registry {
         &self,
         name: &str,
     ) -> Result<(Arc<CompiledModule>, CacheOutcome, Vec<LinkedModule>), RegistryError> {
-        let entry = self
-            .entry(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        let entry = self.lookup(name).await?;
         let (compiled, outcome) = self.compile_entry(name, &entry).await?;
         let graph = self.link_graph(&entry.record.host_modules).await?;
         Ok((compiled, outcome, graph))
@@ -256,12 +399,7 @@ impl Registry {
         if let Some(hit) = self.engine.cached(&entry.digest) {
             return Ok((hit, CacheOutcome::Cached));
         }
-        let artifact = {
-            let (store, sha) = (self.store.clone(), entry.record.sha256.clone());
-            let engine_hash = self.engine.compatibility_hash().to_string();
-            blocking(move || store.artifact(&sha, &engine_hash)).await?
-        };
-        if let Some(artifact) = artifact {
+        if let Some(artifact) = self.stored_artifact(name, entry).await? {
             let size = entry.record.size as usize;
             match self.engine.load_artifact(entry.digest, size, artifact).await {
                 Ok(loaded) => return Ok((loaded, CacheOutcome::Loaded)),
@@ -286,7 +424,7 @@ impl Registry {
     /// restart that came before its artifact was kept) is compiled in the
     /// background meanwhile, in `auto` mode.
     pub async fn interpreted(self: &Arc<Self>, name: &str) -> Option<Interpreted> {
-        let entry = self.entry(name)?;
+        let entry = self.lookup(name).await.ok()?;
         let code = self.interpreted_root(name, &entry).await?;
         let hosts = &entry.record.host_modules;
         let graph = self.interpreted_graph(hosts).await.ok()??;
@@ -308,12 +446,14 @@ impl Registry {
         }
         // Cold: not parsed since this process started. Loading a stored
         // artifact beats interpreting; without one, interpret and compile.
-        let (store, sha) = (self.store.clone(), entry.record.sha256.clone());
-        let engine_hash = self.engine.compatibility_hash().to_string();
-        let has_artifact = blocking(move || store.artifact(&sha, &engine_hash))
-            .await
-            .ok()?
-            .is_some();
+        let has_artifact = match self.artifacts {
+            Artifacts::Off => false,
+            Artifacts::Trusted | Artifacts::Sealed(_) => {
+                let (store, sha) = (self.store.clone(), entry.record.sha256.clone());
+                let engine_hash = self.engine.compatibility_hash().to_string();
+                blocking(move || store.has_artifact(&sha, &engine_hash)).await.ok()?
+            }
+        };
         if has_artifact && self.engine.settings().tier == TierMode::Auto {
             return None;
         }
@@ -352,9 +492,7 @@ impl Registry {
     /// The exports and imports of `name`: from the interpreter's form while
     /// it has one, so that describing a module never waits for a compile.
     pub async fn interface(self: &Arc<Self>, name: &str) -> Result<ModuleInterface, RegistryError> {
-        let entry = self
-            .entry(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        let entry = self.lookup(name).await?;
         // The module's own form is enough: its graph plays no part here.
         if let Some(code) = self.interpreted_root(name, &entry).await {
             return Ok(code.interface.clone());
@@ -363,15 +501,67 @@ impl Registry {
         Ok(compiled.interface())
     }
 
-    /// Stores the compiled artifact of `compiled`. A failure is logged, not
-    /// returned: artifacts only save time.
+    /// The machine code stored for `entry` and this engine, if there is
+    /// some this node may load: sealed artifacts must verify (one that
+    /// does not is counted, logged and left to be replaced by a compile).
+    async fn stored_artifact(&self, name: &str, entry: &Entry) -> Result<Option<Vec<u8>>, RegistryError> {
+        if matches!(self.artifacts, Artifacts::Off) {
+            return Ok(None);
+        }
+        let (store, sha) = (self.store.clone(), entry.record.sha256.clone());
+        let engine_hash = self.engine.compatibility_hash().to_string();
+        let artifact = blocking(move || store.artifact(&sha, &engine_hash)).await?;
+        let (Some(artifact), Artifacts::Sealed(seal)) = (artifact.clone(), &self.artifacts) else {
+            return Ok(artifact);
+        };
+        match seal.open(&entry.record.sha256, self.engine.compatibility_hash(), artifact) {
+            Ok(code) => Ok(Some(code)),
+            Err(why) => {
+                self.artifacts_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(module = name, reason = %why, "refused to load a stored compiled artifact; compiling instead");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether other nodes share this registry's store.
+    pub fn is_shared(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// Records in the shared store that node `id` answers at `url`.
+    pub async fn announce_node(&self, id: &str, url: &str) -> Result<(), RegistryError> {
+        let (store, id, url) = (self.store.clone(), id.to_string(), url.to_string());
+        blocking(move || store.announce_node(&id, &url)).await
+    }
+
+    /// The address node `id` advertised, if it did.
+    pub async fn node_url(&self, id: &str) -> Result<Option<String>, RegistryError> {
+        let (store, id) = (self.store.clone(), id.to_string());
+        blocking(move || store.node_url(&id)).await
+    }
+
+    /// Stored artifacts refused because their seal did not verify.
+    pub fn artifacts_rejected(&self) -> u64 {
+        self.artifacts_rejected.load(Ordering::Relaxed)
+    }
+
+    /// Stores the compiled artifact of `compiled` (sealed under the cluster
+    /// key when there is one). A failure is logged, not returned:
+    /// artifacts only save time.
     async fn keep_artifact(&self, compiled: &Arc<CompiledModule>) {
-        let artifact = match self.engine.artifact(compiled).await {
+        if matches!(self.artifacts, Artifacts::Off) {
+            return;
+        }
+        let mut artifact = match self.engine.artifact(compiled).await {
             Ok(a) => a,
             Err(e) => return tracing::warn!(error = %e, "cannot serialize a compiled module"),
         };
         let (store, sha) = (self.store.clone(), compiled.sha256_hex());
         let engine_hash = self.engine.compatibility_hash().to_string();
+        if let Artifacts::Sealed(seal) = &self.artifacts {
+            artifact = seal.seal(&sha, &engine_hash, &artifact);
+        }
         if let Err(e) = blocking(move || store.put_artifact(&sha, &engine_hash, &artifact)).await {
             tracing::warn!(error = %e, "cannot store a compiled artifact");
         }
@@ -380,6 +570,7 @@ impl Registry {
     /// Resolves `hosts` and everything they depend on into a list in which
     /// each module appears once, after all of its own host modules.
     pub async fn link_graph(&self, hosts: &[String]) -> Result<Vec<LinkedModule>, RegistryError> {
+        self.know_hosts(hosts).await?;
         let mut graph = Vec::new();
         for name in self.graph_order(hosts)? {
             let (compiled, _) = self.compiled(&name).await?;
@@ -399,6 +590,7 @@ impl Registry {
         if self.engine.settings().tier == TierMode::Compiled {
             return Ok(None);
         }
+        self.know_hosts(hosts).await?;
         let mut graph = Vec::new();
         for name in self.graph_order(hosts)? {
             let Some(entry) = self.entry(&name) else {
@@ -414,6 +606,22 @@ impl Registry {
             graph.push((name, code));
         }
         Ok(Some(graph))
+    }
+
+    /// Makes sure the index has `hosts` (and what they link), fetching from
+    /// a shared store those another node registered and this one has not
+    /// heard of yet; a host the store does not have either is
+    /// [`RegistryError::HostModuleNotFound`].
+    async fn know_hosts(&self, hosts: &[String]) -> Result<(), RegistryError> {
+        for host in hosts {
+            if self.entry(host).is_none() {
+                self.lookup(host).await.map_err(|e| match e {
+                    RegistryError::NotFound(name) => RegistryError::HostModuleNotFound(name),
+                    other => other,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// The names of `hosts` and everything they depend on, each once, after

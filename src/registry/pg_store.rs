@@ -15,18 +15,30 @@
 //! handle, which a blocking-pool thread may block on.
 //!
 //! Compiled artifacts are machine code: loading one from a database that
-//! other nodes write to would run whatever they stored. Until artifacts
-//! carry a tag under a cluster key, this store keeps none (every node
-//! compiles for itself).
+//! other nodes write to would run whatever they stored. The store keeps
+//! them as given; the registry seals them under the cluster key before they
+//! come here and verifies them after (`super::seal`), and without a key
+//! neither keeps nor loads them.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
-use super::store::{ModuleRecord, ModuleStore, StoreError, TokenQuota};
+use super::store::{Changes, ModuleRecord, ModuleStore, StoreError, TokenQuota};
+
+/// The channel on which a registry change is announced (its payload is
+/// the new version).
+const CHANNEL: &str = "wasm_exec_registry";
+
+/// How many entries of the change log are kept; a node further behind
+/// than this lists every record again.
+const CHANGES_KEPT: i64 = 4096;
 
 /// The schema, applied at start.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -42,6 +54,14 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct PgStore {
     pool: PgPool,
     runtime: Handle,
+    hints: Arc<Notify>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 /// A failure of the database, told apart from one of reaching it: a
@@ -88,9 +108,13 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(format!("cannot apply the store's schema: {e}")))?;
+        let hints = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(pool.clone(), hints.clone()));
         Ok(PgStore {
             pool,
             runtime: Handle::current(),
+            hints,
+            listener,
         })
     }
 
@@ -102,6 +126,72 @@ impl PgStore {
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.map_err(backend)
     }
+}
+
+/// Listens for registry changes and wakes `hints` on each, and on each
+/// (re)connection: notifications sent while the listener was away are
+/// lost, so a new connection is itself a reason to look.
+async fn listen(pool: PgPool, hints: Arc<Notify>) {
+    loop {
+        if let Ok(mut listener) = PgListener::connect_with(&pool).await
+            && listener.listen(CHANNEL).await.is_ok()
+        {
+            hints.notify_one();
+            // `Ok(None)`: the connection dropped; the next call reconnects
+            // (an error ends this connection's loop).
+            while let Ok(_notification) = listener.try_recv().await {
+                hints.notify_one();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Takes the next registry version for a change of `name`, logs it and
+/// announces it (delivered at commit). Called last in the change's
+/// transaction: the version row stays locked until commit, so versions
+/// are taken in commit order and no reader can see version v+1 before v.
+async fn bump_version(txn: &mut Transaction<'static, Postgres>, name: &str) -> Result<(), StoreError> {
+    let version: i64 = sqlx::query_scalar("UPDATE registry_version SET version = version + 1 RETURNING version")
+        .fetch_one(&mut **txn)
+        .await
+        .map_err(backend)?;
+    sqlx::query("INSERT INTO registry_changes (version, name) VALUES ($1, $2)")
+        .bind(version)
+        .bind(name)
+        .execute(&mut **txn)
+        .await
+        .map_err(backend)?;
+    if version % 256 == 0 {
+        sqlx::query("DELETE FROM registry_changes WHERE version <= $1")
+            .bind(version - CHANGES_KEPT)
+            .execute(&mut **txn)
+            .await
+            .map_err(backend)?;
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(version.to_string())
+        .execute(&mut **txn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// The columns of a record, hosts in order (see [`record_of`]).
+const RECORD_SELECT: &str = "SELECT m.name, m.sha256, m.size, m.created, m.owner,
+        COALESCE(array_agg(h.host ORDER BY h.position) FILTER (WHERE h.host IS NOT NULL), '{}') AS hosts
+     FROM modules m LEFT JOIN module_hosts h ON h.name = m.name";
+
+fn record_of(row: &PgRow) -> Result<ModuleRecord, StoreError> {
+    Ok(ModuleRecord {
+        name: row.try_get("name").map_err(backend)?,
+        sha256: row.try_get("sha256").map_err(backend)?,
+        size: u64::try_from(row.try_get::<i64, _>("size").map_err(backend)?).unwrap_or(0),
+        host_modules: row.try_get("hosts").map_err(backend)?,
+        created: row.try_get("created").map_err(backend)?,
+        owner: row.try_get("owner").map_err(backend)?,
+    })
 }
 
 async fn insert(
@@ -172,6 +262,7 @@ async fn insert(
             });
         }
     }
+    bump_version(&mut txn, &record.name).await?;
     txn.commit().await.map_err(backend)
 }
 
@@ -219,33 +310,98 @@ async fn remove(store: &PgStore, name: &str) -> Result<(), StoreError> {
         .execute(&mut *txn)
         .await
         .map_err(backend)?;
+    bump_version(&mut txn, name).await?;
     txn.commit().await.map_err(backend)
 }
 
 impl ModuleStore for PgStore {
     fn list(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         self.run(async {
-            let rows = sqlx::query(
-                "SELECT m.name, m.sha256, m.size, m.created, m.owner,
-                        COALESCE(array_agg(h.host ORDER BY h.position) FILTER (WHERE h.host IS NOT NULL), '{}') AS hosts
-                 FROM modules m LEFT JOIN module_hosts h ON h.name = m.name
-                 GROUP BY m.name ORDER BY m.name",
+            let rows = sqlx::query(&format!("{RECORD_SELECT} GROUP BY m.name ORDER BY m.name"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+            rows.iter().map(record_of).collect()
+        })
+    }
+
+    fn record(&self, name: &str) -> Result<Option<ModuleRecord>, StoreError> {
+        self.run(async {
+            let row = sqlx::query(&format!("{RECORD_SELECT} WHERE m.name = $1 GROUP BY m.name"))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+            row.as_ref().map(record_of).transpose()
+        })
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn version(&self) -> Result<u64, StoreError> {
+        self.run(async {
+            let version: i64 = sqlx::query_scalar("SELECT version FROM registry_version")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+            Ok(u64::try_from(version).unwrap_or(0))
+        })
+    }
+
+    fn changes_since(&self, version: u64) -> Result<Changes, StoreError> {
+        self.run(async {
+            let since = i64::try_from(version).unwrap_or(i64::MAX);
+            // One statement, one snapshot: the current version and the log
+            // up to it.
+            let rows: Vec<(i64, Option<i64>, Option<String>)> = sqlx::query_as(
+                "SELECT v.version, c.version, c.name FROM registry_version v
+                 LEFT JOIN registry_changes c ON c.version > $1 AND c.version <= v.version
+                 ORDER BY c.version",
             )
+            .bind(since)
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-            rows.iter()
-                .map(|row| {
-                    Ok(ModuleRecord {
-                        name: row.try_get("name").map_err(backend)?,
-                        sha256: row.try_get("sha256").map_err(backend)?,
-                        size: u64::try_from(row.try_get::<i64, _>("size").map_err(backend)?).unwrap_or(0),
-                        host_modules: row.try_get("hosts").map_err(backend)?,
-                        created: row.try_get("created").map_err(backend)?,
-                        owner: row.try_get("owner").map_err(backend)?,
-                    })
-                })
-                .collect()
+            let current = rows.first().map_or(0, |r| r.0);
+            let names: Vec<String> = rows.into_iter().filter_map(|r| r.2).collect();
+            if current < since || names.len() as i64 != current - since {
+                return Ok(Changes::Gap);
+            }
+            Ok(Changes::Since {
+                version: u64::try_from(current).unwrap_or(0),
+                names,
+            })
+        })
+    }
+
+    fn change_hints(&self) -> Option<Arc<Notify>> {
+        Some(self.hints.clone())
+    }
+
+    fn announce_node(&self, id: &str, url: &str) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query(
+                "INSERT INTO nodes (id, url) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, seen = now()",
+            )
+            .bind(id)
+            .bind(url)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(backend)
+        })
+    }
+
+    fn node_url(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.run(async {
+            sqlx::query_scalar("SELECT url FROM nodes WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)
         })
     }
 
@@ -263,14 +419,48 @@ impl ModuleStore for PgStore {
         })
     }
 
-    /// None: see the module docs (artifacts are not shared unverified).
-    fn artifact(&self, _sha256: &str, _engine: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(None)
+    fn artifact(&self, sha256: &str, engine: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(async {
+            sqlx::query_scalar("SELECT artifact FROM artifacts WHERE sha256 = $1 AND engine = $2")
+                .bind(sha256)
+                .bind(engine)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)
+        })
     }
 
-    /// Keeps nothing: see the module docs.
-    fn put_artifact(&self, _sha256: &str, _engine: &str, _artifact: &[u8]) -> Result<(), StoreError> {
-        Ok(())
+    fn has_artifact(&self, sha256: &str, engine: &str) -> Result<bool, StoreError> {
+        self.run(async {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM artifacts WHERE sha256 = $1 AND engine = $2)")
+                .bind(sha256)
+                .bind(engine)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)
+        })
+    }
+
+    /// Replaces any artifact stored for the pair (one that did not verify
+    /// is so mended by the next compile); nothing is kept for a binary
+    /// removed meanwhile.
+    fn put_artifact(&self, sha256: &str, engine: &str, artifact: &[u8]) -> Result<(), StoreError> {
+        self.run(async {
+            let kept = sqlx::query(
+                "INSERT INTO artifacts (sha256, engine, artifact) VALUES ($1, $2, $3)
+                 ON CONFLICT (sha256, engine) DO UPDATE SET artifact = EXCLUDED.artifact",
+            )
+            .bind(sha256)
+            .bind(engine)
+            .bind(artifact)
+            .execute(&self.pool)
+            .await;
+            match kept {
+                Ok(_) => Ok(()),
+                Err(e) if sqlstate(&e).as_deref() == Some(FOREIGN_KEY_VIOLATION) => Ok(()),
+                Err(e) => Err(backend(e)),
+            }
+        })
     }
 
     fn remove(&self, name: &str) -> Result<(), StoreError> {

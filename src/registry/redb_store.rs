@@ -220,6 +220,13 @@ impl ModuleStore for RedbStore {
         let path = self.path.as_ref()?;
         std::fs::metadata(path).ok().map(|m| m.len())
     }
+
+    fn record(&self, name: &str) -> Result<Option<ModuleRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(MODULES).map_err(backend)?;
+        let value = table.get(name).map_err(backend)?;
+        value.map(|v| decode(v.value())).transpose()
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 //! on cannot be removed) are part of the contract, so that several server
 //! nodes sharing one database keep them too.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 /// What is stored about a registered module besides its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -123,4 +126,66 @@ pub trait ModuleStore: Send + Sync + 'static {
 
     /// Bytes the store occupies on disk, when it knows (`None` in memory).
     fn size_on_disk(&self) -> Option<u64>;
+
+    /// Whether a compiled artifact of `sha256` for `engine` is stored.
+    fn has_artifact(&self, sha256: &str, engine: &str) -> Result<bool, StoreError> {
+        Ok(self.artifact(sha256, engine)?.is_some())
+    }
+
+    /// The record `name`, if stored.
+    fn record(&self, name: &str) -> Result<Option<ModuleRecord>, StoreError> {
+        Ok(self.list()?.into_iter().find(|r| r.name == name))
+    }
+
+    /// Whether other processes (other nodes) write to this store too, so
+    /// that a reader's view must be brought up to date (see
+    /// [`Self::changes_since`]). A store with one writer never changes
+    /// behind its back.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The store's registry version: a counter that every insert and
+    /// removal advances by one, in commit order (0 where nothing else
+    /// writes).
+    fn version(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    /// The names of the records inserted or removed after `version`, with
+    /// the version they bring the reader to; [`Changes::Gap`] when the
+    /// store no longer knows every change since then (the reader must list
+    /// everything again).
+    fn changes_since(&self, version: u64) -> Result<Changes, StoreError> {
+        Ok(Changes::Since {
+            version,
+            names: Vec::new(),
+        })
+    }
+
+    /// Woken when the store may have changed (a hint: versions decide);
+    /// `None` for a store that does not tell.
+    fn change_hints(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
+    /// Records that node `id` is reachable at `url`.
+    fn announce_node(&self, _id: &str, _url: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The advertised address of node `id`, if it announced one.
+    fn node_url(&self, _id: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// What changed in a store after a given version (see
+/// [`ModuleStore::changes_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// These names changed; reading them brings the reader to `version`.
+    Since { version: u64, names: Vec<String> },
+    /// Too far behind: read every record again.
+    Gap,
 }

@@ -24,6 +24,8 @@ struct FlakyStore {
     inner: RedbStore,
     failing: AtomicBool,
     unreachable: AtomicBool,
+    /// Claims to be shared by other nodes, one of which holds instances.
+    shared: AtomicBool,
 }
 
 impl FlakyStore {
@@ -65,6 +67,12 @@ impl ModuleStore for FlakyStore {
     fn size_on_disk(&self) -> Option<u64> {
         self.inner.size_on_disk()
     }
+    fn shared(&self) -> bool {
+        self.shared.load(Ordering::SeqCst)
+    }
+    fn node_url(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok((id == "other").then(|| "http://other.example:8000".to_string()))
+    }
 }
 
 const ADMIN: &str = "admin-0123456789abcdef";
@@ -86,6 +94,7 @@ async fn servers() -> Servers {
         inner: RedbStore::in_memory().unwrap(),
         failing: AtomicBool::new(false),
         unreachable: AtomicBool::new(false),
+        shared: AtomicBool::new(false),
     });
     let mut settings = test_settings();
     settings.max_module_bytes = 1000;
@@ -180,6 +189,12 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
         }
         ErrorCode::ModuleNotFound => plain.execute("nope", "f", json!([])).await,
         ErrorCode::InstanceNotFound => plain.get("/instances/nope").await,
+        ErrorCode::InstanceOnOtherNode => {
+            s.store.shared.store(true, Ordering::SeqCst);
+            let answer = plain.get("/instances/other.0123").await;
+            s.store.shared.store(false, Ordering::SeqCst);
+            answer
+        }
         ErrorCode::RouteNotFound => plain.get("/nope").await,
         ErrorCode::MethodNotAllowed => plain.delete("/healthz").await,
         ErrorCode::RequestTimeout => slow_body(plain).await,

@@ -32,7 +32,10 @@ async fn a_counter_lives_across_a_hundred_calls() {
     app.register_wat("counter", COUNTER, &[]).await;
     let id = create(&app, json!({"module_name": "counter"})).await;
     let other = create(&app, json!({"module_name": "counter"})).await;
-    assert_eq!(id.len(), 32);
+    // NODE.RANDOM: the node's name, then 128 random bits in hex.
+    let (node, random) = id.split_once('.').expect("an id names its node");
+    assert!(!node.is_empty() && node == other.split('.').next().unwrap());
+    assert_eq!(random.len(), 32, "{id}");
     assert_ne!(id, other);
     for expected in 1..=100 {
         let (status, body) = call(&app, &id, json!({"function_name": "inc"})).await;

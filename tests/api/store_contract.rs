@@ -8,34 +8,7 @@ use std::sync::Arc;
 
 use wasm_exec_api::registry::{ModuleRecord, ModuleStore, RedbStore, StoreError, TokenQuota};
 
-/// The database the PostgreSQL runs use (`WASM_EXEC_TEST_PG` overrides).
-fn pg_url() -> String {
-    std::env::var("WASM_EXEC_TEST_PG").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
-}
-
-/// A fresh schema of the test database, and the URL of a connection that
-/// works in it.
-async fn fresh_schema(prefix: &str) -> (String, String) {
-    let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&pg_url())
-        .await
-        .expect("PostgreSQL must answer on 127.0.0.1:5432 for these tests (scripts/test starts it)");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = format!("{}?options=-c%20search_path%3D{schema}", pg_url());
-    (schema, url)
-}
-
-/// Drops a schema made by [`fresh_schema`] once its test passed.
-async fn drop_schema(schema: &str) {
-    let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .unwrap();
-}
+use crate::pg::{drop_schema, fresh_schema};
 
 async fn redb_store() -> Arc<dyn ModuleStore> {
     Arc::new(RedbStore::in_memory().unwrap())
@@ -210,39 +183,6 @@ fn the_store_answers_a_check(store: Arc<dyn ModuleStore>) {
 /// Two servers (nodes) started at once on one fresh database both come up
 /// (the schema is applied once, under the migrator's lock), and a module
 /// registered through one is listed and runs on a node started after it.
-#[tokio::test]
-async fn nodes_share_a_postgres_registry() {
-    use crate::helpers::{spawn_app_with, test_settings};
-    use reqwest::StatusCode;
-    use serde_json::json;
-    let (schema, url) = fresh_schema("node").await;
-    let node = |url: String| async move {
-        let mut settings = test_settings();
-        settings.store = Some(url);
-        spawn_app_with(settings).await
-    };
-    let (a, b) = tokio::join!(node(url.clone()), node(url.clone()));
-    let double = r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
-    let (status, body) = a.register_wat("utils", double, &[]).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = b.register_wat("utils", double, &[]).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::CONFLICT, Some("module_exists")),
-        "the database decides, not B's index: {body}"
-    );
-    let c = node(url).await;
-    let (_, list) = c.get("/modules").await;
-    assert_eq!(list["modules"][0]["name"], "utils", "{list}");
-    let (status, body) = c.execute("utils", "double", json!([21])).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["results"], json!([42]));
-    let (status, _) = c.delete("/modules/utils").await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    drop((a, b, c));
-    drop_schema(&schema).await;
-}
-
 fn a_token_quota_holds_under_concurrent_inserts(store: Arc<dyn ModuleStore>) {
     let quota = TokenQuota {
         max_modules: 3,
@@ -292,108 +232,4 @@ fn a_token_quota_holds_under_concurrent_inserts(store: Arc<dyn ModuleStore>) {
         matches!(over, Err(StoreError::QuotaExceeded(ref why)) if why.contains("--max-bytes-per-token")),
         "{over:?}"
     );
-}
-
-/// A TCP proxy in front of the test database that can cut every
-/// connection and refuse new ones, and let them through again: a database
-/// outage as a node sees it, without stopping the server other tests use.
-struct Cable {
-    port: u16,
-    up: Arc<std::sync::atomic::AtomicBool>,
-    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Cable {
-    async fn to_postgres() -> Cable {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (up2, links2) = (up.clone(), links.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is refused
-                }
-                links2.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                }));
-            }
-        });
-        Cable { port, up, links }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn mend(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// The database goes away and comes back: modules the node has loaded keep
-/// running, registry changes answer `503 store_unavailable`, `/readyz`
-/// turns `503`, and the node recovers by itself, without a restart.
-#[tokio::test]
-async fn a_node_rides_out_a_database_outage() {
-    use crate::helpers::{spawn_app_with, test_settings};
-    use reqwest::StatusCode;
-    use serde_json::json;
-    let (schema, _) = fresh_schema("outage").await;
-    let cable = Cable::to_postgres().await;
-    let mut settings = test_settings();
-    settings.store = Some(format!(
-        "postgres://root@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",
-        cable.port
-    ));
-    let node = spawn_app_with(settings).await;
-    let double = r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
-    let (status, body) = node.register_wat("before", double, &[]).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-
-    cable.cut();
-    let (status, body) = node.execute("before", "double", json!([21])).await;
-    assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([42])), "{body}");
-    let (status, body) = node.register_wat("during", double, &[]).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable")),
-        "{body}"
-    );
-    let (status, _) = node.get("/readyz").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-
-    cable.mend();
-    let mut recovered = false;
-    for _ in 0..50 {
-        let (status, _) = node.register_wat("after", double, &[]).await;
-        if status == StatusCode::CREATED {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(
-        recovered,
-        "the node never registered again after the database came back"
-    );
-    let (status, _) = node.get("/readyz").await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, list) = node.get("/modules").await;
-    let names: Vec<&str> = list["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["after", "before"]);
-    drop(node);
-    drop_schema(&schema).await;
 }
