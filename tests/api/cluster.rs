@@ -114,13 +114,10 @@ async fn nodes_share_a_postgres_registry() {
 /// turns `503`, and the node recovers by itself, without a restart.
 #[tokio::test]
 async fn a_node_rides_out_a_database_outage() {
-    let (schema, _) = fresh_schema("outage").await;
+    let (schema, url) = fresh_schema("outage").await;
     let cable = Cable::to_postgres().await;
     let mut settings = test_settings();
-    settings.store = Some(format!(
-        "postgres://root@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",
-        cable.port
-    ));
+    settings.store = Some(cable.carry(&url));
     let node = spawn_app_with(settings).await;
     let double = r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
     let (status, body) = node.register_wat("before", double, &[]).await;
@@ -208,10 +205,7 @@ async fn a_change_on_one_node_is_seen_on_another() {
 async fn a_node_that_missed_changes_catches_up_by_versions() {
     let (schema, url) = fresh_schema("resync").await;
     let cable = Cable::to_postgres().await;
-    let cabled = format!(
-        "postgres://root@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",
-        cable.port
-    );
+    let cabled = cable.carry(&url);
     let (a, b) = tokio::join!(node(&url, |_| {}), node(&cabled, |_| {}));
     let (status, body) = a.register_wat("old", DOUBLE, &[]).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");

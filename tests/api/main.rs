@@ -5,6 +5,7 @@ mod browser;
 mod budget;
 mod cli;
 mod cluster;
+mod deploy;
 mod error_codes;
 mod errors;
 mod fuzzish;

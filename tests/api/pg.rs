@@ -65,6 +65,16 @@ impl Cable {
         Cable { port, up, links }
     }
 
+    /// `url` (of the test database) through this cable.
+    pub fn carry(&self, url: &str) -> String {
+        let through = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port));
+        assert_ne!(
+            through, url,
+            "the test database must be at 127.0.0.1:5432 to cut its cable"
+        );
+        through
+    }
+
     pub fn cut(&self) {
         self.up.store(false, std::sync::atomic::Ordering::SeqCst);
         for link in self.links.lock().unwrap().drain(..) {
