@@ -77,10 +77,164 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM (nginx's master stops its workers on it; SIGKILL would
+    /// orphan them), then SIGKILL if it is still there.
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Which server a scenario drives.
+#[derive(Clone, Copy)]
+enum Target {
+    /// `examples/floor.rs`.
+    Floor,
+    /// Our server on its embedded store.
+    Ours,
+    /// One of the PostgreSQL nodes, directly.
+    PgNode,
+    /// nginx (`deploy/nginx/`) in front of both PostgreSQL nodes.
+    Balancer,
+}
+
+/// Two nodes on one PostgreSQL database (`BENCH_PG`, default the local
+/// server; a database of its own is created and dropped) behind nginx
+/// with the deployment's configuration, all pinned like the server: the
+/// same cores serve one node or two plus the balancer, so the rows show
+/// what the shared store and the extra hop cost, not scaling.
+struct Cluster {
+    nodes: Vec<Server>,
+    balancer: Server,
+    admin_url: String,
+    database: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Option<Cluster> {
+        let admin_url = std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".into());
+        let database = format!("wasm_exec_bench_{}", std::process::id());
+        let created = Command::new("psql")
+            .args([admin_url.as_str(), "-qc", &format!("CREATE DATABASE {database}")])
+            .status();
+        if !created.is_ok_and(|s| s.success()) {
+            eprintln!("no PostgreSQL at {admin_url} (BENCH_PG): the cluster rows are left out");
+            return None;
+        }
+        let store = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{database}"),
+            None => return None,
+        };
+        let nodes: Vec<Server> = (1..=2)
+            .map(|n| {
+                let node_dir = dir.join(format!("n{n}"));
+                std::fs::create_dir_all(&node_dir).unwrap();
+                start_server_with(
+                    &node_dir,
+                    &[
+                        "--store",
+                        &store,
+                        "--node-id",
+                        &format!("n{n}"),
+                        "--artifact-key",
+                        "bench-cluster-key-0123456789abcdef",
+                    ],
+                )
+            })
+            .collect();
+        let conf_dir = tempfile::tempdir().unwrap();
+        let balancer = start_nginx(conf_dir.path(), &nodes)?;
+        let cluster = Cluster {
+            nodes,
+            balancer,
+            admin_url,
+            database,
+            _dir: conf_dir,
+        };
+        let client = reqwest::blocking::Client::new();
+        let registered = client
+            .post(format!("{}/register", cluster.nodes[0].base))
+            .json(&serde_json::json!({"module_name": "double", "wasm_hex": DOUBLE_HEX}))
+            .send()
+            .unwrap();
+        assert!(registered.status().is_success(), "cluster setup failed");
+        Some(cluster)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = Command::new("psql")
+            .args([
+                self.admin_url.as_str(),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {}", self.database),
+            ])
+            .status();
+    }
+}
+
+/// Debian's nginx with `deploy/nginx/wasm-exec-api.conf` in front of
+/// `nodes` (named n1, n2), pinned like the server.
+fn start_nginx(dir: &Path, nodes: &[Server]) -> Option<Server> {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        eprintln!("no nginx (apt-get install nginx-light): the balancer row is left out");
+        return None;
+    }
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/wasm-exec-api.conf");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut conf: String = std::fs::read_to_string(site)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("8003") && !l.contains("n3"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for (i, node) in nodes.iter().enumerate() {
+        let address = node.base.trim_start_matches("http://");
+        conf = conf.replace(&format!("127.0.0.1:800{}", i + 1), address);
+    }
+    conf = conf.replace("listen 8000;", &format!("listen 127.0.0.1:{port};"));
+    let d = dir.display();
+    let user = if Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n") {
+        "user root;"
+    } else {
+        ""
+    };
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "{user}\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\naccess_log off;\nclient_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n{conf}}}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("taskset")
+        .args(["-c", &cpus("BENCH_SERVER_CPUS", "0"), "nginx", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start nginx");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::blocking::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().is_ok() {
+            return Some(Server { child, base });
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nginx did not start");
 }
 
 struct Row {
@@ -167,14 +321,28 @@ fn main() {
     let double_call = json_post(r#"{"module_name":"double","function_name":"double","params":[2]}"#.into());
     let fib_call = json_post(r#"{"module_name":"fib","function_name":"fib","params":[27]}"#.into());
     // (name, on the floor?, path, wrk script, connections, the floor row it is compared with)
-    let scenarios: Vec<(&str, bool, &str, String, u64, &str)> = vec![
-        (FLOOR_HEALTHZ, true, "/healthz", String::new(), connections, ""),
-        (FLOOR_CALL, true, "/execute", double_call.clone(), connections, ""),
-        (FLOOR_COMPILE, true, "/", UNIQUE_MODULE_LUA.to_string(), connections, ""),
-        (FLOOR_FIB, true, "/execute", fib_call.clone(), 1, ""),
+    let scenarios: Vec<(&str, Target, &str, String, u64, &str)> = vec![
+        (FLOOR_HEALTHZ, Target::Floor, "/healthz", String::new(), connections, ""),
+        (
+            FLOOR_CALL,
+            Target::Floor,
+            "/execute",
+            double_call.clone(),
+            connections,
+            "",
+        ),
+        (
+            FLOOR_COMPILE,
+            Target::Floor,
+            "/",
+            UNIQUE_MODULE_LUA.to_string(),
+            connections,
+            "",
+        ),
+        (FLOOR_FIB, Target::Floor, "/execute", fib_call.clone(), 1, ""),
         (
             "GET /healthz",
-            false,
+            Target::Ours,
             "/healthz",
             String::new(),
             connections,
@@ -182,7 +350,7 @@ fn main() {
         ),
         (
             "POST / double, cached",
-            false,
+            Target::Ours,
             "/",
             json_post(format!(
                 r#"{{"wasm_hex":"{DOUBLE_HEX}","function_name":"double","params":[2]}}"#
@@ -192,15 +360,15 @@ fn main() {
         ),
         (
             "POST /execute double",
-            false,
+            Target::Ours,
             "/execute",
-            double_call,
+            double_call.clone(),
             connections,
             FLOOR_CALL,
         ),
         (
             "POST /execute 3-deep chain",
-            false,
+            Target::Ours,
             "/execute",
             json_post(r#"{"module_name":"a","function_name":"f","params":[2]}"#.into()),
             connections,
@@ -208,7 +376,7 @@ fn main() {
         ),
         (
             "POST / never-seen module",
-            false,
+            Target::Ours,
             "/",
             UNIQUE_MODULE_LUA.to_string(),
             connections,
@@ -216,7 +384,7 @@ fn main() {
         ),
         (
             "POST / never-seen module, 128 conns",
-            false,
+            Target::Ours,
             "/",
             UNIQUE_MODULE_LUA.to_string(),
             128,
@@ -224,7 +392,7 @@ fn main() {
         ),
         (
             "POST /execute WASI hello",
-            false,
+            Target::Ours,
             "/execute",
             json_post(r#"{"module_name":"hello"}"#.into()),
             connections,
@@ -232,7 +400,7 @@ fn main() {
         ),
         (
             "POST /instances/{id}/call",
-            false,
+            Target::Ours,
             "/instances/ID/call",
             json_post(r#"{"function_name":"inc"}"#.into()),
             connections,
@@ -240,19 +408,53 @@ fn main() {
         ),
         (
             "POST /execute fib(27), 1 conn",
-            false,
+            Target::Ours,
             "/execute",
             fib_call,
             1,
             FLOOR_FIB,
         ),
+        (
+            "POST /execute double, one node on PostgreSQL",
+            Target::PgNode,
+            "/execute",
+            double_call.clone(),
+            connections,
+            "POST /execute double",
+        ),
+        (
+            "POST /execute double, two PostgreSQL nodes behind nginx",
+            Target::Balancer,
+            "/execute",
+            double_call.clone(),
+            connections,
+            "POST /execute double",
+        ),
     ];
 
     let scenarios: Vec<_> = scenarios.into_iter().filter(|s| s.0.contains(&only)).collect();
+    let cluster = if scenarios
+        .iter()
+        .any(|s| matches!(s.1, Target::PgNode | Target::Balancer))
+    {
+        Cluster::start(dir.path())
+    } else {
+        None
+    };
+    let scenarios: Vec<_> = scenarios
+        .into_iter()
+        .filter(|s| cluster.is_some() || matches!(s.1, Target::Floor | Target::Ours))
+        .collect();
     let mut runs: Vec<Vec<Row>> = scenarios.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
-        for ((name, on_floor, path, script, conns, compare), runs) in scenarios.iter().zip(&mut runs) {
-            let target = if *on_floor { &floor } else { &server };
+        for ((name, target, path, script, conns, compare), runs) in scenarios.iter().zip(&mut runs) {
+            let target = match (target, &cluster) {
+                (Target::Floor, _) => &floor,
+                (Target::Ours, _) => &server,
+                (Target::PgNode, Some(cluster)) => &cluster.nodes[0],
+                (Target::Balancer, Some(cluster)) => &cluster.balancer,
+                (_, None) => unreachable!("cluster scenarios are dropped without a cluster"),
+            };
             let path = path.replace("ID", &instance_id);
             let script_path = dir.path().join("script.lua");
             std::fs::write(&script_path, script).unwrap();
@@ -408,6 +610,11 @@ fn restart_with_many_modules(server: Server, dir: &Path, client: &reqwest::block
 /// Starts the release binary on a free loopback port with its registry in
 /// `dir`, and waits until it logs that it is listening.
 fn start_server(dir: &Path) -> Server {
+    start_server_with(dir, &[])
+}
+
+/// [`start_server`] with more arguments.
+fn start_server_with(dir: &Path, args: &[&str]) -> Server {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new("taskset")
         .args([
@@ -417,6 +624,7 @@ fn start_server(dir: &Path) -> Server {
         ])
         .args(["--port", &port.to_string(), "--data-dir"])
         .arg(dir)
+        .args(args)
         .env(
             "RUST_LOG",
             std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -550,7 +758,7 @@ fn print_table(rows: &[Row], native_fib_ms: f64, seconds: u64, connections: u64)
     );
     println!();
     println!(
-        "| scenario | requests/s (median round) | slowest–fastest round | ratio to floor | p50 ms | p99 ms | peak RSS MiB | non-2xx |"
+        "| scenario | requests/s (median round) | slowest–fastest round | ratio | p50 ms | p99 ms | peak RSS MiB | non-2xx |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
@@ -564,6 +772,10 @@ fn print_table(rows: &[Row], native_fib_ms: f64, seconds: u64, connections: u64)
             r.name, r.rps, r.spread.0, r.spread.1, r.p50_ms, r.p99_ms, r.peak_rss_mib, r.errors
         );
     }
+    println!();
+    println!(
+        "ratio: to the floor's matching scenario; the PostgreSQL rows to `POST /execute double` (one node, embedded store). The balancer row's peak RSS is nginx's."
+    );
     let rps = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.rps);
     if let (Some(new), Some(health)) = (rps("POST / never-seen module"), rps("GET /healthz")) {
         println!();

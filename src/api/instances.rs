@@ -294,6 +294,7 @@ async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>)
     responses(
         (status = 200, description = "The instance", body = InstanceBody),
         (status = 404, description = "instance_not_found", body = ErrorBody),
+        (status = 421, description = "instance_on_other_node: another node of a shared registry holds it", body = ErrorBody),
         GuardedErrors,
     ))]
 async fn describe(
@@ -310,6 +311,7 @@ async fn describe(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "instance_not_found", body = ErrorBody),
+        (status = 421, description = "instance_on_other_node: another node of a shared registry holds it", body = ErrorBody),
         GuardedErrors,
     ))]
 async fn delete(
@@ -328,6 +330,7 @@ async fn delete(
     responses(
         (status = 200, description = "The call's typed results and stats; the instance keeps its state", body = ExecResponse),
         (status = 404, description = "instance_not_found or function_not_found", body = ErrorBody),
+        (status = 421, description = "instance_on_other_node: another node of a shared registry holds it", body = ErrorBody),
         GuardedErrors, BodyErrors, RunErrors,
     ))]
 async fn call_instance(

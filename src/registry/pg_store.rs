@@ -101,6 +101,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // No ping before each use: it doubled every query's round trips
+            // (benches/store.rs). A connection the database dropped fails
+            // its next query, which answers 503 and leaves the pool.
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(|e| StoreError::Backend(format!("cannot connect to the PostgreSQL store: {e}")))?;
