@@ -226,11 +226,15 @@ fn start_nginx(dir: &Path, nodes: &[Server]) -> Option<Server> {
         .stderr(Stdio::null())
         .spawn()
         .expect("cannot start nginx");
-    let base = format!("http://127.0.0.1:{port}");
+    // Stopped by its Drop however this ends.
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
     let client = reqwest::blocking::Client::new();
     for _ in 0..200 {
-        if client.get(format!("{base}/healthz")).send().is_ok() {
-            return Some(Server { child, base });
+        if client.get(format!("{}/healthz", server.base)).send().is_ok() {
+            return Some(server);
         }
         std::thread::sleep(Duration::from_millis(25));
     }

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+
+use crate::helpers::digests_by_name;
 use serde_json::{Value, json};
 
 const DOUBLE: &str =
@@ -450,17 +452,7 @@ async fn three_nodes_behind_nginx_serve_the_user_stories_and_survive_a_sigkill()
 
     // Every acknowledged registration is stored, intact and runnable.
     let (_, list) = send(client.get(nodes[2].url("/modules"))).await;
-    let stored: BTreeMap<String, String> = list["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap().to_string(),
-                m["sha256"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let stored = digests_by_name(&list);
     for (name, sha) in &acknowledged {
         assert_eq!(
             stored.get(name),

@@ -262,3 +262,18 @@ pub fn stats_of(body: &Value) -> &Value {
 pub fn tier_of(body: &Value) -> Option<String> {
     stats_of(body)["tier"].as_str().map(str::to_string)
 }
+
+/// Name → SHA-256 of every module in a `GET /modules` body.
+pub fn digests_by_name(list: &Value) -> std::collections::BTreeMap<String, String> {
+    list["modules"]
+        .as_array()
+        .expect("a module list")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

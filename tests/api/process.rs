@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
+
+use crate::helpers::digests_by_name;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -110,17 +112,7 @@ async fn a_sigkill_during_registrations_loses_nothing_acknowledged() {
         .json()
         .await
         .unwrap();
-    let stored: BTreeMap<String, String> = list["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap().to_string(),
-                m["sha256"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let stored = digests_by_name(&list);
     for (name, sha) in &acknowledged {
         assert_eq!(
             stored.get(name),
