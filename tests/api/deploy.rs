@@ -450,9 +450,18 @@ async fn three_nodes_behind_nginx_serve_the_user_stories_and_survive_a_sigkill()
     // At most the requests in flight on the killed node failed.
     assert!(refused.len() <= 2, "{refused:?}");
 
-    // Every acknowledged registration is stored, intact and runnable.
-    let (_, list) = send(client.get(nodes[2].url("/modules"))).await;
-    let stored = digests_by_name(&list);
+    // Every acknowledged registration is stored, intact and runnable. A
+    // node's listing is its index, which the last registrations (made on
+    // another node) reach within the coherence bound of a second.
+    let listed = Instant::now();
+    let stored = loop {
+        let (_, list) = send(client.get(nodes[2].url("/modules"))).await;
+        let stored = digests_by_name(&list);
+        if acknowledged.keys().all(|name| stored.contains_key(name)) || listed.elapsed() > Duration::from_secs(1) {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for (name, sha) in &acknowledged {
         assert_eq!(
             stored.get(name),
