@@ -102,6 +102,7 @@ impl WasmEngine {
         let cache = compile::CompileCache::new(settings.cache_entries, settings.compile_threads);
         let mut base_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut base_linker, |s: &mut store::StoreState| s.wasi_ctx())
+            .and_then(|()| wasi::define_proc_exit(&mut base_linker))
             .map_err(|e| EngineError::Internal(format!("cannot define WASI: {e}")))?;
         let compatibility_hash = {
             use std::hash::Hash;

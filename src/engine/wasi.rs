@@ -23,6 +23,19 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 /// The import module name of WASI preview 1.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 
+/// Makes `proc_exit` end the program with whatever status it gives, as a
+/// process's exit does. wasmtime-wasi refuses statuses of 126 and more
+/// with an error (its command line keeps those for its own failures), so a
+/// C program calling `exit(200)` would fail instead of exiting with 200.
+pub(crate) fn define_proc_exit<T: 'static>(linker: &mut wasmtime::Linker<T>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.func_wrap(WASI_MODULE, "proc_exit", |status: i32| -> wasmtime::Result<()> {
+        Err(wasmtime_wasi::I32Exit(status).into())
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// What a request says about a WASI program's world.
 #[derive(Debug, Clone, Default)]
 pub struct WasiConfig {

@@ -836,6 +836,8 @@ async fn wasi_calls_answer_alike_on_both_tiers() {
         ("random bytes", "(call $random_get (i32.const 8) (i32.const 0))"),
         ("yield", "(call $sched_yield)"),
         ("exit 3", "(call $proc_exit (i32.const 3)) (i32.const 99)"),
+        ("exit 200", "(call $proc_exit (i32.const 200)) (i32.const 99)"),
+        ("exit -1", "(call $proc_exit (i32.const -1)) (i32.const 99)"),
         (
             "exit after printing",
             "(drop (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 8))) (call $proc_exit (i32.const 0)) (i32.const 99)",

@@ -90,6 +90,23 @@ async fn output_beyond_the_cap_is_truncated_and_flagged() {
     assert_eq!(body["stdout_truncated"], true);
 }
 
+/// A process may exit with any status; 126 and above are no exception
+/// (wasmtime's own command line refuses them).
+#[tokio::test]
+async fn any_exit_status_is_reported_as_given() {
+    let app = spawn_app().await;
+    for status in [125, 126, 200, 255, 256, -1] {
+        let wat = format!(
+            r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+              (memory (export "memory") 1)
+              (func (export "_start") (call $exit (i32.const {status}))))"#
+        );
+        let (status_code, body) = app.post("/", &json!({"wat": wat})).await;
+        assert_eq!(status_code, StatusCode::OK, "{body}");
+        assert_eq!(body["exit_code"], status, "{body}");
+    }
+}
+
 #[tokio::test]
 async fn a_reactor_is_initialized_before_its_exports_run() {
     let app = spawn_app().await;
