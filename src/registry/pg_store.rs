@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Connection, Postgres, Row, Transaction};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -42,6 +42,9 @@ const CHANGES_KEPT: i64 = 4096;
 
 /// The schema, applied at start.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A pooled connection idle this long is pinged before it is used.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// Connections kept open to the database.
 const POOL_SIZE: u32 = 8;
@@ -101,10 +104,20 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // No ping before each use: it doubled every query's round trips
-            // (benches/store.rs). A connection the database dropped fails
-            // its next query, which answers 503 and leaves the pool.
+            // A ping before every use doubled each query's round trips
+            // (benches/store.rs); a connection idle for a second or more
+            // is still pinged, so that one the database dropped while it
+            // was down or restarting is replaced instead of failing the
+            // first requests after it is back.
             .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await
             .map_err(|e| StoreError::Backend(format!("cannot connect to the PostgreSQL store: {e}")))?;
