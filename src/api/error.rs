@@ -65,6 +65,8 @@ error_codes! {
     QuotaExceeded = "quota_exceeded", FORBIDDEN;
     /// No such exported function.
     FunctionNotFound = "function_not_found", NOT_FOUND;
+    /// The instance exports no global of this name.
+    GlobalNotFound = "global_not_found", NOT_FOUND;
     /// No registered module has this name.
     ModuleNotFound = "module_not_found", NOT_FOUND;
     /// No live instance has this id (deleted, expired, or another token's).
@@ -191,6 +193,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidModule(m) => ApiError::new(C::InvalidModule, m),
             EngineError::ModuleTooLarge { .. } => ApiError::payload_too_large(e.to_string()),
             EngineError::FunctionNotFound(m) => ApiError::new(C::FunctionNotFound, m),
+            EngineError::GlobalNotFound(m) => ApiError::new(C::GlobalNotFound, m),
             EngineError::InvalidParams(m) => ApiError::new(C::InvalidParams, m),
             EngineError::Link(m) => ApiError::new(C::LinkError, m),
             EngineError::Trap { kind, message } => ApiError::new(C::Trap, message).with("trap", kind),

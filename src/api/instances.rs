@@ -33,6 +33,21 @@ pub fn routes() -> Routes {
         .add(Method::GET, "/instances/{id}", describe)
         .add(Method::DELETE, "/instances/{id}", delete)
         .add(Method::POST, "/instances/{id}/call", call_instance)
+        .add(Method::GET, "/instances/{id}/globals/{name}", read_global)
+}
+
+/// `GET /instances/{id}/globals/{name}`: an exported global's value now.
+#[derive(Serialize, ToSchema)]
+pub struct GlobalBody {
+    name: String,
+    /// The global's value type (`i32`, `i64`, `f32`, `f64`, `v128`, ...).
+    #[serde(rename = "type")]
+    ty: String,
+    mutable: bool,
+    /// Encoded as a result of that type is (i64 as a string, floats
+    /// bit-exact, NaN and infinities as strings).
+    #[schema(value_type = Object)]
+    value: Box<RawValue>,
 }
 
 /// Body of `POST /instances`: a registered module (`module_name`) or inline
@@ -287,6 +302,31 @@ async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>)
         .map(|s| describe_slot(&app, s, None))
         .collect();
     Json(InstanceList { instances })
+}
+
+#[utoipa::path(get, path = "/instances/{id}/globals/{name}", tag = "instances", operation_id = "read_instance_global",
+    params(("id" = String, Path, description = "Instance id"), ("name" = String, Path, description = "Exported global")),
+    responses(
+        (status = 200, description = "The global's type, mutability and current value", body = GlobalBody),
+        (status = 404, description = "instance_not_found or global_not_found", body = ErrorBody),
+        (status = 421, description = "instance_on_other_node: another node of a shared registry holds it", body = ErrorBody),
+        GuardedErrors,
+    ))]
+async fn read_global(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<Json<GlobalBody>> {
+    let slot = visible_slot(&app, &caller, &id).await?;
+    // Waits for a call in progress: a read sees the state between calls.
+    let read = slot.live.lock().await.global(&name)?;
+    slot.touch();
+    Ok(Json(GlobalBody {
+        name,
+        ty: read.ty,
+        mutable: read.mutable,
+        value: read.value,
+    }))
 }
 
 #[utoipa::path(get, path = "/instances/{id}", tag = "instances", operation_id = "describe_instance",

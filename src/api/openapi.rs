@@ -40,6 +40,7 @@ use super::{call, exec, instances, modules, ops, playground};
         instances::describe,
         instances::delete,
         instances::call_instance,
+        instances::read_global,
     ),
     components(schemas(call::Encoding, call::StdinBody, ErrorBody, ErrorCode)),
     modifiers(&BearerAuth),

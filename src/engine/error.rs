@@ -117,6 +117,9 @@ pub enum EngineError {
     /// The requested export does not exist or is not a function.
     #[error("{0}")]
     FunctionNotFound(String),
+    /// The requested export does not exist or is not a global.
+    #[error("{0}")]
+    GlobalNotFound(String),
     /// Params do not match the function's signature.
     #[error("{0}")]
     InvalidParams(String),

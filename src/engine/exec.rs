@@ -123,6 +123,27 @@ pub struct CallOutcome {
     pub stats: ExecStats,
 }
 
+/// An exported global's current value, as a read of a live instance
+/// returns it (the spec scripts' `get`).
+#[derive(Debug)]
+pub struct GlobalRead {
+    /// As a result of that type is encoded (see `values::val_to_json`).
+    pub value: Box<RawValue>,
+    pub ty: String,
+    pub mutable: bool,
+}
+
+/// No exported global `name` in `label`, naming the ones there are.
+pub(crate) fn no_global(label: &str, name: &str, mut globals: Vec<String>) -> EngineError {
+    globals.sort();
+    let there = if globals.is_empty() {
+        "it exports no globals".to_string()
+    } else {
+        format!("its exported globals: {}", globals.join(", "))
+    };
+    EngineError::GlobalNotFound(format!("{label} has no exported global `{name}`; {there}"))
+}
+
 /// A failed call, with whatever could still be observed.
 #[derive(Debug)]
 pub struct CallFailure {
@@ -288,6 +309,26 @@ impl CompiledInstance {
         let mut stats = self.pending.take().unwrap_or_default();
         stats.limits_hit = self.store.data_mut().take_limits_hit();
         stats
+    }
+
+    /// The current value of the root's exported global `name`.
+    pub fn global(&mut self, name: &str) -> Result<GlobalRead, EngineError> {
+        let Some(global) = self.root.get_global(&mut self.store, name) else {
+            let globals = self
+                .root_module
+                .module()
+                .exports()
+                .filter(|e| matches!(e.ty(), wasmtime::ExternType::Global(_)))
+                .map(|e| e.name().to_string())
+                .collect();
+            return Err(no_global(&self.root_label, name, globals));
+        };
+        let ty = global.ty(&self.store);
+        Ok(GlobalRead {
+            value: result_json(&global.get(&mut self.store)),
+            ty: type_name(ty.content()),
+            mutable: ty.mutability() == wasmtime::Mutability::Var,
+        })
     }
 
     /// Current size in bytes of the root's default memory, if it has one.

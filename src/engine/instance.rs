@@ -5,7 +5,8 @@
 //! state lives in that engine's store); later instances of the same module
 //! may run compiled once the module is (see [`super::tier`]).
 
-use super::exec::{CallFailure, CallOutcome, CallSpec, CompiledInstance, ExecStats, Tier};
+use super::error::EngineError;
+use super::exec::{CallFailure, CallOutcome, CallSpec, CompiledInstance, ExecStats, GlobalRead, Tier};
 use super::interp::InterpInstance;
 
 /// A module instantiated into a store of its own, ready for calls.
@@ -52,6 +53,14 @@ impl LiveInstance {
         match &mut self.0 {
             Kind::Compiled(live) => live.memory_size(),
             Kind::Interpreted(live) => live.memory_size(),
+        }
+    }
+
+    /// The current value of the exported global `name`.
+    pub fn global(&mut self, name: &str) -> Result<GlobalRead, EngineError> {
+        match &mut self.0 {
+            Kind::Compiled(live) => live.global(name),
+            Kind::Interpreted(live) => live.global(name),
         }
     }
 

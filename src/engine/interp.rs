@@ -28,13 +28,13 @@ use wasmtime::{ExternType, FuncType, GlobalType, MemoryType, Mutability, RefType
 use super::compile::{DefinedCaps, check_defined_counts, headers};
 use super::error::{EngineError, LimitHit, LimitKind, trap_name};
 use super::exec::{
-    ALLOCATORS, CallFailure, CallOutcome, CallSpec, ExecStats, Exports, PreparedArg, Tier, WasiResult,
-    allocator_returned_null, bytes_len, micros, no_allocator, prepare,
+    ALLOCATORS, CallFailure, CallOutcome, CallSpec, ExecStats, Exports, GlobalRead, PreparedArg, Tier, WasiResult,
+    allocator_returned_null, bytes_len, micros, no_allocator, no_global, prepare,
 };
 use super::interp_wasi::{self, Halt, HasWasi, WasiWorld};
 use super::limits::{ExecLimits, StoreLimiter};
 use super::link::Linkable;
-use super::types::{ModuleInterface, signature};
+use super::types::{ModuleInterface, signature, type_name};
 use super::values::result_json;
 use super::wasi::{WASI_MODULE, WasiConfig};
 
@@ -321,6 +321,35 @@ impl InterpInstance {
             root: self.root,
             hosts: &self.hosts,
         }
+    }
+
+    /// The current value of the root's exported global `name`.
+    pub(crate) fn global(&mut self, name: &str) -> Result<GlobalRead, EngineError> {
+        let Some(global) = self.root.get_global(&self.store, name) else {
+            let globals = self
+                .root
+                .exports(&self.store)
+                .filter(|e| e.clone().into_extern().into_global().is_some())
+                .map(|e| e.name().to_string())
+                .collect();
+            return Err(no_global(&self.label, name, globals));
+        };
+        let ty = global.ty(&self.store);
+        let value = global.get(&self.store);
+        if !matches!(
+            value,
+            wasmi::Val::I32(_) | wasmi::Val::I64(_) | wasmi::Val::F32(_) | wasmi::Val::F64(_)
+        ) {
+            return Err(EngineError::Internal(format!(
+                "global `{name}` of {} holds a value this tier does not read",
+                self.label
+            )));
+        }
+        Ok(GlobalRead {
+            value: result_json(&from_wasmi(&value)),
+            ty: type_name(&to_wasmtime_type(&ty.content())),
+            mutable: ty.mutability().is_mut(),
+        })
     }
 
     /// The fuel and time instantiation took; afterwards calls report only

@@ -48,7 +48,7 @@ use std::time::Instant;
 
 pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
 pub use error::{EngineError, LimitKind};
-pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, InstanceSpec, Tier, WasiResult};
+pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, GlobalRead, InstanceSpec, Tier, WasiResult};
 pub use instance::LiveInstance;
 
 pub use limits::{ExecLimits, LimitOverrides};

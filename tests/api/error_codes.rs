@@ -189,6 +189,11 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
         }
         ErrorCode::ModuleNotFound => plain.execute("nope", "f", json!([])).await,
         ErrorCode::InstanceNotFound => plain.get("/instances/nope").await,
+        ErrorCode::GlobalNotFound => {
+            let (_, created) = s.busy.post("/instances", &json!({"wasm_hex": DOUBLE_HEX})).await;
+            let id = created["id"].as_str().unwrap_or("none");
+            s.busy.get(&format!("/instances/{id}/globals/g")).await
+        }
         ErrorCode::InstanceOnOtherNode => {
             s.store.shared.store(true, Ordering::SeqCst);
             let answer = plain.get("/instances/other.0123").await;

@@ -245,3 +245,62 @@ async fn instance_requests_are_validated() {
     let (status, body) = call(&app, &id, json!({"function_name": "nope"})).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "function_not_found"));
 }
+
+/// `GET /instances/{id}/globals/{name}` reads an exported global as it is
+/// between calls, exactly and in its own type, on either tier.
+#[tokio::test]
+async fn an_exported_global_is_read_between_calls_on_either_tier() {
+    let wat = r#"(module
+      (global $n (export "n") (mut i32) (i32.const 0))
+      (global (export "big") i64 (i64.const 9007199254740993))
+      (global (export "nan") f32 (f32.const nan:0x200000))
+      (global (export "neg_zero") f64 (f64.const -0))
+      (func (export "inc") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#;
+    let mut compiled = test_settings();
+    compiled.tier = wasm_exec_api::engine::TierMode::Compiled;
+    let mut interpreter = test_settings();
+    interpreter.tier = wasm_exec_api::engine::TierMode::Interpreter;
+    for (tier, settings) in [("compiled", compiled), ("interpreter", interpreter)] {
+        let app = spawn_app_with(settings).await;
+        let id = create(&app, json!({ "wat": wat })).await;
+        let (_, info) = app.get(&format!("/instances/{id}")).await;
+        assert_eq!(info["tier"], tier, "{info}");
+        for _ in 0..3 {
+            call(&app, &id, json!({"function_name": "inc"})).await;
+        }
+        let global = |name: &str| {
+            let path = format!("/instances/{id}/globals/{name}");
+            let app = &app;
+            async move { app.get(&path).await }
+        };
+        let (status, n) = global("n").await;
+        assert_eq!(status, StatusCode::OK, "{n}");
+        assert_eq!(
+            n,
+            json!({"name": "n", "type": "i32", "mutable": true, "value": 3}),
+            "{tier}"
+        );
+        let (_, big) = global("big").await;
+        assert_eq!(big["value"], json!(9_007_199_254_740_993_i64), "{tier}: i64 exactly");
+        assert_eq!(big["mutable"], false);
+        let (_, nan) = global("nan").await;
+        assert_eq!(
+            (&nan["type"], &nan["value"]),
+            (&json!("f32"), &json!("nan:0x200000")),
+            "{tier}"
+        );
+        let (_, zero) = global("neg_zero").await;
+        assert_eq!(zero["value"], json!(-0.0), "{tier}");
+        let (status, body) = global("inc").await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::NOT_FOUND, "global_not_found"),
+            "{tier}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("its exported globals: big, n, nan, neg_zero"),
+            "{message}"
+        );
+    }
+}
