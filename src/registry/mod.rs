@@ -117,6 +117,9 @@ enum Artifacts {
     Off,
 }
 
+/// How often a node on a shared store announces itself again.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(60);
+
 /// How often the index is checked against a shared store without a hint.
 const SYNC_EVERY: Duration = Duration::from_secs(5);
 
@@ -533,6 +536,24 @@ impl Registry {
     pub async fn announce_node(&self, id: &str, url: &str) -> Result<(), RegistryError> {
         let (store, id, url) = (self.store.clone(), id.to_string(), url.to_string());
         blocking(move || store.announce_node(&id, &url)).await
+    }
+
+    /// Announces this node again every minute while the registry lives,
+    /// so that its row stays fresh (the store forgets nodes silent for a
+    /// day) and comes back if the database lost it.
+    pub fn keep_announcing(self: &Arc<Self>, id: String, url: String) {
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ANNOUNCE_EVERY).await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                if let Err(e) = registry.announce_node(&id, &url).await {
+                    tracing::debug!(error = %e, "cannot announce this node; retrying");
+                }
+            }
+        });
     }
 
     /// The address node `id` advertised, if it did.

@@ -397,6 +397,8 @@ impl ModuleStore for PgStore {
         Some(self.hints.clone())
     }
 
+    /// Also forgets nodes not heard from for a day (nodes started without
+    /// `--node-id` get a new name each start).
     fn announce_node(&self, id: &str, url: &str) -> Result<(), StoreError> {
         self.run(async {
             sqlx::query(
@@ -407,8 +409,12 @@ impl ModuleStore for PgStore {
             .bind(url)
             .execute(&self.pool)
             .await
-            .map(|_| ())
-            .map_err(backend)
+            .map_err(backend)?;
+            sqlx::query("DELETE FROM nodes WHERE seen < now() - interval '1 day'")
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(backend)
         })
     }
 

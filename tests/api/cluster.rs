@@ -350,3 +350,26 @@ async fn an_instance_call_on_another_node_names_the_owner() {
     drop((alpha, beta));
     drop_schema(&schema).await;
 }
+
+/// Each node announces its address at start (and every minute after); a
+/// node not heard from for a day is forgotten, so names of nodes started
+/// without `--node-id` do not pile up.
+#[tokio::test]
+async fn nodes_not_heard_from_for_a_day_are_forgotten() {
+    let (schema, url) = fresh_schema("nodes").await;
+    let first = node(&url, |s| s.node_id = Some("first".into())).await;
+    sql(
+        &schema,
+        "INSERT INTO nodes (id, url, seen) VALUES ('gone', 'http://gone.internal', now() - interval '2 days')",
+    )
+    .await;
+    let second = node(&url, |s| s.node_id = Some("second".into())).await;
+    let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    let ids: Vec<String> = sqlx::query_scalar(&format!("SELECT id FROM {schema}.nodes ORDER BY id"))
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+    assert_eq!(ids, ["first", "second"]);
+    drop((first, second));
+    drop_schema(&schema).await;
+}
