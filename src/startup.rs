@@ -97,7 +97,7 @@ impl Application {
                 .unwrap_or_else(|| format!("http://{addr}"));
             registry.announce_node(&node_id, &url).await?;
             tracing::info!(node = %node_id, url = %url, "node announced in the shared registry");
-            registry.keep_announcing(node_id.clone(), url);
+            registry.keep_announcing(node_id, url);
         }
         Ok(Application { listener, router, addr })
     }

@@ -44,8 +44,8 @@ pub struct GlobalBody {
     #[serde(rename = "type")]
     ty: String,
     mutable: bool,
-    /// Encoded as a result of that type is (i64 as a string, floats
-    /// bit-exact, NaN and infinities as strings).
+    /// Encoded as a result of that type is (exact i64, bit-exact floats,
+    /// NaN with its payload and infinities as strings).
     #[schema(value_type = Object)]
     value: Box<RawValue>,
 }

@@ -166,6 +166,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(RegistryError::from)
 }
 
+/// Every record of `store`, indexed by name, with the store's version. The
+/// version is read first: changes that land during the listing are applied
+/// again by the next sync, which is harmless.
+async fn read_index(store: &Arc<dyn ModuleStore>) -> Result<(u64, HashMap<String, Arc<Entry>>), RegistryError> {
+    let (version, records) = {
+        let store = store.clone();
+        blocking(move || Ok((store.version()?, store.list()?))).await?
+    };
+    let mut index = HashMap::with_capacity(records.len());
+    for record in records {
+        let digest = digest_of(&record)?;
+        index.insert(record.name.clone(), Arc::new(Entry { record, digest }));
+    }
+    Ok((version, index))
+}
+
 impl Registry {
     /// Opens the registry over `store`, loading the index of every record.
     pub async fn open(
@@ -182,17 +198,7 @@ impl Registry {
             }
             None => Artifacts::Trusted,
         };
-        // The version first: changes that land during the listing are
-        // applied again by the first sync, which is harmless.
-        let (version, records) = {
-            let store = store.clone();
-            blocking(move || Ok((store.version()?, store.list()?))).await?
-        };
-        let mut index = HashMap::with_capacity(records.len());
-        for record in records {
-            let digest = digest_of(&record)?;
-            index.insert(record.name.clone(), Arc::new(Entry { record, digest }));
-        }
+        let (version, index) = read_index(&store).await?;
         Ok(Registry {
             store,
             engine,
@@ -209,9 +215,8 @@ impl Registry {
     }
 
     /// The entry of `name`: from the index, else (on a store other nodes
-    /// write to) from the store, with any of its host modules this node
-    /// has not seen yet, so that a module registered on another node runs
-    /// here at once, before the change notification arrives.
+    /// write to) from the store, so that a module registered on another
+    /// node runs here at once, before the change notification arrives.
     async fn lookup(&self, name: &str) -> Result<Arc<Entry>, RegistryError> {
         if let Some(entry) = self.entry(name) {
             return Ok(entry);
@@ -219,25 +224,16 @@ impl Registry {
         if !self.store.shared() {
             return Err(RegistryError::NotFound(name.to_string()));
         }
-        let mut wanted = vec![name.to_string()];
-        let mut found = None;
-        while let Some(next) = wanted.pop() {
-            let record = {
-                let (store, next) = (self.store.clone(), next.clone());
-                blocking(move || store.record(&next)).await?
-            };
-            let Some(record) = record else {
-                if found.is_none() {
-                    return Err(RegistryError::NotFound(name.to_string()));
-                }
-                // A host removed meanwhile: the graph walk reports it.
-                continue;
-            };
-            wanted.extend(record.host_modules.iter().filter(|h| self.entry(h).is_none()).cloned());
-            let entry = self.index_record(record)?;
-            found.get_or_insert(entry);
+        match self.read_record(name).await? {
+            Some(record) => self.index_record(record),
+            None => Err(RegistryError::NotFound(name.to_string())),
         }
-        found.ok_or_else(|| RegistryError::NotFound(name.to_string()))
+    }
+
+    /// The record `name` as the store has it now.
+    async fn read_record(&self, name: &str) -> Result<Option<ModuleRecord>, RegistryError> {
+        let (store, name) = (self.store.clone(), name.to_string());
+        blocking(move || store.record(&name)).await
     }
 
     /// Puts `record` into the index (replacing any entry of its name).
@@ -290,11 +286,7 @@ impl Registry {
                 }
                 let unique: HashSet<String> = names.into_iter().collect();
                 for name in unique {
-                    let record = {
-                        let (store, name) = (self.store.clone(), name.clone());
-                        blocking(move || store.record(&name)).await?
-                    };
-                    match record {
+                    match self.read_record(&name).await? {
                         Some(record) => {
                             self.index_record(record)?;
                         }
@@ -306,15 +298,7 @@ impl Registry {
                 self.version.fetch_max(version, Ordering::AcqRel);
             }
             Changes::Gap => {
-                let (version, records) = {
-                    let store = self.store.clone();
-                    blocking(move || Ok((store.version()?, store.list()?))).await?
-                };
-                let mut index = HashMap::with_capacity(records.len());
-                for record in records {
-                    let digest = digest_of(&record)?;
-                    index.insert(record.name.clone(), Arc::new(Entry { record, digest }));
-                }
+                let (version, index) = read_index(&self.store).await?;
                 *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
                 self.version.store(version, Ordering::Release);
                 tracing::info!(version, "registry index read again from the store");
@@ -514,10 +498,13 @@ impl Registry {
         let (store, sha) = (self.store.clone(), entry.record.sha256.clone());
         let engine_hash = self.engine.compatibility_hash().to_string();
         let artifact = blocking(move || store.artifact(&sha, &engine_hash)).await?;
-        let (Some(artifact), Artifacts::Sealed(seal)) = (artifact.clone(), &self.artifacts) else {
+        let Artifacts::Sealed(seal) = &self.artifacts else {
             return Ok(artifact);
         };
-        match seal.open(&entry.record.sha256, self.engine.compatibility_hash(), artifact) {
+        let Some(sealed) = artifact else {
+            return Ok(None);
+        };
+        match seal.open(&entry.record.sha256, self.engine.compatibility_hash(), sealed) {
             Ok(code) => Ok(Some(code)),
             Err(why) => {
                 self.artifacts_rejected.fetch_add(1, Ordering::Relaxed);
@@ -591,9 +578,8 @@ impl Registry {
     /// Resolves `hosts` and everything they depend on into a list in which
     /// each module appears once, after all of its own host modules.
     pub async fn link_graph(&self, hosts: &[String]) -> Result<Vec<LinkedModule>, RegistryError> {
-        self.know_hosts(hosts).await?;
         let mut graph = Vec::new();
-        for name in self.graph_order(hosts)? {
+        for name in self.graph_order(hosts).await? {
             let (compiled, _) = self.compiled(&name).await?;
             graph.push(LinkedModule { name, compiled });
         }
@@ -611,9 +597,8 @@ impl Registry {
         if self.engine.settings().tier == TierMode::Compiled {
             return Ok(None);
         }
-        self.know_hosts(hosts).await?;
         let mut graph = Vec::new();
-        for name in self.graph_order(hosts)? {
+        for name in self.graph_order(hosts).await? {
             let Some(entry) = self.entry(&name) else {
                 return Err(RegistryError::HostModuleNotFound(name));
             };
@@ -629,25 +614,27 @@ impl Registry {
         Ok(Some(graph))
     }
 
-    /// Makes sure the index has `hosts` (and what they link), fetching from
-    /// a shared store those another node registered and this one has not
-    /// heard of yet; a host the store does not have either is
+    /// The names of `hosts` and everything they depend on, each once, after
+    /// all of its own host modules. A host the index does not have is asked
+    /// of a shared store (another node may have registered it a moment
+    /// ago), and the walk starts again; only then is it
     /// [`RegistryError::HostModuleNotFound`].
-    async fn know_hosts(&self, hosts: &[String]) -> Result<(), RegistryError> {
-        for host in hosts {
-            if self.entry(host).is_none() {
-                self.lookup(host).await.map_err(|e| match e {
-                    RegistryError::NotFound(name) => RegistryError::HostModuleNotFound(name),
-                    other => other,
-                })?;
+    async fn graph_order(&self, hosts: &[String]) -> Result<Vec<String>, RegistryError> {
+        loop {
+            match self.indexed_graph_order(hosts) {
+                Err(RegistryError::HostModuleNotFound(name)) if self.store.shared() => {
+                    self.lookup(&name).await.map_err(|e| match e {
+                        RegistryError::NotFound(name) => RegistryError::HostModuleNotFound(name),
+                        other => other,
+                    })?;
+                }
+                order => return order,
             }
         }
-        Ok(())
     }
 
-    /// The names of `hosts` and everything they depend on, each once, after
-    /// all of its own host modules.
-    fn graph_order(&self, hosts: &[String]) -> Result<Vec<String>, RegistryError> {
+    /// [`Self::graph_order`] by the index alone.
+    fn indexed_graph_order(&self, hosts: &[String]) -> Result<Vec<String>, RegistryError> {
         if hosts.is_empty() {
             return Ok(Vec::new());
         }

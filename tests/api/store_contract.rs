@@ -54,6 +54,7 @@ contract!(
     a_removal_racing_an_insert_that_needs_it_leaves_the_registry_whole,
     the_store_answers_a_check,
     a_token_quota_holds_under_concurrent_inserts,
+    artifacts_are_kept_per_engine_and_go_with_their_binary,
 );
 
 fn record(name: &str, sha: &str, hosts: &[&str]) -> ModuleRecord {
@@ -122,6 +123,23 @@ fn a_shared_binary_outlives_one_of_its_records(store: Arc<dyn ModuleStore>) {
     assert_eq!(store.wasm("same").unwrap().as_deref(), Some(&b"bytes"[..]));
     store.remove("two").unwrap();
     assert_eq!(store.wasm("same").unwrap(), None, "the last record takes it");
+}
+
+fn artifacts_are_kept_per_engine_and_go_with_their_binary(store: Arc<dyn ModuleStore>) {
+    store.insert(&record("a", "aa", &[]), b"abc", None).unwrap();
+    store.put_artifact("aa", "engine1", b"code").unwrap();
+    assert_eq!(store.artifact("aa", "engine1").unwrap().unwrap(), b"code");
+    assert!(store.artifact("aa", "engine2").unwrap().is_none());
+    store.remove("a").unwrap();
+    assert!(
+        store.artifact("aa", "engine1").unwrap().is_none(),
+        "artifacts go with their binary"
+    );
+    store.put_artifact("aa", "engine1", b"code").unwrap();
+    assert!(
+        store.artifact("aa", "engine1").unwrap().is_none(),
+        "no artifact for a deleted binary"
+    );
 }
 
 fn of_many_concurrent_inserts_of_one_name_exactly_one_wins(store: Arc<dyn ModuleStore>) {
