@@ -141,9 +141,9 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_MAX_TABLES_PER_MODULE", default_value_t = 16)]
     pub max_tables_per_module: usize,
 
-    /// Instances one execution's link graph may create: the module and every
-    /// registered module it links, directly or not; more: `limit:
-    /// "instances"`.
+    /// Instances one execution's link graph may create (the module and every
+    /// registered module it links, directly or not), and instances one
+    /// environment may hold; more: `limit: "instances"`.
     #[arg(long, env = "WASM_EXEC_MAX_LINK_INSTANCES", default_value_t = 1000)]
     pub max_link_instances: usize,
 

@@ -1,7 +1,8 @@
-//! Live instances that keep their memory and globals across calls.
+//! Live instances and environments, which keep their state across calls.
 //!
-//! Each instance owns its own store. Calls on one instance are serialized by
-//! its async mutex; different instances run in parallel. The table is
+//! Each instance or environment owns its own store. Calls on one are
+//! serialized by its async mutex; different ones run in parallel. The
+//! table holds both kinds under one set of caps, and is
 //! bounded in count and in reserved memory (each instance reserves its
 //! memory limit when created, so the total can never be exceeded by later
 //! growth), and instances idle for longer than the idle timeout are dropped
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::engine::{CallFailure, ExecLimits, ExecStats, LiveInstance, ModuleInterface, Tier};
+use crate::engine::{CallFailure, Environment, ExecLimits, ExecStats, LiveInstance, ModuleInterface, Tier};
 
 /// Bounds on the instance table.
 #[derive(Debug, Clone)]
@@ -34,33 +35,62 @@ pub struct InstanceSettings {
 pub enum InstanceError {
     #[error("no live instance has id `{0}` (it may have been deleted or expired after being idle)")]
     NotFound(String),
+    #[error("no environment has id `{0}` (it may have been deleted or expired after being idle)")]
+    EnvironmentNotFound(String),
     #[error("{0}")]
     Capacity(String),
     #[error("instantiation failed")]
     Instantiate(Box<CallFailure>),
 }
 
-/// One live instance and what is known about it without locking it.
-pub struct Slot {
-    pub id: String,
+/// What is known of a live instance without locking it.
+pub struct InstanceInfo {
     /// The registered module name, or `inline` for inline code.
     pub module: String,
     pub sha256: String,
     pub interface: ModuleInterface,
-    pub limits: ExecLimits,
     /// The tier that runs its calls, for its whole life.
     pub tier: Tier,
+}
+
+/// One live instance or environment (`T`) and what is known about it
+/// without locking it (`I`).
+pub struct Slot<T, I = ()> {
+    pub id: String,
+    pub info: I,
+    pub limits: ExecLimits,
     /// The token that created it (`None` when access control is off).
     pub owner: Option<usize>,
     pub created: SystemTime,
     created_at: Instant,
     last_used: Mutex<Instant>,
     calls: AtomicU64,
-    /// The instance itself; holding the lock is holding the right to call.
-    pub live: tokio::sync::Mutex<LiveInstance>,
+    /// Holding the lock is holding the right to call.
+    pub live: tokio::sync::Mutex<T>,
 }
 
-impl Slot {
+/// A live instance's slot.
+pub type InstanceSlot = Slot<LiveInstance, InstanceInfo>;
+
+/// An environment's slot.
+pub type EnvironmentSlot = Slot<Environment>;
+
+impl<T, I> Slot<T, I> {
+    fn new(id: String, info: I, limits: ExecLimits, owner: Option<usize>, live: T) -> Self {
+        let now = Instant::now();
+        Slot {
+            id,
+            info,
+            limits,
+            owner,
+            created: SystemTime::now(),
+            created_at: now,
+            last_used: Mutex::new(now),
+            calls: AtomicU64::new(0),
+            live: tokio::sync::Mutex::new(live),
+        }
+    }
+
     /// Records a call (for idle expiry and `calls`).
     pub fn touch(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -78,10 +108,38 @@ impl Slot {
     pub fn idle(&self) -> Duration {
         self.last_used.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
     }
+
+    /// Idle for `timeout` and not in a call.
+    fn expired(&self, timeout: Duration) -> bool {
+        self.idle() >= timeout && self.live.try_lock().is_ok()
+    }
+}
+
+/// What the table holds under an id.
+enum Entry {
+    Instance(Arc<InstanceSlot>),
+    Environment(Arc<EnvironmentSlot>),
+}
+
+impl Entry {
+    /// Memory reserved for it.
+    fn memory(&self) -> u64 {
+        match self {
+            Entry::Instance(slot) => slot.limits.memory_bytes,
+            Entry::Environment(slot) => slot.limits.memory_bytes,
+        }
+    }
+
+    fn expired(&self, timeout: Duration) -> bool {
+        match self {
+            Entry::Instance(slot) => slot.expired(timeout),
+            Entry::Environment(slot) => slot.expired(timeout),
+        }
+    }
 }
 
 struct Table {
-    slots: HashMap<String, Arc<Slot>>,
+    slots: HashMap<String, Entry>,
     /// Memory reserved by live instances plus those being created.
     reserved_memory: u64,
     /// Instances being created (counted against the cap).
@@ -125,6 +183,36 @@ impl Instances {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Counts a new instance or environment of `memory` reserved bytes
+    /// against the caps, or says which is reached.
+    fn reserve(&self, memory: u64) -> Result<Reservation<'_>, InstanceError> {
+        let mut table = self.lock();
+        if table.slots.len() + table.pending >= self.settings.max_instances {
+            return Err(InstanceError::Capacity(format!(
+                "the server holds its maximum of {} live instances and environments; delete one or let idle ones expire",
+                self.settings.max_instances
+            )));
+        }
+        if table.reserved_memory.saturating_add(memory) > self.settings.max_total_memory_bytes {
+            return Err(InstanceError::Capacity(format!(
+                "live instances and environments have reserved {} of {} bytes of memory; this one asks for {memory} (lower limits.memory_bytes, or delete one)",
+                table.reserved_memory, self.settings.max_total_memory_bytes
+            )));
+        }
+        table.pending += 1;
+        table.reserved_memory += memory;
+        Ok(Reservation { table: self, memory })
+    }
+
+    /// Puts a reserved entry in the table, under a new id.
+    fn insert(&self, reservation: Reservation<'_>, entry: impl FnOnce(String) -> Entry) {
+        std::mem::forget(reservation);
+        let mut table = self.lock();
+        table.pending -= 1;
+        let id = format!("{}.{}", self.settings.node_id, uuid::Uuid::new_v4().simple());
+        table.slots.insert(id.clone(), entry(id));
+    }
+
     /// Makes a new live instance by running `instantiate`, if the caps
     /// allow it (checked, and its memory reserved, before it runs).
     /// Returns the slot and the instantiation's stats.
@@ -133,63 +221,63 @@ impl Instances {
         new: NewInstance,
         owner: Option<usize>,
         instantiate: impl Future<Output = Result<LiveInstance, CallFailure>>,
-    ) -> Result<(Arc<Slot>, ExecStats), InstanceError> {
-        let memory = new.limits.memory_bytes;
-        {
-            let mut table = self.lock();
-            if table.slots.len() + table.pending >= self.settings.max_instances {
-                return Err(InstanceError::Capacity(format!(
-                    "the server holds its maximum of {} live instances; delete one or let idle ones expire",
-                    self.settings.max_instances
-                )));
-            }
-            if table.reserved_memory.saturating_add(memory) > self.settings.max_total_memory_bytes {
-                return Err(InstanceError::Capacity(format!(
-                    "live instances have reserved {} of {} bytes of memory; this one asks for {memory} (lower limits.memory_bytes, or delete an instance)",
-                    table.reserved_memory, self.settings.max_total_memory_bytes
-                )));
-            }
-            table.pending += 1;
-            table.reserved_memory += memory;
-        }
+    ) -> Result<(Arc<InstanceSlot>, ExecStats), InstanceError> {
         // Released however this ends, also if the request is dropped while
         // instantiating (the client went away).
-        let reservation = Reservation { table: self, memory };
-        let created = instantiate.await;
-        let mut live = match created {
+        let reservation = self.reserve(new.limits.memory_bytes)?;
+        let mut live = match instantiate.await {
             Ok(live) => live,
             Err(failure) => return Err(InstanceError::Instantiate(Box::new(failure))),
         };
-        std::mem::forget(reservation);
-        let mut table = self.lock();
-        table.pending -= 1;
         let stats = live.take_instantiation_stats();
-        let now = Instant::now();
-        let slot = Arc::new(Slot {
-            id: format!("{}.{}", self.settings.node_id, uuid::Uuid::new_v4().simple()),
-            tier: live.tier(),
+        let info = InstanceInfo {
             module: new.module,
             sha256: new.sha256,
             interface: new.interface,
-            limits: new.limits,
-            owner,
-            created: SystemTime::now(),
-            created_at: now,
-            last_used: Mutex::new(now),
-            calls: AtomicU64::new(0),
-            live: tokio::sync::Mutex::new(live),
+            tier: live.tier(),
+        };
+        let mut made = None;
+        self.insert(reservation, |id| {
+            let slot = Arc::new(Slot::new(id, info, new.limits, owner, live));
+            made = Some(slot.clone());
+            Entry::Instance(slot)
         });
-        table.slots.insert(slot.id.clone(), slot.clone());
+        let slot = made.expect("insert runs its closure");
         Ok((slot, stats))
     }
 
+    /// Makes an environment, if the caps allow it: its memory limit is
+    /// reserved for its whole life, as an instance's is.
+    pub fn create_environment(
+        &self,
+        limits: ExecLimits,
+        owner: Option<usize>,
+        environment: Environment,
+    ) -> Result<Arc<EnvironmentSlot>, InstanceError> {
+        let reservation = self.reserve(limits.memory_bytes)?;
+        let mut made = None;
+        self.insert(reservation, |id| {
+            let slot = Arc::new(Slot::new(id, (), limits, owner, environment));
+            made = Some(slot.clone());
+            Entry::Environment(slot)
+        });
+        Ok(made.expect("insert runs its closure"))
+    }
+
     /// The instance `id`.
-    pub fn get(&self, id: &str) -> Result<Arc<Slot>, InstanceError> {
-        self.lock()
-            .slots
-            .get(id)
-            .cloned()
-            .ok_or_else(|| InstanceError::NotFound(id.to_string()))
+    pub fn get(&self, id: &str) -> Result<Arc<InstanceSlot>, InstanceError> {
+        match self.lock().slots.get(id) {
+            Some(Entry::Instance(slot)) => Ok(slot.clone()),
+            _ => Err(InstanceError::NotFound(id.to_string())),
+        }
+    }
+
+    /// The environment `id`.
+    pub fn environment(&self, id: &str) -> Result<Arc<EnvironmentSlot>, InstanceError> {
+        match self.lock().slots.get(id) {
+            Some(Entry::Environment(slot)) => Ok(slot.clone()),
+            _ => Err(InstanceError::EnvironmentNotFound(id.to_string())),
+        }
     }
 
     /// The node that handed out `id`, when it is not this one (ids are
@@ -200,18 +288,41 @@ impl Instances {
     }
 
     /// Every live instance, oldest first.
-    pub fn list(&self) -> Vec<Arc<Slot>> {
-        let mut slots: Vec<Arc<Slot>> = self.lock().slots.values().cloned().collect();
+    pub fn list(&self) -> Vec<Arc<InstanceSlot>> {
+        let mut slots: Vec<Arc<InstanceSlot>> = self
+            .lock()
+            .slots
+            .values()
+            .filter_map(|e| match e {
+                Entry::Instance(slot) => Some(slot.clone()),
+                Entry::Environment(_) => None,
+            })
+            .collect();
         slots.sort_by_key(|s| std::cmp::Reverse(s.age()));
         slots
     }
 
-    /// How many instances are live.
+    /// Every environment, oldest first.
+    pub fn environments(&self) -> Vec<Arc<EnvironmentSlot>> {
+        let mut slots: Vec<Arc<EnvironmentSlot>> = self
+            .lock()
+            .slots
+            .values()
+            .filter_map(|e| match e {
+                Entry::Environment(slot) => Some(slot.clone()),
+                Entry::Instance(_) => None,
+            })
+            .collect();
+        slots.sort_by_key(|s| std::cmp::Reverse(s.age()));
+        slots
+    }
+
+    /// How many instances and environments are live.
     pub fn len(&self) -> usize {
         self.lock().slots.len()
     }
 
-    /// Whether no instance is live.
+    /// Whether none is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -219,29 +330,41 @@ impl Instances {
     /// Drops the instance `id`. A call in progress finishes first; the
     /// instance is freed when it returns.
     pub fn remove(&self, id: &str) -> Result<(), InstanceError> {
-        let mut table = self.lock();
-        let slot = table
-            .slots
-            .remove(id)
-            .ok_or_else(|| InstanceError::NotFound(id.to_string()))?;
-        table.reserved_memory -= slot.limits.memory_bytes;
-        Ok(())
+        self.remove_if(id, |e| matches!(e, Entry::Instance(_)))
+            .ok_or_else(|| InstanceError::NotFound(id.to_string()))
     }
 
-    /// Drops instances idle for longer than the timeout and not in a call.
+    /// Drops the environment `id`, as [`Self::remove`] an instance.
+    pub fn remove_environment(&self, id: &str) -> Result<(), InstanceError> {
+        self.remove_if(id, |e| matches!(e, Entry::Environment(_)))
+            .ok_or_else(|| InstanceError::EnvironmentNotFound(id.to_string()))
+    }
+
+    fn remove_if(&self, id: &str, kind: impl Fn(&Entry) -> bool) -> Option<()> {
+        let mut table = self.lock();
+        if !kind(table.slots.get(id)?) {
+            return None;
+        }
+        let entry = table.slots.remove(id)?;
+        table.reserved_memory -= entry.memory();
+        Some(())
+    }
+
+    /// Drops instances and environments idle for longer than the timeout
+    /// and not in a call.
     fn reap(&self) {
         let timeout = self.settings.idle_timeout;
         let mut table = self.lock();
         let expired: Vec<String> = table
             .slots
-            .values()
-            .filter(|s| s.idle() >= timeout && s.live.try_lock().is_ok())
-            .map(|s| s.id.clone())
+            .iter()
+            .filter(|(_, e)| e.expired(timeout))
+            .map(|(id, _)| id.clone())
             .collect();
         for id in expired {
-            if let Some(slot) = table.slots.remove(&id) {
-                table.reserved_memory -= slot.limits.memory_bytes;
-                tracing::info!(instance = %id, "dropped idle instance");
+            if let Some(entry) = table.slots.remove(&id) {
+                table.reserved_memory -= entry.memory();
+                tracing::info!(id = %id, "dropped idle instance or environment");
             }
         }
     }

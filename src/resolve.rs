@@ -134,6 +134,42 @@ pub async fn resolve(engine: &WasmEngine, registry: &Registry, source: Source) -
     }
 }
 
+/// The compiled code of a module to instantiate in an environment, and its
+/// name (`inline` for inline code). It is not linked here: an environment
+/// resolves imports against its own instances first (see
+/// `engine::environment`), then [`registered_hosts`].
+pub async fn environment_member(
+    engine: &WasmEngine,
+    registry: &Registry,
+    source: Source,
+) -> Result<(Arc<CompiledModule>, String), RegistryError> {
+    match source {
+        Source::Registered(name) => {
+            let (compiled, _) = registry.compiled(&name).await?;
+            Ok((compiled, name))
+        }
+        Source::Inline { wasm, .. } | Source::ToRegister { wasm, .. } | Source::Unlinked(wasm) => {
+            let (compiled, _) = engine.compile(wasm).await?;
+            Ok((compiled, "inline".to_string()))
+        }
+    }
+}
+
+/// The registered modules among `names`, with every module they import
+/// from, each once, dependencies first. A name no module has is left out:
+/// the environment's import check then names the import nothing provides.
+pub async fn registered_hosts(registry: &Registry, names: &[String]) -> Result<Vec<LinkedModule>, RegistryError> {
+    let mut known = Vec::with_capacity(names.len());
+    for name in names {
+        match registry.get(name).await {
+            Ok(_) => known.push(name.clone()),
+            Err(RegistryError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    registry.link_graph(&known).await
+}
+
 /// Registers `wasm` under `name`, importing from `host_modules`, and
 /// returns its record and interface. Code the interpreter can run (its
 /// graph too) is stored once the interpreter has validated it and checked

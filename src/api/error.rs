@@ -69,8 +69,11 @@ error_codes! {
     GlobalNotFound = "global_not_found", NOT_FOUND;
     /// No registered module has this name.
     ModuleNotFound = "module_not_found", NOT_FOUND;
-    /// No live instance has this id (deleted, expired, or another token's).
+    /// No live instance has this id (deleted, expired, or another token's),
+    /// or an environment has no instance of this name.
     InstanceNotFound = "instance_not_found", NOT_FOUND;
+    /// No environment has this id (deleted, expired, or another token's).
+    EnvironmentNotFound = "environment_not_found", NOT_FOUND;
     /// The instance lives on another node sharing this registry (`node`,
     /// and `owner_url` when that node advertised one): send the call there.
     InstanceOnOtherNode = "instance_on_other_node", MISDIRECTED_REQUEST;
@@ -194,6 +197,7 @@ impl From<EngineError> for ApiError {
             EngineError::ModuleTooLarge { .. } => ApiError::payload_too_large(e.to_string()),
             EngineError::FunctionNotFound(m) => ApiError::new(C::FunctionNotFound, m),
             EngineError::GlobalNotFound(m) => ApiError::new(C::GlobalNotFound, m),
+            EngineError::MemberNotFound(m) => ApiError::new(C::InstanceNotFound, m),
             EngineError::InvalidParams(m) => ApiError::new(C::InvalidParams, m),
             EngineError::Link(m) => ApiError::new(C::LinkError, m),
             EngineError::Trap { kind, message } => ApiError::new(C::Trap, message).with("trap", kind),
@@ -248,6 +252,7 @@ impl From<InstanceError> for ApiError {
     fn from(e: InstanceError) -> Self {
         match e {
             InstanceError::NotFound(_) => ApiError::new(ErrorCode::InstanceNotFound, e.to_string()),
+            InstanceError::EnvironmentNotFound(_) => ApiError::new(ErrorCode::EnvironmentNotFound, e.to_string()),
             InstanceError::Capacity(m) => ApiError::new(ErrorCode::InstanceCapacity, m),
             InstanceError::Instantiate(failure) => (*failure).into(),
         }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, OptionalFromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
@@ -15,6 +15,32 @@ use super::error::{ApiError, ErrorCode};
 
 /// A JSON request body of type `T`.
 pub struct JsonBody<T>(pub T);
+
+/// An optional body (`Option<JsonBody<T>>`): a request with neither a
+/// content type nor a body has none; anything else must be JSON.
+impl<S, T> OptionalFromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    BodyTimeout: FromRef<S>,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let headers = req.headers();
+        let empty = headers.get(header::CONTENT_TYPE).is_none()
+            && headers.get(header::TRANSFER_ENCODING).is_none()
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|len| len.as_bytes() == b"0");
+        if empty {
+            return Ok(None);
+        }
+        <JsonBody<T> as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
 
 /// How long a client may take to send its whole body. A total deadline, not
 /// an idle timeout: a client trickling one byte at a time cannot hold a

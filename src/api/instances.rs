@@ -1,6 +1,7 @@
 //! Stateful instances: `POST /instances`, `GET /instances`,
 //! `GET|DELETE /instances/{id}`, `POST /instances/{id}/call`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Extension;
@@ -21,8 +22,8 @@ use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::{ExecLimits, ExecStats, LimitOverrides, ModuleInterface, Tier};
-use crate::instances::{InstanceError, NewInstance, Slot};
+use crate::engine::{ExecLimits, ExecStats, GlobalRead, LimitOverrides, ModuleInterface, Tier};
+use crate::instances::{InstanceError, InstanceSlot, Instances, NewInstance, Slot};
 use crate::registry::RegistryError;
 use crate::resolve::{Source, label, resolve};
 
@@ -48,6 +49,17 @@ pub struct GlobalBody {
     /// NaN with its payload and infinities as strings).
     #[schema(value_type = Object)]
     value: Box<RawValue>,
+}
+
+impl GlobalBody {
+    pub(super) fn new(name: String, read: GlobalRead) -> Self {
+        GlobalBody {
+            name,
+            ty: read.ty,
+            mutable: read.mutable,
+            value: read.value,
+        }
+    }
 }
 
 /// Body of `POST /instances`: a registered module (`module_name`) or inline
@@ -130,43 +142,64 @@ pub struct InstanceList {
 }
 
 /// The token a new instance belongs to.
-fn owner_of(caller: &Caller) -> Option<usize> {
+pub(super) fn owner_of(caller: &Caller) -> Option<usize> {
     match caller {
         Caller::Token { id, .. } => Some(*id),
         Caller::Anonymous => None,
     }
 }
 
-/// The instance `id`, if `caller` may use it. Another token's instance is
-/// reported as not found, so ids cannot be probed for existence; one that
-/// another node of a shared registry handed out is reported with its node
-/// (see [`elsewhere`]).
-async fn visible_slot(app: &AppState, caller: &Caller, id: &str) -> Result<std::sync::Arc<Slot>, ApiError> {
-    let slot = match app.instances.get(id) {
+/// The instance `id`, if `caller` may use it (see [`visible`]).
+async fn visible_slot(app: &AppState, caller: &Caller, id: &str) -> Result<Arc<InstanceSlot>, ApiError> {
+    visible(app, caller, id, "instances", Instances::get, |id| {
+        InstanceError::NotFound(id.to_string())
+    })
+    .await
+}
+
+/// The slot `id` as `get` finds it, if `caller` may use it. Another
+/// token's is reported as not found (`not_found`), so ids cannot be probed
+/// for existence; one that another node of a shared registry handed out is
+/// reported with its node (see [`elsewhere`]; `route` is the path it is
+/// under, `instances` or `environments`).
+pub(super) async fn visible<T, I>(
+    app: &AppState,
+    caller: &Caller,
+    id: &str,
+    route: &str,
+    get: impl Fn(&Instances, &str) -> Result<Arc<Slot<T, I>>, InstanceError>,
+    not_found: impl Fn(&str) -> InstanceError,
+) -> Result<Arc<Slot<T, I>>, ApiError> {
+    let slot = match get(&app.instances, id) {
         Ok(slot) => slot,
         Err(e) => match app.instances.other_node(id).filter(|_| app.registry.is_shared()) {
-            Some(node) => return Err(elsewhere(app, id, node).await),
+            Some(node) => return Err(elsewhere(app, id, node, route).await),
             None => return Err(e.into()),
         },
     };
     if caller.sees_all() || slot.owner == owner_of(caller) {
         Ok(slot)
     } else {
-        Err(InstanceError::NotFound(id.to_string()).into())
+        Err(not_found(id).into())
     }
 }
 
-/// `421 instance_on_other_node` for an instance of node `node`, naming the
-/// address it advertised in the shared store.
-async fn elsewhere(app: &AppState, id: &str, node: &str) -> ApiError {
+/// `421 instance_on_other_node` for an instance or environment of node
+/// `node`, naming the address it advertised in the shared store.
+async fn elsewhere(app: &AppState, id: &str, node: &str, route: &str) -> ApiError {
     let url = app.registry.node_url(node).await.ok().flatten();
     let whereto = match &url {
-        Some(url) => format!("; send the call to {url}, or route /instances/{node}.* there (sticky routing)"),
+        Some(url) => format!("; send the call to {url}, or route /{route}/{node}.* there (sticky routing)"),
         None => " (which has not advertised an address)".to_string(),
+    };
+    let what = if route == "environments" {
+        "environment"
+    } else {
+        "instance"
     };
     let mut error = ApiError::new(
         ErrorCode::InstanceOnOtherNode,
-        format!("instance `{id}` lives on node `{node}`{whereto}"),
+        format!("{what} `{id}` lives on node `{node}`{whereto}"),
     );
     error.extra.insert("node".into(), node.into());
     if let Some(url) = url {
@@ -175,25 +208,25 @@ async fn elsewhere(app: &AppState, id: &str, node: &str) -> ApiError {
     error
 }
 
-fn millis(d: std::time::Duration) -> u64 {
+pub(super) fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn describe_slot(app: &AppState, slot: &Slot, stats: Option<ExecStats>) -> InstanceBody {
+fn describe_slot(app: &AppState, slot: &InstanceSlot, stats: Option<ExecStats>) -> InstanceBody {
     let memory_bytes = slot.live.try_lock().ok().and_then(|mut live| live.memory_size());
     InstanceBody {
         id: slot.id.clone(),
-        module: slot.module.clone(),
-        sha256: slot.sha256.clone(),
+        module: slot.info.module.clone(),
+        sha256: slot.info.sha256.clone(),
         created: humantime::format_rfc3339_seconds(slot.created).to_string(),
         age_ms: millis(slot.age()),
         idle_ms: millis(slot.idle()),
         calls: slot.calls(),
-        tier: slot.tier,
+        tier: slot.info.tier,
         memory_bytes,
         limits: slot.limits,
         idle_timeout_ms: millis(app.instances.settings().idle_timeout),
-        interface: slot.interface.clone(),
+        interface: slot.info.interface.clone(),
         stats,
     }
 }
@@ -321,12 +354,7 @@ async fn read_global(
     // Waits for a call in progress: a read sees the state between calls.
     let read = slot.live.lock().await.global(&name)?;
     slot.touch();
-    Ok(Json(GlobalBody {
-        name,
-        ty: read.ty,
-        mutable: read.mutable,
-        value: read.value,
-    }))
+    Ok(Json(GlobalBody::new(name, read)))
 }
 
 #[utoipa::path(get, path = "/instances/{id}", tag = "instances", operation_id = "describe_instance",

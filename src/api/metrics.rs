@@ -46,6 +46,7 @@ pub enum Endpoint {
     Inline,
     Registered,
     Instance,
+    Environment,
 }
 
 impl Endpoint {
@@ -54,6 +55,7 @@ impl Endpoint {
             Endpoint::Inline => "inline",
             Endpoint::Registered => "registered",
             Endpoint::Instance => "instance",
+            Endpoint::Environment => "environment",
         }
     }
 }

@@ -5,7 +5,8 @@
 //! a file above it in this list:
 //! - [`router`] — every route, the middleware stack, fallbacks.
 //! - [`openapi`] — the OpenAPI document, built from the handlers.
-//! - [`exec`], [`modules`], [`instances`], [`ops`], [`playground`] — the
+//! - [`exec`], [`modules`], [`instances`], [`environments`], [`ops`],
+//!   [`playground`] — the
 //!   handlers, by resource.
 //! - [`call`], [`code`] — the request parts handlers share: the call and
 //!   its response, and the code fields.
@@ -21,6 +22,7 @@ pub mod admission;
 pub mod auth;
 pub mod call;
 pub mod code;
+pub mod environments;
 pub mod error;
 pub mod exec;
 pub mod extract;

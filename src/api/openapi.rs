@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorCode;
 use super::responses::ErrorBody;
-use super::{call, exec, instances, modules, ops, playground};
+use super::{call, environments, exec, instances, modules, ops, playground};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +41,14 @@ use super::{call, exec, instances, modules, ops, playground};
         instances::delete,
         instances::call_instance,
         instances::read_global,
+        environments::create,
+        environments::list,
+        environments::describe,
+        environments::delete,
+        environments::add_instance,
+        environments::register,
+        environments::call_environment,
+        environments::read_global,
     ),
     components(schemas(call::Encoding, call::StdinBody, ErrorBody, ErrorCode)),
     modifiers(&BearerAuth),
@@ -49,6 +57,7 @@ use super::{call, exec, instances, modules, ops, playground};
         (name = "execute", description = "Run a function of inline code or a registered module"),
         (name = "registry", description = "Registered, persistent, linkable modules"),
         (name = "instances", description = "Instances whose memory and globals live across calls"),
+        (name = "environments", description = "Many instances in one store, linked live: shared memories, tables, globals and functions"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -12,7 +12,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use super::error::{ApiError, ErrorCode};
 use super::routes::Routes;
 use super::state::AppState;
-use super::{auth, exec, instances, logging, modules, openapi, ops, playground, quota};
+use super::{auth, environments, exec, instances, logging, modules, openapi, ops, playground, quota};
 
 /// Every endpoint, with the method and path of each.
 pub fn routes() -> Routes {
@@ -26,6 +26,7 @@ pub fn routes() -> Routes {
         .merge(exec::routes())
         .merge(modules::routes())
         .merge(instances::routes())
+        .merge(environments::routes())
 }
 
 /// The `(method, path template)` of every endpoint, collected once: the

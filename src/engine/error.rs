@@ -117,6 +117,9 @@ pub enum EngineError {
     /// The requested export does not exist or is not a function.
     #[error("{0}")]
     FunctionNotFound(String),
+    /// An environment has no instance of the requested name.
+    #[error("{0}")]
+    MemberNotFound(String),
     /// The requested export does not exist or is not a global.
     #[error("{0}")]
     GlobalNotFound(String),

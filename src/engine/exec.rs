@@ -273,7 +273,7 @@ async fn instantiate_graph(
 
 /// Runs a WASI reactor's `_initialize`, as the reactor ABI requires before
 /// any other export is called.
-async fn initialize(store: &mut Store<StoreState>, instance: Instance) -> wasmtime::Result<()> {
+pub(crate) async fn initialize(store: &mut Store<StoreState>, instance: Instance) -> wasmtime::Result<()> {
     if let Some(init) = instance.get_func(&mut *store, "_initialize") {
         init.call_async(&mut *store, &[], &mut []).await?;
     }
@@ -311,31 +311,24 @@ impl CompiledInstance {
         stats
     }
 
+    fn target(&mut self) -> Target<'_> {
+        Target {
+            store: &mut self.store,
+            root: self.root,
+            module: &self.root_module,
+            label: &self.root_label,
+            hosts: &self.hosts,
+        }
+    }
+
     /// The current value of the root's exported global `name`.
     pub fn global(&mut self, name: &str) -> Result<GlobalRead, EngineError> {
-        let Some(global) = self.root.get_global(&mut self.store, name) else {
-            let globals = self
-                .root_module
-                .module()
-                .exports()
-                .filter(|e| matches!(e.ty(), wasmtime::ExternType::Global(_)))
-                .map(|e| e.name().to_string())
-                .collect();
-            return Err(no_global(&self.root_label, name, globals));
-        };
-        let ty = global.ty(&self.store);
-        Ok(GlobalRead {
-            value: result_json(&global.get(&mut self.store)),
-            ty: type_name(ty.content()),
-            mutable: ty.mutability() == wasmtime::Mutability::Var,
-        })
+        self.target().global(name)
     }
 
     /// Current size in bytes of the root's default memory, if it has one.
     pub fn memory_size(&mut self) -> Option<usize> {
-        memory::resolve(&mut self.store, self.root, &self.hosts, None)
-            .ok()
-            .map(|(_, m)| m.data_size(&self.store))
+        self.target().memory_size()
     }
 
     /// Calls one export of a live instance as a request of its own, with a
@@ -354,16 +347,70 @@ impl CompiledInstance {
         prepared: Prepared,
         spec: CallSpec<'_>,
     ) -> Result<CallOutcome, CallFailure> {
+        let stats = self.pending.take().unwrap_or_default();
+        self.target().call(prepared, spec, stats).await
+    }
+}
+
+/// One instance of a store as a call sees it: the instance whose exports
+/// are called, its module, and the other instances whose memories a request
+/// may name as `host:export`. A live instance and an environment's member
+/// are both called through it.
+pub(crate) struct Target<'a> {
+    pub store: &'a mut Store<StoreState>,
+    pub root: Instance,
+    pub module: &'a CompiledModule,
+    /// How messages name the instance.
+    pub label: &'a str,
+    pub hosts: &'a [(String, Instance)],
+}
+
+impl Target<'_> {
+    /// The current value of the exported global `name`.
+    pub fn global(&mut self, name: &str) -> Result<GlobalRead, EngineError> {
+        let Some(global) = self.root.get_global(&mut *self.store, name) else {
+            let globals = self
+                .module
+                .module()
+                .exports()
+                .filter(|e| matches!(e.ty(), wasmtime::ExternType::Global(_)))
+                .map(|e| e.name().to_string())
+                .collect();
+            return Err(no_global(self.label, name, globals));
+        };
+        let ty = global.ty(&*self.store);
+        Ok(GlobalRead {
+            value: result_json(&global.get(&mut *self.store)),
+            ty: type_name(ty.content()),
+            mutable: ty.mutability() == wasmtime::Mutability::Var,
+        })
+    }
+
+    /// Current size in bytes of the default memory, if there is one.
+    pub fn memory_size(&mut self) -> Option<usize> {
+        memory::resolve(self.store, self.root, self.hosts, None)
+            .ok()
+            .map(|(_, m)| m.data_size(&*self.store))
+    }
+
+    /// Runs a call whose arguments [`prepare`] has checked, on the budget
+    /// armed last; `stats` holds what that budget paid for before (an
+    /// instantiation's fuel and time, for a one-shot execution).
+    pub async fn call(
+        &mut self,
+        prepared: Prepared,
+        spec: CallSpec<'_>,
+        mut stats: ExecStats,
+    ) -> Result<CallOutcome, CallFailure> {
         let Prepared { name, ty, args } = prepared;
         let func = self
             .root
-            .get_func(&mut self.store, &name)
+            .get_func(&mut *self.store, &name)
             .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
-        let mut stats = self.pending.take().unwrap_or_default();
         let started = Instant::now();
         let outcome = self.call_inner(&name, func, &ty, args, &spec).await;
         stats.call_us = micros(started.elapsed());
-        stats.fuel_consumed = store::fuel_used(&self.store);
+        stats.fuel_consumed = store::fuel_used(self.store);
         stats.limits_hit = self.store.data_mut().take_limits_hit();
         let wasi_output = self.store.data().wasi.as_ref().map(WasiState::take_output);
 
@@ -436,8 +483,8 @@ impl CompiledInstance {
         spec: &CallSpec<'_>,
     ) -> wasmtime::Result<Vec<Val>> {
         for write in spec.writes {
-            let (shown, mem) = memory::resolve(&mut self.store, self.root, &self.hosts, write.memory.as_deref())?;
-            memory::write(&mut self.store, &shown, mem, write.offset, &write.data)?;
+            let (shown, mem) = memory::resolve(self.store, self.root, self.hosts, write.memory.as_deref())?;
+            memory::write(&mut *self.store, &shown, mem, write.offset, &write.data)?;
         }
         let mut params = Vec::with_capacity(ty.params().len());
         for arg in args {
@@ -451,7 +498,7 @@ impl CompiledInstance {
             }
         }
         let mut results = vec![Val::I32(0); ty.results().len()];
-        func.call_async(&mut self.store, &params, &mut results).await?;
+        func.call_async(&mut *self.store, &params, &mut results).await?;
         Ok(results)
     }
 
@@ -459,21 +506,21 @@ impl CompiledInstance {
     async fn place_bytes(&mut self, function: &str, bytes: &[u8]) -> wasmtime::Result<u32> {
         let alloc = ALLOCATORS
             .iter()
-            .find_map(|n| self.root.get_typed_func::<i32, i32>(&mut self.store, n).ok())
+            .find_map(|n| self.root.get_typed_func::<i32, i32>(&mut *self.store, n).ok())
             .ok_or_else(|| no_allocator(function))?;
         let len = bytes_len(bytes)?;
-        let ptr = alloc.call_async(&mut self.store, len).await? as u32;
+        let ptr = alloc.call_async(&mut *self.store, len).await? as u32;
         if ptr == 0 && !bytes.is_empty() {
             return Err(allocator_returned_null(len, function).into());
         }
-        let (shown, mem) = memory::resolve(&mut self.store, self.root, &self.hosts, None)?;
-        memory::write(&mut self.store, &shown, mem, ptr as u64, bytes)?;
+        let (shown, mem) = memory::resolve(self.store, self.root, self.hosts, None)?;
+        memory::write(&mut *self.store, &shown, mem, ptr as u64, bytes)?;
         Ok(ptr)
     }
 
     fn read_one(&mut self, read: &MemoryRead) -> Result<Vec<u8>, EngineError> {
-        let (shown, mem) = memory::resolve(&mut self.store, self.root, &self.hosts, read.memory.as_deref())?;
-        memory::read(&self.store, &shown, mem, read.offset, read.length)
+        let (shown, mem) = memory::resolve(self.store, self.root, self.hosts, read.memory.as_deref())?;
+        memory::read(&*self.store, &shown, mem, read.offset, read.length)
     }
 
     fn read_all(&mut self, reads: &[MemoryRead]) -> Result<Vec<Vec<u8>>, EngineError> {

@@ -87,6 +87,11 @@ impl StoreLimiter {
         }
     }
 
+    /// Bytes of linear memory granted so far, across the store.
+    pub fn memory_in_use(&self) -> u64 {
+        self.memory_in_use
+    }
+
     /// The limits that refused a grow since the last call, each once.
     pub fn take_hits(&mut self) -> Vec<LimitKind> {
         std::mem::take(&mut self.hits)

@@ -72,6 +72,10 @@ pub(crate) trait Linkable {
     fn export_type(&self, name: &str) -> Option<ExternType>;
     /// Every export's name, in the binary's order.
     fn export_names(&self) -> Vec<String>;
+    /// How messages name the module that provides imports under `name`.
+    fn shown_as(&self, name: &str) -> String {
+        format!("host module `{name}`")
+    }
 }
 
 impl Linkable for CompiledModule {
@@ -88,6 +92,33 @@ impl Linkable for CompiledModule {
 
     fn export_names(&self) -> Vec<String> {
         self.module().exports().map(|e| e.name().to_string()).collect()
+    }
+}
+
+/// What a live instance exports, with the types its exports have now: a
+/// memory or table's minimum is its current size, which is what an import
+/// is matched against (the spec's rule for linking to a running instance).
+pub(crate) struct LiveExports {
+    /// How messages name the instance.
+    pub label: String,
+    pub exports: Vec<(String, ExternType)>,
+}
+
+impl Linkable for LiveExports {
+    fn import_list(&self) -> Vec<(String, String, ExternType)> {
+        Vec::new()
+    }
+
+    fn export_type(&self, name: &str) -> Option<ExternType> {
+        self.exports.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone())
+    }
+
+    fn export_names(&self) -> Vec<String> {
+        self.exports.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn shown_as(&self, _name: &str) -> String {
+        self.label.clone()
     }
 }
 
@@ -110,6 +141,28 @@ pub(crate) fn check_linkable(
     module: &dyn Linkable,
     hosts: &[(&str, &dyn Linkable)],
 ) -> Result<(), EngineError> {
+    let unlinked = |import_module: &str| {
+        let listed = if hosts.is_empty() {
+            "it lists no host modules".to_string()
+        } else {
+            let names: Vec<&str> = hosts.iter().map(|(name, _)| *name).collect();
+            format!("its host modules are [{}]", names.join(", "))
+        };
+        format!(
+            "no host module named `{import_module}` is linked ({listed}); register a module under that name and list it in host_modules"
+        )
+    };
+    check_linkable_with(who, module, hosts, &unlinked)
+}
+
+/// [`check_linkable`] with the message for an import whose module no host
+/// provides given by `unlinked` (it says what the caller may do about it).
+pub(crate) fn check_linkable_with(
+    who: &str,
+    module: &dyn Linkable,
+    hosts: &[(&str, &dyn Linkable)],
+    unlinked: &dyn Fn(&str) -> String,
+) -> Result<(), EngineError> {
     for (import_module, import_name, wanted) in module.import_list() {
         // WASI imports are the host's; they were resolved against the WASI
         // linker when the module was compiled.
@@ -118,20 +171,16 @@ pub(crate) fn check_linkable(
         }
         let shown = format!("`{import_module}`.`{import_name}` ({})", describe(&wanted));
         let Some((host_name, host)) = hosts.iter().find(|(name, _)| *name == import_module) else {
-            let listed = if hosts.is_empty() {
-                "it lists no host modules".to_string()
-            } else {
-                let names: Vec<&str> = hosts.iter().map(|(name, _)| *name).collect();
-                format!("its host modules are [{}]", names.join(", "))
-            };
             return Err(EngineError::Link(format!(
-                "{who} imports {shown}, but no host module named `{import_module}` is linked ({listed}); register a module under that name and list it in host_modules"
+                "{who} imports {shown}, but {}",
+                unlinked(&import_module)
             )));
         };
         let Some(found) = host.export_type(&import_name) else {
             let exports = host.export_names();
             return Err(EngineError::Link(format!(
-                "{who} imports {shown}, but host module `{host_name}` has no export named `{import_name}` (it exports: {})",
+                "{who} imports {shown}, but {} has no export named `{import_name}` (it exports: {})",
+                host.shown_as(host_name),
                 if exports.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -141,7 +190,8 @@ pub(crate) fn check_linkable(
         };
         if !satisfies(&found, &wanted) {
             return Err(EngineError::Link(format!(
-                "{who} imports {shown}, but host module `{host_name}` exports `{import_name}` as {}",
+                "{who} imports {shown}, but {} exports `{import_name}` as {}",
+                host.shown_as(host_name),
                 describe(&found)
             )));
         }

@@ -20,12 +20,14 @@
 //! - [`exec`] — instantiating a module graph and calls on it.
 //! - [`interp`] — the interpreter tier (wasmi) for code not compiled yet;
 //!   [`tier`] — the tier setting and when code is worth compiling.
-//! - [`instance`] — a [`LiveInstance`] on either tier, behind one type.
+//! - [`instance`] — a [`LiveInstance`] on either tier, behind one type;
+//!   [`environment`] — many instances in one store, linked live.
 //! - [`settings`] — [`EngineSettings`] and the wasmtime configuration;
 //!   [`fncache`] — the store of wasmtime's incremental compilation cache.
 
 pub mod classify;
 pub mod compile;
+pub mod environment;
 pub mod error;
 pub mod exec;
 pub mod fncache;
@@ -47,6 +49,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
+pub use environment::{Environment, Member, MemberSpec};
 pub use error::{EngineError, LimitKind};
 pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, GlobalRead, InstanceSpec, Tier, WasiResult};
 pub use instance::LiveInstance;
@@ -277,6 +280,13 @@ impl WasmEngine {
     /// satisfied by an export of one of `hosts` (see [`link::check_imports`]).
     pub fn check_imports(&self, who: &str, module: &CompiledModule, hosts: &[LinkedModule]) -> Result<(), EngineError> {
         link::check_imports(who, module, hosts)
+    }
+
+    /// An empty environment (see [`environment`]) under `limits`: memory
+    /// and tables for its whole life, fuel and time the most a request on
+    /// it may have. `wasi` is the world of the WASI programs in it.
+    pub fn environment(&self, limits: &ExecLimits, wasi: Option<WasiConfig>) -> Environment {
+        Environment::new(&self.runtime(), limits, wasi, self.inner.settings.max_link_instances)
     }
 
     /// Instantiates `spec` under its limits, arming the budget that the

@@ -35,6 +35,11 @@ impl StoreState {
             .ctx
     }
 
+    /// Bytes of linear memory the store's instances hold together.
+    pub(crate) fn memory_in_use(&self) -> u64 {
+        self.limiter.memory_in_use()
+    }
+
     /// Limits the guest ran into without being stopped (a `memory.grow` or
     /// `table.grow` that returned -1 because of our limit) since the last
     /// [`arm`]; reported in `stats.limits_hit`.
