@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use wasmtime::{Func, FuncType, Instance, Linker, Store, Val, ValType};
+use wasmtime::{AsContext, ExternRef, Func, FuncType, Instance, Linker, RootScope, Store, Val, ValType};
 
 use super::classify;
 use super::compile::CompiledModule;
@@ -24,7 +24,7 @@ use super::link::LinkedModule;
 use super::memory::{self, MemoryRead, MemoryWrite};
 use super::store::{self, StoreState};
 use super::types::{signature, type_name};
-use super::values::{Arg, classify_args, json_to_val, result_json};
+use super::values::{Arg, HostRef, classify_args, externref_json, json_to_val, result_json};
 use super::wasi::{WasiConfig, WasiOutput, WasiState};
 
 /// What instantiation needs from the engine: the wasmtime engine, the
@@ -352,6 +352,27 @@ impl CompiledInstance {
     }
 }
 
+/// What a call returned: each result as JSON, and the first two as a
+/// `(ptr, len)` pair when they are two `i32`s (for `result_encoding`).
+#[derive(Default)]
+struct Returned {
+    json: Vec<Box<RawValue>>,
+    pair: Option<(u64, u64)>,
+}
+
+/// A value as JSON: an `externref` a request made shows its number again
+/// (see `values::externref_json`); everything else as `result_json` has it.
+fn value_json(store: &impl AsContext, val: &Val) -> Box<RawValue> {
+    match val {
+        Val::ExternRef(Some(r)) => {
+            let data = r.data(store.as_context()).ok().flatten();
+            let text = externref_json(data.and_then(|d| d.downcast_ref::<HostRef>()));
+            RawValue::from_string(text).unwrap_or_else(|_| result_json(val))
+        }
+        _ => result_json(val),
+    }
+}
+
 /// One instance of a store as a call sees it: the instance whose exports
 /// are called, its module, and the other instances whose memories a request
 /// may name as `host:export`. A live instance and an environment's member
@@ -379,8 +400,10 @@ impl Target<'_> {
             return Err(no_global(self.label, name, globals));
         };
         let ty = global.ty(&*self.store);
+        let mut scope = RootScope::new(&mut *self.store);
+        let value = global.get(&mut scope);
         Ok(GlobalRead {
-            value: result_json(&global.get(&mut *self.store)),
+            value: value_json(&scope, &value),
             ty: type_name(ty.content()),
             mutable: ty.mutability() == wasmtime::Mutability::Var,
         })
@@ -415,11 +438,11 @@ impl Target<'_> {
         let wasi_output = self.store.data().wasi.as_ref().map(WasiState::take_output);
 
         let outcome = match outcome {
-            Ok(values) => Ok((values, None)),
+            Ok(returned) => Ok((returned, None)),
             Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
                 // `proc_exit` ends the program normally with a status; the
                 // function returns nothing, whatever its signature says.
-                Some(exit) if wasi_output.is_some() => Ok((Vec::new(), Some(exit.0))),
+                Some(exit) if wasi_output.is_some() => Ok((Returned::default(), Some(exit.0))),
                 _ => Err(e),
             },
         };
@@ -442,11 +465,9 @@ impl Target<'_> {
             memory: Vec::new(),
             wasi: None,
         })?;
-        let result_bytes = if spec.result_as_bytes && values.len() == 2 {
-            let (ptr, len) = (
-                values[0].unwrap_i32() as u32 as u64,
-                values[1].unwrap_i32() as u32 as u64,
-            );
+        let result_bytes = if spec.result_as_bytes
+            && let Some((ptr, len)) = values.pair
+        {
             Some(
                 self.read_one(&MemoryRead {
                     memory: None,
@@ -459,7 +480,7 @@ impl Target<'_> {
             None
         };
         Ok(CallOutcome {
-            results: values.iter().map(result_json).collect(),
+            results: values.json,
             result_types: match exited {
                 Some(_) => Vec::new(),
                 None => ty.results().map(|t| type_name(&t)).collect(),
@@ -474,6 +495,10 @@ impl Target<'_> {
         })
     }
 
+    /// Memory writes, byte arguments, then the call. Host references are
+    /// made, and results turned to JSON, inside a root scope, so that the
+    /// references a call makes or returns are unrooted when it ends (a
+    /// long-lived store does not accumulate them).
     async fn call_inner(
         &mut self,
         name: &str,
@@ -481,15 +506,20 @@ impl Target<'_> {
         ty: &FuncType,
         args: Vec<PreparedArg>,
         spec: &CallSpec<'_>,
-    ) -> wasmtime::Result<Vec<Val>> {
+    ) -> wasmtime::Result<Returned> {
         for write in spec.writes {
             let (shown, mem) = memory::resolve(self.store, self.root, self.hosts, write.memory.as_deref())?;
             memory::write(&mut *self.store, &shown, mem, write.offset, &write.data)?;
         }
         let mut params = Vec::with_capacity(ty.params().len());
+        let mut host_refs = Vec::new();
         for arg in args {
             match arg {
                 PreparedArg::Value(val) => params.push(val),
+                PreparedArg::ExternRef(n) => {
+                    host_refs.push((params.len(), n));
+                    params.push(Val::ExternRef(None));
+                }
                 PreparedArg::Bytes(bytes) => {
                     let ptr = self.place_bytes(name, &bytes).await?;
                     params.push(Val::I32(ptr as i32));
@@ -497,9 +527,18 @@ impl Target<'_> {
                 }
             }
         }
+        let mut scope = RootScope::new(&mut *self.store);
+        for (at, n) in host_refs {
+            params[at] = Val::ExternRef(Some(ExternRef::new(&mut scope, HostRef(n))?));
+        }
         let mut results = vec![Val::I32(0); ty.results().len()];
-        func.call_async(&mut *self.store, &params, &mut results).await?;
-        Ok(results)
+        func.call_async(&mut scope, &params, &mut results).await?;
+        let pair = match results.as_slice() {
+            [Val::I32(ptr), Val::I32(len)] => Some((*ptr as u32 as u64, *len as u32 as u64)),
+            _ => None,
+        };
+        let json = results.iter().map(|v| value_json(&scope, v)).collect();
+        Ok(Returned { json, pair })
     }
 
     /// Copies a byte argument into memory the guest allocated for it.
@@ -556,6 +595,9 @@ pub(crate) struct Prepared {
 
 pub(crate) enum PreparedArg {
     Value(Val),
+    /// A host `externref` carrying the number, made at call time (it lives
+    /// in the store's GC heap).
+    ExternRef(u32),
     /// Placed in guest memory at call time; fills a `(ptr, len)` pair.
     Bytes(Vec<u8>),
 }
@@ -609,6 +651,17 @@ pub(crate) fn prepare(module: &dyn Exports, label: &str, spec: &CallSpec<'_>) ->
                 types.next();
                 prepared.push(PreparedArg::Bytes(bytes));
             }
+            Arg::ExternRef(n) => {
+                let param_ty = types.next().unwrap_or(ValType::I32);
+                if !param_ty.as_ref().is_some_and(|r| r.heap_type().is_extern()) {
+                    return Err(EngineError::InvalidParams(format!(
+                        "param {i} of `{name}` {} is {{\"externref\": {n}}}, which fits only an externref param, not {}",
+                        signature(&ty),
+                        type_name(&param_ty)
+                    )));
+                }
+                prepared.push(PreparedArg::ExternRef(n));
+            }
         }
     }
     Ok(Prepared {
@@ -638,7 +691,7 @@ fn check_arity(name: &str, ty: &FuncType, args: &[Arg<'_>]) -> Result<(), Engine
     let mut at = 0usize;
     for (i, arg) in args.iter().enumerate() {
         match arg {
-            Arg::Json(_) => at += 1,
+            Arg::Json(_) | Arg::ExternRef(_) => at += 1,
             Arg::Bytes(_) => {
                 let pair = types.get(at..at + 2);
                 if !pair.is_some_and(|p| p.iter().all(|t| matches!(t, ValType::I32))) {

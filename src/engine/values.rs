@@ -28,15 +28,23 @@ const MAX_NUMBER_TEXT: usize = 1024;
 pub enum Arg<'a> {
     Json(&'a RawValue),
     Bytes(Vec<u8>),
+    /// `{"externref": N}`: a host reference carrying `N`.
+    ExternRef(u32),
 }
 
-/// The object forms of a bytes param: exactly one field.
+/// The host data of the `externref`s a request passes: the number it gave,
+/// which a result or a global holding the reference shows again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostRef(pub u32);
+
+/// The object forms of a param: exactly one field.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BytesParam {
+struct ObjectParam {
     utf8: Option<String>,
     hex: Option<String>,
     base64: Option<String>,
+    externref: Option<u32>,
 }
 
 /// Splits params into plain values and bytes objects (`{"utf8": …}`,
@@ -51,18 +59,21 @@ pub fn classify_args(params: &[Box<RawValue>]) -> Result<Vec<Arg<'_>>, String> {
                 return Ok(Arg::Json(raw));
             }
             let shape = || {
-                format!("param {i} is an object; a bytes param is {{\"utf8\": …}}, {{\"hex\": …}} or {{\"base64\": …}}")
+                format!(
+                    "param {i} is an object; a bytes param is {{\"utf8\": …}}, {{\"hex\": …}} or {{\"base64\": …}}, an externref {{\"externref\": N}} (N from 0 to 4294967295)"
+                )
             };
-            let bytes: BytesParam = serde_json::from_str(raw.get()).map_err(|e| format!("{}: {e}", shape()))?;
-            match (bytes.utf8, bytes.hex, bytes.base64) {
-                (Some(text), None, None) => Ok(Arg::Bytes(text.into_bytes())),
-                (None, Some(hex), None) => hex::decode(hex.trim())
+            let object: ObjectParam = serde_json::from_str(raw.get()).map_err(|e| format!("{}: {e}", shape()))?;
+            match (object.utf8, object.hex, object.base64, object.externref) {
+                (Some(text), None, None, None) => Ok(Arg::Bytes(text.into_bytes())),
+                (None, Some(hex), None, None) => hex::decode(hex.trim())
                     .map(Arg::Bytes)
                     .map_err(|e| format!("param {i}: invalid hex: {e}")),
-                (None, None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                (None, None, Some(b64), None) => base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
                     .map(Arg::Bytes)
                     .map_err(|e| format!("param {i}: invalid base64: {e}")),
+                (None, None, None, Some(n)) => Ok(Arg::ExternRef(n)),
                 _ => Err(shape()),
             }
         })
@@ -116,6 +127,11 @@ pub fn json_to_val(raw: &RawValue, ty: &ValType) -> Result<Val, String> {
                 Val::default_for_ty(ty).ok_or_else(|| format!("cannot build a null {}", ref_type_name(r)))
             }
             Token::Null => Err(format!("{} is not nullable", ref_type_name(r))),
+            _ if r.heap_type().is_extern() => Err(format!(
+                "expected null or {{\"externref\": N}} for {}, got {}",
+                ref_type_name(r),
+                shown()
+            )),
             _ => Err(format!(
                 "only null can be passed for {}, got {}",
                 ref_type_name(r),
@@ -392,6 +408,15 @@ pub fn parse_v128(text: &str) -> Result<u128, String> {
 pub fn result_json(val: &Val) -> Box<RawValue> {
     RawValue::from_string(val_to_json(val))
         .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("`null` is JSON"))
+}
+
+/// The JSON text of an `externref` result: `{"externref": N}` for one a
+/// request made, `{"ref":"extern"}` for any other.
+pub(crate) fn externref_json(data: Option<&HostRef>) -> String {
+    match data {
+        Some(HostRef(n)) => format!(r#"{{"externref":{n}}}"#),
+        None => r#"{"ref":"extern"}"#.into(),
+    }
 }
 
 /// A value as JSON text (see docs/API.md for the encodings).

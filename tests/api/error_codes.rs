@@ -189,6 +189,7 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
         }
         ErrorCode::ModuleNotFound => plain.execute("nope", "f", json!([])).await,
         ErrorCode::InstanceNotFound => plain.get("/instances/nope").await,
+        ErrorCode::EnvironmentNotFound => plain.get("/environments/nope").await,
         ErrorCode::GlobalNotFound => {
             let (_, created) = s.busy.post("/instances", &json!({"wasm_hex": DOUBLE_HEX})).await;
             let id = created["id"].as_str().unwrap_or("none");

@@ -85,6 +85,8 @@ pub(crate) enum Expect {
     Func,
     /// A non-null external reference.
     Extern,
+    /// The external reference a request made with this number.
+    ExternOf(u32),
     /// Any one of these.
     Either(Vec<Expect>),
 }
@@ -302,6 +304,7 @@ pub(crate) fn encode_args(args: &[WastArg]) -> Option<Vec<String>> {
             WastArg::Core(WastArgCore::F64(f)) => Some(f64_arg(f.bits)),
             WastArg::Core(WastArgCore::V128(v)) => Some(format!("\"0x{:032x}\"", u128::from_le_bytes(v.to_le_bytes()))),
             WastArg::Core(WastArgCore::RefNull(_)) => Some("null".into()),
+            WastArg::Core(WastArgCore::RefExtern(n)) => Some(format!(r#"{{"externref":{n}}}"#)),
             _ => None,
         })
         .collect()
@@ -341,7 +344,8 @@ fn expect_core(ret: &WastRetCore) -> Option<Expect> {
         WastRetCore::F64(p) => Some(Expect::F64(nan64(p))),
         WastRetCore::RefNull(_) => Some(Expect::Null),
         WastRetCore::RefFunc(_) => Some(Expect::Func),
-        WastRetCore::RefExtern(Some(_)) => Some(Expect::Extern),
+        WastRetCore::RefExtern(Some(n)) => Some(Expect::ExternOf(*n)),
+        WastRetCore::RefExtern(None) => Some(Expect::Extern),
         WastRetCore::Either(options) => options
             .iter()
             .map(expect_core)
@@ -520,7 +524,8 @@ pub(crate) fn matches_value(token: &str, want: &Expect) -> bool {
         Expect::F64(n) => float_bits(token, 64).is_some_and(|b| float_matches(b, *n, 64)),
         Expect::Null => token == "null",
         Expect::Func => token == r#"{"ref":"func"}"#,
-        Expect::Extern => token == r#"{"ref":"extern"}"#,
+        Expect::Extern => token == r#"{"ref":"extern"}"# || token.starts_with(r#"{"externref":"#),
+        Expect::ExternOf(n) => token == format!(r#"{{"externref":{n}}}"#),
         Expect::Either(options) => options.iter().any(|o| matches_value(token, o)),
         Expect::V128(lanes) => {
             let Some(value) = token
