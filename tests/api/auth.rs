@@ -214,3 +214,57 @@ async fn each_token_has_its_own_storage_quota() {
         StatusCode::CREATED
     );
 }
+
+#[tokio::test]
+async fn environments_are_visible_only_to_their_token_and_admins() {
+    let app = app_with_tokens().await;
+    let (status, created) = send(
+        &app,
+        reqwest::Method::POST,
+        "/environments",
+        Some(EXEC),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("/environments/{}", created["id"].as_str().unwrap());
+    let add = Some(json!({"wat": r#"(module (func (export "one") (result i32) i32.const 1))"#}));
+    let (status, body) = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("{path}/instances"),
+        Some(OTHER),
+        add.clone(),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "environment_not_found"));
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("{path}/instances"),
+        Some(EXEC),
+        add,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let call = Some(json!({"function_name": "one"}));
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("{path}/call"),
+        Some(OTHER),
+        call.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send(&app, reqwest::Method::DELETE, &path, Some(OTHER), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, theirs) = send(&app, reqwest::Method::GET, "/environments", Some(OTHER), None).await;
+    assert_eq!(theirs["environments"], json!([]));
+    let (status, body) = send(&app, reqwest::Method::POST, &format!("{path}/call"), Some(EXEC), call).await;
+    assert_eq!((status, body["results"].clone()), (StatusCode::OK, json!([1])));
+    let (_, all) = send(&app, reqwest::Method::GET, "/environments", Some(ADMIN), None).await;
+    assert_eq!(all["environments"].as_array().unwrap().len(), 1);
+    let (status, _) = send(&app, reqwest::Method::POST, "/environments", None, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -397,6 +397,28 @@ async fn three_nodes_behind_nginx_serve_the_user_stories_and_survive_a_sigkill()
         assert_eq!(body["error"]["owner_url"], holder.url(""), "{body}");
     }
 
+    // Environments: made on whichever node, filled and called through the
+    // balancer, which routes every request on one to the node that holds it.
+    for _ in 0..3 {
+        let (status, created) = post("/environments", json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap().to_string();
+        let (status, body) = post(
+            &format!("/environments/{id}/instances"),
+            json!({"wat": COUNTER, "as": "c"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{id}: {body}");
+        for expected in 1..=3 {
+            let (status, body) = post(&format!("/environments/{id}/call"), json!({"function_name": "next"})).await;
+            assert_eq!(
+                (status, &body["results"]),
+                (StatusCode::OK, &json!([expected])),
+                "{id}: {body}"
+            );
+        }
+    }
+
     // SIGKILL one node while registrations stream in through the balancer.
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged_after_kill = Arc::new(AtomicUsize::new(0));

@@ -6,6 +6,7 @@ mod budget;
 mod cli;
 mod cluster;
 mod deploy;
+mod environments;
 mod error_codes;
 mod errors;
 mod fuzzish;
