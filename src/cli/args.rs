@@ -30,6 +30,77 @@ pub enum Command {
     /// Run a WASI program: arguments after `--`, this process's stdin piped
     /// to it, its stdout and stderr printed, its exit code returned.
     Run(RunArgs),
+    /// Environments: many instances in one store, linked live.
+    #[command(subcommand)]
+    Env(EnvCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create an environment and print its id.
+    Create(EnvCreateArgs),
+    /// Instantiate a module file (or a registered module) in an environment.
+    Add(EnvAddArgs),
+    /// Call a function of an instance of an environment.
+    Call(EnvCallArgs),
+    /// Show an environment's instances and exposed names.
+    Show(EnvIdArgs),
+    /// Delete an environment.
+    Delete(EnvIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvCreateArgs {
+    /// Linear memory all its instances may hold together, in bytes (the
+    /// server's limit when not given).
+    #[arg(long)]
+    pub memory_bytes: Option<u64>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvAddArgs {
+    /// The environment's id.
+    pub env: String,
+    /// A .wat or .wasm file (or give --module).
+    #[arg(required_unless_present = "module", conflicts_with = "module")]
+    pub file: Option<PathBuf>,
+    /// A registered module to instantiate instead of a file.
+    #[arg(long)]
+    pub module: Option<String>,
+    /// A name to address the instance by later.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Expose its exports under this import module name.
+    #[arg(long = "as")]
+    pub expose_as: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvCallArgs {
+    /// The environment's id.
+    pub env: String,
+    /// The exported function to call.
+    pub function: String,
+    /// Params in order, as for `call`.
+    #[arg(allow_negative_numbers = true)]
+    pub params: Vec<String>,
+    /// The instance to call, by name (the latest when not given).
+    #[arg(long)]
+    pub instance: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvIdArgs {
+    /// The environment's id.
+    pub env: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// Where the server is and how to authenticate.

@@ -66,6 +66,13 @@ impl Client {
         let text = response
             .text()
             .map_err(|e| Failure::unreachable(format!("reading the response failed: {e}")))?;
+        // `204 No Content` has no body to parse.
+        if text.is_empty() && status == 204 {
+            return Ok(Answer {
+                status,
+                body: Value::Null,
+            });
+        }
         let body = serde_json::from_str(&text).map_err(|_| {
             Failure::unreachable(format!(
                 "{} answered {status} with a body that is not JSON; is it a wasm-exec-api server?",
@@ -86,6 +93,10 @@ impl Client {
 
     pub fn get(&self, path: &str) -> Result<Answer, Failure> {
         self.send(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Answer, Failure> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
     }
 }
 

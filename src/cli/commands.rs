@@ -8,7 +8,10 @@ use base64::Engine as _;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::args::{CallArgs, Command, ModulesArgs, RegisterArgs, RunArgs};
+use super::args::{
+    CallArgs, Command, EnvAddArgs, EnvCallArgs, EnvCommand, EnvCreateArgs, EnvIdArgs, ModulesArgs, RegisterArgs,
+    RunArgs,
+};
 use super::client::{Client, Failure, server_error};
 
 /// Runs a client subcommand, returning the process exit code.
@@ -19,6 +22,11 @@ pub fn run_client(command: Command) -> u8 {
         Command::Register(args) => register(args),
         Command::Modules(args) => modules(args),
         Command::Run(args) => run(args),
+        Command::Env(EnvCommand::Create(args)) => env_create(args),
+        Command::Env(EnvCommand::Add(args)) => env_add(args),
+        Command::Env(EnvCommand::Call(args)) => env_call(args),
+        Command::Env(EnvCommand::Show(args)) => env_show(args),
+        Command::Env(EnvCommand::Delete(args)) => env_delete(args),
     };
     match result {
         Ok(code) => code,
@@ -76,6 +84,24 @@ fn print_streams(body: &Value) {
     let _ = std::io::stdout().flush();
 }
 
+/// Prints a call's answer: the JSON with `--json`, else WASI output and
+/// one result per line. A failed call is an error with exit code 1.
+fn print_call(answer: &super::client::Answer, json: bool) -> Result<u8, Failure> {
+    if json {
+        print_json(&answer.body);
+    }
+    if answer.status != 200 {
+        return Err(server_error(answer, 1));
+    }
+    if !json {
+        print_streams(&answer.body);
+        for value in answer.body["results"].as_array().into_iter().flatten() {
+            println!("{}", plain(value));
+        }
+    }
+    Ok(0)
+}
+
 fn call(args: CallArgs) -> Result<u8, Failure> {
     let (field, code) = code_field(&args.file)?;
     /// `POST /`'s body. Params are raw JSON tokens, so big integers keep
@@ -98,17 +124,134 @@ fn call(args: CallArgs) -> Result<u8, Failure> {
     let text = serde_json::to_string(&body).map_err(|e| Failure::usage(format!("cannot encode the request: {e}")))?;
     let client = Client::new(&args.server.server, args.server.token.clone())?;
     let answer = client.post("/", text)?;
+    print_call(&answer, args.server.json)
+}
+
+fn env_create(args: EnvCreateArgs) -> Result<u8, Failure> {
+    let body = match args.memory_bytes {
+        Some(bytes) => json!({"limits": {"memory_bytes": bytes}}),
+        None => json!({}),
+    };
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
+    let answer = client.post("/environments", body.to_string())?;
+    if answer.status != 201 {
+        return Err(server_error(&answer, 1));
+    }
+    if args.server.json {
+        print_json(&answer.body);
+    } else {
+        println!("{}", plain(&answer.body["id"]));
+    }
+    Ok(0)
+}
+
+fn env_add(args: EnvAddArgs) -> Result<u8, Failure> {
+    let mut body = serde_json::Map::new();
+    match (&args.file, args.module) {
+        (Some(file), _) => {
+            let (field, code) = code_field(file)?;
+            body.insert(field.into(), Value::String(code));
+        }
+        (None, Some(module)) => {
+            body.insert("module_name".into(), Value::String(module));
+        }
+        (None, None) => return Err(Failure::usage("give a module file or --module NAME")),
+    }
+    if let Some(name) = args.name {
+        body.insert("name".into(), Value::String(name));
+    }
+    if let Some(expose_as) = args.expose_as {
+        body.insert("as".into(), Value::String(expose_as));
+    }
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
+    let answer = client.post(
+        &format!("/environments/{}/instances", args.env),
+        Value::Object(body).to_string(),
+    )?;
     if args.server.json {
         print_json(&answer.body);
     }
-    if answer.status != 200 {
+    if answer.status != 201 {
         return Err(server_error(&answer, 1));
     }
     if !args.server.json {
-        print_streams(&answer.body);
-        for value in answer.body["results"].as_array().into_iter().flatten() {
-            println!("{}", plain(value));
+        let b = &answer.body;
+        let name = b["name"].as_str().map(|n| format!(" `{n}`")).unwrap_or_default();
+        let exposed: Vec<String> = b["exposed_as"].as_array().into_iter().flatten().map(plain).collect();
+        let exposed = if exposed.is_empty() {
+            String::new()
+        } else {
+            format!(", exposed as {}", exposed.join(", "))
+        };
+        println!("instance #{}{name} of {}{exposed}", b["index"], plain(&b["module"]));
+        for export in b["exports"].as_array().into_iter().flatten() {
+            println!(
+                "  export {} {} {}",
+                plain(&export["kind"]),
+                plain(&export["name"]),
+                plain(&export["type"])
+            );
         }
+    }
+    Ok(0)
+}
+
+fn env_call(args: EnvCallArgs) -> Result<u8, Failure> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        instance: Option<&'a str>,
+        function_name: &'a str,
+        params: Vec<Box<RawValue>>,
+    }
+    let body = Body {
+        instance: args.instance.as_deref(),
+        function_name: &args.function,
+        params: args.params.iter().map(|p| param_token(p)).collect(),
+    };
+    let text = serde_json::to_string(&body).map_err(|e| Failure::usage(format!("cannot encode the request: {e}")))?;
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
+    let answer = client.post(&format!("/environments/{}/call", args.env), text)?;
+    print_call(&answer, args.server.json)
+}
+
+fn env_show(args: EnvIdArgs) -> Result<u8, Failure> {
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
+    let answer = client.get(&format!("/environments/{}", args.env))?;
+    if answer.status != 200 {
+        return Err(server_error(&answer, 1));
+    }
+    if args.server.json {
+        print_json(&answer.body);
+        return Ok(0);
+    }
+    let rows: Vec<[String; 4]> = answer.body["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let exposed: Vec<String> = m["exposed_as"].as_array().into_iter().flatten().map(plain).collect();
+            [
+                m["index"].to_string(),
+                m["name"].as_str().unwrap_or("-").to_string(),
+                plain(&m["module"]),
+                if exposed.is_empty() {
+                    "-".into()
+                } else {
+                    exposed.join(",")
+                },
+            ]
+        })
+        .collect();
+    print!("{}", table(["INDEX", "NAME", "MODULE", "EXPOSED AS"], &rows));
+    Ok(0)
+}
+
+fn env_delete(args: EnvIdArgs) -> Result<u8, Failure> {
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
+    let answer = client.delete(&format!("/environments/{}", args.env))?;
+    if answer.status != 204 {
+        return Err(server_error(&answer, 1));
     }
     Ok(0)
 }

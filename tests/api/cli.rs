@@ -261,3 +261,79 @@ async fn run_pipes_stdin_args_and_exit_code_of_a_wasi_program() {
     assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).starts_with("error: trap [unreachable]"));
 }
+
+/// The worked example of docs/API.md through the client: two modules
+/// sharing one memory in an environment.
+#[tokio::test]
+async fn env_commands_share_a_memory_between_two_modules() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let writer = fixture(
+        dir.path(),
+        "writer.wat",
+        br#"(module (memory (export "mem") 1) (func (export "put") (param i32 i32) (i32.store (local.get 0) (local.get 1))))"#,
+    );
+    let reader = fixture(
+        dir.path(),
+        "reader.wat",
+        br#"(module (import "shared" "mem" (memory 1)) (func (export "get") (param i32) (result i32) (i32.load (local.get 0))))"#,
+    );
+    let server = app.base.as_str();
+    let out = cli(args(&["env", "create", "--server", server]), b"").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let env = text(&out.stdout).trim().to_string();
+    assert!(env.contains('.'), "an environment id: {env}");
+
+    let add = |file: &Path, extra: &[&str]| {
+        let mut list = args(&["env", "add", &env, file.to_str().unwrap(), "--server", server]);
+        list.extend(extra.iter().map(|s| s.to_string()));
+        list
+    };
+    let out = cli(add(&writer, &["--name", "writer", "--as", "shared"]), b"").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("instance #0 `writer` of inline, exposed as shared\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cli(add(&reader, &["--name", "reader"]), b"").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let call = |list: &[&str]| {
+        let mut all = args(&["env", "call", &env]);
+        all.extend(list.iter().map(|s| s.to_string()));
+        all.extend(args(&["--server", server]));
+        all
+    };
+    let out = cli(call(&["put", "16", "42", "--instance", "writer"]), b"").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(call(&["get", "16", "--instance", "reader"]), b"").await;
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("42\n", Some(0)),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(call(&["get", "16", "--instance", "nobody"]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("instance_not_found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = cli(args(&["env", "show", &env, "--server", server]), b"").await;
+    assert_eq!(
+        text(&out.stdout),
+        "INDEX  NAME    MODULE  EXPOSED AS\n0      writer  inline  shared\n1      reader  inline  -\n"
+    );
+    let out = cli(args(&["env", "delete", &env, "--server", server]), b"").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(args(&["env", "show", &env, "--server", server]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("environment_not_found"),
+        "{}",
+        text(&out.stderr)
+    );
+}
