@@ -64,6 +64,22 @@ pub struct CreateEnvironment {
     wasi: Option<WasiBody>,
 }
 
+/// A body that is an object of `T`'s fields, or `null` (serde would also
+/// take a struct's fields as an array, which no client means).
+pub struct ObjectOrNull<T>(Option<T>);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for ObjectOrNull<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)? {
+            None => Ok(ObjectOrNull(None)),
+            Some(map) => T::deserialize(serde_json::Value::Object(map))
+                .map(|t| ObjectOrNull(Some(t)))
+                .map_err(D::Error::custom),
+        }
+    }
+}
+
 /// Body of `POST /environments/{id}/instances`: a registered module
 /// (`module_name`) or inline code.
 #[derive(Deserialize, ToSchema)]
@@ -254,17 +270,19 @@ fn check_name(field: &str, name: &str, max: usize, may_be_empty: bool) -> ApiRes
 }
 
 #[utoipa::path(post, path = "/environments", tag = "environments", operation_id = "create_environment",
-    request_body = CreateEnvironment,
+    request_body(content = Option<CreateEnvironment>, description = "Optional: without a body, the server's limits and an empty WASI world"),
     responses(
         (status = 201, description = "Created, empty", body = EnvironmentBody),
+        (status = 400, description = "invalid_request: a malformed body, or limits above the server's", body = ErrorBody),
         GuardedErrors, BodyErrors,
     ))]
 async fn create(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Option<JsonBody<CreateEnvironment>>,
+    body: Option<JsonBody<ObjectOrNull<CreateEnvironment>>>,
 ) -> ApiResult<impl IntoResponse> {
-    let req = body.map(|JsonBody(b)| b).unwrap_or_default();
+    // No body, or `null`, is an environment with the server's limits.
+    let req = body.and_then(|JsonBody(ObjectOrNull(b))| b).unwrap_or_default();
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
     let wasi = call::wasi_config(req.wasi, crate::resolve::INLINE_PROGRAM)?;
     let environment = app.engine.environment(&limits, wasi);
@@ -387,6 +405,7 @@ async fn add_instance(
     request_body = RegisterInstance,
     responses(
         (status = 200, description = "Exposed: the instance, with the names it is exposed under", body = MemberBody),
+        (status = 400, description = "invalid_request (a malformed body, a name too long) or invalid_params (the WASI module name)", body = ErrorBody),
         (status = 404, description = "environment_not_found or instance_not_found (no instance of that name)", body = ErrorBody),
         (status = 421, description = "instance_on_other_node: another node of a shared registry holds it", body = ErrorBody),
         GuardedErrors, BodyErrors,

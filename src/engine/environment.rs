@@ -186,7 +186,7 @@ impl Environment {
                 Some(name) => {
                     EngineError::MemberNotFound(format!("the environment has no instance named `{name}`; {there}"))
                 }
-                None => EngineError::MemberNotFound(format!("the environment has no instance to call; {there}")),
+                None => EngineError::MemberNotFound(format!("the environment has no instance; {there}")),
             }
         })
     }

@@ -52,6 +52,14 @@ async fn two_instances_share_one_memory_one_writes_the_other_reads() {
     // No body at all is an environment with the server's limits.
     let response = app.client.post(app.url("/environments")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, _) = app.post("/environments", &Value::Null).await;
+    assert_eq!(status, StatusCode::CREATED, "a null body is no body");
+    let (status, body) = app.post("/environments", &json!([null, null])).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{body}"
+    );
     let env = new_env(&app, json!({})).await;
     let writer = added(&app, &env, json!({"wat": WRITER, "name": "writer", "as": "shared"})).await;
     assert_eq!(
@@ -105,7 +113,7 @@ async fn two_instances_share_one_memory_one_writes_the_other_reads() {
         .collect();
     assert_eq!(names, ["writer", "reader"]);
     let (_, listed) = app.get("/environments").await;
-    assert_eq!(listed["environments"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["environments"].as_array().unwrap().len(), 3);
 
     let (status, _) = app.delete(&format!("/environments/{env}")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);

@@ -9,7 +9,15 @@
 //! One check is left out: `positive_data_acceptance` expects every
 //! schema-valid body to succeed, but a schema cannot say which strings are
 //! valid WebAssembly (`{"wat": ""}` fits the schema and is rightly a
-//! `400 invalid_module`).
+//! `400 invalid_module`). And `ensure_resource_availability` reads any
+//! `404` right after a creating request as "what was just made is gone",
+//! but the operations under an environment also name things in a new,
+//! empty environment (an instance to call, a registered module to add) that
+//! rightly do not exist yet (`404 instance_not_found`, `module_not_found`,
+//! as `/execute` answers for an unknown `module_name`). Schemathesis's
+//! per-operation settings do not reach its stateful phase, so the check is
+//! left out; that what was made is found is checked by our own tests
+//! (`environments.rs`, `instances.rs`, `registry.rs`).
 
 use std::process::Command;
 
@@ -36,7 +44,7 @@ async fn schemathesis_finds_no_failures_against_the_openapi_document() {
                 "--checks",
                 "all",
                 "--exclude-checks",
-                "positive_data_acceptance",
+                "positive_data_acceptance,ensure_resource_availability",
             ])
             .args([
                 "--max-examples",
