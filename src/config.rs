@@ -147,6 +147,14 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_MAX_LINK_INSTANCES", default_value_t = 1000)]
     pub max_link_instances: usize,
 
+    /// Instances all environments may hold together. They have slots of
+    /// their own in the pooling allocator, beyond those of executions and
+    /// live instances, so environments cannot take the slots other
+    /// requests run in; past it, adding an instance is `429
+    /// instance_capacity`.
+    #[arg(long, env = "WASM_EXEC_MAX_ENVIRONMENT_INSTANCES", default_value_t = 1000)]
+    pub max_environment_instances: usize,
+
     /// Which tier runs code: `auto` runs a module's first calls on the
     /// interpreter and compiles code seen again in the background;
     /// `interpreter` interprets whatever the interpreter can run;
@@ -254,6 +262,7 @@ impl Settings {
             max_memories_per_module: self.max_memories_per_module.max(1),
             max_tables_per_module: self.max_tables_per_module.max(1),
             max_link_instances: self.max_link_instances.max(1),
+            max_environment_instances: self.max_environment_instances,
             tier: self.tier,
             limits: ExecLimits {
                 fuel: self.max_fuel,

@@ -207,6 +207,7 @@ impl From<EngineError> for ApiError {
             EngineError::MemoryAccess(m) => ApiError::new(C::InvalidMemoryAccess, m),
             EngineError::InvalidLimits(m) => ApiError::invalid_request(m),
             EngineError::Busy(m) => ApiError::new(C::Overloaded, m),
+            EngineError::Capacity(m) => ApiError::new(C::InstanceCapacity, m),
             EngineError::Internal(m) => ApiError::internal(m),
         }
     }

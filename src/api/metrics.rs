@@ -79,6 +79,9 @@ pub struct Gauges {
     /// Stored artifacts refused because their seal did not verify.
     pub artifacts_rejected: u64,
     pub live_instances: usize,
+    pub environments: usize,
+    /// Instances all environments hold together.
+    pub environment_instances: usize,
     pub in_flight: usize,
     /// Requests waiting for an execution slot.
     pub queued: usize,
@@ -200,6 +203,16 @@ impl Metrics {
             "live_instances",
             "Stateful instances alive now",
             ConstGauge::new(gauges.live_instances as i64),
+        );
+        registry.register(
+            "environments",
+            "Environments alive now",
+            ConstGauge::new(gauges.environments as i64),
+        );
+        registry.register(
+            "environment_instances",
+            "Instances all environments hold together (of --max-environment-instances)",
+            ConstGauge::new(gauges.environment_instances as i64),
         );
         registry.register(
             "executions_in_flight",

@@ -62,7 +62,9 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiErro
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let gauges = Gauges {
         cache: app.engine.cache_stats(),
-        live_instances: app.instances.len(),
+        live_instances: app.instances.list().len(),
+        environments: app.instances.environments().len(),
+        environment_instances: app.engine.environment_instances(),
         in_flight: app.in_flight(),
         queued: app.queued(),
         registered_modules: app.registry.len(),

@@ -16,6 +16,7 @@
 //! and time are armed per request.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use wasmtime::{Extern, ExternType, Instance, Linker, MemoryTypeBuilder, Store, TableType};
@@ -68,6 +69,46 @@ pub struct MemberSpec {
     pub limits: ExecLimits,
 }
 
+/// The instances all environments of a server may hold together: the pool
+/// slots set aside for them (`--max-environment-instances`).
+pub struct Budget {
+    max: usize,
+    held: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Budget {
+            max,
+            held: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes `n` instances of the budget, or says it is spent.
+    fn take(&self, n: usize) -> Result<(), EngineError> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|&after| after <= self.max)
+            })
+            .map(|_| ())
+            .map_err(|held| {
+                EngineError::Capacity(format!(
+                    "environments hold {held} instances on this server and this needs {n} more; they may hold {} together (--max-environment-instances): delete an environment or let idle ones expire",
+                    self.max
+                ))
+            })
+    }
+
+    fn give_back(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Instances environments hold now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
 /// A registered module instantiated in an environment.
 struct Registered {
     name: String,
@@ -90,6 +131,17 @@ pub struct Environment {
     output_cap: usize,
     /// Most instances (members and registered modules) it may hold.
     max_instances: usize,
+    /// Instances it has made, or tried to: a failed instantiation may
+    /// leave its instance in the store (its pool slot too) until the
+    /// environment is dropped, so attempts count.
+    made: usize,
+    budget: Arc<Budget>,
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        self.budget.give_back(self.made);
+    }
 }
 
 /// Refuses names that would hide the host's WASI functions.
@@ -105,7 +157,13 @@ fn check_exposed_name(name: &str) -> Result<(), EngineError> {
 impl Environment {
     /// An empty environment under `limits` (memory and tables for its
     /// whole life), with `wasi` as the world of the WASI programs in it.
-    pub(crate) fn new(rt: &Runtime<'_>, limits: &ExecLimits, wasi: Option<WasiConfig>, max_instances: usize) -> Self {
+    pub(crate) fn new(
+        rt: &Runtime<'_>,
+        limits: &ExecLimits,
+        wasi: Option<WasiConfig>,
+        max_instances: usize,
+        budget: Arc<Budget>,
+    ) -> Self {
         let wasi = wasi.map(|config| WasiState::new(config, rt.output_cap));
         let store = store::new_store(rt.engine, limits, wasi);
         let mut registered_linker = rt.linker.clone();
@@ -120,6 +178,8 @@ impl Environment {
             exposed: Vec::new(),
             output_cap: rt.output_cap,
             max_instances,
+            made: 0,
+            budget,
         }
     }
 
@@ -244,14 +304,15 @@ impl Environment {
         link::check_linkable_with(label, &*spec.root, &hosts, &unlinked)
     }
 
-    /// Refuses an instantiation that would hold more instances than allowed.
+    /// Refuses an instantiation that would make more instances than this
+    /// environment, or all environments together, may hold.
     fn check_count(&self, new: usize) -> Result<(), EngineError> {
-        let held = self.members.len() + self.registered.len();
+        let held = self.made;
         if held + new > self.max_instances {
             return Err(EngineError::LimitExceeded {
                 kind: LimitKind::Instances,
                 message: format!(
-                    "the environment holds {held} instances and this needs {new} more; it may hold {} (--max-link-instances)",
+                    "the environment has made {held} instances and this needs {new} more; it may make {} (--max-link-instances)",
                     self.max_instances
                 ),
             });
@@ -278,8 +339,11 @@ impl Environment {
             .iter()
             .filter(|m| self.registered_instance(&m.name).is_none())
             .collect();
-        self.check_count(new_hosts.len() + 1)?;
+        let new = new_hosts.len() + 1;
+        self.check_count(new)?;
         self.check_imports(&label, &spec)?;
+        self.budget.take(new)?;
+        self.made += new;
         let needs_wasi = spec.root.imports_wasi() || new_hosts.iter().any(|m| m.compiled.imports_wasi());
         if needs_wasi && self.store.data().wasi.is_none() {
             self.store.data_mut().wasi = Some(WasiState::new(WasiConfig::default(), self.output_cap));

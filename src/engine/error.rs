@@ -141,6 +141,9 @@ pub enum EngineError {
     /// Per-request limits asked for more than the server allows.
     #[error("{0}")]
     InvalidLimits(String),
+    /// The server's room for instances that outlive a request is used up.
+    #[error("{0}")]
+    Capacity(String),
     /// Every pre-reserved instance slot is in use; retry shortly.
     #[error("{0}")]
     Busy(String),

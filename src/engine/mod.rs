@@ -95,6 +95,8 @@ struct Inner {
     sightings: tier::Sightings,
     /// Registered modules parsed for the interpreter, not compiled yet.
     registered: tier::Parsed<Arc<InterpretedCode>>,
+    /// The instances all environments may hold together.
+    environment_budget: Arc<environment::Budget>,
 }
 
 impl WasmEngine {
@@ -115,6 +117,7 @@ impl WasmEngine {
         };
         let interpreter = interp::Interpreter::new(&engine, settings.max_output_bytes);
         let cache_entries = settings.cache_entries;
+        let settings_max_env = settings.max_environment_instances;
         // Background compiles beyond what the compile pool runs at once would
         // only queue; a module refused now is compiled at a later sighting.
         let sightings = tier::Sightings::new(settings.cache_entries, settings.compile_threads.max(1) * 2);
@@ -128,6 +131,7 @@ impl WasmEngine {
                 interpreter,
                 sightings,
                 registered: tier::Parsed::new(cache_entries),
+                environment_budget: environment::Budget::new(settings_max_env),
             }),
         })
     }
@@ -282,11 +286,22 @@ impl WasmEngine {
         link::check_imports(who, module, hosts)
     }
 
+    /// Instances all environments hold now (for `/metrics`).
+    pub fn environment_instances(&self) -> usize {
+        self.inner.environment_budget.held()
+    }
+
     /// An empty environment (see [`environment`]) under `limits`: memory
     /// and tables for its whole life, fuel and time the most a request on
     /// it may have. `wasi` is the world of the WASI programs in it.
     pub fn environment(&self, limits: &ExecLimits, wasi: Option<WasiConfig>) -> Environment {
-        Environment::new(&self.runtime(), limits, wasi, self.inner.settings.max_link_instances)
+        Environment::new(
+            &self.runtime(),
+            limits,
+            wasi,
+            self.inner.settings.max_link_instances,
+            self.inner.environment_budget.clone(),
+        )
     }
 
     /// Instantiates `spec` under its limits, arming the budget that the

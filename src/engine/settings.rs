@@ -35,8 +35,12 @@ pub struct EngineSettings {
     pub max_memories_per_module: usize,
     /// Most tables one module may define.
     pub max_tables_per_module: usize,
-    /// Most instances one execution's link graph may create.
+    /// Most instances one execution's link graph, or one environment, may
+    /// create.
     pub max_link_instances: usize,
+    /// Most instances all environments may hold together (pool slots of
+    /// their own).
+    pub max_environment_instances: usize,
     /// Which tier runs code (see [`super::tier`]).
     pub tier: super::tier::TierMode,
 }
@@ -84,9 +88,12 @@ fn operator_cost() -> wasmtime::OperatorCost {
     cost
 }
 
-/// Slots of the pooling allocator: enough for every concurrent execution
-/// and live instance with room for linked graphs; past it, instantiation
-/// fails with `PoolConcurrencyLimitError`, reported as `503 overloaded`.
+/// Slots of the pooling allocator for executions and live instances:
+/// enough for every concurrent execution and live instance with room for
+/// linked graphs; past it, instantiation fails with
+/// `PoolConcurrencyLimitError`, reported as `503 overloaded`. Environments
+/// get `--max-environment-instances` more, which they cannot pass (see
+/// `environment::Budget`), so they never take these.
 const POOL_SLOTS: u32 = 1000;
 
 /// The pooling allocator keeps memories, tables, instances and fiber stacks
@@ -95,10 +102,11 @@ const POOL_SLOTS: u32 = 1000;
 /// our limiter, not the pool, decides (and reports) what is too big.
 fn pooling_config(settings: &EngineSettings) -> wasmtime::PoolingAllocationConfig {
     let mut pool = wasmtime::PoolingAllocationConfig::new();
-    pool.total_core_instances(POOL_SLOTS)
-        .total_memories(POOL_SLOTS)
-        .total_tables(POOL_SLOTS)
-        .total_stacks(POOL_SLOTS)
+    let slots = POOL_SLOTS.saturating_add(u32::try_from(settings.max_environment_instances).unwrap_or(u32::MAX));
+    pool.total_core_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .total_stacks(slots)
         // The whole 32-bit range: each slot reserves 4 GiB of address space
         // anyway, and a slot smaller than a module's initial memory would
         // make wasmtime reject the module at compile time instead of our

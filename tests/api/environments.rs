@@ -523,3 +523,39 @@ async fn externref_values_round_trip() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("fits only an externref param, not i32"), "{message}");
 }
+
+/// Environments have their own share of instance slots: past it, adding an
+/// instance anywhere is `429 instance_capacity`, other requests still run,
+/// and deleting an environment gives its share back.
+#[tokio::test]
+async fn all_environments_together_hold_at_most_max_environment_instances() {
+    let mut settings = test_settings();
+    settings.max_environment_instances = 3;
+    let app = spawn_app_with(settings).await;
+    let first = new_env(&app, json!({})).await;
+    let second = new_env(&app, json!({})).await;
+    let empty = json!({"wat": "(module)"});
+    added(&app, &first, empty.clone()).await;
+    added(&app, &first, empty.clone()).await;
+    added(&app, &second, empty.clone()).await;
+    let (status, body) = add(&app, &second, empty.clone()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "instance_capacity"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-environment-instances"),
+        "{body}"
+    );
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("wasm_exec_environment_instances 3"), "{metrics}");
+    assert!(metrics.contains("wasm_exec_environments 2"), "{metrics}");
+    let (status, _) = app.run_wat(r#"(module (func (export "f")))"#, "f", json!([])).await;
+    assert_eq!(status, StatusCode::OK, "other requests do not use environments' slots");
+    app.delete(&format!("/environments/{first}")).await;
+    added(&app, &second, empty).await;
+}
