@@ -30,6 +30,13 @@ pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError
             },
         };
     }
+    // An exception no handler caught ends the call, as a trap does.
+    if error.downcast_ref::<wasmtime::ThrownException>().is_some() {
+        return EngineError::Trap {
+            kind: "uncaught_exception",
+            message: "a WebAssembly exception was thrown and no handler caught it".into(),
+        };
+    }
     // A WASI call handed a pointer or value it could not use: it traps.
     if let Some(guest) = error.downcast_ref::<wiggle::GuestError>() {
         return guest_error_trap(guest);

@@ -361,6 +361,11 @@ impl Environment {
         let instance = match result {
             Ok(instance) => instance,
             Err(e) => {
+                // An uncaught exception stays pending on the store until
+                // taken; the next request must not find it there.
+                if e.is::<wasmtime::ThrownException>() {
+                    self.store.take_pending_exception();
+                }
                 let wasi = self.store.data().wasi.as_ref().map(WasiState::take_output);
                 return Err(CallFailure {
                     error: classify::runtime_error(e, &spec.limits),

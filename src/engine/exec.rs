@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use wasmtime::{AsContext, ExternRef, Func, FuncType, Instance, Linker, RootScope, Store, Val, ValType};
+use wasmtime::{
+    AnyRef, AsContext, AsContextMut, ExternRef, Func, FuncType, Instance, Linker, RootScope, Store, Val, ValType,
+};
 
 use super::classify;
 use super::compile::CompiledModule;
@@ -24,7 +26,7 @@ use super::link::LinkedModule;
 use super::memory::{self, MemoryRead, MemoryWrite};
 use super::store::{self, StoreState};
 use super::types::{signature, type_name};
-use super::values::{Arg, HostRef, classify_args, externref_json, json_to_val, result_json};
+use super::values::{AnyKind, Arg, HostRef, anyref_json, classify_args, externref_json, json_to_val, result_json};
 use super::wasi::{WasiConfig, WasiOutput, WasiState};
 
 /// What instantiation needs from the engine: the wasmtime engine, the
@@ -360,17 +362,41 @@ struct Returned {
     pair: Option<(u64, u64)>,
 }
 
-/// A value as JSON: an `externref` a request made shows its number again
-/// (see `values::externref_json`); everything else as `result_json` has it.
-fn value_json(store: &impl AsContext, val: &Val) -> Box<RawValue> {
-    match val {
+/// A value as JSON: a host reference a request made shows its number again
+/// (`{"externref": N}`, `{"anyref": N}`), an `anyref` says what it is
+/// (`{"i31": N}`, `{"ref": "struct"}`, ...; see `values::anyref_json`);
+/// everything else as `result_json` has it.
+fn value_json(store: &mut impl AsContextMut, val: &Val) -> Box<RawValue> {
+    let text = match val {
         Val::ExternRef(Some(r)) => {
             let data = r.data(store.as_context()).ok().flatten();
-            let text = externref_json(data.and_then(|d| d.downcast_ref::<HostRef>()));
-            RawValue::from_string(text).unwrap_or_else(|_| result_json(val))
+            externref_json(data.and_then(|d| d.downcast_ref::<HostRef>()))
         }
-        _ => result_json(val),
-    }
+        Val::AnyRef(Some(r)) => {
+            let mut store = store.as_context_mut();
+            let kind = if let Ok(Some(i31)) = r.as_i31(&store) {
+                AnyKind::I31(i31.get_i32())
+            } else if r.is_struct(&store).unwrap_or(false) {
+                AnyKind::Struct
+            } else if r.is_array(&store).unwrap_or(false) {
+                AnyKind::Array
+            } else {
+                let host = ExternRef::convert_any(&mut store, *r).ok().and_then(|e| {
+                    e.data(&store)
+                        .ok()
+                        .flatten()
+                        .and_then(|d| d.downcast_ref::<HostRef>().copied())
+                });
+                match host {
+                    Some(HostRef(n)) => AnyKind::Host(n),
+                    None => AnyKind::Other,
+                }
+            };
+            anyref_json(kind)
+        }
+        _ => return result_json(val),
+    };
+    RawValue::from_string(text).unwrap_or_else(|_| result_json(val))
 }
 
 /// One instance of a store as a call sees it: the instance whose exports
@@ -403,7 +429,7 @@ impl Target<'_> {
         let mut scope = RootScope::new(&mut *self.store);
         let value = global.get(&mut scope);
         Ok(GlobalRead {
-            value: value_json(&scope, &value),
+            value: value_json(&mut scope, &value),
             ty: type_name(ty.content()),
             mutable: ty.mutability() == wasmtime::Mutability::Var,
         })
@@ -517,8 +543,12 @@ impl Target<'_> {
             match arg {
                 PreparedArg::Value(val) => params.push(val),
                 PreparedArg::ExternRef(n) => {
-                    host_refs.push((params.len(), n));
+                    host_refs.push((params.len(), n, false));
                     params.push(Val::ExternRef(None));
+                }
+                PreparedArg::AnyRef(n) => {
+                    host_refs.push((params.len(), n, true));
+                    params.push(Val::AnyRef(None));
                 }
                 PreparedArg::Bytes(bytes) => {
                     let ptr = self.place_bytes(name, &bytes).await?;
@@ -528,16 +558,27 @@ impl Target<'_> {
             }
         }
         let mut scope = RootScope::new(&mut *self.store);
-        for (at, n) in host_refs {
-            params[at] = Val::ExternRef(Some(ExternRef::new(&mut scope, HostRef(n))?));
+        for (at, n, any) in host_refs {
+            let host = ExternRef::new(&mut scope, HostRef(n))?;
+            params[at] = match any {
+                true => Val::AnyRef(Some(AnyRef::convert_extern(&mut scope, host)?)),
+                false => Val::ExternRef(Some(host)),
+            };
         }
         let mut results = vec![Val::I32(0); ty.results().len()];
-        func.call_async(&mut scope, &params, &mut results).await?;
+        if let Err(e) = func.call_async(&mut scope, &params, &mut results).await {
+            // An uncaught exception stays pending on the store until taken;
+            // the next call must not find it there.
+            if e.is::<wasmtime::ThrownException>() {
+                scope.as_context_mut().take_pending_exception();
+            }
+            return Err(e);
+        }
         let pair = match results.as_slice() {
             [Val::I32(ptr), Val::I32(len)] => Some((*ptr as u32 as u64, *len as u32 as u64)),
             _ => None,
         };
-        let json = results.iter().map(|v| value_json(&scope, v)).collect();
+        let json = results.iter().map(|v| value_json(&mut scope, v)).collect();
         Ok(Returned { json, pair })
     }
 
@@ -598,6 +639,8 @@ pub(crate) enum PreparedArg {
     /// A host `externref` carrying the number, made at call time (it lives
     /// in the store's GC heap).
     ExternRef(u32),
+    /// The same host reference as an `anyref`.
+    AnyRef(u32),
     /// Placed in guest memory at call time; fills a `(ptr, len)` pair.
     Bytes(Vec<u8>),
 }
@@ -662,6 +705,20 @@ pub(crate) fn prepare(module: &dyn Exports, label: &str, spec: &CallSpec<'_>) ->
                 }
                 prepared.push(PreparedArg::ExternRef(n));
             }
+            Arg::AnyRef(n) => {
+                let param_ty = types.next().unwrap_or(ValType::I32);
+                if !param_ty
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.heap_type(), wasmtime::HeapType::Any))
+                {
+                    return Err(EngineError::InvalidParams(format!(
+                        "param {i} of `{name}` {} is {{\"anyref\": {n}}}, which fits only an anyref param, not {}",
+                        signature(&ty),
+                        type_name(&param_ty)
+                    )));
+                }
+                prepared.push(PreparedArg::AnyRef(n));
+            }
         }
     }
     Ok(Prepared {
@@ -691,7 +748,7 @@ fn check_arity(name: &str, ty: &FuncType, args: &[Arg<'_>]) -> Result<(), Engine
     let mut at = 0usize;
     for (i, arg) in args.iter().enumerate() {
         match arg {
-            Arg::Json(_) | Arg::ExternRef(_) => at += 1,
+            Arg::Json(_) | Arg::ExternRef(_) | Arg::AnyRef(_) => at += 1,
             Arg::Bytes(_) => {
                 let pair = types.get(at..at + 2);
                 if !pair.is_some_and(|p| p.iter().all(|t| matches!(t, ValType::I32))) {

@@ -30,6 +30,8 @@ pub enum Arg<'a> {
     Bytes(Vec<u8>),
     /// `{"externref": N}`: a host reference carrying `N`.
     ExternRef(u32),
+    /// `{"anyref": N}`: the same, as an `anyref` (`any.convert_extern`).
+    AnyRef(u32),
 }
 
 /// The host data of the `externref`s a request passes: the number it gave,
@@ -45,6 +47,7 @@ struct ObjectParam {
     hex: Option<String>,
     base64: Option<String>,
     externref: Option<u32>,
+    anyref: Option<u32>,
 }
 
 /// Splits params into plain values and bytes objects (`{"utf8": …}`,
@@ -60,20 +63,21 @@ pub fn classify_args(params: &[Box<RawValue>]) -> Result<Vec<Arg<'_>>, String> {
             }
             let shape = || {
                 format!(
-                    "param {i} is an object; a bytes param is {{\"utf8\": …}}, {{\"hex\": …}} or {{\"base64\": …}}, an externref {{\"externref\": N}} (N from 0 to 4294967295)"
+                    "param {i} is an object; a bytes param is {{\"utf8\": …}}, {{\"hex\": …}} or {{\"base64\": …}}, an externref {{\"externref\": N}}, an anyref {{\"anyref\": N}} (N from 0 to 4294967295)"
                 )
             };
             let object: ObjectParam = serde_json::from_str(raw.get()).map_err(|e| format!("{}: {e}", shape()))?;
-            match (object.utf8, object.hex, object.base64, object.externref) {
-                (Some(text), None, None, None) => Ok(Arg::Bytes(text.into_bytes())),
-                (None, Some(hex), None, None) => hex::decode(hex.trim())
+            match (object.utf8, object.hex, object.base64, object.externref, object.anyref) {
+                (Some(text), None, None, None, None) => Ok(Arg::Bytes(text.into_bytes())),
+                (None, Some(hex), None, None, None) => hex::decode(hex.trim())
                     .map(Arg::Bytes)
                     .map_err(|e| format!("param {i}: invalid hex: {e}")),
-                (None, None, Some(b64), None) => base64::engine::general_purpose::STANDARD
+                (None, None, Some(b64), None, None) => base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
                     .map(Arg::Bytes)
                     .map_err(|e| format!("param {i}: invalid base64: {e}")),
-                (None, None, None, Some(n)) => Ok(Arg::ExternRef(n)),
+                (None, None, None, Some(n), None) => Ok(Arg::ExternRef(n)),
+                (None, None, None, None, Some(n)) => Ok(Arg::AnyRef(n)),
                 _ => Err(shape()),
             }
         })
@@ -416,6 +420,27 @@ pub(crate) fn externref_json(data: Option<&HostRef>) -> String {
     match data {
         Some(HostRef(n)) => format!(r#"{{"externref":{n}}}"#),
         None => r#"{"ref":"extern"}"#.into(),
+    }
+}
+
+/// What a non-null `anyref` result is.
+pub(crate) enum AnyKind {
+    I31(i32),
+    Struct,
+    Array,
+    /// A host reference a request passed as `{"anyref": N}`.
+    Host(u32),
+    Other,
+}
+
+/// The JSON text of a non-null `anyref` result.
+pub(crate) fn anyref_json(kind: AnyKind) -> String {
+    match kind {
+        AnyKind::I31(n) => format!(r#"{{"i31":{n}}}"#),
+        AnyKind::Struct => r#"{"ref":"struct"}"#.into(),
+        AnyKind::Array => r#"{"ref":"array"}"#.into(),
+        AnyKind::Host(n) => format!(r#"{{"anyref":{n}}}"#),
+        AnyKind::Other => r#"{"ref":"any"}"#.into(),
     }
 }
 

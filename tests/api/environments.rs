@@ -559,3 +559,45 @@ async fn all_environments_together_hold_at_most_max_environment_instances() {
     app.delete(&format!("/environments/{first}")).await;
     added(&app, &second, empty).await;
 }
+
+/// GC values say what they are, host references come back as `anyref`, and
+/// an exception no handler catches is a trap that leaves the environment
+/// usable.
+#[tokio::test]
+async fn gc_values_and_uncaught_exceptions() {
+    let app = spawn_app().await;
+    let wat = r#"(module
+      (type $pair (struct (field i32) (field i32)))
+      (tag $oops (param i32))
+      (func (export "i31") (param i32) (result i31ref) (ref.i31 (local.get 0)))
+      (func (export "pair") (result anyref) (struct.new $pair (i32.const 1) (i32.const 2)))
+      (func (export "same") (param anyref) (result anyref) (local.get 0))
+      (func (export "throw") (throw $oops (i32.const 7)))
+      (func (export "one") (result i32) i32.const 1))"#;
+    let env = new_env(&app, json!({})).await;
+    added(&app, &env, json!({"wat": wat})).await;
+    assert_eq!(
+        results(&app, &env, json!({"function_name": "i31", "params": [-5]})).await,
+        json!([{"i31": -5}])
+    );
+    assert_eq!(
+        results(&app, &env, json!({"function_name": "pair"})).await,
+        json!([{"ref": "struct"}])
+    );
+    let same = results(&app, &env, json!({"function_name": "same", "params": [{"anyref": 9}]})).await;
+    assert_eq!(same, json!([{"anyref": 9}]));
+    let (status, body) = call(&app, &env, json!({"function_name": "throw"})).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "trap"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["trap"], "uncaught_exception");
+    assert_eq!(results(&app, &env, json!({"function_name": "one"})).await, json!([1]));
+    // The same through a one-shot call.
+    let (status, body) = app.run_wat(wat, "throw", json!([])).await;
+    assert_eq!(
+        (status, body["error"]["trap"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("uncaught_exception"))
+    );
+}

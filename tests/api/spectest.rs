@@ -87,6 +87,15 @@ pub(crate) enum Expect {
     Extern,
     /// The external reference a request made with this number.
     ExternOf(u32),
+    /// The host reference a request made with this number, as an anyref.
+    HostOf(u32),
+    /// A non-null anyref: any of the kinds below, or another.
+    Any,
+    /// A non-null eqref: an i31, a struct or an array.
+    Eq,
+    I31,
+    Struct,
+    Array,
     /// Any one of these.
     Either(Vec<Expect>),
 }
@@ -310,6 +319,7 @@ pub(crate) fn encode_args(args: &[WastArg]) -> Option<Vec<String>> {
             WastArg::Core(WastArgCore::V128(v)) => Some(format!("\"0x{:032x}\"", u128::from_le_bytes(v.to_le_bytes()))),
             WastArg::Core(WastArgCore::RefNull(_)) => Some("null".into()),
             WastArg::Core(WastArgCore::RefExtern(n)) => Some(format!(r#"{{"externref":{n}}}"#)),
+            WastArg::Core(WastArgCore::RefHost(n)) => Some(format!(r#"{{"anyref":{n}}}"#)),
             _ => None,
         })
         .collect()
@@ -351,6 +361,12 @@ fn expect_core(ret: &WastRetCore) -> Option<Expect> {
         WastRetCore::RefFunc(_) => Some(Expect::Func),
         WastRetCore::RefExtern(Some(n)) => Some(Expect::ExternOf(*n)),
         WastRetCore::RefExtern(None) => Some(Expect::Extern),
+        WastRetCore::RefHost(n) => Some(Expect::HostOf(*n)),
+        WastRetCore::RefAny => Some(Expect::Any),
+        WastRetCore::RefEq => Some(Expect::Eq),
+        WastRetCore::RefI31 => Some(Expect::I31),
+        WastRetCore::RefStruct => Some(Expect::Struct),
+        WastRetCore::RefArray => Some(Expect::Array),
         WastRetCore::Either(options) => options
             .iter()
             .map(expect_core)
@@ -394,6 +410,13 @@ pub(crate) fn trap_kind(message: &str) -> Option<&'static str> {
         ("uninitialized element", "indirect_call_to_null"),
         ("indirect call type mismatch", "indirect_call_type_mismatch"),
         ("call stack exhausted", "stack_overflow"),
+        ("null structure reference", "null_reference"),
+        ("null array reference", "null_reference"),
+        ("null i31 reference", "null_reference"),
+        ("null exception reference", "null_reference"),
+        ("out of bounds array access", "out_of_bounds_array_access"),
+        ("cast failure", "cast_failure"),
+        ("unaligned atomic", "misaligned_memory_access"),
     ];
     table.iter().find(|(m, _)| message.starts_with(m)).map(|(_, k)| *k)
 }
@@ -531,6 +554,14 @@ pub(crate) fn matches_value(token: &str, want: &Expect) -> bool {
         Expect::Func => token == r#"{"ref":"func"}"#,
         Expect::Extern => token == r#"{"ref":"extern"}"# || token.starts_with(r#"{"externref":"#),
         Expect::ExternOf(n) => token == format!(r#"{{"externref":{n}}}"#),
+        Expect::HostOf(n) => token == format!(r#"{{"anyref":{n}}}"#),
+        Expect::I31 => token.starts_with(r#"{"i31":"#),
+        Expect::Struct => token == r#"{"ref":"struct"}"#,
+        Expect::Array => token == r#"{"ref":"array"}"#,
+        Expect::Eq => [Expect::I31, Expect::Struct, Expect::Array]
+            .iter()
+            .any(|e| matches_value(token, e)),
+        Expect::Any => token.starts_with('{') && token != r#"{"ref":"func"}"# && !token.starts_with(r#"{"externref""#),
         Expect::Either(options) => options.iter().any(|o| matches_value(token, o)),
         Expect::V128(lanes) => {
             let Some(value) = token
