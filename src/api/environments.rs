@@ -9,7 +9,7 @@ use std::time::Instant;
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -272,7 +272,8 @@ fn check_name(field: &str, name: &str, max: usize, may_be_empty: bool) -> ApiRes
 #[utoipa::path(post, path = "/environments", tag = "environments", operation_id = "create_environment",
     request_body(content = Option<CreateEnvironment>, description = "Optional: without a body, the server's limits and an empty WASI world"),
     responses(
-        (status = 201, description = "Created, empty", body = EnvironmentBody),
+        (status = 201, description = "Created, empty; `Location` is its path", body = EnvironmentBody,
+            headers(("Location" = String, description = "/environments/{id}"))),
         (status = 400, description = "invalid_request: a malformed body, or limits above the server's", body = ErrorBody),
         GuardedErrors, BodyErrors,
     ))]
@@ -289,7 +290,8 @@ async fn create(
     let slot = app
         .instances
         .create_environment(limits, owner_of(&caller), environment)?;
-    Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot))))
+    let location = [(header::LOCATION, format!("/environments/{}", slot.id))];
+    Ok((StatusCode::CREATED, location, Json(describe_slot(&app, &slot))))
 }
 
 #[utoipa::path(get, path = "/environments", tag = "environments", operation_id = "list_environments",

@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -208,6 +208,16 @@ async fn elsewhere(app: &AppState, id: &str, node: &str, route: &str) -> ApiErro
     error
 }
 
+/// `201` with `Location` naming the new instance.
+fn created(app: &AppState, slot: &InstanceSlot, stats: ExecStats) -> impl IntoResponse + use<> {
+    let location = [(header::LOCATION, format!("/instances/{}", slot.id))];
+    (
+        StatusCode::CREATED,
+        location,
+        Json(describe_slot(app, slot, Some(stats))),
+    )
+}
+
 pub(super) fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -234,7 +244,8 @@ fn describe_slot(app: &AppState, slot: &InstanceSlot, stats: Option<ExecStats>) 
 #[utoipa::path(post, path = "/instances", tag = "instances", operation_id = "create_instance",
     request_body = CreateInstance,
     responses(
-        (status = 201, description = "Created; the instance, its limits and interface, and instantiation stats", body = InstanceBody),
+        (status = 201, description = "Created; the instance, its limits and interface, and instantiation stats; `Location` is its path", body = InstanceBody,
+            headers(("Location" = String, description = "/instances/{id}"))),
         (status = 404, description = "module_not_found", body = ErrorBody),
         GuardedErrors, BodyErrors, RunErrors,
     ))]
@@ -306,7 +317,7 @@ async fn create(
             .engine
             .instantiate_interpreted(&code, &graph, label(name), limits, wasi.clone());
         let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
-        return Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))));
+        return Ok(created(&app, &slot, stats));
     }
     let resolved = resolve(&app.engine, &app.registry, source).await?;
     let new = NewInstance {
@@ -317,7 +328,7 @@ async fn create(
     };
     let instantiate = app.engine.instantiate(resolved.into_spec(limits, wasi));
     let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
-    Ok((StatusCode::CREATED, Json(describe_slot(&app, &slot, Some(stats)))))
+    Ok(created(&app, &slot, stats))
 }
 
 #[utoipa::path(get, path = "/instances", tag = "instances", operation_id = "list_instances",

@@ -49,9 +49,13 @@ async fn results(app: &TestApp, env: &str, body: Value) -> Value {
 #[tokio::test]
 async fn two_instances_share_one_memory_one_writes_the_other_reads() {
     let app = spawn_app().await;
-    // No body at all is an environment with the server's limits.
+    // No body at all is an environment with the server's limits; its path
+    // is in `Location`.
     let response = app.client.post(app.url("/environments")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let made: Value = response.json().await.unwrap();
+    assert_eq!(location, format!("/environments/{}", made["id"].as_str().unwrap()));
     let (status, _) = app.post("/environments", &Value::Null).await;
     assert_eq!(status, StatusCode::CREATED, "a null body is no body");
     let (status, body) = app.post("/environments", &json!([null, null])).await;
