@@ -315,6 +315,18 @@ fn main() {
     );
     let instance = post("/instances", serde_json::json!({"wat": COUNTER_WAT}));
     let instance_id = instance["id"].as_str().unwrap().to_string();
+    // An environment: the counter, and a module that calls it through a
+    // live import (a call across two instances of one store).
+    let environment = post("/environments", serde_json::json!({}));
+    let environment_id = environment["id"].as_str().unwrap().to_string();
+    post(
+        &format!("/environments/{environment_id}/instances"),
+        serde_json::json!({"wat": COUNTER_WAT, "name": "counter", "as": "counter"}),
+    );
+    post(
+        &format!("/environments/{environment_id}/instances"),
+        serde_json::json!({"name": "caller", "wat": "(module (import \"counter\" \"inc\" (func $inc (result i32))) (func (export \"inc\") (result i32) (call $inc)))"}),
+    );
 
     let json_post = |body: String| {
         format!(
@@ -411,6 +423,22 @@ fn main() {
             FLOOR_CALL,
         ),
         (
+            "POST /environments/{id}/call",
+            Target::Ours,
+            "/environments/ENV/call",
+            json_post(r#"{"instance":"counter","function_name":"inc"}"#.into()),
+            connections,
+            FLOOR_CALL,
+        ),
+        (
+            "POST /environments/{id}/call, across instances",
+            Target::Ours,
+            "/environments/ENV/call",
+            json_post(r#"{"instance":"caller","function_name":"inc"}"#.into()),
+            connections,
+            FLOOR_CALL,
+        ),
+        (
             "POST /execute fib(27), 1 conn",
             Target::Ours,
             "/execute",
@@ -459,7 +487,7 @@ fn main() {
                 (Target::Balancer, Some(cluster)) => &cluster.balancer,
                 (_, None) => unreachable!("cluster scenarios are dropped without a cluster"),
             };
-            let path = path.replace("ID", &instance_id);
+            let path = path.replace("ENV", &environment_id).replace("ID", &instance_id);
             let script_path = dir.path().join("script.lua");
             std::fs::write(&script_path, script).unwrap();
             reset_peak_rss(target.child.id());

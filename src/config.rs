@@ -152,7 +152,7 @@ pub struct Settings {
     /// live instances, so environments cannot take the slots other
     /// requests run in; past it, adding an instance is `429
     /// instance_capacity`.
-    #[arg(long, env = "WASM_EXEC_MAX_ENVIRONMENT_INSTANCES", default_value_t = 1000)]
+    #[arg(long, env = "WASM_EXEC_MAX_ENVIRONMENT_INSTANCES", default_value_t = 3000)]
     pub max_environment_instances: usize,
 
     /// Which tier runs code: `auto` runs a module's first calls on the

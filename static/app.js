@@ -34,6 +34,22 @@ const EXAMPLES = [
     fn: "_start", params: [], wasi: true,
   },
   {
+    name: "environment: a writer that exposes its memory",
+    wat: `;; Add this to an environment with "as": shared, then add the reader example.
+(module
+  (memory (export "mem") 1)
+  (func (export "put") (param i32 i32) (i32.store (local.get 0) (local.get 1))))`,
+    fn: "put", params: ["16", "42"], member: { name: "writer", as: "shared" },
+  },
+  {
+    name: "environment: a reader of the shared memory",
+    wat: `;; Imports the memory of the instance exposed as "shared" in the environment.
+(module
+  (import "shared" "mem" (memory 1))
+  (func (export "get") (param i32) (result i32) (i32.load (local.get 0))))`,
+    fn: "get", params: ["16"], member: { name: "reader", as: "" },
+  },
+  {
     name: "floats: NaN, Infinity, -0.0 survive",
     wat: `(module
   (func (export "div") (param f64 f64) (result f64)
@@ -60,6 +76,8 @@ const state = {
   imports: [],
   pending: null,                           // example chosen, to preset function and params
   requires: null,
+  env: null,                               // the playground's environment id, once made
+  member: null,                            // an environment instance's name, when it is the target
 };
 
 // ---- HTTP -----------------------------------------------------------------
@@ -212,16 +230,17 @@ async function run() {
   const failed = await ensureRequirement();
   if (failed) { out.replaceChildren(errorBox(failed.body, failed.status)); return; }
 
-  const fields = state.target ? { module_name: state.target } : codeFields();
+  const fields = state.member ? { instance: state.member }
+    : state.target ? { module_name: state.target } : codeFields();
   fields.function_name = fn.name;
   const hosts = $("hosts").value.split(",").map((s) => s.trim()).filter(Boolean);
-  if (!state.target && hosts.length) fields.host_modules = hosts;
-  if ($("wasi").checked) {
+  if (!state.target && !state.member && hosts.length) fields.host_modules = hosts;
+  if ($("wasi").checked && !state.member) {
     const args = $("args").value.split(/\s+/).filter(Boolean);
     fields.wasi = { args, stdin: $("stdin").value };
   }
   const params = (fn.params || []).map((_, i) => paramToken($(`param-${i}`).value));
-  const path = state.target ? "/execute" : "/";
+  const path = state.member ? `/environments/${state.env}/call` : state.target ? "/execute" : "/";
   const started = performance.now();
   let response;
   try {
@@ -267,6 +286,7 @@ async function loadRegistry() {
 async function selectModule(name) {
   const { status, body } = await api("GET", `/modules/${encodeURIComponent(name)}`);
   if (status !== 200) { $("output").replaceChildren(errorBox(body, status)); return; }
+  state.member = null;
   state.target = name;
   $("target").textContent = `registered module "${name}"`;
   $("use-editor").hidden = false;
@@ -276,6 +296,7 @@ async function selectModule(name) {
 
 function useEditor() {
   state.target = null;
+  state.member = null;
   $("target").textContent = "the code in the editor";
   $("use-editor").hidden = true;
   $("hosts-line").hidden = false;
@@ -298,6 +319,52 @@ async function register() {
   }
 }
 
+// ---- Environment ---------------------------------------------------------------
+
+async function newEnvironment() {
+  const { status, body } = await api("POST", "/environments", {});
+  if (status !== 201) { $("env-result").replaceChildren(errorBox(body, status)); return; }
+  state.env = body.id;
+  $("env-id").textContent = ` ${body.id}`;
+  $("env-result").replaceChildren();
+  renderMembers([]);
+}
+
+async function addToEnvironment() {
+  const box = $("env-result");
+  if (!state.env) await newEnvironment();
+  if (!state.env) return;
+  const fields = state.target ? { module_name: state.target } : codeFields();
+  const name = $("env-name").value.trim();
+  const as = $("env-as").value.trim();
+  if (name) fields.name = name;
+  if (as) fields.as = as;
+  const { status, body } = await api("POST", `/environments/${state.env}/instances`, fields);
+  if (status !== 201) { box.replaceChildren(errorBox(body, status)); return; }
+  box.replaceChildren(el("div", { class: "ok" },
+    `instance #${body.index}${body.name ? ` "${body.name}"` : ""}${body.exposed_as.length ? `, exposed as ${body.exposed_as.join(", ")}` : ""}`));
+  const env = await api("GET", `/environments/${state.env}`);
+  if (env.status === 200) renderMembers(env.body.instances || []);
+}
+
+function renderMembers(members) {
+  $("env-members").replaceChildren(...members.map((m) =>
+    el("li", {},
+      m.name
+        ? el("button", { type: "button", class: "link", "data-member": m.name, onclick: () => selectMember(m) }, m.name)
+        : el("span", {}, `#${m.index}`),
+      el("span", { class: "muted" }, ` ${m.module}${m.exposed_as.length ? ` · as ${m.exposed_as.join(", ")}` : ""}`))));
+}
+
+function selectMember(member) {
+  state.target = null;
+  state.member = member.name;
+  $("target").textContent = `instance "${member.name}" of the environment`;
+  $("use-editor").hidden = false;
+  $("hosts-line").hidden = true;
+  setInterface(member);
+}
+
 // ---- Sources ----------------------------------------------------------------
 
 function loadExample(index) {
@@ -312,11 +379,13 @@ function loadExample(index) {
   $("hosts").value = ex.hosts || "";
   $("wasi").checked = !!ex.wasi;
   $("wasi-box").open = !!ex.wasi;
+  if (ex.member) { $("env-name").value = ex.member.name; $("env-as").value = ex.member.as; }
   inspect();
 }
 
 function useEditorSilently() {
   state.target = null;
+  state.member = null;
   $("target").textContent = "the code in the editor";
   $("use-editor").hidden = true;
   $("hosts-line").hidden = false;
@@ -361,6 +430,8 @@ function init() {
   $("register").addEventListener("click", register);
   $("refresh").addEventListener("click", loadRegistry);
   $("use-editor").addEventListener("click", useEditor);
+  $("env-new").addEventListener("click", newEnvironment);
+  $("env-add").addEventListener("click", addToEnvironment);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); }
   });

@@ -93,6 +93,32 @@ try {
   await page.locator("#stdout", { hasText: "Hello from WASI!" }).waitFor();
   await page.screenshot({ path: `${shots}/playground-wasi.png` });
 
+  // 7. An environment: a writer exposed as "shared", a reader that imports
+  //    its memory; the writer's put(16, 42) is read back by the reader.
+  await page.click("#env-new");
+  await page.locator("#env-id", { hasText: "." }).waitFor();
+  await page.selectOption("#example", { label: "environment: a writer that exposes its memory" });
+  await page.locator("#function option[value=put]").waitFor({ state: "attached" });
+  await page.click("#env-add");
+  await page.locator("#env-result .ok", { hasText: "exposed as shared" }).waitFor();
+  await page.selectOption("#example", { label: "environment: a reader of the shared memory" });
+  await page.locator("#function option[value=get]").waitFor({ state: "attached" });
+  await page.click("#env-add");
+  await page.locator("#env-members button[data-member=reader]").waitFor();
+  await page.locator("#env-members button[data-member=writer]").click();
+  await page.locator("#target", { hasText: "writer" }).waitFor();
+  if (await page.locator("#hosts-line").isVisible()) throw new Error("host modules shown for an environment's instance");
+  await page.fill("#param-0", "16");
+  await page.fill("#param-1", "42");
+  await page.click("#run");
+  await page.locator("#output .ok-head", { hasText: "Done" }).waitFor();
+  await page.locator("#env-members button[data-member=reader]").click();
+  await page.locator("#target", { hasText: "reader" }).waitFor();
+  await page.fill("#param-0", "16");
+  await page.click("#run");
+  await page.locator("#results td.value", { hasText: "42" }).waitFor();
+  await page.screenshot({ path: `${shots}/playground-environment.png` });
+
   if (failures.length) throw new Error(failures.join("\n"));
   console.log("playground: all steps passed");
 } catch (e) {
