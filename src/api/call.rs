@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiResult};
 use super::metrics::{Endpoint, Metrics};
 use crate::engine::{
-    CacheOutcome, CallFailure, CallOutcome, CallSpec, ExecLimits, MemoryRead, MemoryWrite, WasiConfig, WasiOutput,
+    CacheOutcome, CallFailure, CallOutcome, CallSpec, ExecLimits, LimitOverrides, MemoryRead, MemoryWrite, WasiConfig,
+    WasiOutput,
 };
 
 /// How bytes are written in JSON.
@@ -234,6 +235,18 @@ fn reads(bodies: &[MemoryReadBody], max_bytes: u64) -> ApiResult<Vec<MemoryRead>
             length: r.length,
         })
         .collect())
+}
+
+/// Refuses memory and table limits on a request to a live instance or an
+/// environment (`owner` says which, and where its limits are set): they
+/// belong to it for its whole life; a request may lower fuel and time.
+pub fn per_request_limits(limits: Option<&LimitOverrides>, owner: &str) -> ApiResult<()> {
+    if limits.is_some_and(|l| l.memory_bytes.is_some() || l.table_elements.is_some()) {
+        return Err(ApiError::invalid_request(format!(
+            "memory and table limits belong to the {owner}; a request may lower fuel and timeout_ms"
+        )));
+    }
+    Ok(())
 }
 
 /// Builds the WASI world from the request's `wasi` object. `program` is

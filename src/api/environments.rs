@@ -247,17 +247,6 @@ async fn visible_environment(app: &AppState, caller: &Caller, id: &str) -> ApiRe
     .await
 }
 
-/// Refuses memory and table limits on a request to an environment: they
-/// belong to the environment as a whole.
-fn per_request(limits: Option<&LimitOverrides>) -> ApiResult<()> {
-    if limits.is_some_and(|l| l.memory_bytes.is_some() || l.table_elements.is_some()) {
-        return Err(ApiError::invalid_request(
-            "memory and table limits belong to the environment (set them in POST /environments); a request may lower fuel and timeout_ms",
-        ));
-    }
-    Ok(())
-}
-
 fn check_name(field: &str, name: &str, max: usize, may_be_empty: bool) -> ApiResult<()> {
     if name.len() > max || (name.is_empty() && !may_be_empty) {
         let least = if may_be_empty { 0 } else { 1 };
@@ -363,7 +352,7 @@ async fn add_instance(
 ) -> ApiResult<impl IntoResponse> {
     let _permit = app.exec_permit().await?;
     let slot = visible_environment(&app, &caller, &id).await?;
-    per_request(req.limits.as_ref())?;
+    call::per_request_limits(req.limits.as_ref(), "environment (set them in POST /environments)")?;
     let limits = slot.limits.lowered_by(req.limits.as_ref())?;
     if let Some(name) = &req.name {
         check_name("name", name, MAX_NAME_BYTES, false)?;
@@ -444,7 +433,7 @@ async fn call_environment(
     let _permit = app.exec_permit().await?;
     let started = Instant::now();
     let slot = visible_environment(&app, &caller, &id).await?;
-    per_request(req.limits.as_ref())?;
+    call::per_request_limits(req.limits.as_ref(), "environment (set them in POST /environments)")?;
     let limits: ExecLimits = slot.limits.lowered_by(req.limits.as_ref())?;
     let call = Call::new(
         req.function_name,

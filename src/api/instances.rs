@@ -421,14 +421,7 @@ async fn call_instance(
     let _permit = app.exec_permit().await?;
     let started = Instant::now();
     let slot = visible_slot(&app, &caller, &id).await?;
-    if req
-        .limits
-        .is_some_and(|l| l.memory_bytes.is_some() || l.table_elements.is_some())
-    {
-        return Err(ApiError::invalid_request(
-            "memory and table limits belong to the instance (set them in POST /instances); a call may lower fuel and timeout_ms",
-        ));
-    }
+    call::per_request_limits(req.limits.as_ref(), "instance (set them in POST /instances)")?;
     let limits: ExecLimits = slot.limits.lowered_by(req.limits.as_ref())?;
     let call = Call::new(
         req.function_name,
