@@ -305,7 +305,7 @@ impl Environment {
     }
 
     /// Refuses an instantiation that would make more instances than this
-    /// environment, or all environments together, may hold.
+    /// environment may (all environments together: [`Budget`]).
     fn check_count(&self, new: usize) -> Result<(), EngineError> {
         let held = self.made;
         if held + new > self.max_instances {
