@@ -13,7 +13,8 @@
 //! server's cores, the server's own overhead hides behind wrk's.
 //!
 //! Environment: `BENCH_SECONDS` (per scenario, default 5), `BENCH_CONNECTIONS`
-//! (default 16), `BENCH_ONLY` (run scenarios whose name contains it),
+//! (default 16), `BENCH_ONLY` (run scenarios whose name contains it, or
+//! one of its comma-separated parts),
 //! `BENCH_ROUNDS` (default 3), `BENCH_SERVER_CPUS`, `BENCH_WRK_CPUS`. All scenarios run once per round, in turn, and
 //! each reports its median round, with the slowest and fastest round beside
 //! it: on a shared virtual machine throughput drifts by 10-20% over a minute,
@@ -464,7 +465,10 @@ fn main() {
         ),
     ];
 
-    let scenarios: Vec<_> = scenarios.into_iter().filter(|s| s.0.contains(&only)).collect();
+    let scenarios: Vec<_> = scenarios
+        .into_iter()
+        .filter(|s| only.split(',').any(|part| s.0.contains(part)))
+        .collect();
     let cluster = if scenarios
         .iter()
         .any(|s| matches!(s.1, Target::PgNode | Target::Balancer))
