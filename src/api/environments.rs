@@ -53,9 +53,9 @@ const MAX_EXPOSED_BYTES: usize = 1024;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"limits": {"memory_bytes": 16777216}}))]
 pub struct CreateEnvironment {
-    /// The environment's limits: memory and table elements for all its
-    /// instances together, for its whole life; fuel and time the most any
-    /// one request on it may use.
+    /// The environment's limits, for its whole life: linear memory for all
+    /// its instances together, elements for each table; fuel and time the
+    /// most any one request on it may use.
     #[serde(default, deserialize_with = "super::extract::object")]
     limits: Option<LimitOverrides>,
     /// The world of the WASI programs in it (args, env, stdin), shared by

@@ -12,8 +12,8 @@
 //! (`as`, which a later exposure of the same name replaces), then to
 //! registered modules, each instantiated once in the environment, at first
 //! use, and kept there with its state. Everything runs in one store under
-//! one limiter: memory and table limits count the whole environment; fuel
-//! and time are armed per request.
+//! one limiter: the memory limit counts the whole environment, the table
+//! limit bounds each table; fuel and time are armed per request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
