@@ -131,6 +131,8 @@ pub struct Environment {
     output_cap: usize,
     /// Most instances (members and registered modules) it may hold.
     max_instances: usize,
+    /// Exports defined by every exposure so far (see [`MAX_EXPOSED_EXPORTS`]).
+    exposed_exports: usize,
     /// Instances it has made, or tried to: a failed instantiation may
     /// leave its instance in the store (its pool slot too) until the
     /// environment is dropped, so attempts count.
@@ -143,6 +145,12 @@ impl Drop for Environment {
         self.budget.give_back(self.made);
     }
 }
+
+/// Most exports one environment may expose, counting every exposure (each
+/// defines all of an instance's exports under a name, and the definitions
+/// live as long as the environment): a bound on what `as` and `register`
+/// can make it hold, which its memory limit does not count.
+pub const MAX_EXPOSED_EXPORTS: usize = 100_000;
 
 /// Refuses names that would hide the host's WASI functions.
 fn check_exposed_name(name: &str) -> Result<(), EngineError> {
@@ -179,6 +187,7 @@ impl Environment {
             output_cap: rt.output_cap,
             max_instances,
             made: 0,
+            exposed_exports: 0,
             budget,
         }
     }
@@ -328,6 +337,7 @@ impl Environment {
     pub async fn add(&mut self, spec: MemberSpec) -> Result<(usize, ExecStats), CallFailure> {
         if let Some(name) = &spec.expose_as {
             check_exposed_name(name)?;
+            self.check_exposure(spec.root.module().exports().len())?;
         }
         let index = self.members.len();
         let label = match &spec.name {
@@ -421,7 +431,25 @@ impl Environment {
         Ok(index)
     }
 
+    /// Refuses an exposure of `exports` more exports past
+    /// [`MAX_EXPOSED_EXPORTS`].
+    fn check_exposure(&self, exports: usize) -> Result<(), EngineError> {
+        if self.exposed_exports + exports > MAX_EXPOSED_EXPORTS {
+            return Err(EngineError::LimitExceeded {
+                kind: LimitKind::ExposedExports,
+                message: format!(
+                    "the environment has exposed {} exports and this would expose {exports} more; it may expose {MAX_EXPOSED_EXPORTS} in all (every `as` and register counts)",
+                    self.exposed_exports
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn expose_member(&mut self, index: usize, name: String) -> Result<(), EngineError> {
+        let exports = self.members[index].compiled.module().exports().len();
+        self.check_exposure(exports)?;
+        self.exposed_exports += exports;
         let instance = self.members[index].instance;
         self.linker
             .instance(&mut self.store, &name, instance)

@@ -22,6 +22,8 @@ pub enum LimitKind {
     TableElements,
     /// The link graph has more instances than `--max-link-instances`.
     Instances,
+    /// An environment would expose more exports than it may.
+    ExposedExports,
     /// A module defines more memories than `--max-memories-per-module`.
     Memories,
     /// A module defines more tables than `--max-tables-per-module`.
@@ -39,6 +41,7 @@ impl LimitKind {
             LimitKind::Memory => "memory",
             LimitKind::TableElements => "table_elements",
             LimitKind::Instances => "instances",
+            LimitKind::ExposedExports => "exposed_exports",
             LimitKind::Memories => "memories",
             LimitKind::Tables => "tables",
             LimitKind::CompileTime => "compile_time",

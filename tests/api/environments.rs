@@ -605,3 +605,44 @@ async fn gc_values_and_uncaught_exceptions() {
         (StatusCode::UNPROCESSABLE_ENTITY, json!("uncaught_exception"))
     );
 }
+
+/// Every `as` and `register` defines all of an instance's exports under a
+/// name for the environment's life; the total is bounded.
+#[tokio::test]
+async fn exposures_are_bounded() {
+    let app = spawn_app().await;
+    let exports: String = (0..1000).map(|i| format!(r#"(export "e{i}" (func $f))"#)).collect();
+    let wat = format!("(module (func $f) {exports})");
+    let env = new_env(&app, json!({})).await;
+    added(&app, &env, json!({"wat": wat, "name": "wide", "as": "n0"})).await;
+    for i in 1..100 {
+        let (status, body) = app
+            .post(
+                &format!("/environments/{env}/register"),
+                &json!({"instance": "wide", "as": format!("n{i}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{i}: {body}");
+    }
+    let (status, body) = app
+        .post(&format!("/environments/{env}/register"), &json!({"as": "one-too-many"}))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["limit"], "exposed_exports");
+    let (status, body) = add(&app, &env, json!({"wat": wat, "as": "also-too-many"})).await;
+    assert_eq!(
+        (status, body["error"]["limit"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("exposed_exports"))
+    );
+    // Refused before instantiating: no instance was added.
+    let (_, info) = app.get(&format!("/environments/{env}")).await;
+    assert_eq!(info["instances"].as_array().unwrap().len(), 1);
+    // The environment still works.
+    let importer = r#"(module (import "n99" "e5" (func)) (func (export "ok") (result i32) i32.const 1))"#;
+    added(&app, &env, json!({"wat": importer})).await;
+    assert_eq!(results(&app, &env, json!({"function_name": "ok"})).await, json!([1]));
+}
