@@ -90,7 +90,7 @@ impl IntoResponses for RunErrors {
             ),
             (
                 "422",
-                "trap, or limit_exceeded (fuel, time, memory, table_elements, instances, memories, tables, compile_time)",
+                "trap, or limit_exceeded (fuel, time, memory, table_elements, instances, exposed_exports, memories, tables, compile_time)",
             ),
             (
                 "503",
