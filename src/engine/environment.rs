@@ -485,7 +485,11 @@ impl Environment {
         let label = member.label(index);
         let prepared = prepare(&*member.compiled, &label, &spec)?;
         let (root, module) = (member.instance, member.compiled.clone());
-        let hosts = self.memory_hosts();
+        // Only a request that names another instance's memory needs them.
+        let names_host = |memory: &Option<String>| memory.as_deref().is_some_and(|m| m.contains(':'));
+        let needs_hosts =
+            spec.writes.iter().any(|w| names_host(&w.memory)) || spec.reads.iter().any(|r| names_host(&r.memory));
+        let hosts = if needs_hosts { self.memory_hosts() } else { Vec::new() };
         store::arm(&mut self.store, &spec.limits);
         let mut target = Target {
             store: &mut self.store,
