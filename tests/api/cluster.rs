@@ -347,6 +347,24 @@ async fn an_instance_call_on_another_node_names_the_owner() {
     assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([42])), "{body}");
     let (status, body) = beta.get("/instances/beta.0123").await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "instance_not_found"));
+
+    // An environment likewise.
+    let (status, created) = alpha.post("/environments", &json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let env = created["id"].as_str().unwrap();
+    assert!(env.starts_with("alpha."), "{env}");
+    let (status, body) = beta.post(&format!("/environments/{env}/call"), &call).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::MISDIRECTED_REQUEST, "instance_on_other_node"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["owner_url"], "http://alpha.internal:8000");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("environment `alpha.") && message.contains("/environments/alpha.*"),
+        "{message}"
+    );
     drop((alpha, beta));
     drop_schema(&schema).await;
 }
