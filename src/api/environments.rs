@@ -19,7 +19,7 @@ use super::auth::Caller;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult};
-use super::extract::JsonBody;
+use super::extract::{JsonBody, ObjectOrNull};
 use super::instances::{GlobalBody, millis, owner_of, visible};
 use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
@@ -62,22 +62,6 @@ pub struct CreateEnvironment {
     /// all its instances.
     #[serde(default, deserialize_with = "super::extract::object")]
     wasi: Option<WasiBody>,
-}
-
-/// A body that is an object of `T`'s fields, or `null` (serde would also
-/// take a struct's fields as an array, which no client means).
-pub struct ObjectOrNull<T>(Option<T>);
-
-impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for ObjectOrNull<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)? {
-            None => Ok(ObjectOrNull(None)),
-            Some(map) => T::deserialize(serde_json::Value::Object(map))
-                .map(|t| ObjectOrNull(Some(t)))
-                .map_err(D::Error::custom),
-        }
-    }
 }
 
 /// Body of `POST /environments/{id}/instances`: a registered module

@@ -42,6 +42,22 @@ where
     }
 }
 
+/// A body that is an object of `T`'s fields, or `null` (serde would also
+/// take a struct's fields as an array, which no client means).
+pub struct ObjectOrNull<T>(pub Option<T>);
+
+impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for ObjectOrNull<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match <Option<serde_json::Map<String, serde_json::Value>> as serde::Deserialize>::deserialize(deserializer)? {
+            None => Ok(ObjectOrNull(None)),
+            Some(map) => T::deserialize(serde_json::Value::Object(map))
+                .map(|t| ObjectOrNull(Some(t)))
+                .map_err(D::Error::custom),
+        }
+    }
+}
+
 /// How long a client may take to send its whole body. A total deadline, not
 /// an idle timeout: a client trickling one byte at a time cannot hold a
 /// connection and a task open for longer than this.
