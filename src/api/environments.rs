@@ -334,7 +334,6 @@ async fn add_instance(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<AddInstance>,
 ) -> ApiResult<impl IntoResponse> {
-    let _permit = app.exec_permit().await?;
     let slot = visible_environment(&app, &caller, &id).await?;
     call::per_request_limits(req.limits.as_ref(), "environment (set them in POST /environments)")?;
     let limits = slot.limits.lowered_by(req.limits.as_ref())?;
@@ -359,8 +358,10 @@ async fn add_instance(
         }
     };
     let (root, module) = environment_member(&app.engine, &app.registry, source).await?;
-    // One request at a time on an environment, from here to the answer.
+    // One request at a time on an environment, from here to the answer;
+    // the execution slot is taken once it is this request's turn.
     let mut env = slot.live.lock().await;
+    let _permit = app.exec_permit().await?;
     slot.touch();
     let graph = registered_hosts(&app.registry, &env.unresolved(&root)).await?;
     let spec = MemberSpec {
@@ -414,7 +415,6 @@ async fn call_environment(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallEnvironment>,
 ) -> ApiResult<Json<ExecResponse>> {
-    let _permit = app.exec_permit().await?;
     let started = Instant::now();
     let slot = visible_environment(&app, &caller, &id).await?;
     call::per_request_limits(req.limits.as_ref(), "environment (set them in POST /environments)")?;
@@ -427,7 +427,10 @@ async fn call_environment(
         req.result_encoding,
         app.engine.settings().max_read_bytes,
     )?;
+    // The environment first, then an execution slot: a request waiting its
+    // turn on a busy environment holds no slot other clients could use.
     let mut env = slot.live.lock().await;
+    let _permit = app.exec_permit().await?;
     slot.touch();
     let result = env.call(req.instance.as_deref(), call.spec(limits)).await;
     drop(env);

@@ -418,7 +418,6 @@ async fn call_instance(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallInstance>,
 ) -> ApiResult<Json<ExecResponse>> {
-    let _permit = app.exec_permit().await?;
     let started = Instant::now();
     let slot = visible_slot(&app, &caller, &id).await?;
     call::per_request_limits(req.limits.as_ref(), "instance (set them in POST /instances)")?;
@@ -432,7 +431,10 @@ async fn call_instance(
         app.engine.settings().max_read_bytes,
     )?;
     // Calls on one instance take turns; the lock is held for the call only.
+    // The instance first, then an execution slot: a call waiting its turn
+    // holds no slot other clients could use.
     let mut live = slot.live.lock().await;
+    let _permit = app.exec_permit().await?;
     slot.touch();
     let result = live.call(call.spec(limits)).await;
     drop(live);

@@ -646,3 +646,55 @@ async fn exposures_are_bounded() {
     added(&app, &env, json!({"wat": importer})).await;
     assert_eq!(results(&app, &env, json!({"function_name": "ok"})).await, json!([1]));
 }
+
+/// Requests waiting their turn on a busy environment hold no execution
+/// slot: with two slots, one long call and three calls queued behind it on
+/// the same environment, another environment's call still runs.
+#[tokio::test]
+async fn requests_waiting_on_a_busy_environment_hold_no_execution_slot() {
+    let mut settings = test_settings();
+    settings.max_concurrency = 2;
+    settings.timeout_ms = 60_000;
+    settings.max_fuel = u64::MAX / 2;
+    let app = spawn_app_with(settings).await;
+    let busy = new_env(&app, json!({})).await;
+    let free = new_env(&app, json!({})).await;
+    let spin = r#"(module (func (export "spin") (param i32) (result i32) (local i32)
+      (loop (local.set 1 (i32.add (local.get 1) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 1) (local.get 0))))
+      (local.get 1)))"#;
+    added(&app, &busy, json!({"wat": spin})).await;
+    added(&app, &free, json!({"wat": spin})).await;
+    let send = |n: u32| {
+        let (client, url) = (app.client.clone(), app.url(&format!("/environments/{busy}/call")));
+        tokio::spawn(async move {
+            let body = json!({"function_name": "spin", "params": [n]});
+            client.post(url).json(&body).send().await.map(|r| r.status())
+        })
+    };
+    let long = send(2_000_000_000);
+    // Wait (bounded) until the long call holds its environment.
+    let mut held = false;
+    for _ in 0..200 {
+        let (_, info) = app.get(&format!("/environments/{busy}")).await;
+        if info.get("instances").is_none() {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(held, "the long call never started");
+    let queued: Vec<_> = (0..3).map(|_| send(10)).collect();
+    // Let the queued calls reach the environment's lock.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        results(&app, &free, json!({"function_name": "spin", "params": [10]})).await,
+        json!([10])
+    );
+    let (_, info) = app.get(&format!("/environments/{busy}")).await;
+    assert!(info.get("instances").is_none(), "the long call ended first: {info}");
+    app.delete(&format!("/environments/{busy}")).await;
+    long.abort();
+    for q in queued {
+        q.abort();
+    }
+}
