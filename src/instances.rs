@@ -116,7 +116,7 @@ impl<T, I> Slot<T, I> {
 }
 
 /// What the table holds under an id.
-enum Entry {
+pub enum Entry {
     Instance(Arc<InstanceSlot>),
     Environment(Arc<EnvironmentSlot>),
 }
@@ -135,6 +135,60 @@ impl Entry {
             Entry::Instance(slot) => slot.expired(timeout),
             Entry::Environment(slot) => slot.expired(timeout),
         }
+    }
+}
+
+/// A kind of thing the table holds (a live instance, an environment):
+/// how its slot goes into an [`Entry`] and comes back out, so that each
+/// table operation is written once for both.
+pub trait Held: Sized {
+    /// What is known of it without locking it.
+    type Info;
+    /// How messages and paths name it: `instance`, `environment`.
+    const NOUN: &'static str;
+    fn entry(slot: Arc<Slot<Self, Self::Info>>) -> Entry;
+    fn slot(entry: &Entry) -> Option<&Arc<Slot<Self, Self::Info>>>;
+    /// The error for an id that names none of this kind.
+    fn not_found(id: &str) -> InstanceError;
+}
+
+impl Held for LiveInstance {
+    type Info = InstanceInfo;
+    const NOUN: &'static str = "instance";
+
+    fn entry(slot: Arc<InstanceSlot>) -> Entry {
+        Entry::Instance(slot)
+    }
+
+    fn slot(entry: &Entry) -> Option<&Arc<InstanceSlot>> {
+        match entry {
+            Entry::Instance(slot) => Some(slot),
+            Entry::Environment(_) => None,
+        }
+    }
+
+    fn not_found(id: &str) -> InstanceError {
+        InstanceError::NotFound(id.to_string())
+    }
+}
+
+impl Held for Environment {
+    type Info = ();
+    const NOUN: &'static str = "environment";
+
+    fn entry(slot: Arc<EnvironmentSlot>) -> Entry {
+        Entry::Environment(slot)
+    }
+
+    fn slot(entry: &Entry) -> Option<&Arc<EnvironmentSlot>> {
+        match entry {
+            Entry::Environment(slot) => Some(slot),
+            Entry::Instance(_) => None,
+        }
+    }
+
+    fn not_found(id: &str) -> InstanceError {
+        InstanceError::EnvironmentNotFound(id.to_string())
     }
 }
 
@@ -204,13 +258,17 @@ impl Instances {
         Ok(Reservation { table: self, memory })
     }
 
-    /// Puts a reserved entry in the table, under a new id.
-    fn insert(&self, reservation: Reservation<'_>, entry: impl FnOnce(String) -> Entry) {
+    /// Puts a slot made under `reservation` in the table.
+    fn insert<T: Held>(&self, reservation: Reservation<'_>, slot: Arc<Slot<T, T::Info>>) {
         std::mem::forget(reservation);
         let mut table = self.lock();
         table.pending -= 1;
-        let id = format!("{}.{}", self.settings.node_id, uuid::Uuid::new_v4().simple());
-        table.slots.insert(id.clone(), entry(id));
+        table.slots.insert(slot.id.clone(), T::entry(slot));
+    }
+
+    /// A new id: this node's name, a dot and 122 random bits.
+    fn new_id(&self) -> String {
+        format!("{}.{}", self.settings.node_id, uuid::Uuid::new_v4().simple())
     }
 
     /// Makes a new live instance by running `instantiate`, if the caps
@@ -236,13 +294,8 @@ impl Instances {
             interface: new.interface,
             tier: live.tier(),
         };
-        let mut made = None;
-        self.insert(reservation, |id| {
-            let slot = Arc::new(Slot::new(id, info, new.limits, owner, live));
-            made = Some(slot.clone());
-            Entry::Instance(slot)
-        });
-        let slot = made.expect("insert runs its closure");
+        let slot = Arc::new(Slot::new(self.new_id(), info, new.limits, owner, live));
+        self.insert(reservation, slot.clone());
         Ok((slot, stats))
     }
 
@@ -255,29 +308,19 @@ impl Instances {
         environment: Environment,
     ) -> Result<Arc<EnvironmentSlot>, InstanceError> {
         let reservation = self.reserve(limits.memory_bytes)?;
-        let mut made = None;
-        self.insert(reservation, |id| {
-            let slot = Arc::new(Slot::new(id, (), limits, owner, environment));
-            made = Some(slot.clone());
-            Entry::Environment(slot)
-        });
-        Ok(made.expect("insert runs its closure"))
+        let slot = Arc::new(Slot::new(self.new_id(), (), limits, owner, environment));
+        self.insert(reservation, slot.clone());
+        Ok(slot)
     }
 
-    /// The instance `id`.
-    pub fn get(&self, id: &str) -> Result<Arc<InstanceSlot>, InstanceError> {
-        match self.lock().slots.get(id) {
-            Some(Entry::Instance(slot)) => Ok(slot.clone()),
-            _ => Err(InstanceError::NotFound(id.to_string())),
-        }
-    }
-
-    /// The environment `id`.
-    pub fn environment(&self, id: &str) -> Result<Arc<EnvironmentSlot>, InstanceError> {
-        match self.lock().slots.get(id) {
-            Some(Entry::Environment(slot)) => Ok(slot.clone()),
-            _ => Err(InstanceError::EnvironmentNotFound(id.to_string())),
-        }
+    /// The instance or environment `id`.
+    pub fn get<T: Held>(&self, id: &str) -> Result<Arc<Slot<T, T::Info>>, InstanceError> {
+        self.lock()
+            .slots
+            .get(id)
+            .and_then(T::slot)
+            .cloned()
+            .ok_or_else(|| T::not_found(id))
     }
 
     /// The node that handed out `id`, when it is not this one (ids are
@@ -287,34 +330,16 @@ impl Instances {
         (node != self.settings.node_id).then_some(node)
     }
 
-    /// Every live instance, oldest first.
-    pub fn list(&self) -> Vec<Arc<InstanceSlot>> {
-        let mut slots: Vec<Arc<InstanceSlot>> = self
-            .lock()
-            .slots
-            .values()
-            .filter_map(|e| match e {
-                Entry::Instance(slot) => Some(slot.clone()),
-                Entry::Environment(_) => None,
-            })
-            .collect();
+    /// Every live instance, or every environment, oldest first.
+    pub fn list<T: Held>(&self) -> Vec<Arc<Slot<T, T::Info>>> {
+        let mut slots: Vec<Arc<Slot<T, T::Info>>> = self.lock().slots.values().filter_map(T::slot).cloned().collect();
         slots.sort_by_key(|s| std::cmp::Reverse(s.age()));
         slots
     }
 
-    /// Every environment, oldest first.
-    pub fn environments(&self) -> Vec<Arc<EnvironmentSlot>> {
-        let mut slots: Vec<Arc<EnvironmentSlot>> = self
-            .lock()
-            .slots
-            .values()
-            .filter_map(|e| match e {
-                Entry::Environment(slot) => Some(slot.clone()),
-                Entry::Instance(_) => None,
-            })
-            .collect();
-        slots.sort_by_key(|s| std::cmp::Reverse(s.age()));
-        slots
+    /// How many live instances, or environments, there are.
+    pub fn count<T: Held>(&self) -> usize {
+        self.lock().slots.values().filter(|e| T::slot(e).is_some()).count()
     }
 
     /// How many instances and environments are live.
@@ -327,27 +352,17 @@ impl Instances {
         self.len() == 0
     }
 
-    /// Drops the instance `id`. A call in progress finishes first; the
-    /// instance is freed when it returns.
-    pub fn remove(&self, id: &str) -> Result<(), InstanceError> {
-        self.remove_if(id, |e| matches!(e, Entry::Instance(_)))
-            .ok_or_else(|| InstanceError::NotFound(id.to_string()))
-    }
-
-    /// Drops the environment `id`, as [`Self::remove`] an instance.
-    pub fn remove_environment(&self, id: &str) -> Result<(), InstanceError> {
-        self.remove_if(id, |e| matches!(e, Entry::Environment(_)))
-            .ok_or_else(|| InstanceError::EnvironmentNotFound(id.to_string()))
-    }
-
-    fn remove_if(&self, id: &str, kind: impl Fn(&Entry) -> bool) -> Option<()> {
+    /// Drops the instance or environment `id`. A call in progress finishes
+    /// first; it is freed when that returns.
+    pub fn remove<T: Held>(&self, id: &str) -> Result<(), InstanceError> {
         let mut table = self.lock();
-        if !kind(table.slots.get(id)?) {
-            return None;
+        if table.slots.get(id).and_then(T::slot).is_none() {
+            return Err(T::not_found(id));
         }
-        let entry = table.slots.remove(id)?;
-        table.reserved_memory -= entry.memory();
-        Some(())
+        if let Some(entry) = table.slots.remove(id) {
+            table.reserved_memory -= entry.memory();
+        }
+        Ok(())
     }
 
     /// Drops instances and environments idle for longer than the timeout

@@ -3,7 +3,6 @@
 //! `POST /environments/{id}/instances`, `POST /environments/{id}/register`,
 //! `POST /environments/{id}/call`, `GET /environments/{id}/globals/{name}`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Extension;
@@ -26,7 +25,7 @@ use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{Environment, ExecLimits, ExecStats, LimitOverrides, MemberSpec, ModuleInterface};
-use crate::instances::{EnvironmentSlot, InstanceError, Instances};
+use crate::instances::EnvironmentSlot;
 use crate::resolve::{Source, environment_member, registered_hosts};
 
 pub fn routes() -> Routes {
@@ -223,14 +222,6 @@ fn describe_slot(app: &AppState, slot: &EnvironmentSlot) -> EnvironmentBody {
     }
 }
 
-/// The environment `id`, if `caller` may use it (see [`visible`]).
-async fn visible_environment(app: &AppState, caller: &Caller, id: &str) -> ApiResult<Arc<EnvironmentSlot>> {
-    visible(app, caller, id, "environments", Instances::environment, |id| {
-        InstanceError::EnvironmentNotFound(id.to_string())
-    })
-    .await
-}
-
 fn check_name(field: &str, name: &str, max: usize, may_be_empty: bool) -> ApiResult<()> {
     if name.len() > max || (name.is_empty() && !may_be_empty) {
         let least = if may_be_empty { 0 } else { 1 };
@@ -276,7 +267,7 @@ async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>)
     let owner = owner_of(&caller);
     let environments = app
         .instances
-        .environments()
+        .list::<Environment>()
         .iter()
         .filter(|s| caller.sees_all() || s.owner == owner)
         .map(|s| describe_slot(&app, s))
@@ -297,7 +288,7 @@ async fn describe(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EnvironmentBody>> {
-    let slot = visible_environment(&app, &caller, &id).await?;
+    let slot = visible::<Environment>(&app, &caller, &id).await?;
     Ok(Json(describe_slot(&app, &slot)))
 }
 
@@ -314,8 +305,8 @@ async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    visible_environment(&app, &caller, &id).await?;
-    app.instances.remove_environment(&id)?;
+    visible::<Environment>(&app, &caller, &id).await?;
+    app.instances.remove::<Environment>(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -334,7 +325,7 @@ async fn add_instance(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<AddInstance>,
 ) -> ApiResult<impl IntoResponse> {
-    let slot = visible_environment(&app, &caller, &id).await?;
+    let slot = visible::<Environment>(&app, &caller, &id).await?;
     call::per_request_limits(req.limits.as_ref(), "environment (set them in POST /environments)")?;
     let limits = slot.limits.lowered_by(req.limits.as_ref())?;
     if let Some(name) = &req.name {
@@ -392,7 +383,7 @@ async fn register(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<RegisterInstance>,
 ) -> ApiResult<Json<MemberBody>> {
-    let slot = visible_environment(&app, &caller, &id).await?;
+    let slot = visible::<Environment>(&app, &caller, &id).await?;
     check_name("as", &req.expose_as, MAX_EXPOSED_BYTES, true)?;
     let mut env = slot.live.lock().await;
     slot.touch();
@@ -416,7 +407,7 @@ async fn call_environment(
     JsonBody(req): JsonBody<CallEnvironment>,
 ) -> ApiResult<Json<ExecResponse>> {
     let started = Instant::now();
-    let slot = visible_environment(&app, &caller, &id).await?;
+    let slot = visible::<Environment>(&app, &caller, &id).await?;
     call::per_request_limits(req.limits.as_ref(), "environment (set them in POST /environments)")?;
     let limits: ExecLimits = slot.limits.lowered_by(req.limits.as_ref())?;
     let call = Call::new(
@@ -455,7 +446,7 @@ async fn read_global(
     Path((id, name)): Path<(String, String)>,
     Query(query): Query<GlobalQuery>,
 ) -> ApiResult<Json<GlobalBody>> {
-    let slot = visible_environment(&app, &caller, &id).await?;
+    let slot = visible::<Environment>(&app, &caller, &id).await?;
     let read = slot.live.lock().await.global(query.instance.as_deref(), &name)?;
     slot.touch();
     Ok(Json(GlobalBody::new(name, read)))

@@ -22,8 +22,8 @@ use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::{ExecLimits, ExecStats, GlobalRead, LimitOverrides, ModuleInterface, Tier};
-use crate::instances::{InstanceError, InstanceSlot, Instances, NewInstance, Slot};
+use crate::engine::{ExecLimits, ExecStats, GlobalRead, LimitOverrides, LiveInstance, ModuleInterface, Tier};
+use crate::instances::{Held, InstanceSlot, NewInstance, Slot};
 use crate::registry::RegistryError;
 use crate::resolve::{Source, label, resolve};
 
@@ -149,57 +149,41 @@ pub(super) fn owner_of(caller: &Caller) -> Option<usize> {
     }
 }
 
-/// The instance `id`, if `caller` may use it (see [`visible`]).
-async fn visible_slot(app: &AppState, caller: &Caller, id: &str) -> Result<Arc<InstanceSlot>, ApiError> {
-    visible(app, caller, id, "instances", Instances::get, |id| {
-        InstanceError::NotFound(id.to_string())
-    })
-    .await
-}
-
-/// The slot `id` as `get` finds it, if `caller` may use it. Another
-/// token's is reported as not found (`not_found`), so ids cannot be probed
-/// for existence; one that another node of a shared registry handed out is
-/// reported with its node (see [`elsewhere`]; `route` is the path it is
-/// under, `instances` or `environments`).
-pub(super) async fn visible<T, I>(
+/// The slot `id` of kind `T` (an instance or an environment), if
+/// `caller` may use it. Another token's is reported as not found, so ids
+/// cannot be probed for existence; one that another node of a shared
+/// registry handed out is reported with its node (see [`elsewhere`]).
+pub(super) async fn visible<T: Held>(
     app: &AppState,
     caller: &Caller,
     id: &str,
-    route: &str,
-    get: impl Fn(&Instances, &str) -> Result<Arc<Slot<T, I>>, InstanceError>,
-    not_found: impl Fn(&str) -> InstanceError,
-) -> Result<Arc<Slot<T, I>>, ApiError> {
-    let slot = match get(&app.instances, id) {
+) -> Result<Arc<Slot<T, T::Info>>, ApiError> {
+    let slot = match app.instances.get::<T>(id) {
         Ok(slot) => slot,
         Err(e) => match app.instances.other_node(id).filter(|_| app.registry.is_shared()) {
-            Some(node) => return Err(elsewhere(app, id, node, route).await),
+            Some(node) => return Err(elsewhere::<T>(app, id, node).await),
             None => return Err(e.into()),
         },
     };
     if caller.sees_all() || slot.owner == owner_of(caller) {
         Ok(slot)
     } else {
-        Err(not_found(id).into())
+        Err(T::not_found(id).into())
     }
 }
 
 /// `421 instance_on_other_node` for an instance or environment of node
 /// `node`, naming the address it advertised in the shared store.
-async fn elsewhere(app: &AppState, id: &str, node: &str, route: &str) -> ApiError {
+async fn elsewhere<T: Held>(app: &AppState, id: &str, node: &str) -> ApiError {
     let url = app.registry.node_url(node).await.ok().flatten();
+    let noun = T::NOUN;
     let whereto = match &url {
-        Some(url) => format!("; send the call to {url}, or route /{route}/{node}.* there (sticky routing)"),
+        Some(url) => format!("; send the call to {url}, or route /{noun}s/{node}.* there (sticky routing)"),
         None => " (which has not advertised an address)".to_string(),
-    };
-    let what = if route == "environments" {
-        "environment"
-    } else {
-        "instance"
     };
     let mut error = ApiError::new(
         ErrorCode::InstanceOnOtherNode,
-        format!("{what} `{id}` lives on node `{node}`{whereto}"),
+        format!("{noun} `{id}` lives on node `{node}`{whereto}"),
     );
     error.extra.insert("node".into(), node.into());
     if let Some(url) = url {
@@ -340,7 +324,7 @@ async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>)
     let owner = owner_of(&caller);
     let instances = app
         .instances
-        .list()
+        .list::<LiveInstance>()
         .iter()
         .filter(|s| caller.sees_all() || s.owner == owner)
         .map(|s| describe_slot(&app, s, None))
@@ -361,7 +345,7 @@ async fn read_global(
     Extension(caller): Extension<Caller>,
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Json<GlobalBody>> {
-    let slot = visible_slot(&app, &caller, &id).await?;
+    let slot = visible::<LiveInstance>(&app, &caller, &id).await?;
     // Waits for a call in progress: a read sees the state between calls.
     let read = slot.live.lock().await.global(&name)?;
     slot.touch();
@@ -381,7 +365,7 @@ async fn describe(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InstanceBody>> {
-    let slot = visible_slot(&app, &caller, &id).await?;
+    let slot = visible::<LiveInstance>(&app, &caller, &id).await?;
     Ok(Json(describe_slot(&app, &slot, None)))
 }
 
@@ -398,8 +382,8 @@ async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    visible_slot(&app, &caller, &id).await?;
-    app.instances.remove(&id)?;
+    visible::<LiveInstance>(&app, &caller, &id).await?;
+    app.instances.remove::<LiveInstance>(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -419,7 +403,7 @@ async fn call_instance(
     JsonBody(req): JsonBody<CallInstance>,
 ) -> ApiResult<Json<ExecResponse>> {
     let started = Instant::now();
-    let slot = visible_slot(&app, &caller, &id).await?;
+    let slot = visible::<LiveInstance>(&app, &caller, &id).await?;
     call::per_request_limits(req.limits.as_ref(), "instance (set them in POST /instances)")?;
     let limits: ExecLimits = slot.limits.lowered_by(req.limits.as_ref())?;
     let call = Call::new(

@@ -11,6 +11,7 @@ use super::error::{ApiError, ErrorCode};
 use super::metrics::Gauges;
 use super::responses::ErrorBody;
 use super::state::AppState;
+use crate::engine::{Environment, LiveInstance};
 
 /// `GET /healthz` and `GET /readyz`.
 #[derive(Serialize, ToSchema)]
@@ -62,8 +63,8 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiErro
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let gauges = Gauges {
         cache: app.engine.cache_stats(),
-        live_instances: app.instances.list().len(),
-        environments: app.instances.environments().len(),
+        live_instances: app.instances.count::<LiveInstance>(),
+        environments: app.instances.count::<Environment>(),
         environment_instances: app.engine.environment_instances(),
         in_flight: app.in_flight(),
         queued: app.queued(),
