@@ -46,10 +46,15 @@ pub struct Member {
 impl Member {
     /// How messages name the instance at `index`.
     fn label(&self, index: usize) -> String {
-        match &self.name {
-            Some(name) => format!("instance `{name}`"),
-            None => format!("instance #{index}"),
-        }
+        member_label(self.name.as_deref(), index)
+    }
+}
+
+/// How messages name an instance called `name`, at `index`.
+fn member_label(name: Option<&str>, index: usize) -> String {
+    match name {
+        Some(name) => format!("instance `{name}`"),
+        None => format!("instance #{index}"),
     }
 }
 
@@ -340,10 +345,7 @@ impl Environment {
             self.check_exposure(spec.root.module().exports().len())?;
         }
         let index = self.members.len();
-        let label = match &spec.name {
-            Some(name) => format!("instance `{name}`"),
-            None => format!("instance #{index}"),
-        };
+        let label = member_label(spec.name.as_deref(), index);
         let new_hosts: Vec<&LinkedModule> = spec
             .graph
             .iter()
@@ -371,11 +373,7 @@ impl Environment {
         let instance = match result {
             Ok(instance) => instance,
             Err(e) => {
-                // An uncaught exception stays pending on the store until
-                // taken; the next request must not find it there.
-                if e.is::<wasmtime::ThrownException>() {
-                    self.store.take_pending_exception();
-                }
+                store::drop_uncaught(&mut self.store, &e);
                 let wasi = self.store.data().wasi.as_ref().map(WasiState::take_output);
                 return Err(CallFailure {
                     error: classify::runtime_error(e, &spec.limits),

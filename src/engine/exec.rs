@@ -26,7 +26,9 @@ use super::link::LinkedModule;
 use super::memory::{self, MemoryRead, MemoryWrite};
 use super::store::{self, StoreState};
 use super::types::{signature, type_name};
-use super::values::{AnyKind, Arg, HostRef, anyref_json, classify_args, externref_json, json_to_val, result_json};
+use super::values::{
+    AnyKind, Arg, HostRef, RefKind, anyref_json, classify_args, externref_json, json_to_val, result_json,
+};
 use super::wasi::{WasiConfig, WasiOutput, WasiState};
 
 /// What instantiation needs from the engine: the wasmtime engine, the
@@ -542,13 +544,10 @@ impl Target<'_> {
         for arg in args {
             match arg {
                 PreparedArg::Value(val) => params.push(val),
-                PreparedArg::ExternRef(n) => {
-                    host_refs.push((params.len(), n, false));
+                PreparedArg::HostRef(kind, n) => {
+                    // Made below, inside the call's root scope.
+                    host_refs.push((params.len(), kind, n));
                     params.push(Val::ExternRef(None));
-                }
-                PreparedArg::AnyRef(n) => {
-                    host_refs.push((params.len(), n, true));
-                    params.push(Val::AnyRef(None));
                 }
                 PreparedArg::Bytes(bytes) => {
                     let ptr = self.place_bytes(name, &bytes).await?;
@@ -558,20 +557,16 @@ impl Target<'_> {
             }
         }
         let mut scope = RootScope::new(&mut *self.store);
-        for (at, n, any) in host_refs {
+        for (at, kind, n) in host_refs {
             let host = ExternRef::new(&mut scope, HostRef(n))?;
-            params[at] = match any {
-                true => Val::AnyRef(Some(AnyRef::convert_extern(&mut scope, host)?)),
-                false => Val::ExternRef(Some(host)),
+            params[at] = match kind {
+                RefKind::Any => Val::AnyRef(Some(AnyRef::convert_extern(&mut scope, host)?)),
+                RefKind::Extern => Val::ExternRef(Some(host)),
             };
         }
         let mut results = vec![Val::I32(0); ty.results().len()];
         if let Err(e) = func.call_async(&mut scope, &params, &mut results).await {
-            // An uncaught exception stays pending on the store until taken;
-            // the next call must not find it there.
-            if e.is::<wasmtime::ThrownException>() {
-                scope.as_context_mut().take_pending_exception();
-            }
+            store::drop_uncaught(&mut scope, &e);
             return Err(e);
         }
         let pair = match results.as_slice() {
@@ -636,11 +631,9 @@ pub(crate) struct Prepared {
 
 pub(crate) enum PreparedArg {
     Value(Val),
-    /// A host `externref` carrying the number, made at call time (it lives
+    /// A host reference carrying the number, made at call time (it lives
     /// in the store's GC heap).
-    ExternRef(u32),
-    /// The same host reference as an `anyref`.
-    AnyRef(u32),
+    HostRef(RefKind, u32),
     /// Placed in guest memory at call time; fills a `(ptr, len)` pair.
     Bytes(Vec<u8>),
 }
@@ -694,30 +687,17 @@ pub(crate) fn prepare(module: &dyn Exports, label: &str, spec: &CallSpec<'_>) ->
                 types.next();
                 prepared.push(PreparedArg::Bytes(bytes));
             }
-            Arg::ExternRef(n) => {
+            Arg::HostRef(kind, n) => {
                 let param_ty = types.next().unwrap_or(ValType::I32);
-                if !param_ty.as_ref().is_some_and(|r| r.heap_type().is_extern()) {
+                if !kind.fits(&param_ty) {
+                    let field = kind.field();
                     return Err(EngineError::InvalidParams(format!(
-                        "param {i} of `{name}` {} is {{\"externref\": {n}}}, which fits only an externref param, not {}",
+                        "param {i} of `{name}` {} is {{\"{field}\": {n}}}, which fits only an {field} param, not {}",
                         signature(&ty),
                         type_name(&param_ty)
                     )));
                 }
-                prepared.push(PreparedArg::ExternRef(n));
-            }
-            Arg::AnyRef(n) => {
-                let param_ty = types.next().unwrap_or(ValType::I32);
-                if !param_ty
-                    .as_ref()
-                    .is_some_and(|r| matches!(r.heap_type(), wasmtime::HeapType::Any))
-                {
-                    return Err(EngineError::InvalidParams(format!(
-                        "param {i} of `{name}` {} is {{\"anyref\": {n}}}, which fits only an anyref param, not {}",
-                        signature(&ty),
-                        type_name(&param_ty)
-                    )));
-                }
-                prepared.push(PreparedArg::AnyRef(n));
+                prepared.push(PreparedArg::HostRef(kind, n));
             }
         }
     }
@@ -748,7 +728,7 @@ fn check_arity(name: &str, ty: &FuncType, args: &[Arg<'_>]) -> Result<(), Engine
     let mut at = 0usize;
     for (i, arg) in args.iter().enumerate() {
         match arg {
-            Arg::Json(_) | Arg::ExternRef(_) | Arg::AnyRef(_) => at += 1,
+            Arg::Json(_) | Arg::HostRef(..) => at += 1,
             Arg::Bytes(_) => {
                 let pair = types.get(at..at + 2);
                 if !pair.is_some_and(|p| p.iter().all(|t| matches!(t, ValType::I32))) {

@@ -290,7 +290,7 @@ fn wasmi_args(args: Vec<PreparedArg>, ty: &FuncType) -> Option<Vec<Arg>> {
         .map(|arg| match arg {
             PreparedArg::Value(val) => to_wasmi(&val).map(Arg::Value),
             PreparedArg::Bytes(bytes) => Some(Arg::Bytes(bytes)),
-            PreparedArg::ExternRef(_) | PreparedArg::AnyRef(_) => None,
+            PreparedArg::HostRef(..) => None,
         })
         .collect()
 }

@@ -84,6 +84,15 @@ pub(crate) fn arm(store: &mut Store<StoreState>, limits: &ExecLimits) {
     store.set_epoch_deadline(1);
 }
 
+/// Takes the exception a failed call left pending on the store, when
+/// `error` is one no handler caught: it stays there until taken, and the
+/// store's next call must not find it.
+pub(crate) fn drop_uncaught(mut store: impl wasmtime::AsContextMut, error: &wasmtime::Error) {
+    if error.is::<wasmtime::ThrownException>() {
+        store.as_context_mut().take_pending_exception();
+    }
+}
+
 /// Fuel used since the last [`arm`]. Compiled code keeps its fuel counter in
 /// a register and writes it back at calls and returns; after a trap, or when
 /// the time limit interrupts a tight loop, the last write-back may be old, so

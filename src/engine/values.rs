@@ -28,10 +28,34 @@ const MAX_NUMBER_TEXT: usize = 1024;
 pub enum Arg<'a> {
     Json(&'a RawValue),
     Bytes(Vec<u8>),
-    /// `{"externref": N}`: a host reference carrying `N`.
-    ExternRef(u32),
-    /// `{"anyref": N}`: the same, as an `anyref` (`any.convert_extern`).
-    AnyRef(u32),
+    /// `{"externref": N}` or `{"anyref": N}`: a host reference carrying `N`.
+    HostRef(RefKind, u32),
+}
+
+/// Which reference type a host reference a request passes is made as:
+/// an `externref`, or the same as an `anyref` (`any.convert_extern`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
+    Extern,
+    Any,
+}
+
+impl RefKind {
+    /// The JSON field that carries it, which is also the type's name.
+    pub(crate) fn field(self) -> &'static str {
+        match self {
+            RefKind::Extern => "externref",
+            RefKind::Any => "anyref",
+        }
+    }
+
+    /// Whether a param of reference type `ty` takes it.
+    pub(crate) fn fits(self, ty: &ValType) -> bool {
+        ty.as_ref().is_some_and(|r| match self {
+            RefKind::Extern => r.heap_type().is_extern(),
+            RefKind::Any => matches!(r.heap_type(), wasmtime::HeapType::Any),
+        })
+    }
 }
 
 /// The host data of the `externref`s a request passes: the number it gave,
@@ -76,8 +100,8 @@ pub fn classify_args(params: &[Box<RawValue>]) -> Result<Vec<Arg<'_>>, String> {
                     .decode(b64.trim())
                     .map(Arg::Bytes)
                     .map_err(|e| format!("param {i}: invalid base64: {e}")),
-                (None, None, None, Some(n), None) => Ok(Arg::ExternRef(n)),
-                (None, None, None, None, Some(n)) => Ok(Arg::AnyRef(n)),
+                (None, None, None, Some(n), None) => Ok(Arg::HostRef(RefKind::Extern, n)),
+                (None, None, None, None, Some(n)) => Ok(Arg::HostRef(RefKind::Any, n)),
                 _ => Err(shape()),
             }
         })
