@@ -19,6 +19,24 @@ const READER: &str = r#"(module
   (import "shared" "mem" (memory 1))
   (func (export "get") (param i32) (result i32) (i32.load (local.get 0))))"#;
 
+/// Counts up to its param: as long a call as a test needs.
+const SPIN: &str = r#"(module (func (export "spin") (param i32) (result i32) (local i32)
+  (loop (local.set 1 (i32.add (local.get 1) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 1) (local.get 0))))
+  (local.get 1)))"#;
+
+/// Waits (bounded) until a call holds the environment `env`: while one
+/// does, its description has no instance list.
+async fn wait_until_busy(app: &TestApp, env: &str) {
+    for _ in 0..200 {
+        let (_, info) = app.get(&format!("/environments/{env}")).await;
+        if info.get("instances").is_none() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the long call never started");
+}
+
 async fn new_env(app: &TestApp, body: Value) -> String {
     let (status, created) = app.post("/environments", &body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -412,11 +430,8 @@ async fn a_call_holds_its_environment_and_no_other() {
     let app = spawn_app_with(settings).await;
     let busy = new_env(&app, json!({})).await;
     let free = new_env(&app, json!({})).await;
-    let spin = r#"(module (func (export "spin") (param i32) (result i32) (local i32)
-      (loop (local.set 1 (i32.add (local.get 1) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 1) (local.get 0))))
-      (local.get 1)))"#;
-    added(&app, &busy, json!({"wat": spin})).await;
-    added(&app, &free, json!({"wat": spin})).await;
+    added(&app, &busy, json!({"wat": SPIN})).await;
+    added(&app, &free, json!({"wat": SPIN})).await;
     let long = {
         let (client, url) = (app.client.clone(), app.url(&format!("/environments/{busy}/call")));
         tokio::spawn(async move {
@@ -424,17 +439,7 @@ async fn a_call_holds_its_environment_and_no_other() {
             client.post(url).json(&body).send().await.unwrap().status()
         })
     };
-    // Wait (bounded) until the long call holds its environment.
-    let mut held = false;
-    for _ in 0..200 {
-        let (_, info) = app.get(&format!("/environments/{busy}")).await;
-        if info.get("instances").is_none() {
-            held = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(held, "the long call never started");
+    wait_until_busy(&app, &busy).await;
     assert_eq!(
         results(&app, &free, json!({"function_name": "spin", "params": [10]})).await,
         json!([10])
@@ -659,11 +664,8 @@ async fn requests_waiting_on_a_busy_environment_hold_no_execution_slot() {
     let app = spawn_app_with(settings).await;
     let busy = new_env(&app, json!({})).await;
     let free = new_env(&app, json!({})).await;
-    let spin = r#"(module (func (export "spin") (param i32) (result i32) (local i32)
-      (loop (local.set 1 (i32.add (local.get 1) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 1) (local.get 0))))
-      (local.get 1)))"#;
-    added(&app, &busy, json!({"wat": spin})).await;
-    added(&app, &free, json!({"wat": spin})).await;
+    added(&app, &busy, json!({"wat": SPIN})).await;
+    added(&app, &free, json!({"wat": SPIN})).await;
     let send = |n: u32| {
         let (client, url) = (app.client.clone(), app.url(&format!("/environments/{busy}/call")));
         tokio::spawn(async move {
@@ -672,17 +674,7 @@ async fn requests_waiting_on_a_busy_environment_hold_no_execution_slot() {
         })
     };
     let long = send(2_000_000_000);
-    // Wait (bounded) until the long call holds its environment.
-    let mut held = false;
-    for _ in 0..200 {
-        let (_, info) = app.get(&format!("/environments/{busy}")).await;
-        if info.get("instances").is_none() {
-            held = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(held, "the long call never started");
+    wait_until_busy(&app, &busy).await;
     let queued: Vec<_> = (0..3).map(|_| send(10)).collect();
     // Let the queued calls reach the environment's lock.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
