@@ -74,6 +74,23 @@ fn plain(value: &Value) -> String {
     }
 }
 
+/// A module's exports, one line each, as `register` and `env add` show them.
+fn print_exports(body: &Value) {
+    for export in body["exports"].as_array().into_iter().flatten() {
+        println!(
+            "  export {} {} {}",
+            plain(&export["kind"]),
+            plain(&export["name"]),
+            plain(&export["type"])
+        );
+    }
+}
+
+/// A JSON array of strings as plain strings (none when it is not an array).
+fn strings(value: &Value) -> Vec<String> {
+    value.as_array().into_iter().flatten().map(plain).collect()
+}
+
 fn print_streams(body: &Value) {
     if let Some(out) = body["stdout"].as_str() {
         print!("{out}");
@@ -177,21 +194,14 @@ fn env_add(args: EnvAddArgs) -> Result<u8, Failure> {
     if !args.server.json {
         let b = &answer.body;
         let name = b["name"].as_str().map(|n| format!(" `{n}`")).unwrap_or_default();
-        let exposed: Vec<String> = b["exposed_as"].as_array().into_iter().flatten().map(plain).collect();
+        let exposed = strings(&b["exposed_as"]);
         let exposed = if exposed.is_empty() {
             String::new()
         } else {
             format!(", exposed as {}", exposed.join(", "))
         };
         println!("instance #{}{name} of {}{exposed}", b["index"], plain(&b["module"]));
-        for export in b["exports"].as_array().into_iter().flatten() {
-            println!(
-                "  export {} {} {}",
-                plain(&export["kind"]),
-                plain(&export["name"]),
-                plain(&export["type"])
-            );
-        }
+        print_exports(b);
     }
     Ok(0)
 }
@@ -230,7 +240,7 @@ fn env_show(args: EnvIdArgs) -> Result<u8, Failure> {
         .into_iter()
         .flatten()
         .map(|m| {
-            let exposed: Vec<String> = m["exposed_as"].as_array().into_iter().flatten().map(plain).collect();
+            let exposed = strings(&m["exposed_as"]);
             [
                 m["index"].to_string(),
                 m["name"].as_str().unwrap_or("-").to_string(),
@@ -275,14 +285,7 @@ fn register(args: RegisterArgs) -> Result<u8, Failure> {
             b["size"],
             plain(&b["sha256"])
         );
-        for export in b["exports"].as_array().into_iter().flatten() {
-            println!(
-                "  export {} {} {}",
-                plain(&export["kind"]),
-                plain(&export["name"]),
-                plain(&export["type"])
-            );
-        }
+        print_exports(b);
     }
     Ok(0)
 }
@@ -304,7 +307,7 @@ fn modules(args: ModulesArgs) -> Result<u8, Failure> {
         .into_iter()
         .flatten()
         .map(|m| {
-            let hosts: Vec<String> = m["host_modules"].as_array().into_iter().flatten().map(plain).collect();
+            let hosts = strings(&m["host_modules"]);
             [
                 plain(&m["name"]),
                 m["size"].to_string(),
