@@ -10,10 +10,11 @@
 
 use std::sync::Arc;
 
+use crate::engine::component::{is_component, run::check_imports as check_component_imports};
 use crate::engine::{
-    CacheOutcome, CompiledModule, ExecLimits, InstanceSpec, LinkedModule, ModuleInterface, WasiConfig, WasmEngine,
+    CacheOutcome, CodeInterface, CompiledModule, ExecLimits, InstanceSpec, LinkedModule, WasiConfig, WasmEngine,
 };
-use crate::registry::{ModuleRecord, Registry, RegistryError};
+use crate::registry::{ModuleRecord, Registry, RegistryError, ResolvedComponent};
 
 /// `argv[0]` of an inline WASI program.
 pub const INLINE_PROGRAM: &str = "main";
@@ -184,9 +185,15 @@ pub async fn register(
     wasm: Vec<u8>,
     host_modules: Vec<String>,
     owner: Option<String>,
-) -> Result<(ModuleRecord, ModuleInterface), RegistryError> {
+) -> Result<(ModuleRecord, CodeInterface), RegistryError> {
     let host_modules = dedup(host_modules);
     registry.check_new(&name, wasm.len() as u64, owner.as_deref())?;
+    if is_component(&wasm) {
+        let resolved = link_component(engine, registry, wasm.clone(), &host_modules).await?;
+        let digest = *resolved.compiled.sha256();
+        let record = registry.insert(&name, wasm, digest, None, host_modules, owner).await?;
+        return Ok((record, CodeInterface::Component(resolved.compiled.world().clone())));
+    }
     // The module first: its graph is looked up only if it is to be
     // interpreted.
     if let Some(code) = engine.interpret_registered(&wasm).await
@@ -197,7 +204,7 @@ pub async fn register(
             .insert(&name, wasm, *code.digest(), None, host_modules, owner)
             .await?;
         registry.compile_later(&name);
-        return Ok((record, code.interface.clone()));
+        return Ok((record, CodeInterface::Module(code.interface.clone())));
     }
     // The engine consumes its copy; this one is stored.
     let source = Source::ToRegister {
@@ -210,7 +217,7 @@ pub async fn register(
     let record = registry
         .insert(&name, wasm, *root.sha256(), Some(root), resolved.host_modules, owner)
         .await?;
-    Ok((record, root.interface()))
+    Ok((record, CodeInterface::Module(root.interface())))
 }
 
 /// Compiles code sent with a request and links it to `host_modules`,
@@ -233,6 +240,59 @@ async fn link_inline(
         graph,
         host_modules,
         name,
+    })
+}
+
+/// The component `source` carries or names, resolved: compiled, with the
+/// registered components it imports from, its imports checked against
+/// them; `None` when the code is a core module (resolved by [`resolve`]).
+/// Inline code is told apart by its binary's header, registered code by
+/// the registry.
+pub async fn resolve_component(
+    engine: &WasmEngine,
+    registry: &Registry,
+    source: &Source,
+) -> Result<Option<ResolvedComponent>, RegistryError> {
+    match source {
+        Source::Registered(name) => registry.component(name).await,
+        Source::Inline { wasm, host_modules } | Source::ToRegister { wasm, host_modules, .. } => {
+            if !is_component(wasm) {
+                return Ok(None);
+            }
+            let host_modules = dedup(host_modules.clone());
+            link_component(engine, registry, wasm.clone(), &host_modules)
+                .await
+                .map(Some)
+        }
+        Source::Unlinked(wasm) => {
+            if !is_component(wasm) {
+                return Ok(None);
+            }
+            let (compiled, compile) = engine.compile_component(wasm.clone()).await?;
+            Ok(Some(ResolvedComponent {
+                compiled,
+                compile,
+                graph: Vec::new(),
+            }))
+        }
+    }
+}
+
+/// Compiles the component `wasm` and checks its imports against WASI 0.2
+/// and the registered components `host_modules` (and theirs).
+async fn link_component(
+    engine: &WasmEngine,
+    registry: &Registry,
+    wasm: Vec<u8>,
+    host_modules: &[String],
+) -> Result<ResolvedComponent, RegistryError> {
+    let graph = registry.component_graph(host_modules).await?;
+    let (compiled, compile) = engine.compile_component(wasm).await?;
+    check_component_imports(&compiled, &graph)?;
+    Ok(ResolvedComponent {
+        compiled,
+        compile,
+        graph,
     })
 }
 

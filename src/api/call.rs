@@ -14,8 +14,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiResult};
 use super::metrics::{Endpoint, Metrics};
 use crate::engine::{
-    CacheOutcome, CallFailure, CallOutcome, CallSpec, ExecLimits, LimitOverrides, MemoryRead, MemoryWrite, WasiConfig,
-    WasiOutput,
+    CacheOutcome, CallFailure, CallOutcome, CallSpec, ComponentCall, ComponentParams, ExecLimits, LimitOverrides,
+    MemoryRead, MemoryWrite, WasiConfig, WasiOutput,
 };
 
 /// How bytes are written in JSON.
@@ -115,10 +115,60 @@ pub enum StdinBody {
     Bytes { base64: String },
 }
 
+/// A request's `params`: a JSON array, one value per param; or, for a
+/// component, one string of WAVE text (the params as written between the
+/// parentheses of `wasmtime run --invoke 'f(...)'`).
+#[derive(Debug, Default)]
+pub enum Params {
+    #[default]
+    Absent,
+    Json(Vec<Box<RawValue>>),
+    Wave(String),
+}
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let text = raw.get().trim_start();
+        match text.as_bytes().first() {
+            Some(b'"') => serde_json::from_str(text).map(Params::Wave).map_err(D::Error::custom),
+            Some(b'[') => serde_json::from_str(text).map(Params::Json).map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "params must be an array of values, or a string of WAVE text for a component",
+            )),
+        }
+    }
+}
+
+impl Params {
+    /// The JSON values, for a core module (which takes no WAVE).
+    fn json(&self) -> ApiResult<&[Box<RawValue>]> {
+        match self {
+            Params::Absent => Ok(&[]),
+            Params::Json(values) => Ok(values),
+            Params::Wave(_) => Err(ApiError::invalid_params(
+                "params as WAVE text are for components; a core module takes a JSON array of values",
+            )),
+        }
+    }
+}
+
+/// How results are written: `json` (the default), or `wave` (WAVE text,
+/// for components).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultFormat {
+    #[default]
+    Json,
+    Wave,
+}
+
 /// The call part of a request, decoded and checked.
 pub struct Call {
     function: Option<String>,
-    params: Vec<Box<RawValue>>,
+    params: Params,
+    result_format: ResultFormat,
     writes: Vec<MemoryWrite>,
     read_bodies: Vec<MemoryReadBody>,
     reads: Vec<MemoryRead>,
@@ -130,7 +180,7 @@ impl Call {
     /// in all are refused here, before anything runs.
     pub fn new(
         function: Option<String>,
-        params: Vec<Box<RawValue>>,
+        params: Params,
         writes_body: Vec<MemoryWriteBody>,
         read_bodies: Vec<MemoryReadBody>,
         result_encoding: Option<Encoding>,
@@ -141,6 +191,7 @@ impl Call {
         Ok(Call {
             function,
             params,
+            result_format: ResultFormat::Json,
             writes,
             read_bodies,
             reads,
@@ -148,16 +199,50 @@ impl Call {
         })
     }
 
-    /// The engine's view of this call under `limits`.
-    pub fn spec(&self, limits: ExecLimits) -> CallSpec<'_> {
-        CallSpec {
+    /// Results as WAVE text (components only; see [`Self::component`]).
+    pub fn with_result_format(mut self, format: Option<ResultFormat>) -> Self {
+        self.result_format = format.unwrap_or_default();
+        self
+    }
+
+    /// The engine's view of this call on a core module under `limits`.
+    /// WAVE belongs to components, so it is refused here.
+    pub fn spec(&self, limits: ExecLimits) -> ApiResult<CallSpec<'_>> {
+        if self.result_format == ResultFormat::Wave {
+            return Err(ApiError::invalid_params(
+                "result_format `wave` is for components; a core module's results are JSON",
+            ));
+        }
+        Ok(CallSpec {
             function: self.function.as_deref(),
-            params: &self.params,
+            params: self.params.json()?,
             writes: &self.writes,
             reads: &self.reads,
             result_as_bytes: self.result_encoding.is_some(),
             limits,
+        })
+    }
+
+    /// The engine's view of this call on a component under `limits`.
+    /// Linear memory and `(ptr, len)` results belong to core modules, so
+    /// those fields are refused here.
+    pub fn component(&self, limits: ExecLimits) -> ApiResult<ComponentCall<'_>> {
+        if !self.writes.is_empty() || !self.reads.is_empty() || self.result_encoding.is_some() {
+            return Err(ApiError::invalid_request(
+                "memory_writes, memory_reads and result_encoding are for core modules; a component takes \
+                 and returns its data as typed values (strings, lists, records)",
+            ));
         }
+        Ok(ComponentCall {
+            function: self.function.as_deref(),
+            params: match &self.params {
+                Params::Absent => ComponentParams::Json(&[]),
+                Params::Json(values) => ComponentParams::Json(values),
+                Params::Wave(text) => ComponentParams::Wave(text),
+            },
+            wave_results: self.result_format == ResultFormat::Wave,
+            limits,
+        })
     }
 
     /// The response (or error) for the engine's answer to this call,

@@ -11,7 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
@@ -115,7 +114,7 @@ pub struct CallEnvironment {
     /// `/instances/{id}/call`.
     #[serde(default)]
     #[schema(value_type = Vec<serde_json::Value>)]
-    params: Vec<Box<RawValue>>,
+    params: super::call::Params,
     /// Lower `fuel` or `timeout_ms` for this call.
     #[serde(default, deserialize_with = "super::extract::object")]
     limits: Option<LimitOverrides>,
@@ -423,7 +422,7 @@ async fn call_environment(
     let mut env = slot.live.lock().await;
     let _permit = app.exec_permit().await?;
     slot.touch();
-    let result = env.call(req.instance.as_deref(), call.spec(limits)).await;
+    let result = env.call(req.instance.as_deref(), call.spec(limits)?).await;
     drop(env);
     call.respond(result, None, started, &app.metrics, Endpoint::Environment)
 }

@@ -143,6 +143,11 @@ impl ApiError {
         Self::new(ErrorCode::InvalidRequest, message)
     }
 
+    /// `400 invalid_params`: the params do not fit the function.
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParams, message)
+    }
+
     /// `413 payload_too_large`.
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::PayloadTooLarge, message)

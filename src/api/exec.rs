@@ -6,10 +6,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::Method;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
+use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ResultFormat, WasiBody};
 use super::code::CodeFields;
 use super::error::ApiResult;
 use super::extract::JsonBody;
@@ -18,7 +17,7 @@ use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{ExecLimits, LimitOverrides};
-use crate::resolve::{INLINE_LABEL, Source, label, resolve};
+use crate::resolve::{INLINE_LABEL, Source, label, resolve, resolve_component};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -42,10 +41,13 @@ pub struct RunInline {
     function_name: Option<String>,
     /// Params in the function's order, typed by its signature: numbers or
     /// strings (`"NaN"`, `"-0"`, `"0x1p-3"`, exact i64 digits), or for a
-    /// bytes param `{"utf8"|"hex"|"base64": …}`.
+    /// bytes param `{"utf8"|"hex"|"base64": …}`. For a component: JSON by
+    /// its WIT types, or one string of WAVE text.
     #[serde(default)]
-    #[schema(value_type = Vec<serde_json::Value>)]
-    params: Vec<Box<RawValue>>,
+    #[schema(value_type = serde_json::Value)]
+    params: super::call::Params,
+    /// `wave`: a component's results as WAVE text instead of JSON.
+    result_format: Option<ResultFormat>,
     /// Registered modules the code may import from (by module name).
     #[serde(default)]
     host_modules: Vec<String>,
@@ -72,10 +74,13 @@ pub struct RunRegistered {
     function_name: Option<String>,
     /// Params in the function's order, typed by its signature: numbers or
     /// strings (`"NaN"`, `"-0"`, `"0x1p-3"`, exact i64 digits), or for a
-    /// bytes param `{"utf8"|"hex"|"base64": …}`.
+    /// bytes param `{"utf8"|"hex"|"base64": …}`. For a component: JSON by
+    /// its WIT types, or one string of WAVE text.
     #[serde(default)]
-    #[schema(value_type = Vec<serde_json::Value>)]
-    params: Vec<Box<RawValue>>,
+    #[schema(value_type = serde_json::Value)]
+    params: super::call::Params,
+    /// `wave`: a component's results as WAVE text instead of JSON.
+    result_format: Option<ResultFormat>,
     /// Lower the server's limits for this call.
     #[serde(default, deserialize_with = "super::extract::object")]
     limits: Option<LimitOverrides>,
@@ -106,7 +111,8 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
         req.memory_reads,
         req.result_encoding,
         app.engine.settings().max_read_bytes,
-    )?;
+    )?
+    .with_result_format(req.result_format);
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
         wasm_base64: req.wasm_base64,
@@ -140,7 +146,8 @@ async fn run_registered(
         req.memory_reads,
         req.result_encoding,
         app.engine.settings().max_read_bytes,
-    )?;
+    )?
+    .with_result_format(req.result_format);
     let source = Source::Registered(req.module_name);
     run_one_shot(&app, Endpoint::Registered, source, limits, call, req.wasi, started).await
 }
@@ -157,8 +164,16 @@ async fn run_one_shot(
     started: Instant,
 ) -> ApiResult<Json<ExecResponse>> {
     let wasi = call::wasi_config(wasi, source.program())?;
+    if let Some(component) = resolve_component(&app.engine, &app.registry, &source).await? {
+        let component_call = call.component(limits)?;
+        let result = app
+            .engine
+            .run_component(&component.compiled, &component.graph, &component_call, wasi)
+            .await;
+        return call.respond(result, Some(component.compile), started, &app.metrics, endpoint);
+    }
     // Code the interpreter runs may run there; a link graph, whole.
-    let spec = call.spec(limits);
+    let spec = call.spec(limits)?;
     let interpreted = match &source {
         Source::Inline { wasm, host_modules } => {
             let graph = app.registry.interpreted_graph(host_modules);
@@ -186,7 +201,7 @@ async fn run_one_shot(
     let compile = resolved.compile;
     let result = app
         .engine
-        .run(resolved.into_spec(limits, wasi), call.spec(limits))
+        .run(resolved.into_spec(limits, wasi), call.spec(limits)?)
         .await;
     call.respond(result, Some(compile), started, &app.metrics, endpoint)
 }

@@ -99,7 +99,7 @@ pub struct CallInstance {
     /// bytes param `{"utf8"|"hex"|"base64": …}`.
     #[serde(default)]
     #[schema(value_type = Vec<serde_json::Value>)]
-    params: Vec<Box<RawValue>>,
+    params: super::call::Params,
     /// Lower `fuel` or `timeout_ms` for this call.
     #[serde(default, deserialize_with = "super::extract::object")]
     limits: Option<LimitOverrides>,
@@ -420,7 +420,7 @@ async fn call_instance(
     let mut live = slot.live.lock().await;
     let _permit = app.exec_permit().await?;
     slot.touch();
-    let result = live.call(call.spec(limits)).await;
+    let result = live.call(call.spec(limits)?).await;
     drop(live);
     call.respond(result, None, started, &app.metrics, Endpoint::Instance)
 }

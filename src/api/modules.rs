@@ -16,9 +16,9 @@ use super::extract::JsonBody;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::ModuleInterface;
+use crate::engine::CodeInterface;
 use crate::registry::ModuleRecord;
-use crate::resolve::{Source, register as register_code, resolve};
+use crate::resolve::{Source, register as register_code, resolve, resolve_component};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -72,7 +72,7 @@ pub struct Inspection {
     /// Size of the binary in bytes.
     size: u64,
     #[serde(flatten)]
-    interface: ModuleInterface,
+    interface: CodeInterface,
 }
 
 /// A module with its interface.
@@ -81,7 +81,7 @@ pub struct ModuleDetail {
     #[serde(flatten)]
     record: ModuleRecord,
     #[serde(flatten)]
-    interface: ModuleInterface,
+    interface: CodeInterface,
 }
 
 /// `GET /modules`.
@@ -107,11 +107,20 @@ async fn inspect(State(app): State<AppState>, JsonBody(req): JsonBody<Inspect>) 
         wat: req.wat,
     };
     let wasm = code.into_wasm(&app.engine).await?;
-    let resolved = resolve(&app.engine, &app.registry, Source::Unlinked(wasm)).await?;
+    let source = Source::Unlinked(wasm);
+    if let Some(component) = resolve_component(&app.engine, &app.registry, &source).await? {
+        let compiled = component.compiled;
+        return Ok(Json(Inspection {
+            sha256: compiled.sha256_hex(),
+            size: compiled.size() as u64,
+            interface: CodeInterface::Component(compiled.world().clone()),
+        }));
+    }
+    let resolved = resolve(&app.engine, &app.registry, source).await?;
     Ok(Json(Inspection {
         sha256: resolved.root.sha256_hex(),
         size: resolved.root.size() as u64,
-        interface: resolved.root.interface(),
+        interface: CodeInterface::Module(resolved.root.interface()),
     }))
 }
 
@@ -168,7 +177,10 @@ async fn list(State(app): State<AppState>) -> Json<ModuleList> {
     ))]
 async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ModuleDetail>> {
     let record = app.registry.get(&name).await?;
-    let interface = app.registry.interface(&name).await?;
+    let interface = match app.registry.component(&name).await? {
+        Some(component) => CodeInterface::Component(component.compiled.world().clone()),
+        None => CodeInterface::Module(app.registry.interface(&name).await?),
+    };
     Ok(Json(ModuleDetail { record, interface }))
 }
 

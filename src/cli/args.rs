@@ -132,6 +132,10 @@ pub struct CallArgs {
     /// A registered module the file imports from (repeatable).
     #[arg(long = "host-module")]
     pub host_modules: Vec<String>,
+    /// For a component: the params are WAVE text (as in
+    /// `wasmtime run --invoke`), and results are printed as WAVE.
+    #[arg(long)]
+    pub wave: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }

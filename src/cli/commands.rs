@@ -128,15 +128,31 @@ fn call(args: CallArgs) -> Result<u8, Failure> {
         #[serde(flatten)]
         code: serde_json::Map<String, Value>,
         function_name: &'a str,
-        params: Vec<Box<RawValue>>,
+        params: Params,
         #[serde(skip_serializing_if = "<[String]>::is_empty")]
         host_modules: &'a [String],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result_format: Option<&'a str>,
     }
+    /// JSON tokens, or one WAVE text: the params as written between a
+    /// call's parentheses.
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Params {
+        Json(Vec<Box<RawValue>>),
+        Wave(String),
+    }
+    let params = if args.wave {
+        Params::Wave(args.params.join(", "))
+    } else {
+        Params::Json(args.params.iter().map(|p| param_token(p)).collect())
+    };
     let body = Body {
         code: serde_json::Map::from_iter([(field.to_string(), Value::String(code))]),
         function_name: &args.function,
-        params: args.params.iter().map(|p| param_token(p)).collect(),
+        params,
         host_modules: &args.host_modules,
+        result_format: args.wave.then_some("wave"),
     };
     let text = serde_json::to_string(&body).map_err(|e| Failure::usage(format!("cannot encode the request: {e}")))?;
     let client = Client::new(&args.server.server, args.server.token.clone())?;

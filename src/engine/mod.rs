@@ -22,11 +22,14 @@
 //!   [`tier`] — the tier setting and when code is worth compiling.
 //! - [`instance`] — a [`LiveInstance`] on either tier, behind one type;
 //!   [`environment`] — many instances in one store, linked live.
+//! - [`component`] — components (WIT-typed imports and exports), called
+//!   with JSON or WAVE values, with WASI 0.2.
 //! - [`settings`] — [`EngineSettings`] and the wasmtime configuration;
 //!   [`fncache`] — the store of wasmtime's incremental compilation cache.
 
 pub mod classify;
 pub mod compile;
+pub mod component;
 pub mod environment;
 pub mod error;
 pub mod exec;
@@ -49,6 +52,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
+pub use component::{CompiledComponent, ComponentCall, ComponentParams, ComponentWorld, LinkedComponent};
 pub use environment::{Environment, Member, MemberSpec};
 pub use error::{EngineError, LimitKind};
 pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, GlobalRead, InstanceSpec, Tier, WasiResult};
@@ -59,7 +63,7 @@ pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
 pub use settings::EngineSettings;
 pub use tier::TierMode;
-pub use types::{ExternDesc, ModuleInterface};
+pub use types::{CodeInterface, ExternDesc, ModuleInterface};
 pub use wasi::{WasiConfig, WasiOutput};
 
 /// Text of at most this size is turned into a binary on the calling thread;
@@ -97,6 +101,10 @@ struct Inner {
     registered: tier::Parsed<Arc<InterpretedCode>>,
     /// The instances all environments may hold together.
     environment_budget: Arc<environment::Budget>,
+    /// WASI 0.2, for components.
+    component_linker: wasmtime::component::Linker<store::StoreState>,
+    /// Compiled components by SHA-256 (core modules have `cache`).
+    components: std::sync::Mutex<lru::LruCache<Sha256Digest, Arc<CompiledComponent>>>,
 }
 
 impl WasmEngine {
@@ -109,6 +117,9 @@ impl WasmEngine {
         wasmtime_wasi::p1::add_to_linker_async(&mut base_linker, |s: &mut store::StoreState| s.wasi_ctx())
             .and_then(|()| wasi::define_proc_exit(&mut base_linker))
             .map_err(|e| EngineError::Internal(format!("cannot define WASI: {e}")))?;
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(|e| EngineError::Internal(format!("cannot define WASI 0.2: {e}")))?;
         let compatibility_hash = {
             use std::hash::Hash;
             let mut hasher = compile::DigestHasher::default();
@@ -132,6 +143,10 @@ impl WasmEngine {
                 sightings,
                 registered: tier::Parsed::new(cache_entries),
                 environment_budget: environment::Budget::new(settings_max_env),
+                component_linker,
+                components: std::sync::Mutex::new(lru::LruCache::new(
+                    std::num::NonZeroUsize::new(cache_entries.max(1)).unwrap_or(std::num::NonZeroUsize::MIN),
+                )),
             }),
         })
     }
@@ -204,10 +219,44 @@ impl WasmEngine {
                 limit,
             });
         }
+        if component::is_component(&wasm) {
+            return Err(EngineError::InvalidModule(
+                "this is a component; components run through `POST /`, `/execute` and `/inspect` (live \
+                 instances, environments and core modules' host_modules take core modules)"
+                    .into(),
+            ));
+        }
         let sha = compile::sha256(&wasm);
         if let Some(hit) = self.cached(&sha) {
             return Ok((hit, CacheOutcome::Cached));
         }
+        let engine = self.clone();
+        self.on_compile_pool(move || {
+            let inner = &engine.inner;
+            // Another request may have compiled it while this one waited.
+            if let Some(hit) = inner.cache.get(&sha) {
+                return Ok((hit, CacheOutcome::Cached));
+            }
+            let started = Instant::now();
+            let compiled =
+                compile::compile_blocking(&inner.engine, &inner.base_linker, engine.defined_caps(), sha, &wasm)?;
+            let compiled = Arc::new(compiled);
+            inner.cache.count_compiled();
+            inner.cache.insert(compiled.clone());
+            Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
+        })
+        .await
+    }
+
+    /// Runs `compile` on the blocking pool under a compile permit, waiting
+    /// at most `--compile-timeout-ms`. Wasmtime cannot interrupt a compile:
+    /// the task owns the permit and caches its result itself, so a request
+    /// that stops waiting neither frees a compile slot early nor wastes the
+    /// work.
+    async fn on_compile_pool<T: Send + 'static>(
+        &self,
+        compile: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, EngineError> {
         let permit = self
             .inner
             .cache
@@ -216,27 +265,12 @@ impl WasmEngine {
             .acquire_owned()
             .await
             .map_err(|_| EngineError::Internal("compile pool closed".into()))?;
-        // Another request may have compiled it while we waited for a permit.
-        if let Some(hit) = self.inner.cache.get(&sha) {
-            return Ok((hit, CacheOutcome::Cached));
-        }
-        let engine = self.clone();
-        let started = Instant::now();
-        // Wasmtime cannot interrupt a compile. The task owns the permit and
-        // caches its result itself, so a request that stops waiting (compile
-        // time limit) neither frees a compile slot early nor wastes the work.
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let inner = &engine.inner;
-            let compiled =
-                compile::compile_blocking(&inner.engine, &inner.base_linker, engine.defined_caps(), sha, &wasm)?;
-            let compiled = Arc::new(compiled);
-            inner.cache.count_compiled();
-            inner.cache.insert(compiled.clone());
-            Ok::<_, EngineError>(compiled)
+            compile()
         });
         let limit = self.inner.settings.compile_timeout;
-        let compiled = tokio::time::timeout(limit, task)
+        tokio::time::timeout(limit, task)
             .await
             .map_err(|_| EngineError::LimitExceeded {
                 kind: LimitKind::CompileTime,
@@ -245,8 +279,78 @@ impl WasmEngine {
                     limit.as_millis()
                 ),
             })?
-            .map_err(|e| EngineError::Internal(format!("compile task failed: {e}")))??;
-        Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
+            .map_err(|e| EngineError::Internal(format!("compile task failed: {e}")))?
+    }
+
+    /// The compiled component of `wasm` (a component binary: see
+    /// [`component::is_component`]), compiling it only if the cache does
+    /// not have it yet.
+    pub async fn compile_component(
+        &self,
+        wasm: Vec<u8>,
+    ) -> Result<(Arc<CompiledComponent>, CacheOutcome), EngineError> {
+        let limit = self.inner.settings.max_module_bytes;
+        if wasm.len() > limit {
+            return Err(EngineError::ModuleTooLarge {
+                size: wasm.len(),
+                limit,
+            });
+        }
+        let sha = compile::sha256(&wasm);
+        if let Some(hit) = self.cached_component(&sha) {
+            return Ok((hit, CacheOutcome::Cached));
+        }
+        let engine = self.clone();
+        self.on_compile_pool(move || {
+            let inner = &engine.inner;
+            if let Some(hit) = engine.cached_component(&sha) {
+                return Ok((hit, CacheOutcome::Cached));
+            }
+            let started = Instant::now();
+            let compiled = component::compile_blocking(&inner.engine, &inner.component_linker, sha, &wasm)?;
+            let compiled = Arc::new(compiled);
+            inner.cache.count_compiled();
+            inner
+                .components
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(sha, compiled.clone());
+            Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
+        })
+        .await
+    }
+
+    /// The compiled component with this hash, if the cache has it.
+    pub fn cached_component(&self, sha: &Sha256Digest) -> Option<Arc<CompiledComponent>> {
+        self.inner
+            .components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sha)
+            .cloned()
+    }
+
+    /// Instantiates the component `root`, linked to `hosts` (registered
+    /// components, dependencies first), and makes one call, on one fuel and
+    /// time budget (see [`component::run`]).
+    pub async fn run_component(
+        &self,
+        root: &CompiledComponent,
+        hosts: &[LinkedComponent],
+        call: &ComponentCall<'_>,
+        wasi: Option<WasiConfig>,
+    ) -> Result<CallOutcome, CallFailure> {
+        let inner = &self.inner;
+        component::run::run(
+            &inner.engine,
+            &inner.component_linker,
+            root,
+            hosts,
+            call,
+            wasi,
+            inner.settings.max_output_bytes,
+        )
+        .await
     }
 
     /// Serializes a compiled module for the store (see [`Self::load_artifact`]).

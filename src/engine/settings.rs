@@ -107,6 +107,9 @@ fn pooling_config(settings: &EngineSettings) -> wasmtime::PoolingAllocationConfi
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     let slots = POOL_SLOTS.saturating_add(u32::try_from(settings.max_environment_instances).unwrap_or(u32::MAX));
     pool.total_core_instances(slots)
+        // A component's core instances take core slots too; this counts the
+        // components themselves.
+        .total_component_instances(slots)
         .total_memories(slots)
         .total_tables(slots)
         .total_stacks(slots)

@@ -14,7 +14,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::error::{LimitHit, LimitKind};
 use super::limits::{ExecLimits, StoreLimiter};
-use super::wasi::{WasiConfig, WasiState};
+use super::wasi::{ComponentWasi, WasiConfig, WasiState};
 
 /// Per-store host state: limits and, for WASI programs, their context.
 pub struct StoreState {
@@ -24,6 +24,21 @@ pub struct StoreState {
     /// The fuel armed for the current request, to compute what it used.
     armed_fuel: u64,
     pub(crate) wasi: Option<WasiState>,
+    /// A component's WASI 0.2 world; every component store has one (its
+    /// imports of `wasi:` interfaces resolve against it).
+    pub(crate) component_wasi: Option<Box<ComponentWasi>>,
+}
+
+impl wasmtime_wasi::WasiView for StoreState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        let wasi = self
+            .component_wasi
+            .get_or_insert_with(|| Box::new(ComponentWasi::new(WasiConfig::default(), 0)));
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut wasi.ctx,
+            table: &mut wasi.table,
+        }
+    }
 }
 
 impl StoreState {
@@ -57,6 +72,7 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, limits: &ExecLimits, wasi: Op
         timeout_ms: limits.timeout_ms,
         armed_fuel: 0,
         wasi,
+        component_wasi: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

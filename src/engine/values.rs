@@ -191,7 +191,7 @@ fn float_token<T>(
     }
 }
 
-fn abbreviate(text: &str) -> String {
+pub(crate) fn abbreviate(text: &str) -> String {
     const MAX: usize = 60;
     if text.len() <= MAX {
         return text.to_string();

@@ -69,18 +69,7 @@ impl WasiState {
     /// `output_cap` bytes.
     /// Takes the config by value: stdin can be megabytes and is moved, not copied.
     pub fn new(config: WasiConfig, output_cap: usize) -> Self {
-        let stdout = CappedOutput::new(output_cap);
-        let stderr = CappedOutput::new(output_cap);
-        let mut builder = WasiCtxBuilder::new();
-        builder.arg(&config.program);
-        builder.args(&config.args);
-        for (key, value) in &config.env {
-            builder.env(key, value);
-        }
-        // Reading past the end of the given bytes is end-of-file, never a wait.
-        builder.stdin(MemoryInputPipe::new(config.stdin));
-        builder.stdout(stdout.clone());
-        builder.stderr(stderr.clone());
+        let (mut builder, stdout, stderr) = builder(config, output_cap);
         WasiState {
             ctx: builder.build_p1(),
             stdout,
@@ -93,6 +82,57 @@ impl WasiState {
     pub fn take_output(&self) -> WasiOutput {
         WasiOutput::take(&self.stdout, &self.stderr)
     }
+}
+
+/// The WASI 0.2 world of a component: the same world a preview 1 program
+/// gets (see [`builder`]), plus the table its resources (streams, pollables)
+/// live in.
+pub struct ComponentWasi {
+    pub ctx: wasmtime_wasi::WasiCtx,
+    pub table: wasmtime_wasi::ResourceTable,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
+}
+
+impl ComponentWasi {
+    pub fn new(config: WasiConfig, output_cap: usize) -> Self {
+        let (mut builder, stdout, stderr) = builder(config, output_cap);
+        ComponentWasi {
+            ctx: builder.build(),
+            table: wasmtime_wasi::ResourceTable::new(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Takes what was written since the last call.
+    pub fn take_output(&self) -> WasiOutput {
+        WasiOutput::take(&self.stdout, &self.stderr)
+    }
+}
+
+/// The one description of a guest's WASI world, for both preview 1 and 0.2:
+/// the request's arguments, environment and stdin, capped in-memory stdout
+/// and stderr, and nothing else. No directory is preopened and no socket
+/// address is allowed (a builder allows none until told to), so the
+/// filesystem and socket interfaces that WASI 0.2 links exist but reach
+/// nothing.
+fn builder(config: WasiConfig, output_cap: usize) -> (WasiCtxBuilder, CappedOutput, CappedOutput) {
+    let stdout = CappedOutput::new(output_cap);
+    let stderr = CappedOutput::new(output_cap);
+    let mut builder = WasiCtxBuilder::new();
+    builder.arg(&config.program);
+    builder.args(&config.args);
+    for (key, value) in &config.env {
+        builder.env(key, value);
+    }
+    // Reading past the end of the given bytes is end-of-file, never a wait.
+    builder.stdin(MemoryInputPipe::new(config.stdin));
+    builder.stdout(stdout.clone());
+    builder.stderr(stderr.clone());
+    // Said outright rather than left to defaults: no socket of any kind.
+    builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    (builder, stdout, stderr)
 }
 
 impl WasiOutput {

@@ -6,6 +6,7 @@
 //! modules into the graph an execution instantiates. Store calls run on the
 //! blocking pool; the store, not the index, decides races.
 
+mod components;
 pub mod pg_store;
 pub mod redb_store;
 pub mod seal;
@@ -20,6 +21,7 @@ use crate::engine::{
     CacheOutcome, CompiledModule, EngineError, InterpretedCode, LinkedModule, ModuleInterface, Sha256Digest, TierMode,
     WasmEngine,
 };
+pub use components::ResolvedComponent;
 pub use pg_store::PgStore;
 pub use redb_store::RedbStore;
 pub use seal::ArtifactSeal;
@@ -91,6 +93,20 @@ pub struct Interpreted {
 struct Entry {
     record: ModuleRecord,
     digest: Sha256Digest,
+    /// Whether the binary is a component, once known (see
+    /// `components::is_component`): the record does not say, so the
+    /// binary's header is read at the first call that needs to know.
+    component: std::sync::OnceLock<bool>,
+}
+
+impl Entry {
+    fn new(record: ModuleRecord, digest: Sha256Digest) -> Self {
+        Entry {
+            record,
+            digest,
+            component: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// Named modules, their storage, and their link graphs.
@@ -177,7 +193,7 @@ async fn read_index(store: &Arc<dyn ModuleStore>) -> Result<(u64, HashMap<String
     let mut index = HashMap::with_capacity(records.len());
     for record in records {
         let digest = digest_of(&record)?;
-        index.insert(record.name.clone(), Arc::new(Entry { record, digest }));
+        index.insert(record.name.clone(), Arc::new(Entry::new(record, digest)));
     }
     Ok((version, index))
 }
@@ -240,7 +256,7 @@ impl Registry {
     fn index_record(&self, record: ModuleRecord) -> Result<Arc<Entry>, RegistryError> {
         let digest = digest_of(&record)?;
         let name = record.name.clone();
-        let entry = Arc::new(Entry { record, digest });
+        let entry = Arc::new(Entry::new(record, digest));
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -704,6 +720,7 @@ impl Registry {
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             owner,
         };
+        let component = crate::engine::component::is_component(&wasm);
         {
             let store = self.store.clone();
             let record = record.clone();
@@ -713,10 +730,9 @@ impl Registry {
         if let Some(compiled) = compiled {
             self.keep_artifact(compiled).await;
         }
-        let entry = Arc::new(Entry {
-            record: record.clone(),
-            digest,
-        });
+        let entry = Entry::new(record.clone(), digest);
+        let _ = entry.component.set(component);
+        let entry = Arc::new(entry);
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
