@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
-use crate::engine::component::{is_component, run::check_imports as check_component_imports};
 use crate::engine::{
     CacheOutcome, CodeInterface, CompiledModule, ExecLimits, InstanceSpec, LinkedModule, WasiConfig, WasmEngine,
+    check_component_imports, is_component,
 };
 use crate::registry::{ModuleRecord, Registry, RegistryError, ResolvedComponent};
 

@@ -66,6 +66,23 @@ const EXAMPLES = [
                      (call 0 (i64.sub (local.get 0) (i64.const 1))))))))`,
     fn: "fact", params: ["20"],
   },
+  {
+    name: "component: WIT-typed u64 and bool exports",
+    wat: `;; A component (the component model): its exports have WIT types.
+;; One input per param is made from them; u64 keeps every digit.
+(component
+  (core module $m
+    (func (export "add") (param i64 i64) (result i64)
+      (i64.add (local.get 0) (local.get 1)))
+    (func (export "is-even") (param i64) (result i32)
+      (i64.eqz (i64.and (local.get 0) (i64.const 1)))))
+  (core instance $i (instantiate $m))
+  (func (export "add") (param "a" u64) (param "b" u64) (result u64)
+    (canon lift (core func $i "add")))
+  (func (export "is-even") (param "x" u64) (result bool)
+    (canon lift (core func $i "is-even"))))`,
+    fn: "add", params: ["18446744073709551614", "1"],
+  },
 ];
 
 const $ = (id) => document.getElementById(id);
@@ -134,7 +151,12 @@ function errorBox(body, status) {
 // ---- Module interface -------------------------------------------------------
 
 function setInterface(iface) {
-  state.exports = (iface.exports || []).filter((e) => e.kind === "func");
+  // A component's exports carry WIT types and param names; a module's,
+  // WebAssembly value types.
+  state.exports = iface.kind === "component"
+    ? (iface.exports || []).map((e) => ({ name: e.name, type: e.signature,
+        params: e.params.map((p) => p.type), names: e.params.map((p) => p.name) }))
+    : (iface.exports || []).filter((e) => e.kind === "func");
   state.imports = iface.imports || [];
   const select = $("function");
   const previous = select.value;
@@ -142,7 +164,8 @@ function setInterface(iface) {
     el("option", { value: e.name }, `${e.name} ${e.type}`)));
   const wanted = state.pending ? state.pending.fn : previous;
   if (state.exports.some((e) => e.name === wanted)) select.value = wanted;
-  const usesWasi = state.imports.some((i) => i.module && i.module.startsWith("wasi_"));
+  const usesWasi = state.imports.some((i) => (i.module && i.module.startsWith("wasi_"))
+    || (i.name && i.name.startsWith("wasi:")));
   if (usesWasi) $("wasi").checked = true;
   renderParams();
   if (state.pending) {
@@ -162,11 +185,25 @@ function renderParams() {
   if (!fn) return;
   (fn.params || []).forEach((type, i) => {
     const hint = { i32: "e.g. 42", i64: "exact, e.g. 9007199254740993", f32: "e.g. 1.5, NaN, -0.0",
-      f64: "e.g. 0.1, Infinity, -0.0", v128: "32 hex digits" }[type] || "JSON value";
-    box.append(el("label", { class: "param" }, `p${i}: `, el("span", { class: "type" }, type),
+      f64: "e.g. 0.1, Infinity, -0.0", v128: "32 hex digits", bool: "true or false", string: "text",
+      char: "one character", u64: "exact, e.g. 18446744073709551615", s64: "exact, e.g. -9223372036854775808" }[type]
+      || witHint(type);
+    const label = fn.names ? fn.names[i] : `p${i}`;
+    box.append(el("label", { class: "param" }, `${label}: `, el("span", { class: "type" }, type),
       el("input", { id: `param-${i}`, "data-type": type, placeholder: hint, "aria-label": `param ${i} (${type})` })));
   });
   if (!(fn.params || []).length) box.append(el("div", { class: "muted" }, "no params"));
+}
+
+/** What to type for a compound WIT type (docs/API.md, "Component values"). */
+function witHint(type) {
+  if (type.startsWith("record")) return 'JSON object, e.g. {"field": 1}';
+  if (type.startsWith("list") || type.startsWith("tuple") || type.startsWith("flags")) return "JSON array, e.g. [1, 2]";
+  if (type.startsWith("variant")) return 'case name, or {"case": value}';
+  if (type.startsWith("enum")) return "case name";
+  if (type.startsWith("option")) return "null, or the value";
+  if (type.startsWith("result")) return '{"ok": value} or {"err": value}';
+  return "JSON value";
 }
 
 let inspectTimer = null;
@@ -195,6 +232,7 @@ async function inspect() {
 function paramToken(raw) {
   const text = raw.trim();
   if (/^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/.test(text)) return { raw: text };
+  if (/^(true|false|null)$/.test(text)) return { raw: text };
   if (text.startsWith("{") || text.startsWith("[")) {
     try { return { value: JSON.parse(text) }; } catch { /* send as a string */ }
   }

@@ -52,7 +52,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
-pub use component::{CompiledComponent, ComponentCall, ComponentParams, ComponentWorld, LinkedComponent};
+pub use component::{
+    CodeInterface, CompiledComponent, ComponentCall, ComponentParams, ComponentWorld, LinkedComponent,
+    check_imports as check_component_imports, is_component,
+};
 pub use environment::{Environment, Member, MemberSpec};
 pub use error::{EngineError, LimitKind};
 pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, GlobalRead, InstanceSpec, Tier, WasiResult};
@@ -63,7 +66,7 @@ pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
 pub use settings::EngineSettings;
 pub use tier::TierMode;
-pub use types::{CodeInterface, ExternDesc, ModuleInterface};
+pub use types::{ExternDesc, ModuleInterface};
 pub use wasi::{WasiConfig, WasiOutput};
 
 /// Text of at most this size is turned into a binary on the calling thread;

@@ -81,17 +81,6 @@ pub fn describe_with_kind(ty: &ExternType) -> String {
     }
 }
 
-/// What code imports and exports: a core module's interface, or a
-/// component's world (which says `"kind": "component"`). A module's shape is
-/// the one it always had, so clients that know only modules read it as
-/// before.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum CodeInterface {
-    Module(ModuleInterface),
-    Component(super::component::ComponentWorld),
-}
-
 /// A module's exports and imports.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModuleInterface {

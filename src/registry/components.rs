@@ -7,18 +7,8 @@
 
 use std::sync::Arc;
 
-use super::{Entry, Registry, RegistryError};
-use crate::engine::component::is_component;
-use crate::engine::{CacheOutcome, CompiledComponent, EngineError, LimitKind, LinkedComponent};
-
-/// A registered component, compiled, with its link graph.
-pub struct ResolvedComponent {
-    pub compiled: Arc<CompiledComponent>,
-    pub compile: CacheOutcome,
-    /// Registered components it imports from, directly or not, each once,
-    /// dependencies first.
-    pub graph: Vec<LinkedComponent>,
-}
+use super::{Entry, Registry, RegistryError, ResolvedComponent};
+use crate::engine::{CacheOutcome, CompiledComponent, EngineError, LimitKind, LinkedComponent, is_component};
 
 impl Registry {
     /// Whether the entry `name` is a component: known from registration, or

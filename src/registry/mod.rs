@@ -18,10 +18,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::engine::{
-    CacheOutcome, CompiledModule, EngineError, InterpretedCode, LinkedModule, ModuleInterface, Sha256Digest, TierMode,
-    WasmEngine,
+    CacheOutcome, CompiledComponent, CompiledModule, EngineError, InterpretedCode, LinkedComponent, LinkedModule,
+    ModuleInterface, Sha256Digest, TierMode, WasmEngine,
 };
-pub use components::ResolvedComponent;
 pub use pg_store::PgStore;
 pub use redb_store::RedbStore;
 pub use seal::ArtifactSeal;
@@ -78,6 +77,15 @@ impl From<StoreError> for RegistryError {
             StoreError::Unavailable(m) => RegistryError::Unavailable(m),
         }
     }
+}
+
+/// A registered component, compiled, with its link graph.
+pub struct ResolvedComponent {
+    pub compiled: Arc<CompiledComponent>,
+    pub compile: CacheOutcome,
+    /// Registered components it imports from, directly or not, each once,
+    /// dependencies first.
+    pub graph: Vec<LinkedComponent>,
 }
 
 /// A registered module's interpreter form and its link graph's.
@@ -720,7 +728,7 @@ impl Registry {
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             owner,
         };
-        let component = crate::engine::component::is_component(&wasm);
+        let component = crate::engine::is_component(&wasm);
         {
             let store = self.store.clone();
             let record = record.clone();

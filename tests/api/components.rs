@@ -585,7 +585,7 @@ async fn core_only_fields_and_live_instances_refuse_components_clearly() {
 
 /// A WASI preview 1 command made a WASI 0.2 component with the adapter
 /// wasmtime ships for that.
-fn wasi_command(core: &[u8]) -> Vec<u8> {
+pub fn wasi_command(core: &[u8]) -> Vec<u8> {
     wit_component::ComponentEncoder::default()
         .module(core)
         .expect("a WASI program")
@@ -639,4 +639,68 @@ async fn a_wasi_command_component_reads_stdin_and_writes_stdout() {
             .any(|e| e["name"].as_str().unwrap().starts_with("wasi:cli/run@")),
         "{body}"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs Debian clang, lld, wasi-libc and libclang-rt-14-dev-wasm32; `scripts/test` installs them and runs it"]
+async fn the_c_program_as_a_wasi_0_2_command_runs_like_its_preview_1_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = crate::wasi::compile_c_fixture(&dir.path().join("upcase.wasm"));
+    let wasm = b64(&wasi_command(&core));
+    let app = spawn_app().await;
+    let request = json!({"wasm_base64": wasm, "wasi": {"args": ["a", "b c"], "env": {"GREETING": "hi"}, "stdin": "line one\nline two\n"}});
+    let (status, body) = app.post("/", &request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The same world as preview 1: the request's args and env only, no host
+    // file, stdin in, stdout and stderr out.
+    assert_eq!(
+        body["stdout"],
+        "args:3 main a b c\nGREETING=hi HOME=(none)\nhost file: denied\nLINE ONE\nLINE TWO\n"
+    );
+    assert_eq!(body["stderr"], "done\n");
+    assert_eq!(body["exit_code"], 1, "status 7 through WASI 0.2's exit is failure");
+    assert_eq!(body["stats"]["tier"], "compiled");
+
+    // Registered, it runs through /execute with its name as argv[0].
+    let (status, body) = app
+        .post("/register", &json!({"module_name": "upcase-cmd", "wasm_base64": wasm}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post(
+            "/execute",
+            &json!({"module_name": "upcase-cmd", "wasi": {"stdin": "x\n"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["stdout"].as_str().unwrap().starts_with("args:1 upcase-cmd\n"),
+        "{body}"
+    );
+    assert!(body["stdout"].as_str().unwrap().ends_with("X\n"), "{body}");
+}
+
+#[tokio::test]
+async fn component_text_runs_as_the_playground_example_writes_it() {
+    // The playground's component example: WebAssembly text of a component.
+    let wat = r#"(component
+      (core module $m
+        (func (export "add") (param i64 i64) (result i64) (i64.add (local.get 0) (local.get 1))))
+      (core instance $i (instantiate $m))
+      (func (export "add") (param "a" u64) (param "b" u64) (result u64)
+        (canon lift (core func $i "add"))))"#;
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post(
+            "/",
+            &json!({"wat": wat, "function_name": "add", "params": ["18446744073709551614", 1]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0].to_string(), "18446744073709551615");
+    assert_eq!(body["stats"]["compile"], "compiled");
+    let (_, body) = app
+        .post("/", &json!({"wat": wat, "function_name": "add", "params": [1, 2]}))
+        .await;
+    assert_eq!(body["stats"]["compile"], "cached", "components are cached by SHA-256");
 }

@@ -146,7 +146,7 @@ async fn an_unknown_wasi_function_is_a_link_error() {
 
 /// Compiles `fixtures/upcase.c` with Debian's clang and wasi-libc, which
 /// `.ci/run` installs. Fails loudly when they are missing.
-fn compile_c_fixture(out: &Path) -> Vec<u8> {
+pub fn compile_c_fixture(out: &Path) -> Vec<u8> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/fixtures/upcase.c");
     let status = Command::new("clang")
         .args(["--target=wasm32-wasi", "-O2", "-o"])

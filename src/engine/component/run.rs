@@ -15,9 +15,9 @@ use serde_json::value::RawValue;
 use wasmtime::Store;
 use wasmtime::component::{Instance, Linker, Val};
 
+use super::compiled::{CompiledComponent, LinkedComponent};
 use super::json::{self, carries, type_name};
 use super::world::{ComponentWorld, WorldFunction};
-use super::{CompiledComponent, LinkedComponent};
 use crate::engine::classify;
 use crate::engine::error::{EngineError, chain_text};
 use crate::engine::exec::{CallFailure, CallOutcome, ExecStats, WasiResult, micros};
@@ -46,9 +46,6 @@ pub struct ComponentCall<'a> {
     pub wave_results: bool,
     pub limits: ExecLimits,
 }
-
-/// A registered component a call links against, by registry name.
-pub type ComponentHost = LinkedComponent;
 
 /// The export a call names, and its params converted.
 struct Prepared<'w> {

@@ -13,10 +13,22 @@ use wasmtime::component::{Component, Type};
 
 use super::json::type_name;
 use crate::engine::error::EngineError;
+use crate::engine::types::ModuleInterface;
 
 /// The interface a WASI 0.2 command exports, run when a request names no
 /// function (as `_start` is for a preview 1 program).
 pub const WASI_RUN: &str = "wasi:cli/run";
+
+/// What code imports and exports: a core module's interface, or a
+/// component's world (which says `"kind": "component"`). A module's shape is
+/// the one it always had, so clients that know only modules read it as
+/// before.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CodeInterface {
+    Module(ModuleInterface),
+    Component(ComponentWorld),
+}
 
 /// A component's imports and exports.
 #[derive(Debug, Clone, Serialize, ToSchema)]

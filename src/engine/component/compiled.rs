@@ -1,0 +1,82 @@
+//! A compiled component and what the API shows of it.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Component, InstancePre};
+
+use super::world::ComponentWorld;
+use crate::engine::compile::Sha256Digest;
+use crate::engine::error::{EngineError, chain_text};
+use crate::engine::store::StoreState;
+
+/// A validated, compiled component, shared by every call that uses it.
+pub struct CompiledComponent {
+    sha256: Sha256Digest,
+    size: usize,
+    component: Component,
+    world: ComponentWorld,
+    /// Ready to instantiate when every import is WASI 0.2 (the common
+    /// case): import resolution is done once, not per call.
+    pre: Option<InstancePre<StoreState>>,
+}
+
+impl CompiledComponent {
+    pub fn sha256(&self) -> &Sha256Digest {
+        &self.sha256
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Its imports and exports with their WIT types.
+    pub fn world(&self) -> &ComponentWorld {
+        &self.world
+    }
+
+    pub(crate) fn component(&self) -> &Component {
+        &self.component
+    }
+
+    pub(crate) fn pre(&self) -> Option<&InstancePre<StoreState>> {
+        self.pre.as_ref()
+    }
+}
+
+/// Compiles `wasm` (already known to be a component) on the calling thread:
+/// the caller runs this on the blocking pool under a compile permit.
+pub fn compile_blocking(
+    engine: &wasmtime::Engine,
+    wasi_linker: &wasmtime::component::Linker<StoreState>,
+    sha256: Sha256Digest,
+    wasm: &[u8],
+) -> Result<CompiledComponent, EngineError> {
+    let component = Component::new(engine, wasm)
+        .map_err(|e| EngineError::InvalidModule(format!("invalid component: {}", chain_text(&e))))?;
+    let world = ComponentWorld::of(engine, &component, wasm);
+    let pre = world
+        .imports
+        .iter()
+        .all(|i| i.is_wasi())
+        .then(|| wasi_linker.instantiate_pre(&component).ok())
+        .flatten();
+    Ok(CompiledComponent {
+        sha256,
+        size: wasm.len(),
+        component,
+        world,
+        pre,
+    })
+}
+
+/// A registered component a call links, under its registry name, with the
+/// interfaces it exports.
+#[derive(Clone)]
+pub struct LinkedComponent {
+    pub name: String,
+    pub compiled: Arc<CompiledComponent>,
+}
