@@ -119,6 +119,20 @@ try {
   await page.locator("#results td.value", { hasText: "42" }).waitFor();
   await page.screenshot({ path: `${shots}/playground-environment.png` });
 
+  // 8. A component: one input per WIT param, named as in WIT, and a u64
+  //    result with every digit.
+  await page.selectOption("#example", { label: "component: WIT-typed u64 and bool exports" });
+  await page.locator("#function option[value=add]").waitFor({ state: "attached" });
+  await page.locator("#params label", { hasText: "a:" }).waitFor();
+  await page.locator("#params label", { hasText: "b:" }).waitFor();
+  await page.click("#run");
+  await page.locator("#results td.value", { hasText: "18446744073709551615" }).waitFor();
+  await page.selectOption("#function", "is-even");
+  await page.fill("#param-0", "10");
+  await page.click("#run");
+  await page.locator("#results td.value", { hasText: "true" }).waitFor();
+  await page.screenshot({ path: `${shots}/playground-component.png` });
+
   if (failures.length) throw new Error(failures.join("\n"));
   console.log("playground: all steps passed");
 } catch (e) {
