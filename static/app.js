@@ -69,7 +69,7 @@ const EXAMPLES = [
   {
     name: "component: WIT-typed u64 and bool exports",
     wat: `;; A component (the component model): its exports have WIT types.
-;; One input per param is made from them; u64 keeps every digit.
+;; One input per param is made from its WIT params.
 (component
   (core module $m
     (func (export "add") (param i64 i64) (result i64)
@@ -81,7 +81,7 @@ const EXAMPLES = [
     (canon lift (core func $i "add")))
   (func (export "is-even") (param "x" u64) (result bool)
     (canon lift (core func $i "is-even"))))`,
-    fn: "add", params: ["18446744073709551614", "1"],
+    fn: "add", params: ["40", "2"],
   },
 ];
 

@@ -337,3 +337,47 @@ async fn env_commands_share_a_memory_between_two_modules() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn call_takes_a_component_with_json_or_wave_params() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = crate::components::component(
+        "package test:cli;\nworld w { record point { x: s64, y: s64 }\n export flip: func(p: point) -> point; }",
+        "w",
+        r#"(module (memory (export "memory") 1)
+          (func (export "flip") (param i64 i64) (result i32)
+            (i64.store (i32.const 0) (local.get 1)) (i64.store (i32.const 8) (local.get 0)) (i32.const 0)))"#,
+    );
+    let file = fixture(dir.path(), "flip.wasm", &wasm);
+    let server = app.base.as_str();
+    let out = cli(
+        args(&[
+            "call",
+            file.to_str().unwrap(),
+            "flip",
+            r#"{"x": -9223372036854775808, "y": 2}"#,
+            "--server",
+            server,
+        ]),
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{\"x\":2,\"y\":-9223372036854775808}\n");
+    let out = cli(
+        args(&[
+            "call",
+            file.to_str().unwrap(),
+            "flip",
+            "{x: 1, y: 2}",
+            "--wave",
+            "--server",
+            server,
+        ]),
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{x: 2, y: 1}\n");
+}
