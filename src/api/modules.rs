@@ -177,8 +177,8 @@ async fn list(State(app): State<AppState>) -> Json<ModuleList> {
     ))]
 async fn describe(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ModuleDetail>> {
     let record = app.registry.get(&name).await?;
-    let interface = match app.registry.component(&name).await? {
-        Some(component) => CodeInterface::Component(component.compiled.world().clone()),
+    let interface = match app.registry.component_alone(&name).await? {
+        Some(compiled) => CodeInterface::Component(compiled.world().clone()),
         None => CodeInterface::Module(app.registry.interface(&name).await?),
     };
     Ok(Json(ModuleDetail { record, interface }))

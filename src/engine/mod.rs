@@ -107,7 +107,7 @@ struct Inner {
     /// WASI 0.2, for components.
     component_linker: wasmtime::component::Linker<store::StoreState>,
     /// Compiled components by SHA-256 (core modules have `cache`).
-    components: std::sync::Mutex<lru::LruCache<Sha256Digest, Arc<CompiledComponent>>>,
+    components: tier::Parsed<Arc<CompiledComponent>>,
 }
 
 impl WasmEngine {
@@ -147,9 +147,7 @@ impl WasmEngine {
                 registered: tier::Parsed::new(cache_entries),
                 environment_budget: environment::Budget::new(settings_max_env),
                 component_linker,
-                components: std::sync::Mutex::new(lru::LruCache::new(
-                    std::num::NonZeroUsize::new(cache_entries.max(1)).unwrap_or(std::num::NonZeroUsize::MIN),
-                )),
+                components: tier::Parsed::new(cache_entries),
             }),
         })
     }
@@ -215,13 +213,7 @@ impl WasmEngine {
     /// Returns the compiled form of `wasm`, compiling it only if the cache
     /// does not have it yet.
     pub async fn compile(&self, wasm: Vec<u8>) -> Result<(Arc<CompiledModule>, CacheOutcome), EngineError> {
-        let limit = self.inner.settings.max_module_bytes;
-        if wasm.len() > limit {
-            return Err(EngineError::ModuleTooLarge {
-                size: wasm.len(),
-                limit,
-            });
-        }
+        self.check_size(&wasm)?;
         if component::is_component(&wasm) {
             return Err(EngineError::InvalidModule(
                 "this is a component; components run through `POST /`, `/execute` and `/inspect` (live \
@@ -249,6 +241,19 @@ impl WasmEngine {
             Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
         })
         .await
+    }
+
+    /// Refuses a binary over `--max-module-bytes` before anything is done
+    /// with it.
+    fn check_size(&self, wasm: &[u8]) -> Result<(), EngineError> {
+        let limit = self.inner.settings.max_module_bytes;
+        if wasm.len() > limit {
+            return Err(EngineError::ModuleTooLarge {
+                size: wasm.len(),
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// Runs `compile` on the blocking pool under a compile permit, waiting
@@ -292,13 +297,7 @@ impl WasmEngine {
         &self,
         wasm: Vec<u8>,
     ) -> Result<(Arc<CompiledComponent>, CacheOutcome), EngineError> {
-        let limit = self.inner.settings.max_module_bytes;
-        if wasm.len() > limit {
-            return Err(EngineError::ModuleTooLarge {
-                size: wasm.len(),
-                limit,
-            });
-        }
+        self.check_size(&wasm)?;
         let sha = compile::sha256(&wasm);
         if let Some(hit) = self.cached_component(&sha) {
             return Ok((hit, CacheOutcome::Cached));
@@ -313,11 +312,7 @@ impl WasmEngine {
             let compiled = component::compile_blocking(&inner.engine, &inner.component_linker, sha, &wasm)?;
             let compiled = Arc::new(compiled);
             inner.cache.count_compiled();
-            inner
-                .components
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .put(sha, compiled.clone());
+            inner.components.put(sha, compiled.clone());
             Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
         })
         .await
@@ -325,12 +320,7 @@ impl WasmEngine {
 
     /// The compiled component with this hash, if the cache has it.
     pub fn cached_component(&self, sha: &Sha256Digest) -> Option<Arc<CompiledComponent>> {
-        self.inner
-            .components
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sha)
-            .cloned()
+        self.inner.components.get(sha)
     }
 
     /// Instantiates the component `root`, linked to `hosts` (registered

@@ -102,7 +102,8 @@ impl Sightings {
     }
 }
 
-/// Code parsed for the interpreter, by hash, most recently used kept.
+/// Code ready to run by its binary's hash, most recently used kept: the
+/// interpreter's parsed modules, and compiled components.
 pub(crate) struct Parsed<T> {
     entries: Mutex<LruCache<Sha256Digest, T>>,
 }

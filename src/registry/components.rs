@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{Entry, Registry, RegistryError, ResolvedComponent};
+use super::{Entry, Registry, RegistryError, ResolvedComponent, verify_digest};
 use crate::engine::{CacheOutcome, CompiledComponent, EngineError, LimitKind, LinkedComponent, is_component};
 
 impl Registry {
@@ -28,8 +28,8 @@ impl Registry {
         Ok(known)
     }
 
-    /// The component registered as `name`, with its graph; `None` when
-    /// `name` is a core module.
+    /// The component registered as `name`, with its graph (what a call
+    /// needs); `None` when `name` is a core module.
     pub async fn component(&self, name: &str) -> Result<Option<ResolvedComponent>, RegistryError> {
         let entry = self.lookup(name).await?;
         if !self.entry_is_component(name, &entry).await? {
@@ -44,6 +44,16 @@ impl Registry {
         }))
     }
 
+    /// The component registered as `name`, without its graph (what
+    /// describing it needs); `None` when `name` is a core module.
+    pub async fn component_alone(&self, name: &str) -> Result<Option<Arc<CompiledComponent>>, RegistryError> {
+        let entry = self.lookup(name).await?;
+        if !self.entry_is_component(name, &entry).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.compiled_component(name, &entry).await?.0))
+    }
+
     async fn compiled_component(
         &self,
         name: &str,
@@ -53,11 +63,7 @@ impl Registry {
             return Ok((hit, CacheOutcome::Cached));
         }
         let (compiled, outcome) = self.engine.compile_component(self.wasm(name).await?).await?;
-        if compiled.sha256() != &entry.digest {
-            return Err(RegistryError::Storage(format!(
-                "stored binary of module `{name}` does not match its SHA-256"
-            )));
-        }
+        verify_digest(name, entry, compiled.sha256())?;
         Ok((compiled, outcome))
     }
 

@@ -101,9 +101,10 @@ pub struct Interpreted {
 struct Entry {
     record: ModuleRecord,
     digest: Sha256Digest,
-    /// Whether the binary is a component, once known (see
-    /// `components::is_component`): the record does not say, so the
-    /// binary's header is read at the first call that needs to know.
+    /// Whether the binary is a component, once known (set at registration,
+    /// else by `Registry::entry_is_component`): the record does not say, so
+    /// an entry indexed from the store learns it at the first call that
+    /// needs to know.
     component: std::sync::OnceLock<bool>,
 }
 
@@ -115,6 +116,17 @@ impl Entry {
             component: std::sync::OnceLock::new(),
         }
     }
+}
+
+/// Refuses code compiled from a stored binary whose hash is not the one
+/// its record names (a damaged store).
+fn verify_digest(name: &str, entry: &Entry, compiled: &Sha256Digest) -> Result<(), RegistryError> {
+    if compiled != &entry.digest {
+        return Err(RegistryError::Storage(format!(
+            "stored binary of module `{name}` does not match its SHA-256"
+        )));
+    }
+    Ok(())
 }
 
 /// Named modules, their storage, and their link graphs.
@@ -419,11 +431,7 @@ impl Registry {
         }
         let wasm = self.wasm(name).await?;
         let (compiled, outcome) = self.engine.compile(wasm).await?;
-        if compiled.sha256() != &entry.digest {
-            return Err(RegistryError::Storage(format!(
-                "stored binary of module `{name}` does not match its SHA-256"
-            )));
-        }
+        verify_digest(name, entry, compiled.sha256())?;
         self.keep_artifact(&compiled).await;
         Ok((compiled, outcome))
     }

@@ -380,7 +380,6 @@ fn parse_ranged(text: &str, bits: u32, signed: bool) -> Result<u64, String> {
 
 /// A value as JSON text, the inverse of [`from_json`].
 pub fn to_json(val: &Val, ty: &Type) -> String {
-    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     match val {
         Val::Bool(b) => b.to_string(),
         Val::S8(v) => v.to_string(),
@@ -477,11 +476,15 @@ pub fn to_json(val: &Val, ty: &Type) -> String {
 }
 
 fn case_json(case: &str, payload: Option<&Val>, ty: Option<&Type>) -> String {
-    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     match (payload, ty) {
         (Some(v), Some(t)) => object([(case, to_json(v, t))]),
         _ => quote(case),
     }
+}
+
+/// `s` as a JSON string.
+fn quote(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
 }
 
 fn array(items: impl Iterator<Item = String>) -> String {
@@ -490,10 +493,7 @@ fn array(items: impl Iterator<Item = String>) -> String {
 }
 
 fn object<'a>(fields: impl IntoIterator<Item = (&'a str, String)>) -> String {
-    let fields: Vec<String> = fields
-        .into_iter()
-        .map(|(k, v)| format!("{}:{v}", serde_json::Value::String(k.to_string())))
-        .collect();
+    let fields: Vec<String> = fields.into_iter().map(|(k, v)| format!("{}:{v}", quote(k))).collect();
     format!("{{{}}}", fields.join(","))
 }
 

@@ -190,12 +190,22 @@ impl ComponentWorld {
 }
 
 fn function(interface: Option<&str>, name: &str, ty: &wasmtime::component::types::ComponentFunc) -> WorldFunction {
-    let params: Vec<(String, Type)> = ty.params().map(|(n, t)| (n.to_string(), t)).collect();
-    let results: Vec<Type> = ty.results().collect();
-    let shown: Vec<String> = params.iter().map(|(n, t)| format!("{n}: {}", type_name(t))).collect();
+    let (params, param_types): (Vec<WorldParam>, Vec<Type>) = ty
+        .params()
+        .map(|(n, t)| {
+            let param = WorldParam {
+                name: n.to_string(),
+                ty: type_name(&t),
+            };
+            (param, t)
+        })
+        .unzip();
+    let result_types: Vec<Type> = ty.results().collect();
+    let results: Vec<String> = result_types.iter().map(type_name).collect();
+    let shown: Vec<String> = params.iter().map(|p| format!("{}: {}", p.name, p.ty)).collect();
     let mut signature = format!("func({})", shown.join(", "));
     if let Some(result) = results.first() {
-        signature.push_str(&format!(" -> {}", type_name(result)));
+        signature.push_str(&format!(" -> {result}"));
     }
     WorldFunction {
         name: match interface {
@@ -205,16 +215,10 @@ fn function(interface: Option<&str>, name: &str, ty: &wasmtime::component::types
         interface: interface.map(str::to_string),
         function: name.to_string(),
         signature,
-        params: params
-            .iter()
-            .map(|(n, t)| WorldParam {
-                name: n.clone(),
-                ty: type_name(t),
-            })
-            .collect(),
-        results: results.iter().map(type_name).collect(),
-        param_types: params.into_iter().map(|(_, t)| t).collect(),
-        result_types: results,
+        params,
+        results,
+        param_types,
+        result_types,
     }
 }
 
