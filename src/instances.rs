@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::engine::{CallFailure, Environment, ExecLimits, ExecStats, LiveInstance, ModuleInterface, Tier};
+use crate::engine::{CallFailure, CodeInterface, Environment, ExecLimits, ExecStats, LiveInstance, Tier};
 
 /// Bounds on the instance table.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ pub struct InstanceInfo {
     /// The registered module name, or `inline` for inline code.
     pub module: String,
     pub sha256: String,
-    pub interface: ModuleInterface,
+    pub interface: CodeInterface,
     /// The tier that runs its calls, for its whole life.
     pub tier: Tier,
 }
@@ -205,7 +205,7 @@ pub struct NewInstance {
     /// The registered module name, or `inline` for inline code.
     pub module: String,
     pub sha256: String,
-    pub interface: ModuleInterface,
+    pub interface: CodeInterface,
     pub limits: ExecLimits,
 }
 

@@ -67,6 +67,8 @@ error_codes! {
     FunctionNotFound = "function_not_found", NOT_FOUND;
     /// The instance exports no global of this name.
     GlobalNotFound = "global_not_found", NOT_FOUND;
+    /// A live component instance holds no resource of this number.
+    ResourceNotFound = "resource_not_found", NOT_FOUND;
     /// No registered module has this name.
     ModuleNotFound = "module_not_found", NOT_FOUND;
     /// No live instance has this id (deleted, expired, or another token's),
@@ -202,6 +204,7 @@ impl From<EngineError> for ApiError {
             EngineError::ModuleTooLarge { .. } => ApiError::payload_too_large(e.to_string()),
             EngineError::FunctionNotFound(m) => ApiError::new(C::FunctionNotFound, m),
             EngineError::GlobalNotFound(m) => ApiError::new(C::GlobalNotFound, m),
+            EngineError::ResourceNotFound(m) => ApiError::new(C::ResourceNotFound, m),
             EngineError::MemberNotFound(m) => ApiError::new(C::InstanceNotFound, m),
             EngineError::InvalidParams(m) => ApiError::new(C::InvalidParams, m),
             EngineError::Link(m) => ApiError::new(C::LinkError, m),

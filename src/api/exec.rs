@@ -168,7 +168,7 @@ async fn run_one_shot(
         let component_call = call.component(limits)?;
         let result = app
             .engine
-            .run_component(&component.compiled, &component.graph, &component_call, wasi)
+            .run_component(component.compiled, &component.graph, &component_call, wasi)
             .await;
         return call.respond(result, Some(component.compile), started, &app.metrics, endpoint);
     }

@@ -1,5 +1,6 @@
 //! Stateful instances: `POST /instances`, `GET /instances`,
-//! `GET|DELETE /instances/{id}`, `POST /instances/{id}/call`.
+//! `GET|DELETE /instances/{id}`, `POST /instances/{id}/call`, and for a
+//! component's resources `DELETE /instances/{id}/resources/{number}`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
+use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ResultFormat, WasiBody};
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::JsonBody;
@@ -22,10 +23,10 @@ use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::{ExecLimits, ExecStats, GlobalRead, LimitOverrides, LiveInstance, ModuleInterface, Tier};
+use crate::engine::{CodeInterface, ExecLimits, ExecStats, GlobalRead, LimitOverrides, LiveInstance, Tier};
 use crate::instances::{Held, InstanceSlot, NewInstance, Slot};
 use crate::registry::RegistryError;
-use crate::resolve::{Source, label, resolve};
+use crate::resolve::{Source, label, resolve, resolve_component};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -35,6 +36,7 @@ pub fn routes() -> Routes {
         .add(Method::DELETE, "/instances/{id}", delete)
         .add(Method::POST, "/instances/{id}/call", call_instance)
         .add(Method::GET, "/instances/{id}/globals/{name}", read_global)
+        .add(Method::DELETE, "/instances/{id}/resources/{number}", drop_resource)
 }
 
 /// `GET /instances/{id}/globals/{name}`: an exported global's value now.
@@ -108,6 +110,8 @@ pub struct CallInstance {
     #[serde(default, deserialize_with = "super::extract::objects")]
     memory_reads: Vec<MemoryReadBody>,
     result_encoding: Option<Encoding>,
+    /// `wave`: a component's results as WAVE text instead of JSON.
+    result_format: Option<ResultFormat>,
 }
 
 /// An instance as `GET /instances/{id}` shows it.
@@ -128,8 +132,13 @@ pub struct InstanceBody {
     memory_bytes: Option<usize>,
     limits: ExecLimits,
     idle_timeout_ms: u64,
+    /// The numbers of the resources a component instance holds for its
+    /// client (`{"resource": N}` in params and results); absent for core
+    /// modules, and while a call is running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<Vec<u64>>,
     #[serde(flatten)]
-    interface: ModuleInterface,
+    interface: CodeInterface,
     /// Instantiation's stats, on creation only.
     #[serde(skip_serializing_if = "Option::is_none")]
     stats: Option<ExecStats>,
@@ -207,7 +216,10 @@ pub(super) fn millis(d: std::time::Duration) -> u64 {
 }
 
 fn describe_slot(app: &AppState, slot: &InstanceSlot, stats: Option<ExecStats>) -> InstanceBody {
-    let memory_bytes = slot.live.try_lock().ok().and_then(|mut live| live.memory_size());
+    let (memory_bytes, resources) = match slot.live.try_lock() {
+        Ok(mut live) => (live.memory_size(), live.component().map(|c| c.resources())),
+        Err(_) => (None, None),
+    };
     InstanceBody {
         id: slot.id.clone(),
         module: slot.info.module.clone(),
@@ -218,6 +230,7 @@ fn describe_slot(app: &AppState, slot: &InstanceSlot, stats: Option<ExecStats>) 
         calls: slot.calls(),
         tier: slot.info.tier,
         memory_bytes,
+        resources,
         limits: slot.limits,
         idle_timeout_ms: millis(app.instances.settings().idle_timeout),
         interface: slot.info.interface.clone(),
@@ -264,6 +277,19 @@ async fn create(
     };
     let wasi = call::wasi_config(req.wasi, source.program())?;
     let owner = owner_of(&caller);
+    if let Some(component) = resolve_component(&app.engine, &app.registry, &source).await? {
+        let new = NewInstance {
+            module: module_label(&source),
+            sha256: component.compiled.sha256_hex(),
+            interface: CodeInterface::Component(component.compiled.world().clone()),
+            limits,
+        };
+        let instantiate = app
+            .engine
+            .instantiate_component(component.compiled, component.graph, limits, wasi);
+        let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
+        return Ok(created(&app, &slot, stats));
+    }
     // Code the interpreter runs may live there, with its whole link graph.
     let interpreted = match &source {
         // The module first: its graph is looked up only if it is to be
@@ -292,9 +318,9 @@ async fn create(
             .check_interpreted_graph(&label(name), &code, &direct, &graph)
             .map_err(RegistryError::from)?;
         let new = NewInstance {
-            module: name.unwrap_or("inline").to_string(),
+            module: module_label(&source),
             sha256: code.sha256.clone(),
-            interface: code.interface.clone(),
+            interface: CodeInterface::Module(code.interface.clone()),
             limits,
         };
         let instantiate = app
@@ -307,12 +333,21 @@ async fn create(
     let new = NewInstance {
         module: resolved.module().to_string(),
         sha256: resolved.root.sha256_hex(),
-        interface: resolved.root.interface(),
+        interface: CodeInterface::Module(resolved.root.interface()),
         limits,
     };
     let instantiate = app.engine.instantiate(resolved.into_spec(limits, wasi));
     let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
     Ok(created(&app, &slot, stats))
+}
+
+/// How an instance names its code: the registered module's name, or
+/// `inline`.
+fn module_label(source: &Source) -> String {
+    match source {
+        Source::Registered(name) => name.clone(),
+        _ => "inline".to_string(),
+    }
 }
 
 #[utoipa::path(get, path = "/instances", tag = "instances", operation_id = "list_instances",
@@ -413,14 +448,63 @@ async fn call_instance(
         req.memory_reads,
         req.result_encoding,
         app.engine.settings().max_read_bytes,
-    )?;
+    )?
+    .with_result_format(req.result_format);
     // Calls on one instance take turns; the lock is held for the call only.
     // The instance first, then an execution slot: a call waiting its turn
     // holds no slot other clients could use.
     let mut live = slot.live.lock().await;
     let _permit = app.exec_permit().await?;
     slot.touch();
-    let result = live.call(call.spec(limits)?).await;
+    let result = match live.component() {
+        Some(component) => component.call(&call.component(limits)?).await,
+        None => live.call(call.spec(limits)?).await,
+    };
     drop(live);
     call.respond(result, None, started, &app.metrics, Endpoint::Instance)
+}
+
+/// `DELETE /instances/{id}/resources/{number}`: what dropping a resource
+/// did.
+#[derive(Serialize, ToSchema)]
+pub struct DroppedResource {
+    resource: u64,
+    /// The destructor's fuel and time (zero when the resource has none).
+    stats: ExecStats,
+}
+
+#[utoipa::path(delete, path = "/instances/{id}/resources/{number}", tag = "instances", operation_id = "drop_instance_resource",
+    params(("id" = String, Path, description = "Instance id"), ("number" = u64, Path, description = "The resource's number, as a call returned it: `{\"resource\": N}`")),
+    responses(
+        (status = 200, description = "Dropped; its destructor ran in the guest under the instance's limits", body = DroppedResource),
+        (status = 404, description = "instance_not_found or resource_not_found", body = ErrorBody),
+        (status = 421, description = "instance_on_other_node: another node of a shared registry holds it", body = ErrorBody),
+        GuardedErrors, RunErrors,
+    ))]
+async fn drop_resource(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, number)): Path<(String, String)>,
+) -> ApiResult<Json<DroppedResource>> {
+    let slot = visible::<LiveInstance>(&app, &caller, &id).await?;
+    let number: u64 = number.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::ResourceNotFound,
+            format!("`{number}` is not a resource number; calls return resources as {{\"resource\": N}}"),
+        )
+    })?;
+    let mut live = slot.live.lock().await;
+    let Some(component) = live.component() else {
+        return Err(ApiError::new(
+            ErrorCode::ResourceNotFound,
+            format!("instance `{id}` runs a core module, which holds no resources"),
+        ));
+    };
+    let _permit = app.exec_permit().await?;
+    slot.touch();
+    let stats = component.drop_resource(number, &slot.limits).await?;
+    Ok(Json(DroppedResource {
+        resource: number,
+        stats,
+    }))
 }

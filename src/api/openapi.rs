@@ -41,6 +41,7 @@ use super::{call, environments, exec, instances, modules, ops, playground};
         instances::delete,
         instances::call_instance,
         instances::read_global,
+        instances::drop_resource,
         environments::create,
         environments::list,
         environments::describe,

@@ -104,6 +104,7 @@ pub fn trap_name(trap: Trap) -> &'static str {
         Trap::AllocationTooLarge => "allocation_too_large",
         Trap::CastFailure => "cast_failure",
         Trap::AtomicWaitNonSharedMemory => "atomic_wait_non_shared_memory",
+        Trap::CannotEnterComponent => "cannot_enter_component",
         _ => "other",
     }
 }
@@ -126,6 +127,9 @@ pub enum EngineError {
     /// The requested export does not exist or is not a global.
     #[error("{0}")]
     GlobalNotFound(String),
+    /// A live component instance holds no resource of that number.
+    #[error("{0}")]
+    ResourceNotFound(String),
     /// Params do not match the function's signature.
     #[error("{0}")]
     InvalidParams(String),

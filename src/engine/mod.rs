@@ -53,8 +53,8 @@ use std::time::Instant;
 
 pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
 pub use component::{
-    CodeInterface, CompiledComponent, ComponentCall, ComponentParams, ComponentWorld, LinkedComponent,
-    check_imports as check_component_imports, is_component,
+    CodeInterface, CompiledComponent, ComponentCall, ComponentInstance, ComponentParams, ComponentWorld,
+    LinkedComponent, check_imports as check_component_imports, is_component,
 };
 pub use environment::{Environment, Member, MemberSpec};
 pub use error::{EngineError, LimitKind};
@@ -216,8 +216,8 @@ impl WasmEngine {
         self.check_size(&wasm)?;
         if component::is_component(&wasm) {
             return Err(EngineError::InvalidModule(
-                "this is a component; components run through `POST /`, `/execute` and `/inspect` (live \
-                 instances, environments and core modules' host_modules take core modules)"
+                "this is a component; components run through `POST /`, `/execute`, `/instances` and `/inspect` \
+                 (environments and core modules' host_modules take core modules)"
                     .into(),
             ));
         }
@@ -325,25 +325,40 @@ impl WasmEngine {
 
     /// Instantiates the component `root`, linked to `hosts` (registered
     /// components, dependencies first), and makes one call, on one fuel and
-    /// time budget (see [`component::run`]).
+    /// time budget (see [`component::instance::run_once`]).
     pub async fn run_component(
         &self,
-        root: &CompiledComponent,
+        root: Arc<CompiledComponent>,
         hosts: &[LinkedComponent],
         call: &ComponentCall<'_>,
         wasi: Option<WasiConfig>,
     ) -> Result<CallOutcome, CallFailure> {
+        component::instance::run_once(self.component_setup(wasi), root, hosts, call).await
+    }
+
+    /// Instantiates the component `root`, linked to `hosts`, as a live
+    /// instance under `limits` (memory and tables for its life, fuel and
+    /// time for instantiation).
+    pub async fn instantiate_component(
+        &self,
+        root: Arc<CompiledComponent>,
+        hosts: Vec<LinkedComponent>,
+        limits: ExecLimits,
+        wasi: Option<WasiConfig>,
+    ) -> Result<LiveInstance, CallFailure> {
+        component::check_imports(&root, &hosts)?;
+        let live = ComponentInstance::new(self.component_setup(wasi), root, &hosts, &limits).await?;
+        Ok(live.into())
+    }
+
+    fn component_setup(&self, wasi: Option<WasiConfig>) -> component::instance::Setup<'_> {
         let inner = &self.inner;
-        component::run::run(
-            &inner.engine,
-            &inner.component_linker,
-            root,
-            hosts,
-            call,
+        component::instance::Setup {
+            engine: &inner.engine,
+            wasi_linker: &inner.component_linker,
             wasi,
-            inner.settings.max_output_bytes,
-        )
-        .await
+            output_cap: inner.settings.max_output_bytes,
+        }
     }
 
     /// Serializes a compiled module for the store (see [`Self::load_artifact`]).

@@ -195,6 +195,11 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
             let id = created["id"].as_str().unwrap_or("none");
             s.busy.get(&format!("/instances/{id}/globals/g")).await
         }
+        ErrorCode::ResourceNotFound => {
+            let (_, created) = s.busy.post("/instances", &json!({"wasm_hex": DOUBLE_HEX})).await;
+            let id = created["id"].as_str().unwrap_or("none");
+            s.busy.delete(&format!("/instances/{id}/resources/1")).await
+        }
         ErrorCode::InstanceOnOtherNode => {
             s.store.shared.store(true, Ordering::SeqCst);
             let answer = plain.get("/instances/other.0123").await;

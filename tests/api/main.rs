@@ -5,6 +5,7 @@ mod browser;
 mod budget;
 mod cli;
 mod cluster;
+mod component_instances;
 mod components;
 mod deploy;
 mod environments;

@@ -14,6 +14,7 @@ use base64::Engine as _;
 use serde_json::value::RawValue;
 use wasmtime::component::{Type, Val};
 
+use super::resources::Handles;
 use crate::engine::values::{abbreviate, f32_to_json, f64_to_json, parse_f32, parse_f64, parse_int};
 
 /// A value that does not fit its type: where it is, and what is wrong.
@@ -72,7 +73,9 @@ impl Shape<'_> {
 }
 
 /// Converts the JSON `raw` at `path` into a value of type `ty`.
-pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueError> {
+/// Resources (`{"resource": N}`) are looked up in `handles`, the calling
+/// instance's; a one-shot call passes an empty one.
+pub fn from_json(raw: &RawValue, ty: &Type, path: &str, handles: &mut Handles) -> Result<Val, ValueError> {
     let fail = |message: String| ValueError {
         path: path.to_string(),
         message,
@@ -124,7 +127,7 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
         Type::List(list) => {
             let element = list.ty();
             match shape {
-                Shape::Array(items) => Val::List(elements(&items, &element, path)?),
+                Shape::Array(items) => Val::List(elements(&items, &element, path, handles)?),
                 Shape::Object(fields) if element == Type::U8 => Val::List(bytes(&fields).map_err(fail)?),
                 _ if element == Type::U8 => {
                     return Err(expected("an array of u8, {\"base64\": \"...\"} or {\"hex\": \"...\"}"));
@@ -134,7 +137,7 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
         }
         Type::FixedLengthList(list) => match shape {
             Shape::Array(items) if items.len() == list.len() as usize => {
-                Val::FixedLengthList(elements(&items, &list.ty(), path)?)
+                Val::FixedLengthList(elements(&items, &list.ty(), path, handles)?)
             }
             _ => return Err(expected(&format!("an array of {} elements", list.len()))),
         },
@@ -146,7 +149,7 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
                         .iter()
                         .zip(&types)
                         .enumerate()
-                        .map(|(i, (item, ty))| from_json(item, ty, &format!("{path}[{i}]")))
+                        .map(|(i, (item, ty))| from_json(item, ty, &format!("{path}[{i}]"), handles))
                         .collect::<Result<_, _>>()?,
                 ),
                 _ => return Err(expected(&format!("an array of {} elements (a tuple)", types.len()))),
@@ -160,7 +163,7 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
             for field in record.fields() {
                 let at = format!("{path}.{}", field.name);
                 let value = match given.iter().position(|(k, _)| k == field.name) {
-                    Some(i) => from_json(given.swap_remove(i).1, &field.ty, &at)?,
+                    Some(i) => from_json(given.swap_remove(i).1, &field.ty, &at, handles)?,
                     // An absent optional field is `none`, as in most JSON APIs.
                     None if matches!(field.ty, Type::Option(_)) => Val::Option(None),
                     None => {
@@ -193,7 +196,7 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
                 )));
             };
             let at = format!("{path}.{case}");
-            Val::Variant(case.clone(), payload_of(payload, ty.as_ref(), &at)?)
+            Val::Variant(case.clone(), payload_of(payload, ty.as_ref(), &at, handles)?)
         }
         Type::Enum(e) => match &shape {
             Shape::String(name) if e.names().any(|n| n == name) => Val::Enum(name.clone()),
@@ -209,13 +212,16 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
                 // `option<option<T>>`: the outer `some` is spelled out, so
                 // `some(none)` and `none` differ.
                 (Shape::Object(fields), Type::Option(_)) => match fields.as_slice() {
-                    [(key, value)] if key == "some" => {
-                        Val::Option(Some(Box::new(from_json(value, &inner, &format!("{path}.some"))?)))
-                    }
+                    [(key, value)] if key == "some" => Val::Option(Some(Box::new(from_json(
+                        value,
+                        &inner,
+                        &format!("{path}.some"),
+                        handles,
+                    )?))),
                     _ => return Err(expected("null or {\"some\": ...} (an option of an option)")),
                 },
                 (_, Type::Option(_)) => return Err(expected("null or {\"some\": ...} (an option of an option)")),
-                _ => Val::Option(Some(Box::new(from_json(raw, &inner, path)?))),
+                _ => Val::Option(Some(Box::new(from_json(raw, &inner, path, handles)?))),
             }
         }
         Type::Result(result) => {
@@ -224,8 +230,8 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
             };
             let at = format!("{path}.{name}");
             match name.as_str() {
-                "ok" => Val::Result(Ok(payload_of(payload, result.ok().as_ref(), &at)?)),
-                "err" => Val::Result(Err(payload_of(payload, result.err().as_ref(), &at)?)),
+                "ok" => Val::Result(Ok(payload_of(payload, result.ok().as_ref(), &at, handles)?)),
+                "err" => Val::Result(Err(payload_of(payload, result.err().as_ref(), &at, handles)?)),
                 _ => return Err(expected("{\"ok\": ...} or {\"err\": ...} (a result)")),
             }
         }
@@ -264,7 +270,7 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
                     .into_iter()
                     .map(|(k, v)| {
                         let at = format!("{path}.{k}");
-                        Ok((Val::String(k), from_json(v, &value, &at)?))
+                        Ok((Val::String(k), from_json(v, &value, &at, handles)?))
                     })
                     .collect::<Result<Vec<_>, ValueError>>()?,
                 Shape::Array(items) => items
@@ -278,8 +284,8 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
                         })?;
                         match pair.as_slice() {
                             [k, v] => Ok((
-                                from_json(k, &key, &format!("{at}[0]"))?,
-                                from_json(v, &value, &format!("{at}[1]"))?,
+                                from_json(k, &key, &format!("{at}[0]"), handles)?,
+                                from_json(v, &value, &format!("{at}[1]"), handles)?,
                             )),
                             _ => Err(ValueError {
                                 path: at,
@@ -292,17 +298,33 @@ pub fn from_json(raw: &RawValue, ty: &Type, path: &str) -> Result<Val, ValueErro
             };
             Val::Map(pairs)
         }
-        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
+        Type::Own(resource) | Type::Borrow(resource) => {
+            let number = match &shape {
+                Shape::Object(fields) => match fields.as_slice() {
+                    [(key, value)] if key == "resource" => value.get().trim().parse::<u64>().ok(),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some(number) = number else {
+                return Err(expected(
+                    "{\"resource\": N}, naming a resource an earlier call on this instance returned",
+                ));
+            };
+            let owned = matches!(ty, Type::Own(_));
+            Val::Resource(handles.lend(number, *resource, owned).map_err(fail)?)
+        }
+        Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
             return Err(fail(format!("{} values cannot be passed as JSON", type_name(ty))));
         }
     })
 }
 
-fn elements(items: &[&RawValue], ty: &Type, path: &str) -> Result<Vec<Val>, ValueError> {
+fn elements(items: &[&RawValue], ty: &Type, path: &str, handles: &mut Handles) -> Result<Vec<Val>, ValueError> {
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| from_json(item, ty, &format!("{path}[{i}]")))
+        .map(|(i, item)| from_json(item, ty, &format!("{path}[{i}]"), handles))
         .collect()
 }
 
@@ -329,9 +351,14 @@ fn case_of<'a>(shape: &Shape<'a>) -> Option<(String, Option<&'a RawValue>)> {
 }
 
 /// A case's payload: required when the case has a type, else absent or null.
-fn payload_of(raw: Option<&RawValue>, ty: Option<&Type>, path: &str) -> Result<Option<Box<Val>>, ValueError> {
+fn payload_of(
+    raw: Option<&RawValue>,
+    ty: Option<&Type>,
+    path: &str,
+    handles: &mut Handles,
+) -> Result<Option<Box<Val>>, ValueError> {
     match (ty, raw) {
-        (Some(ty), Some(raw)) => Ok(Some(Box::new(from_json(raw, ty, path)?))),
+        (Some(ty), Some(raw)) => Ok(Some(Box::new(from_json(raw, ty, path, handles)?))),
         (Some(ty), None) => Err(ValueError {
             path: path.to_string(),
             message: format!("this case carries a {}; give it as {{\"case\": value}}", type_name(ty)),
@@ -379,7 +406,8 @@ fn parse_ranged(text: &str, bits: u32, signed: bool) -> Result<u64, String> {
 }
 
 /// A value as JSON text, the inverse of [`from_json`].
-pub fn to_json(val: &Val, ty: &Type) -> String {
+/// A resource result is kept in `handles` and written as its number.
+pub fn to_json(val: &Val, ty: &Type, handles: &mut Handles) -> String {
     match val {
         Val::Bool(b) => b.to_string(),
         Val::S8(v) => v.to_string(),
@@ -400,7 +428,11 @@ pub fn to_json(val: &Val, ty: &Type) -> String {
                 Type::FixedLengthList(l) => Some(l.ty()),
                 _ => None,
             };
-            array(items.iter().map(|v| to_json(v, element.as_ref().unwrap_or(ty))))
+            array(
+                items
+                    .iter()
+                    .map(|v| to_json(v, element.as_ref().unwrap_or(ty), handles)),
+            )
         }
         Val::Tuple(items) => {
             let types: Vec<Type> = match ty {
@@ -411,7 +443,7 @@ pub fn to_json(val: &Val, ty: &Type) -> String {
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| to_json(v, types.get(i).unwrap_or(ty))),
+                    .map(|(i, v)| to_json(v, types.get(i).unwrap_or(ty), handles)),
             )
         }
         Val::Record(fields) => {
@@ -421,7 +453,7 @@ pub fn to_json(val: &Val, ty: &Type) -> String {
             };
             object(fields.iter().map(|(name, v)| {
                 let field_ty = types.iter().find(|(n, _)| n == name).map_or(ty, |(_, t)| t);
-                (name.as_str(), to_json(v, field_ty))
+                (name.as_str(), to_json(v, field_ty, handles))
             }))
         }
         Val::Variant(case, payload) => {
@@ -429,21 +461,21 @@ pub fn to_json(val: &Val, ty: &Type) -> String {
                 Type::Variant(v) => v.cases().find(|c| c.name == case).and_then(|c| c.ty),
                 _ => None,
             };
-            case_json(case, payload.as_deref(), case_ty.as_ref())
+            case_json(case, payload.as_deref(), case_ty.as_ref(), handles)
         }
         Val::Enum(name) => quote(name),
         Val::Option(None) => "null".into(),
         Val::Option(Some(inner)) => match ty {
             Type::Option(o) => {
                 let inner_ty = o.ty();
-                let text = to_json(inner, &inner_ty);
+                let text = to_json(inner, &inner_ty, handles);
                 if matches!(inner_ty, Type::Option(_)) {
                     object([("some", text)])
                 } else {
                     text
                 }
             }
-            _ => to_json(inner, ty),
+            _ => to_json(inner, ty, handles),
         },
         Val::Result(result) => {
             let (name, payload, payload_ty) = match (result, ty) {
@@ -453,7 +485,7 @@ pub fn to_json(val: &Val, ty: &Type) -> String {
                 (Err(p), _) => ("err", p, None),
             };
             let text = match (payload, payload_ty) {
-                (Some(v), Some(t)) => to_json(v, &t),
+                (Some(v), Some(t)) => to_json(v, &t, handles),
                 _ => "null".into(),
             };
             object([(name, text)])
@@ -467,17 +499,17 @@ pub fn to_json(val: &Val, ty: &Type) -> String {
             array(
                 pairs
                     .iter()
-                    .map(|(k, v)| array([to_json(k, &key_ty), to_json(v, &value_ty)].into_iter())),
+                    .map(|(k, v)| array([to_json(k, &key_ty, handles), to_json(v, &value_ty, handles)].into_iter())),
             )
         }
-        Val::Resource(_) => object([("resource", quote(&type_name(ty)))]),
+        Val::Resource(resource) => object([("resource", handles.keep(*resource).to_string())]),
         Val::Future(_) | Val::Stream(_) | Val::ErrorContext(_) => object([("unsupported", quote(&type_name(ty)))]),
     }
 }
 
-fn case_json(case: &str, payload: Option<&Val>, ty: Option<&Type>) -> String {
+fn case_json(case: &str, payload: Option<&Val>, ty: Option<&Type>, handles: &mut Handles) -> String {
     match (payload, ty) {
-        (Some(v), Some(t)) => object([(case, to_json(v, t))]),
+        (Some(v), Some(t)) => object([(case, to_json(v, t, handles))]),
         _ => quote(case),
     }
 }
@@ -555,19 +587,34 @@ pub fn type_name(ty: &Type) -> String {
     }
 }
 
-/// Whether values of `ty` can cross as JSON (resources, futures and streams
-/// cannot: a one-shot call has nothing to hold them in).
+/// Whether values of `ty` can cross as JSON at all: futures, streams and
+/// error contexts cannot (they need a call that stays open).
 pub fn carries(ty: &Type) -> bool {
-    match ty {
-        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => false,
-        Type::List(l) => carries(&l.ty()),
-        Type::FixedLengthList(l) => carries(&l.ty()),
-        Type::Map(m) => carries(&m.key()) && carries(&m.value()),
-        Type::Record(r) => r.fields().all(|f| carries(&f.ty)),
-        Type::Tuple(t) => t.types().all(|t| carries(&t)),
-        Type::Variant(v) => v.cases().all(|c| c.ty.as_ref().is_none_or(carries)),
-        Type::Option(o) => carries(&o.ty()),
-        Type::Result(r) => r.ok().as_ref().is_none_or(carries) && r.err().as_ref().is_none_or(carries),
-        _ => true,
-    }
+    !contains(ty, &|t| {
+        matches!(t, Type::Future(_) | Type::Stream(_) | Type::ErrorContext)
+    })
+}
+
+/// Whether values of `ty` hold resources, which only a live instance can
+/// keep between calls.
+pub fn holds_resources(ty: &Type) -> bool {
+    contains(ty, &|t| matches!(t, Type::Own(_) | Type::Borrow(_)))
+}
+
+/// Whether `ty` or any type inside it is one `is` picks.
+fn contains(ty: &Type, is: &dyn Fn(&Type) -> bool) -> bool {
+    is(ty)
+        || match ty {
+            Type::List(l) => contains(&l.ty(), is),
+            Type::FixedLengthList(l) => contains(&l.ty(), is),
+            Type::Map(m) => contains(&m.key(), is) || contains(&m.value(), is),
+            Type::Record(r) => r.fields().any(|f| contains(&f.ty, is)),
+            Type::Tuple(t) => t.types().any(|t| contains(&t, is)),
+            Type::Variant(v) => v.cases().any(|c| c.ty.as_ref().is_some_and(|t| contains(t, is))),
+            Type::Option(o) => contains(&o.ty(), is),
+            Type::Result(r) => {
+                r.ok().as_ref().is_some_and(|t| contains(t, is)) || r.err().as_ref().is_some_and(|t| contains(t, is))
+            }
+            _ => false,
+        }
 }

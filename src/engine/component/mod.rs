@@ -12,15 +12,21 @@
 //! - [`json`] — JSON ⇄ component values, with paths in errors;
 //! - [`world`] — what a component imports and exports, with WIT types, and
 //!   how a request names an export;
-//! - [`run`] — instantiating a component (and the registered components it
-//!   imports) and calling one export.
+//! - [`resources`] — the resources a live instance holds for its client;
+//! - [`run`] — the steps of a call: checking it, converting its params,
+//!   instantiating (with the registered components it imports), calling;
+//! - [`instance`] — a component in a store of its own, called once or, as a
+//!   live instance, many times.
 
 pub mod compiled;
+pub mod instance;
 pub mod json;
+pub mod resources;
 pub mod run;
 pub mod world;
 
 pub use compiled::{CompiledComponent, LinkedComponent, compile_blocking};
+pub use instance::ComponentInstance;
 pub use run::{ComponentCall, ComponentParams, check_imports};
 pub use world::{CodeInterface, ComponentWorld, WorldFunction, WorldImport};
 

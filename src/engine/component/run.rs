@@ -1,29 +1,24 @@
-//! Instantiating a component, with the registered components it imports
-//! from, and calling one of its exports under a request's limits.
+//! The steps of a component call: checking a call against the world and
+//! converting its params, checking imports, instantiating with the
+//! registered components it imports from, and calling one export.
+//! [`super::instance`] puts them together, for one call or many.
 //!
-//! Every call gets a fresh store under the request's limits (the same store
-//! and limiter core modules use), with a WASI 0.2 world built from the
-//! request: arguments, environment and stdin in, capped stdout and stderr
-//! out, no files, sockets or host environment. A component that imports an
-//! interface a registered component exports is linked at run time: the
-//! registered component is instantiated in the same store first, and each of
-//! its functions is defined in the linker as a host function that calls it.
-
-use std::time::Instant;
+//! A component that imports an interface a registered component exports is
+//! linked at run time: the registered component is instantiated in the same
+//! store first, and each of its functions is defined in the linker as a host
+//! function that calls it.
 
 use serde_json::value::RawValue;
 use wasmtime::Store;
-use wasmtime::component::{Instance, Linker, Val};
+use wasmtime::component::{Func, Instance, Linker, Type, Val};
 
 use super::compiled::{CompiledComponent, LinkedComponent};
-use super::json::{self, carries, type_name};
+use super::json::{self, carries, holds_resources, type_name};
+use super::resources::Handles;
 use super::world::{ComponentWorld, WorldFunction};
-use crate::engine::classify;
-use crate::engine::error::{EngineError, chain_text};
-use crate::engine::exec::{CallFailure, CallOutcome, ExecStats, WasiResult, micros};
+use crate::engine::error::EngineError;
 use crate::engine::limits::ExecLimits;
-use crate::engine::store::{self, StoreState};
-use crate::engine::wasi::{ComponentWasi, WasiConfig};
+use crate::engine::store::StoreState;
 
 /// How a request gives a component call's params.
 #[derive(Debug, Clone, Copy)]
@@ -48,14 +43,35 @@ pub struct ComponentCall<'a> {
 }
 
 /// The export a call names, and its params converted.
-struct Prepared<'w> {
-    target: &'w WorldFunction,
-    args: Vec<Val>,
+pub(crate) struct Prepared<'w> {
+    pub target: &'w WorldFunction,
+    pub args: Vec<Val>,
 }
 
-/// Checks the call against `world` and converts its params, before anything
-/// is instantiated: a bad request costs no guest code.
-fn prepare<'w>(world: &'w ComponentWorld, call: &ComponentCall<'_>) -> Result<Prepared<'w>, EngineError> {
+/// Whether a call may pass and return resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resources {
+    /// A live instance's call: its resources are kept between calls.
+    Held,
+    /// A one-shot call: no store outlives it to keep one in.
+    Refused,
+}
+
+/// Checks a one-shot call against `world` and converts its params by the
+/// world's types (it carries no resources).
+pub(crate) fn prepare<'w>(world: &'w ComponentWorld, call: &ComponentCall<'_>) -> Result<Prepared<'w>, EngineError> {
+    let target = target(world, call, Resources::Refused)?;
+    let args = convert(target, &target.param_types, call, &mut Handles::default())?;
+    Ok(Prepared { target, args })
+}
+
+/// The export `call` names in `world`, if a call over JSON can carry its
+/// params and results (resources only when `resources` says so).
+pub(crate) fn target<'w>(
+    world: &'w ComponentWorld,
+    call: &ComponentCall<'_>,
+    resources: Resources,
+) -> Result<&'w WorldFunction, EngineError> {
     let target = match call.function {
         Some(name) => world.find(name)?,
         None => world.command().ok_or_else(|| {
@@ -73,29 +89,61 @@ fn prepare<'w>(world: &'w ComponentWorld, call: &ComponentCall<'_>) -> Result<Pr
         .find(|t| !carries(t));
     if let Some(ty) = unsupported {
         return Err(EngineError::InvalidParams(format!(
-            "`{}` {} takes or returns a {}, which a call over JSON cannot carry (resources, futures and \
-             streams live inside one instance)",
+            "`{}` {} takes or returns a {}, which a call over JSON cannot carry (futures and streams need a \
+             call that stays open)",
             target.name,
             target.signature,
             type_name(ty)
         )));
     }
-    let args = match call.params {
+    let with_resources = target
+        .param_types
+        .iter()
+        .chain(&target.result_types)
+        .any(holds_resources);
+    if with_resources && resources == Resources::Refused {
+        return Err(EngineError::InvalidParams(format!(
+            "`{}` {} takes or returns a resource, which lives in the instance that made it: create a live \
+             instance (POST /instances) and call it there, where resources are kept between calls as \
+             {{\"resource\": N}}",
+            target.name, target.signature
+        )));
+    }
+    if with_resources && call.wave_results {
+        return Err(EngineError::InvalidParams(format!(
+            "`{}` {} takes or returns a resource, which WAVE cannot write; ask for JSON results",
+            target.name, target.signature
+        )));
+    }
+    Ok(target)
+}
+
+/// Converts `call`'s params to values of `types`: the world's types for a
+/// one-shot call, the live instance's own for a live one (a resource type
+/// is the instance's: the same resource in another instance is another
+/// type). Resources come from `handles`.
+pub(crate) fn convert(
+    target: &WorldFunction,
+    types: &[Type],
+    call: &ComponentCall<'_>,
+    handles: &mut Handles,
+) -> Result<Vec<Val>, EngineError> {
+    Ok(match call.params {
         ComponentParams::Json(params) => {
-            if params.len() != target.param_types.len() {
+            if params.len() != types.len() {
                 return Err(EngineError::InvalidParams(format!(
                     "`{}` {} takes {} params, got {}",
                     target.name,
                     target.signature,
-                    target.param_types.len(),
+                    types.len(),
                     params.len()
                 )));
             }
             params
                 .iter()
-                .zip(&target.param_types)
+                .zip(types)
                 .enumerate()
-                .map(|(i, (raw, ty))| json::from_json(raw, ty, &format!("params[{i}]")))
+                .map(|(i, (raw, ty))| json::from_json(raw, ty, &format!("params[{i}]"), handles))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| EngineError::InvalidParams(format!("{e} (`{}` {})", target.name, target.signature)))?
         }
@@ -104,12 +152,11 @@ fn prepare<'w>(world: &'w ComponentWorld, call: &ComponentCall<'_>) -> Result<Pr
             let source = format!("f({text})");
             let parsed = UntypedFuncCall::parse(&source)
                 .map_err(|e| EngineError::InvalidParams(format!("params: not valid WAVE: {e}")))?;
-            parsed.to_wasm_params::<Val>(target.param_types.iter()).map_err(|e| {
+            parsed.to_wasm_params::<Val>(types.iter()).map_err(|e| {
                 EngineError::InvalidParams(format!("params: {e} (`{}` {})", target.name, target.signature))
             })?
         }
-    };
-    Ok(Prepared { target, args })
+    })
 }
 
 /// Checks that every import of `root` is provided, by WASI 0.2 or by an
@@ -146,102 +193,9 @@ fn exports_interface(host: &LinkedComponent, name: &str) -> bool {
         .any(|f| f.interface.as_deref() == Some(name))
 }
 
-/// Instantiates `root` (linked to `hosts`, dependencies first) and makes one
-/// call, on one fuel and time budget for both.
-pub(crate) async fn run(
-    engine: &wasmtime::Engine,
-    wasi_linker: &Linker<StoreState>,
-    root: &CompiledComponent,
-    hosts: &[LinkedComponent],
-    call: &ComponentCall<'_>,
-    wasi: Option<WasiConfig>,
-    output_cap: usize,
-) -> Result<CallOutcome, CallFailure> {
-    let prepared = prepare(root.world(), call)?;
-    check_imports(root, hosts)?;
-    let limits = call.limits;
-    let reports_wasi = wasi.is_some() || root.world().imports_wasi();
-    let mut store = store::new_store(engine, &limits, None);
-    store.data_mut().component_wasi = Some(Box::new(ComponentWasi::new(wasi.unwrap_or_default(), output_cap)));
-    store::arm(&mut store, &limits);
-
-    let started = Instant::now();
-    let instance = instantiate(&mut store, wasi_linker, root, hosts).await;
-    let mut stats = ExecStats {
-        instantiate_us: micros(started.elapsed()),
-        ..Default::default()
-    };
-    let outcome = match instance {
-        Ok(instance) => {
-            let started = Instant::now();
-            let result = call_export(&mut store, instance, &prepared).await;
-            stats.call_us = micros(started.elapsed());
-            result
-        }
-        Err(e) => Err(e),
-    };
-    stats.fuel_consumed = store::fuel_used(&store);
-    stats.limits_hit = store.data_mut().take_limits_hit();
-    let output = store.data().component_wasi.as_ref().map(|w| w.take_output());
-    let output = output.filter(|_| reports_wasi);
-
-    let (results, exit_code) = match outcome {
-        Ok(results) => (results, None),
-        Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            // `wasi:cli/exit` ends the program normally with a status.
-            Some(exit) if output.is_some() => (Vec::new(), Some(exit.0)),
-            _ => {
-                return Err(CallFailure {
-                    error: classify::runtime_error(e, &limits),
-                    stats: Some(stats),
-                    memory: Vec::new(),
-                    wasi: output,
-                });
-            }
-        },
-    };
-    let is_command = call.function.is_none();
-    let exit_code = exit_code.or_else(|| {
-        // A command's `run` returns `result`: `err` is exit status 1, as
-        // `wasmtime run` reports it.
-        is_command.then(|| match results.first() {
-            Some(Val::Result(Err(_))) => 1,
-            _ => 0,
-        })
-    });
-    let exited = exit_code.is_some() && results.is_empty();
-    let mut shown = Vec::with_capacity(results.len());
-    for (val, ty) in results.iter().zip(&prepared.target.result_types) {
-        let text = if call.wave_results {
-            let wave = val
-                .to_wave()
-                .map_err(|e| EngineError::Internal(format!("cannot write a result as WAVE: {}", chain_text(&e))))?;
-            serde_json::Value::String(wave).to_string()
-        } else {
-            json::to_json(val, ty)
-        };
-        shown.push(RawValue::from_string(text).map_err(|e| EngineError::Internal(e.to_string()))?);
-    }
-    Ok(CallOutcome {
-        results: shown,
-        result_types: if exited {
-            Vec::new()
-        } else {
-            prepared.target.results.clone()
-        },
-        result_bytes: None,
-        memory: Vec::new(),
-        wasi: output.map(|output| WasiResult {
-            exit_code: exit_code.unwrap_or(0),
-            output,
-        }),
-        stats,
-    })
-}
-
 /// Instantiates the hosts, dependencies first, each linked to WASI and the
 /// hosts before it, then the root.
-async fn instantiate(
+pub(crate) async fn instantiate(
     store: &mut Store<StoreState>,
     wasi_linker: &Linker<StoreState>,
     root: &CompiledComponent,
@@ -300,13 +254,12 @@ fn define_exports(
     Ok(())
 }
 
-/// Calls the prepared export of `instance`.
-async fn call_export(
+/// The function `target` names in `instance`.
+pub(crate) fn export_func(
     store: &mut Store<StoreState>,
     instance: Instance,
-    prepared: &Prepared<'_>,
-) -> wasmtime::Result<Vec<Val>> {
-    let target = prepared.target;
+    target: &WorldFunction,
+) -> wasmtime::Result<Func> {
     let index = match &target.interface {
         Some(interface) => {
             let parent = instance.get_export_index(&mut *store, None, interface);
@@ -314,10 +267,19 @@ async fn call_export(
         }
         None => instance.get_export_index(&mut *store, None, &target.function),
     };
-    let func = index
+    index
         .and_then(|i| instance.get_func(&mut *store, i))
-        .ok_or_else(|| wasmtime::Error::msg(format!("export `{}` vanished after instantiation", target.name)))?;
-    let mut results = vec![Val::Bool(false); target.result_types.len()];
+        .ok_or_else(|| wasmtime::Error::msg(format!("export `{}` vanished after instantiation", target.name)))
+}
+
+/// Calls the prepared export of `instance`.
+pub(crate) async fn call_export(
+    store: &mut Store<StoreState>,
+    instance: Instance,
+    prepared: &Prepared<'_>,
+) -> wasmtime::Result<Vec<Val>> {
+    let func = export_func(store, instance, prepared.target)?;
+    let mut results = vec![Val::Bool(false); prepared.target.result_types.len()];
     func.call_async(&mut *store, &prepared.args, &mut results).await?;
     Ok(results)
 }
