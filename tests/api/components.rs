@@ -497,6 +497,37 @@ async fn a_component_links_to_a_registered_component() {
 }
 
 #[tokio::test]
+async fn a_wasi_interface_the_server_lacks_is_a_link_error_naming_it() {
+    // `wasi:` by name, but not one of WASI 0.2's interfaces.
+    let wit = "package test:gap;
+world w {
+  import wasi:nothing/x@0.1.0;
+  export go: func();
+}
+package wasi:nothing@0.1.0 {
+  interface x { f: func(); }
+}";
+    let wasm = b64(&component(
+        wit,
+        "w",
+        r#"(module
+          (import "wasi:nothing/x@0.1.0" "f" (func $f))
+          (func (export "go") (call $f)))"#,
+    ));
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post("/", &json!({"wasm_base64": wasm, "function_name": "go"}))
+        .await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "link_error"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("wasi:nothing/x@0.1.0"), "{message}");
+    let (status, body) = app
+        .post("/register", &json!({"module_name": "gap", "wasm_base64": wasm}))
+        .await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "link_error"), "{body}");
+}
+
+#[tokio::test]
 async fn limits_hold_inside_components() {
     let app = spawn_app().await;
     let wit = "package test:limits;

@@ -18,6 +18,10 @@ pub struct CompiledComponent {
     /// Ready to instantiate when every import is WASI 0.2 (the common
     /// case): import resolution is done once, not per call.
     pre: Option<InstancePre<StoreState>>,
+    /// Why the WASI 0.2 linker alone cannot instantiate it, when every
+    /// import is a `wasi:` one (an interface this server does not provide,
+    /// such as `wasi:http`, or a version it does not have).
+    wasi_gap: Option<String>,
 }
 
 impl CompiledComponent {
@@ -45,6 +49,12 @@ impl CompiledComponent {
     pub(crate) fn pre(&self) -> Option<&InstancePre<StoreState>> {
         self.pre.as_ref()
     }
+
+    /// Why WASI 0.2 does not cover its imports, when they are all WASI and
+    /// it does not.
+    pub(crate) fn wasi_gap(&self) -> Option<&str> {
+        self.wasi_gap.as_deref()
+    }
 }
 
 /// Compiles `wasm` (already known to be a component) on the calling thread:
@@ -58,18 +68,20 @@ pub fn compile_blocking(
     let component = Component::new(engine, wasm)
         .map_err(|e| EngineError::InvalidModule(format!("invalid component: {}", chain_text(&e))))?;
     let world = ComponentWorld::of(engine, &component, wasm);
-    let pre = world
-        .imports
-        .iter()
-        .all(|i| i.is_wasi())
-        .then(|| wasi_linker.instantiate_pre(&component).ok())
-        .flatten();
+    let (pre, wasi_gap) = match world.imports.iter().all(|i| i.is_wasi()) {
+        true => match wasi_linker.instantiate_pre(&component) {
+            Ok(pre) => (Some(pre), None),
+            Err(e) => (None, Some(chain_text(&e))),
+        },
+        false => (None, None),
+    };
     Ok(CompiledComponent {
         sha256,
         size: wasm.len(),
         component,
         world,
         pre,
+        wasi_gap,
     })
 }
 

@@ -162,6 +162,12 @@ pub(crate) fn convert(
 /// Checks that every import of `root` is provided, by WASI 0.2 or by an
 /// interface one of `hosts` exports, naming what is missing.
 pub fn check_imports(root: &CompiledComponent, hosts: &[LinkedComponent]) -> Result<(), EngineError> {
+    if let Some(gap) = root.wasi_gap() {
+        return Err(EngineError::Link(format!(
+            "the component imports WASI interfaces this server does not provide (it has WASI 0.2's cli, \
+             clocks, filesystem, io, random and sockets, with no host access): {gap}"
+        )));
+    }
     let missing: Vec<String> = root
         .world()
         .imports
