@@ -528,6 +528,40 @@ package wasi:nothing@0.1.0 {
 }
 
 #[tokio::test]
+async fn wasi_0_2_imports_of_any_patch_version_link() {
+    // Built against WASI releases older and newer than the server's own.
+    for version in ["0.2.0", "0.2.99"] {
+        let wit = format!(
+            "package test:args;
+world w {{
+  import wasi:cli/environment@{version};
+  export count: func() -> u32;
+}}
+package wasi:cli@{version} {{
+  interface environment {{ get-arguments: func() -> list<string>; }}
+}}"
+        );
+        let wasm = b64(&component(
+            &wit,
+            "w",
+            &format!(
+                r#"(module
+                  (import "wasi:cli/environment@{version}" "get-arguments" (func $args (param i32)))
+                  {REALLOC}
+                  (func (export "count") (result i32)
+                    (call $args (i32.const 0))
+                    (i32.load (i32.const 4))))"#
+            ),
+        ));
+        let app = spawn_app().await;
+        let request = json!({"wasm_base64": wasm, "function_name": "count", "wasi": {"args": ["a", "b"]}});
+        let (status, body) = app.post("/", &request).await;
+        assert_eq!(status, StatusCode::OK, "{version}: {body}");
+        assert_eq!(body["results"], json!([3]), "{version}: the program name and two args");
+    }
+}
+
+#[tokio::test]
 async fn limits_hold_inside_components() {
     let app = spawn_app().await;
     let wit = "package test:limits;
