@@ -660,6 +660,9 @@ fn start_server_with(dir: &Path, args: &[&str]) -> Server {
         ])
         .args(["--port", &port.to_string(), "--data-dir"])
         .arg(dir)
+        // wrk is one address standing in for many clients: the per-client
+        // shares (made to tell clients apart) would cap it as one.
+        .args(["--client-share", "1024", "--client-queue-depth", "1024"])
         .args(args)
         .env(
             "RUST_LOG",

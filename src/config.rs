@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::api::admission::AdmissionSettings;
 use crate::api::auth::Tokens;
 use crate::engine::{EngineSettings, ExecLimits, TierMode};
 use crate::instances::InstanceSettings;
@@ -188,11 +189,21 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_MAX_CONCURRENCY", default_value_t = 32)]
     pub max_concurrency: usize,
 
-    /// Requests that may wait for an execution slot when all are busy,
-    /// first come, first served; past it: `503 overloaded` with
-    /// `Retry-After: 1`.
+    /// Requests that may wait for an execution slot, all clients together;
+    /// past it: `503 overloaded` with `Retry-After: 1`.
     #[arg(long, env = "WASM_EXEC_QUEUE_DEPTH", default_value_t = 1024)]
     pub queue_depth: usize,
+
+    /// Execution slots one client (a token, else an IP address) may hold at
+    /// once; its further requests wait their turn. Default: half of
+    /// `--max-concurrency`, rounded up.
+    #[arg(long, env = "WASM_EXEC_CLIENT_SHARE")]
+    pub client_share: Option<usize>,
+
+    /// Requests one client may have waiting for a slot; past it:
+    /// `429 concurrency_limit` with `Retry-After: 1`. Default: its share.
+    #[arg(long, env = "WASM_EXEC_CLIENT_QUEUE_DEPTH")]
+    pub client_queue_depth: Option<usize>,
 
     /// Milliseconds a request may wait in the queue for an execution slot;
     /// past it: `503 overloaded` with `Retry-After: 1`.
@@ -270,6 +281,19 @@ impl Settings {
                 memory_bytes: self.max_memory_bytes,
                 table_elements: self.max_table_elements,
             },
+        }
+    }
+
+    /// How execution slots are shared between clients.
+    pub fn admission(&self) -> AdmissionSettings {
+        let max_slots = self.max_concurrency.max(1);
+        let client_share = self.client_share.unwrap_or(max_slots.div_ceil(2)).clamp(1, max_slots);
+        AdmissionSettings {
+            max_slots,
+            client_share,
+            client_queue_depth: self.client_queue_depth.unwrap_or(client_share),
+            queue_depth: self.queue_depth,
+            queue_timeout: Duration::from_millis(self.queue_timeout_ms),
         }
     }
 

@@ -66,11 +66,7 @@ impl Application {
             engine,
             registry.clone(),
             instances,
-            api::admission::Admission::new(
-                settings.max_concurrency,
-                settings.queue_depth,
-                std::time::Duration::from_millis(settings.queue_timeout_ms),
-            ),
+            api::admission::Admission::new(settings.admission()),
             body_timeout,
             api::served_routes(),
         );

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
+use super::client::ClientId;
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, ObjectOrNull};
@@ -320,6 +321,7 @@ async fn delete(
     ))]
 async fn add_instance(
     State(app): State<AppState>,
+    Extension(client): Extension<ClientId>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<AddInstance>,
@@ -351,7 +353,7 @@ async fn add_instance(
     // One request at a time on an environment, from here to the answer;
     // the execution slot is taken once it is this request's turn.
     let mut env = slot.live.lock().await;
-    let _permit = app.exec_permit().await?;
+    let _permit = app.exec_permit(&client).await?;
     slot.touch();
     let graph = registered_hosts(&app.registry, &env.unresolved(&root)).await?;
     let spec = MemberSpec {
@@ -401,6 +403,7 @@ async fn register(
     ))]
 async fn call_environment(
     State(app): State<AppState>,
+    Extension(client): Extension<ClientId>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallEnvironment>,
@@ -420,7 +423,7 @@ async fn call_environment(
     // The environment first, then an execution slot: a request waiting its
     // turn on a busy environment holds no slot other clients could use.
     let mut env = slot.live.lock().await;
-    let _permit = app.exec_permit().await?;
+    let _permit = app.exec_permit(&client).await?;
     slot.touch();
     let result = env.call(req.instance.as_deref(), call.spec(limits)?).await;
     drop(env);

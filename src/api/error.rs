@@ -100,6 +100,9 @@ error_codes! {
     LimitExceeded = "limit_exceeded", UNPROCESSABLE_ENTITY;
     /// Over this client's request rate; see `Retry-After`.
     RateLimited = "rate_limited", TOO_MANY_REQUESTS;
+    /// This client holds its share of the execution slots and its queue
+    /// is full; see `Retry-After`.
+    ConcurrencyLimit = "concurrency_limit", TOO_MANY_REQUESTS;
     /// The live-instance caps are reached.
     InstanceCapacity = "instance_capacity", TOO_MANY_REQUESTS;
     /// A server fault; the cause is in the server log under the request id.

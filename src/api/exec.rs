@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::http::Method;
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ResultFormat, WasiBody};
+use super::client::ClientId;
 use super::code::CodeFields;
 use super::error::ApiResult;
 use super::extract::JsonBody;
@@ -100,8 +102,12 @@ pub struct RunRegistered {
         (status = 404, description = "function_not_found: no such exported function", body = ErrorBody),
         GuardedErrors, BodyErrors, RunErrors,
     ))]
-async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInline>) -> ApiResult<Json<ExecResponse>> {
-    let _permit = app.exec_permit().await?;
+async fn run_inline(
+    State(app): State<AppState>,
+    Extension(client): Extension<ClientId>,
+    JsonBody(req): JsonBody<RunInline>,
+) -> ApiResult<Json<ExecResponse>> {
+    let _permit = app.exec_permit(&client).await?;
     let started = Instant::now();
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
     let call = Call::new(
@@ -134,9 +140,10 @@ async fn run_inline(State(app): State<AppState>, JsonBody(req): JsonBody<RunInli
     ))]
 async fn run_registered(
     State(app): State<AppState>,
+    Extension(client): Extension<ClientId>,
     JsonBody(req): JsonBody<RunRegistered>,
 ) -> ApiResult<Json<ExecResponse>> {
-    let _permit = app.exec_permit().await?;
+    let _permit = app.exec_permit(&client).await?;
     let started = Instant::now();
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
     let call = Call::new(

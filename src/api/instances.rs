@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ResultFormat, WasiBody};
+use super::client::ClientId;
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::JsonBody;
@@ -248,10 +249,11 @@ fn describe_slot(app: &AppState, slot: &InstanceSlot, stats: Option<ExecStats>) 
     ))]
 async fn create(
     State(app): State<AppState>,
+    Extension(client): Extension<ClientId>,
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<CreateInstance>,
 ) -> ApiResult<impl IntoResponse> {
-    let _permit = app.exec_permit().await?;
+    let _permit = app.exec_permit(&client).await?;
     let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
@@ -433,6 +435,7 @@ async fn delete(
     ))]
 async fn call_instance(
     State(app): State<AppState>,
+    Extension(client): Extension<ClientId>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallInstance>,
@@ -454,7 +457,7 @@ async fn call_instance(
     // The instance first, then an execution slot: a call waiting its turn
     // holds no slot other clients could use.
     let mut live = slot.live.lock().await;
-    let _permit = app.exec_permit().await?;
+    let _permit = app.exec_permit(&client).await?;
     slot.touch();
     let result = match live.component() {
         Some(component) => component.call(&call.component(limits)?).await,
@@ -483,6 +486,7 @@ pub struct DroppedResource {
     ))]
 async fn drop_resource(
     State(app): State<AppState>,
+    Extension(client): Extension<ClientId>,
     Extension(caller): Extension<Caller>,
     Path((id, number)): Path<(String, String)>,
 ) -> ApiResult<Json<DroppedResource>> {
@@ -500,7 +504,7 @@ async fn drop_resource(
             format!("instance `{id}` runs a core module, which holds no resources"),
         ));
     };
-    let _permit = app.exec_permit().await?;
+    let _permit = app.exec_permit(&client).await?;
     slot.touch();
     let stats = component.drop_resource(number, &slot.limits).await?;
     Ok(Json(DroppedResource {

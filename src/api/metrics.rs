@@ -40,6 +40,12 @@ struct ExecLabels {
     outcome: &'static str,
 }
 
+/// Labels of `wasm_exec_admission_refusals`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
 /// Which endpoint ran a call, for the execution metrics.
 #[derive(Debug, Clone, Copy)]
 pub enum Endpoint {
@@ -85,6 +91,11 @@ pub struct Gauges {
     pub in_flight: usize,
     /// Requests waiting for an execution slot.
     pub queued: usize,
+    /// Requests refused a slot since start: a client's queue full, all
+    /// queues full, the queue's deadline passed.
+    pub refused_client_queue: u64,
+    pub refused_queue_full: u64,
+    pub refused_queue_timeout: u64,
     pub registered_modules: usize,
     pub registered_bytes: u64,
     /// Size of the store's file, when it is on disk.
@@ -223,6 +234,22 @@ impl Metrics {
             "executions_queued",
             "Requests waiting for an execution slot",
             ConstGauge::new(gauges.queued as i64),
+        );
+        // Counted by the admission queues; copied into a family at scrape
+        // time, so a refusal costs the request path one atomic add.
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        for (reason, count) in [
+            ("client_queue_full", gauges.refused_client_queue),
+            ("queue_full", gauges.refused_queue_full),
+            ("queue_timeout", gauges.refused_queue_timeout),
+        ] {
+            refusals.get_or_create(&RefusalLabels { reason }).inc_by(count);
+        }
+        registry.register(
+            "admission_refusals",
+            "Requests refused an execution slot, by reason: client_queue_full (429 concurrency_limit: the client \
+             held its share and its queue was full), queue_full and queue_timeout (503 overloaded)",
+            refusals,
         );
         registry.register(
             "registered_modules",

@@ -21,6 +21,7 @@
 pub mod admission;
 pub mod auth;
 pub mod call;
+pub mod client;
 pub mod code;
 pub mod environments;
 pub mod error;

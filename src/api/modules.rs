@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::client::ClientId;
 use super::code::CodeFields;
 use super::error::ApiResult;
 use super::extract::JsonBody;
@@ -99,8 +100,12 @@ pub struct ModuleList {
         (status = 200, description = "The module's hash, size, exports and imports with their types", body = Inspection),
         GuardedErrors, BodyErrors, RunErrors,
     ))]
-async fn inspect(State(app): State<AppState>, JsonBody(req): JsonBody<Inspect>) -> ApiResult<Json<Inspection>> {
-    let _permit = app.exec_permit().await?;
+async fn inspect(
+    State(app): State<AppState>,
+    Extension(client): Extension<ClientId>,
+    JsonBody(req): JsonBody<Inspect>,
+) -> ApiResult<Json<Inspection>> {
+    let _permit = app.exec_permit(&client).await?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
         wasm_base64: req.wasm_base64,
@@ -133,10 +138,11 @@ async fn inspect(State(app): State<AppState>, JsonBody(req): JsonBody<Inspect>) 
     ))]
 async fn register(
     State(app): State<AppState>,
+    Extension(client): Extension<ClientId>,
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<Register>,
 ) -> ApiResult<impl IntoResponse> {
-    let _permit = app.exec_permit().await?;
+    let _permit = app.exec_permit(&client).await?;
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
         wasm_base64: req.wasm_base64,

@@ -1,5 +1,7 @@
 //! The operator's endpoints: `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
+use std::sync::atomic::Ordering;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -61,6 +63,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiErro
     responses((status = 200, description = "Counters, histograms and gauges in the OpenMetrics text format (Prometheus scrapes it)",
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
+    let refusals = app.admission.refusals();
     let gauges = Gauges {
         cache: app.engine.cache_stats(),
         live_instances: app.instances.count::<LiveInstance>(),
@@ -68,6 +71,9 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         environment_instances: app.engine.environment_instances(),
         in_flight: app.in_flight(),
         queued: app.queued(),
+        refused_client_queue: refusals.client_queue_full.load(Ordering::Relaxed),
+        refused_queue_full: refusals.queue_full.load(Ordering::Relaxed),
+        refused_queue_timeout: refusals.queue_timeout.load(Ordering::Relaxed),
         registered_modules: app.registry.len(),
         registered_bytes: app.registry.total_bytes(),
         store_file_bytes: app.registry.store_size_on_disk(),

@@ -1,37 +1,29 @@
 //! Per-client rate limiting: `429 rate_limited` with `Retry-After`.
 //!
-//! A client is its token when access control is on, else its IP address.
+//! A client ([`ClientId`]) is its token when access control is on, else
+//! its IP address.
 //! Each gets a token bucket (GCRA, from `governor`) of `--rate-limit`
 //! requests per second with a burst of twice that; the always-open pages
 //! and probes ([`super::auth::is_public`]) are not counted. Off by default: on loopback, a limit
 //! would only get in the way of benchmarks and local tools.
 
-use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use super::auth::Caller;
+use super::client::ClientId;
 use super::error::{ApiError, ErrorCode};
-
-/// Who a rate limit is counted against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Client {
-    Token(usize),
-    Address(IpAddr),
-    Unknown,
-}
 
 /// The keyed limiter, or nothing when rate limiting is off.
 #[derive(Clone, Default)]
 pub struct RateLimits {
-    limiter: Option<Arc<DefaultKeyedRateLimiter<Client>>>,
+    limiter: Option<Arc<DefaultKeyedRateLimiter<ClientId>>>,
 }
 
 impl RateLimits {
@@ -64,7 +56,7 @@ impl RateLimits {
 /// Counts the request against its client's bucket; the `429` response, if
 /// the bucket is empty. Called by the front middleware (`api::logging`),
 /// after the token check has recorded the caller.
-pub fn check_rate(limits: &RateLimits, request: &Request) -> Option<Response> {
+pub fn check_rate(limits: &RateLimits, request: &Request, client: &ClientId) -> Option<Response> {
     let Some(limiter) = &limits.limiter else {
         return None;
     };
@@ -72,14 +64,7 @@ pub fn check_rate(limits: &RateLimits, request: &Request) -> Option<Response> {
     if super::auth::is_public(request.method(), path) {
         return None;
     }
-    let client = match request.extensions().get::<Caller>() {
-        Some(Caller::Token { id, .. }) => Client::Token(*id),
-        _ => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => Client::Address(addr.ip()),
-            None => Client::Unknown,
-        },
-    };
-    match limiter.check_key(&client) {
+    match limiter.check_key(client) {
         Ok(()) => None,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());

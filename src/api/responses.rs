@@ -59,7 +59,7 @@ impl IntoResponses for GuardedErrors {
             ),
             (
                 "429",
-                "rate_limited: over this client's request rate; or instance_capacity (POST /instances): the live-instance caps are reached. See Retry-After",
+                "rate_limited: over this client's request rate; concurrency_limit (endpoints that run code): this client holds its share of the execution slots and its queue is full; or instance_capacity (POST /instances): the live-instance caps are reached. See Retry-After",
             ),
         ])
     }
@@ -94,7 +94,7 @@ impl IntoResponses for RunErrors {
             ),
             (
                 "503",
-                "overloaded: every execution slot stayed busy and the queue is full or its deadline passed; see Retry-After",
+                "overloaded: no execution slot came this request's turn: the queues are full or the deadline passed; see Retry-After",
             ),
         ])
     }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use axum::http::Method;
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::admission::Admission;
+use super::admission::{Admission, ExecPermit};
+use super::client::ClientId;
 use super::error::ApiError;
 use super::extract::BodyTimeout;
 use super::metrics::Metrics;
@@ -35,9 +35,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Every `(method, path template)` served, for the JSON index.
     pub served: &'static [(Method, &'static str)],
-    /// One slot per execution (or registration) in flight, and the bounded
-    /// queue in front of them.
-    admission: Admission,
+    /// One slot per execution (or registration) in flight, shared fairly
+    /// between clients, and the bounded queues in front of them.
+    pub admission: Admission,
     body_timeout: BodyTimeout,
 }
 
@@ -78,9 +78,9 @@ impl AppState {
         self.admission.queued()
     }
 
-    /// Takes an execution slot, waiting in the bounded queue if none is
-    /// free (see [`Admission::admit`]).
-    pub async fn exec_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.admission.admit().await
+    /// Takes an execution slot for `client`, waiting its turn if none is
+    /// free to it (see [`Admission::admit`]).
+    pub async fn exec_permit(&self, client: &ClientId) -> Result<ExecPermit, ApiError> {
+        self.admission.admit(client).await
     }
 }

@@ -659,6 +659,8 @@ async fn exposures_are_bounded() {
 async fn requests_waiting_on_a_busy_environment_hold_no_execution_slot() {
     let mut settings = test_settings();
     settings.max_concurrency = 2;
+    // One client (this test) uses both slots.
+    settings.client_share = Some(2);
     settings.timeout_ms = 60_000;
     settings.max_fuel = u64::MAX / 2;
     let app = spawn_app_with(settings).await;

@@ -87,6 +87,8 @@ struct Servers {
     guarded: TestApp,
     /// One execution at a time.
     busy: TestApp,
+    /// One execution at a time per client, and no waiting for one.
+    crowded: TestApp,
 }
 
 async fn servers() -> Servers {
@@ -114,11 +116,17 @@ async fn servers() -> Servers {
     settings.max_concurrency = 1;
     settings.queue_depth = 0;
     let busy = spawn_app_with(settings).await;
+    let mut settings = test_settings();
+    settings.max_concurrency = 2;
+    settings.client_share = Some(1);
+    settings.client_queue_depth = Some(0);
+    let crowded = spawn_app_with(settings).await;
     Servers {
         plain,
         store,
         guarded,
         busy,
+        crowded,
     }
 }
 
@@ -257,7 +265,8 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
             s.store.failing.store(false, Ordering::SeqCst);
             answer
         }
-        ErrorCode::Overloaded => overload(&s.busy).await,
+        ErrorCode::Overloaded => overload(&s.busy, StatusCode::SERVICE_UNAVAILABLE).await,
+        ErrorCode::ConcurrencyLimit => overload(&s.crowded, StatusCode::TOO_MANY_REQUESTS).await,
         ErrorCode::NotReady => {
             s.store.failing.store(true, Ordering::SeqCst);
             let answer = plain.get("/readyz").await;
@@ -290,7 +299,7 @@ async fn slow_body(app: &TestApp) -> (StatusCode, Value) {
 
 /// Holds the only execution slot with a spinning guest, then asks for
 /// another until refused (bounded).
-async fn overload(app: &TestApp) -> (StatusCode, Value) {
+async fn overload(app: &TestApp, refused: StatusCode) -> (StatusCode, Value) {
     let (client, url) = (app.client.clone(), app.url("/"));
     let spin = tokio::spawn(async move {
         let body = inline(
@@ -316,7 +325,7 @@ async fn overload(app: &TestApp) -> (StatusCode, Value) {
                 &json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [1]}),
             )
             .await;
-        if last.0 == StatusCode::SERVICE_UNAVAILABLE || spin.is_finished() {
+        if last.0 == refused || spin.is_finished() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;

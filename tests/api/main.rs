@@ -11,6 +11,7 @@ mod deploy;
 mod environments;
 mod error_codes;
 mod errors;
+mod fairness;
 mod fuzzish;
 mod helpers;
 mod hostile;

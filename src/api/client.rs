@@ -1,0 +1,43 @@
+//! Who a request is counted against, for rate limits and fair shares of
+//! the execution slots: its token when access control is on, else the
+//! address it came from.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request};
+
+use super::auth::Caller;
+
+/// A client, as limits and shares count it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientId {
+    Token(usize),
+    Address(IpAddr),
+    /// A request without a peer address (only in-process callers).
+    Unknown,
+}
+
+impl ClientId {
+    /// The client of `request`, once the token check has recorded its
+    /// [`Caller`].
+    pub fn of(request: &Request) -> Self {
+        match request.extensions().get::<Caller>() {
+            Some(Caller::Token { id, .. }) => ClientId::Token(*id),
+            _ => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+                Some(ConnectInfo(addr)) => ClientId::Address(addr.ip()),
+                None => ClientId::Unknown,
+            },
+        }
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientId::Token(_) => f.write_str("this token"),
+            ClientId::Address(ip) => write!(f, "this client ({ip})"),
+            ClientId::Unknown => f.write_str("this client"),
+        }
+    }
+}
