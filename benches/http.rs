@@ -67,6 +67,9 @@ request = function()
 end
 "#;
 
+/// The batch scenarios, whose calls/s are printed beside single requests'.
+const BATCH_100: &str = "POST /batch of 100 double";
+const BATCH_1000: &str = "POST /batch of 1000 double";
 const FLOOR_HEALTHZ: &str = "floor: GET /healthz";
 const FLOOR_CALL: &str = "floor: POST /execute double (cached InstancePre)";
 const FLOOR_COMPILE: &str = "floor: POST / never-seen module (compiles each)";
@@ -335,6 +338,11 @@ fn main() {
         )
     };
     let floor = start_floor();
+    // A batch of `n` calls of the registered `double`.
+    let batch_of = |n: usize| {
+        let call = r#"{"module_name":"double","function_name":"double","params":[2]}"#;
+        json_post(format!(r#"{{"calls":[{}]}}"#, vec![call; n].join(",")))
+    };
     let double_call = json_post(r#"{"module_name":"double","function_name":"double","params":[2]}"#.into());
     let fib_call = json_post(r#"{"module_name":"fib","function_name":"fib","params":[27]}"#.into());
     // (name, on the floor?, path, wrk script, connections, the floor row it is compared with)
@@ -383,6 +391,8 @@ fn main() {
             connections,
             FLOOR_CALL,
         ),
+        (BATCH_100, Target::Ours, "/batch", batch_of(100), connections, ""),
+        (BATCH_1000, Target::Ours, "/batch", batch_of(1000), connections, ""),
         (
             "POST /execute 3-deep chain",
             Target::Ours,
@@ -828,6 +838,18 @@ fn print_table(rows: &[Row], native_fib_ms: f64, seconds: u64, connections: u64)
             "never-seen modules, 128 connections / {connections} connections: {:.2}",
             many / few
         );
+    }
+    if let Some(single) = rps("POST /execute double") {
+        println!();
+        for (name, size) in [(BATCH_100, 100.0), (BATCH_1000, 1000.0)] {
+            if let Some(batches) = rps(name) {
+                println!(
+                    "{name}: {:.0} calls/s, {:.1}x single `POST /execute double` requests ({single:.0}/s)",
+                    batches * size,
+                    batches * size / single
+                );
+            }
+        }
     }
     let p50 = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.p50_ms);
     if let (Some(ours), Some(floor)) = (p50("POST /execute fib(27), 1 conn"), p50(FLOOR_FIB)) {

@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::api::admission::AdmissionSettings;
 use crate::api::auth::Tokens;
+use crate::api::state::BatchSettings;
 use crate::engine::{EngineSettings, ExecLimits, TierMode};
 use crate::instances::InstanceSettings;
 use crate::registry::ArtifactSeal;
@@ -194,6 +195,16 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_QUEUE_DEPTH", default_value_t = 1024)]
     pub queue_depth: usize,
 
+    /// Most calls in one `POST /batch`.
+    #[arg(long, env = "WASM_EXEC_MAX_BATCH_CALLS", default_value_t = 1000)]
+    pub max_batch_calls: usize,
+
+    /// Milliseconds one `POST /batch` may run, all its calls together (a
+    /// batch may ask for less); calls not started by then answer
+    /// `limit_exceeded` (`batch_time`).
+    #[arg(long, env = "WASM_EXEC_BATCH_TIMEOUT_MS", default_value_t = 60_000)]
+    pub batch_timeout_ms: u64,
+
     /// Execution slots one client (a token, else an IP address) may hold at
     /// once; its further requests wait their turn. Default: half of
     /// `--max-concurrency`, rounded up.
@@ -294,6 +305,14 @@ impl Settings {
             client_queue_depth: self.client_queue_depth.unwrap_or(client_share),
             queue_depth: self.queue_depth,
             queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+        }
+    }
+
+    /// Bounds on `POST /batch`.
+    pub fn batch(&self) -> BatchSettings {
+        BatchSettings {
+            max_calls: self.max_batch_calls,
+            timeout: Duration::from_millis(self.batch_timeout_ms),
         }
     }
 

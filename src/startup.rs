@@ -67,6 +67,7 @@ impl Application {
             registry.clone(),
             instances,
             api::admission::Admission::new(settings.admission()),
+            settings.batch(),
             body_timeout,
             api::served_routes(),
         );

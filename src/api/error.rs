@@ -271,14 +271,23 @@ impl From<InstanceError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
+impl ApiError {
+    /// The response body: `{"error": {"code", "message", …extra}}` (also
+    /// a failed call's element in a batch).
+    pub fn into_body(self) -> Value {
         let mut error = Map::new();
         error.insert("code".into(), self.code.as_str().into());
         error.insert("message".into(), self.message.into());
         error.extend(self.extra);
-        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code;
+        let mut response = (status, axum::Json(self.into_body())).into_response();
         // Overload and exhausted capacity are temporary: say when to retry.
         // (The rate limiter replaces this with its own figure.)
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
@@ -287,7 +296,7 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         // The request log line shows the code.
-        response.extensions_mut().insert(self.code);
+        response.extensions_mut().insert(code);
         response
     }
 }

@@ -108,8 +108,18 @@ async fn run_inline(
     JsonBody(req): JsonBody<RunInline>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit(&client).await?;
+    inline_call(&app, req, None).await
+}
+
+/// A `POST /` call, for its own request or in a batch (whose `deadline`
+/// caps its time limit); the caller holds the execution slot.
+pub(super) async fn inline_call(
+    app: &AppState,
+    req: RunInline,
+    deadline: Option<Instant>,
+) -> ApiResult<Json<ExecResponse>> {
     let started = Instant::now();
-    let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
+    let limits = within(app.engine.default_limits().lowered_by(req.limits.as_ref())?, deadline);
     let call = Call::new(
         req.function_name,
         req.params,
@@ -128,7 +138,16 @@ async fn run_inline(
         wasm: code.into_wasm(&app.engine).await?,
         host_modules: req.host_modules,
     };
-    run_one_shot(&app, Endpoint::Inline, source, limits, call, req.wasi, started).await
+    run_one_shot(app, Endpoint::Inline, source, limits, call, req.wasi, started).await
+}
+
+/// `limits` with the time limit cut to what is left before `deadline`.
+pub(super) fn within(mut limits: ExecLimits, deadline: Option<Instant>) -> ExecLimits {
+    if let Some(deadline) = deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        limits.timeout_ms = limits.timeout_ms.min(left.as_millis() as u64).max(1);
+    }
+    limits
 }
 
 #[utoipa::path(post, path = "/execute", tag = "execute", operation_id = "run_registered",
@@ -144,8 +163,18 @@ async fn run_registered(
     JsonBody(req): JsonBody<RunRegistered>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit(&client).await?;
+    registered_call(&app, req, None).await
+}
+
+/// A `POST /execute` call, for its own request or in a batch (whose
+/// `deadline` caps its time limit); the caller holds the execution slot.
+pub(super) async fn registered_call(
+    app: &AppState,
+    req: RunRegistered,
+    deadline: Option<Instant>,
+) -> ApiResult<Json<ExecResponse>> {
     let started = Instant::now();
-    let limits = app.engine.default_limits().lowered_by(req.limits.as_ref())?;
+    let limits = within(app.engine.default_limits().lowered_by(req.limits.as_ref())?, deadline);
     let call = Call::new(
         req.function_name,
         req.params,
@@ -156,7 +185,7 @@ async fn run_registered(
     )?
     .with_result_format(req.result_format);
     let source = Source::Registered(req.module_name);
-    run_one_shot(&app, Endpoint::Registered, source, limits, call, req.wasi, started).await
+    run_one_shot(app, Endpoint::Registered, source, limits, call, req.wasi, started).await
 }
 
 /// The part `POST /` and `/execute` share: check the WASI fields, resolve

@@ -435,15 +435,33 @@ async fn delete(
     ))]
 async fn call_instance(
     State(app): State<AppState>,
-    Extension(client): Extension<ClientId>,
     Extension(caller): Extension<Caller>,
+    Extension(client): Extension<ClientId>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallInstance>,
 ) -> ApiResult<Json<ExecResponse>> {
-    let started = Instant::now();
     let slot = visible::<LiveInstance>(&app, &caller, &id).await?;
+    // Calls on one instance take turns; the lock is held for the call only.
+    // The instance first, then an execution slot: a call waiting its turn
+    // holds no slot other clients could use.
+    let mut live = slot.live.lock().await;
+    let _permit = app.exec_permit(&client).await?;
+    call_locked(&app, &slot, &mut live, req, None).await
+}
+
+/// One call on a live instance whose lock (and an execution slot) the
+/// caller holds: for its own request, or in a batch on the instance (whose
+/// `deadline` caps its time limit).
+pub(super) async fn call_locked(
+    app: &AppState,
+    slot: &InstanceSlot,
+    live: &mut LiveInstance,
+    req: CallInstance,
+    deadline: Option<Instant>,
+) -> ApiResult<Json<ExecResponse>> {
+    let started = Instant::now();
     call::per_request_limits(req.limits.as_ref(), "instance (set them in POST /instances)")?;
-    let limits: ExecLimits = slot.limits.lowered_by(req.limits.as_ref())?;
+    let limits = super::exec::within(slot.limits.lowered_by(req.limits.as_ref())?, deadline);
     let call = Call::new(
         req.function_name,
         req.params,
@@ -453,17 +471,11 @@ async fn call_instance(
         app.engine.settings().max_read_bytes,
     )?
     .with_result_format(req.result_format);
-    // Calls on one instance take turns; the lock is held for the call only.
-    // The instance first, then an execution slot: a call waiting its turn
-    // holds no slot other clients could use.
-    let mut live = slot.live.lock().await;
-    let _permit = app.exec_permit(&client).await?;
     slot.touch();
     let result = match live.component() {
         Some(component) => component.call(&call.component(limits)?).await,
         None => live.call(call.spec(limits)?).await,
     };
-    drop(live);
     call.respond(result, None, started, &app.metrics, Endpoint::Instance)
 }
 

@@ -20,6 +20,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod batch;
 pub mod call;
 pub mod client;
 pub mod code;

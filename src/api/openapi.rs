@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorCode;
 use super::responses::ErrorBody;
-use super::{call, environments, exec, instances, modules, ops, playground};
+use super::{batch, call, environments, exec, instances, modules, ops, playground};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,7 @@ use super::{call, environments, exec, instances, modules, ops, playground};
         modules::describe,
         modules::binary,
         modules::delete,
+        batch::run_batch,
         instances::create,
         instances::list,
         instances::describe,

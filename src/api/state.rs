@@ -13,6 +13,15 @@ use crate::engine::WasmEngine;
 use crate::instances::Instances;
 use crate::registry::Registry;
 
+/// Bounds on `POST /batch` (see `api::batch`).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Most calls in one batch.
+    pub max_calls: usize,
+    /// Longest a batch may run, all its calls together.
+    pub timeout: std::time::Duration,
+}
+
 /// State shared by every handler: one `Arc`, because axum clones the state
 /// for every request and a struct of several `Arc`s costs an atomic
 /// increment and decrement per field per request.
@@ -38,6 +47,8 @@ pub struct Shared {
     /// One slot per execution (or registration) in flight, shared fairly
     /// between clients, and the bounded queues in front of them.
     pub admission: Admission,
+    /// Bounds on `POST /batch`.
+    pub batch: BatchSettings,
     body_timeout: BodyTimeout,
 }
 
@@ -54,6 +65,7 @@ impl AppState {
         registry: Arc<Registry>,
         instances: Arc<Instances>,
         admission: Admission,
+        batch: BatchSettings,
         body_timeout: std::time::Duration,
         served: &'static [(Method, &'static str)],
     ) -> Self {
@@ -64,6 +76,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new(served.iter().map(|(_, path)| *path))),
             served,
             admission,
+            batch,
             body_timeout: BodyTimeout(body_timeout),
         }))
     }

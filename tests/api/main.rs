@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real server and speaks HTTP to it.
 
 mod auth;
+mod batch;
 mod browser;
 mod budget;
 mod cli;

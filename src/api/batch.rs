@@ -1,0 +1,192 @@
+//! `POST /batch`: many calls in one request, answered in order, each with
+//! its own response body.
+//!
+//! A grader or a data pipeline calling one function thousands of times
+//! spends most of each request on HTTP; a batch pays for HTTP once. Each
+//! call goes through exactly the path its own request would (`POST /`,
+//! `/execute`, or `/instances/{id}/call`), so it gets the same checks,
+//! limits, tiers and answers; only the HTTP around it is shared. The batch
+//! holds one execution slot for its whole run (it is one client's one
+//! stream of work, and a fair share counts it so), and runs its calls one
+//! after another within a total time budget.
+
+use std::time::{Duration, Instant};
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::call::ExecResponse;
+use super::client::ClientId;
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::exec::{self, RunInline, RunRegistered};
+use super::extract::JsonBody;
+use super::instances::{self, CallInstance};
+use super::responses::{BodyErrors, ErrorBody, GuardedErrors};
+use super::routes::Routes;
+use super::state::AppState;
+use crate::engine::LiveInstance;
+
+pub fn routes() -> Routes {
+    Routes::new().add(Method::POST, "/batch", run_batch)
+}
+
+/// Body of `POST /batch`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"calls": [
+    {"module_name": "utils", "function_name": "double", "params": [1]},
+    {"module_name": "utils", "function_name": "double", "params": [2]},
+    {"wat": "(module (func (export \"f\") (result i32) i32.const 7))", "function_name": "f"}
+]}))]
+pub struct Batch {
+    /// The calls, in order. Each is shaped like a `POST /execute` body (it
+    /// has `module_name`) or a `POST /` body (inline code); with
+    /// `instance`, like a `POST /instances/{id}/call` body.
+    #[schema(value_type = Vec<Object>)]
+    calls: Vec<Box<RawValue>>,
+    /// Run every call on this live instance, in order, so that they share
+    /// its state; without it each call gets a fresh instance of its own.
+    instance: Option<String>,
+    /// The whole batch's time budget in milliseconds (at most, and by
+    /// default, `--batch-timeout-ms`). Each call's own time limit is cut to
+    /// what is left; calls not started when it runs out answer
+    /// `limit_exceeded` (`batch_time`).
+    timeout_ms: Option<u64>,
+}
+
+/// `200` from `POST /batch`.
+#[derive(Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// One element per call, in order: the body its own request would have
+    /// had (results and stats, or `{"error": …}`).
+    #[schema(value_type = Vec<Object>)]
+    results: Vec<Box<RawValue>>,
+    stats: BatchStats,
+}
+
+/// What the batch as a whole did.
+#[derive(Serialize, ToSchema)]
+pub struct BatchStats {
+    calls: usize,
+    /// Calls that answered results (the others answered an error).
+    succeeded: usize,
+    failed: usize,
+    /// The whole batch, from the request's arrival to its answer.
+    wall_time_us: u64,
+}
+
+#[utoipa::path(post, path = "/batch", tag = "execute", operation_id = "run_batch",
+    request_body = Batch,
+    responses(
+        (status = 200, description = "Every call's own response body, in order; one failing call does not fail the batch", body = BatchResponse),
+        (status = 400, description = "invalid_request: no calls, or more than --max-batch-calls", body = ErrorBody),
+        (status = 404, description = "instance_not_found: the instance named does not exist (or is another token's)", body = ErrorBody),
+        (status = 503, description = "overloaded: no execution slot came the batch's turn; see Retry-After", body = ErrorBody),
+        GuardedErrors, BodyErrors,
+    ))]
+async fn run_batch(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(client): Extension<ClientId>,
+    JsonBody(batch): JsonBody<Batch>,
+) -> ApiResult<Json<BatchResponse>> {
+    let started = Instant::now();
+    let settings = app.batch;
+    if batch.calls.is_empty() || batch.calls.len() > settings.max_calls {
+        return Err(ApiError::invalid_request(format!(
+            "a batch has 1 to {} calls (--max-batch-calls); this one has {}",
+            settings.max_calls,
+            batch.calls.len()
+        )));
+    }
+    let budget = match batch.timeout_ms {
+        Some(ms) => Duration::from_millis(ms).min(settings.timeout),
+        None => settings.timeout,
+    };
+    let deadline = started + budget;
+    let mut answers = Vec::with_capacity(batch.calls.len());
+    match &batch.instance {
+        None => {
+            let _permit = app.exec_permit(&client).await?;
+            for raw in &batch.calls {
+                let answer = match spent(deadline, budget) {
+                    Some(refusal) => Err(refusal),
+                    None => one_shot(&app, raw, deadline).await,
+                };
+                answers.push(answer);
+            }
+        }
+        Some(id) => {
+            let slot = instances::visible::<LiveInstance>(&app, &caller, id).await?;
+            // As for one call: the instance's turn first, then a slot.
+            let mut live = slot.live.lock().await;
+            let _permit = app.exec_permit(&client).await?;
+            for raw in &batch.calls {
+                let answer = match (spent(deadline, budget), parse::<CallInstance>(raw)) {
+                    (Some(refusal), _) => Err(refusal),
+                    (None, Err(e)) => Err(e),
+                    (None, Ok(req)) => instances::call_locked(&app, &slot, &mut live, req, Some(deadline)).await,
+                };
+                answers.push(answer);
+            }
+        }
+    }
+    let succeeded = answers.iter().filter(|a| a.is_ok()).count();
+    let results = answers
+        .into_iter()
+        .map(|answer| match answer {
+            Ok(Json(response)) => serde_json::value::to_raw_value(&response),
+            Err(error) => serde_json::value::to_raw_value(&error.into_body()),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(Json(BatchResponse {
+        stats: BatchStats {
+            calls: results.len(),
+            succeeded,
+            failed: results.len() - succeeded,
+            wall_time_us: started.elapsed().as_micros() as u64,
+        },
+        results,
+    }))
+}
+
+/// One call on a fresh instance: `POST /execute`'s when it names a
+/// registered module, else `POST /`'s.
+async fn one_shot(app: &AppState, raw: &RawValue, deadline: Instant) -> ApiResult<Json<ExecResponse>> {
+    #[derive(Deserialize)]
+    struct Probe {
+        module_name: Option<serde::de::IgnoredAny>,
+    }
+    let probe: Probe = serde_json::from_str(raw.get())
+        .map_err(|e| ApiError::invalid_request(format!("a call must be a JSON object: {e}")))?;
+    match probe.module_name {
+        Some(_) => exec::registered_call(app, parse::<RunRegistered>(raw)?, Some(deadline)).await,
+        None => exec::inline_call(app, parse::<RunInline>(raw)?, Some(deadline)).await,
+    }
+}
+
+/// A call's body, checked as its own request's would be.
+fn parse<T: serde::de::DeserializeOwned>(raw: &RawValue) -> ApiResult<T> {
+    serde_json::from_str(raw.get()).map_err(|e| ApiError::invalid_request(format!("invalid call: {e}")))
+}
+
+/// The refusal for a call the batch has no time left for.
+fn spent(deadline: Instant, budget: Duration) -> Option<ApiError> {
+    (Instant::now() >= deadline).then(|| {
+        ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "the batch's time budget of {} ms ran out before this call started (timeout_ms, --batch-timeout-ms)",
+                budget.as_millis()
+            ),
+        )
+        .with("limit", "batch_time")
+    })
+}

@@ -1,0 +1,174 @@
+//! `POST /batch`: calls answered in order, each with its own body; fresh
+//! instances unless the batch names one; a total time budget; bounds.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{DOUBLE_HEX, code, spawn_app, spawn_app_with, test_settings};
+
+const COUNTER: &str = r#"(module (global $n (export "n") (mut i32) (i32.const 0))
+  (func (export "inc") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#;
+
+#[tokio::test]
+async fn a_thousand_calls_answer_in_order() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post("/register", &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let calls: Vec<Value> = (0..1000)
+        .map(|i| json!({"module_name": "utils", "function_name": "double", "params": [i]}))
+        .collect();
+    let (status, body) = app.post("/batch", &json!({"calls": calls})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1000);
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["results"], json!([2 * i]), "call {i}: {result}");
+        assert_eq!(result["result_types"], json!(["i32"]));
+    }
+    assert_eq!(
+        (
+            body["stats"]["calls"].clone(),
+            body["stats"]["succeeded"].clone(),
+            body["stats"]["failed"].clone()
+        ),
+        (json!(1000), json!(1000), json!(0))
+    );
+}
+
+#[tokio::test]
+async fn each_call_answers_for_itself() {
+    let app = spawn_app().await;
+    app.post("/register", &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}))
+        .await;
+    let calls = json!([
+        {"module_name": "utils", "function_name": "double", "params": [21]},
+        {"wat": "(module (func (export \"boom\") unreachable))", "function_name": "boom"},
+        {"module_name": "utils", "function_name": "triple", "params": [1]},
+        {"module_name": "nope", "function_name": "f"},
+        {"module_name": "utils", "function": "double"},
+        [1, 2],
+        {"wat": COUNTER, "function_name": "inc"},
+        {"wat": COUNTER, "function_name": "inc"},
+    ]);
+    let (status, body) = app.post("/batch", &json!({"calls": calls})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r = body["results"].as_array().unwrap();
+    assert_eq!(r[0]["results"], json!([42]));
+    assert_eq!((code(&r[1]), &r[1]["error"]["trap"]), ("trap", &json!("unreachable")));
+    assert_eq!(code(&r[2]), "function_not_found");
+    assert_eq!(code(&r[3]), "module_not_found");
+    assert_eq!(code(&r[4]), "invalid_request");
+    assert!(
+        r[4]["error"]["message"].as_str().unwrap().contains("function"),
+        "{}",
+        r[4]
+    );
+    assert_eq!(code(&r[5]), "invalid_request");
+    // Each call has an instance of its own: the counter starts afresh.
+    assert_eq!(
+        (r[6]["results"].clone(), r[7]["results"].clone()),
+        (json!([1]), json!([1]))
+    );
+    assert_eq!(
+        (body["stats"]["succeeded"].clone(), body["stats"]["failed"].clone()),
+        (json!(3), json!(5))
+    );
+}
+
+#[tokio::test]
+async fn a_batch_on_an_instance_shares_its_state() {
+    let app = spawn_app().await;
+    let (status, body) = app.post("/instances", &json!({"wat": COUNTER})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap();
+    let calls: Vec<Value> = (0..5).map(|_| json!({"function_name": "inc"})).collect();
+    let (status, body) = app.post("/batch", &json!({"calls": calls, "instance": id})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let counts: Vec<Value> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["results"][0].clone())
+        .collect();
+    assert_eq!(counts, vec![json!(1), json!(2), json!(3), json!(4), json!(5)]);
+    let (_, info) = app.get(&format!("/instances/{id}")).await;
+    assert_eq!(info["calls"], 5);
+    let (_, global) = app.get(&format!("/instances/{id}/globals/n")).await;
+    assert_eq!(global["value"], 5, "{global}");
+    // A module's call body on an instance is refused as that call, not the batch.
+    let (status, body) = app
+        .post(
+            "/batch",
+            &json!({"calls": [{"module_name": "x", "function_name": "inc"}], "instance": id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(code(&body["results"][0]), "invalid_request");
+    let (status, body) = app
+        .post(
+            "/batch",
+            &json!({"calls": [{"function_name": "inc"}], "instance": "nobody.0"}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "instance_not_found"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_batch_time_budget_cuts_calls_and_stops_the_rest() {
+    let mut settings = test_settings();
+    settings.max_fuel = u64::MAX / 2;
+    let app = spawn_app_with(settings).await;
+    let spin = json!({"wat": "(module (func (export \"spin\") (loop (br 0))))", "function_name": "spin"});
+    let double = json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [1]});
+    let (status, body) = app
+        .post("/batch", &json!({"calls": [double, spin, double], "timeout_ms": 300}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r = body["results"].as_array().unwrap();
+    assert_eq!(r[0]["results"], json!([2]));
+    // The loop's own time limit was cut to what the batch had left.
+    assert_eq!(
+        (code(&r[1]), &r[1]["error"]["limit"]),
+        ("limit_exceeded", &json!("time")),
+        "{}",
+        r[1]
+    );
+    assert_eq!(
+        (code(&r[2]), &r[2]["error"]["limit"]),
+        ("limit_exceeded", &json!("batch_time")),
+        "{}",
+        r[2]
+    );
+}
+
+#[tokio::test]
+async fn batches_are_bounded() {
+    let mut settings = test_settings();
+    settings.max_batch_calls = 3;
+    let app = spawn_app_with(settings).await;
+    let call = json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [1]});
+    let (status, body) = app.post("/batch", &json!({"calls": []})).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{body}"
+    );
+    let (status, body) = app.post("/batch", &json!({"calls": [call, call, call, call]})).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("--max-batch-calls"),
+        "{body}"
+    );
+    let (status, body) = app.post("/batch", &json!({"calls": [call, call, call]})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
