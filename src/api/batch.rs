@@ -66,8 +66,16 @@ pub struct BatchResponse {
     /// One element per call, in order: the body its own request would have
     /// had (results and stats, or `{"error": …}`).
     #[schema(value_type = Vec<Object>)]
-    results: Vec<Box<RawValue>>,
+    results: Vec<Answer>,
     stats: BatchStats,
+}
+
+/// One call's answer, written as its own response body would be.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Ok(Box<ExecResponse>),
+    Err(serde_json::Value),
 }
 
 /// What the batch as a whole did.
@@ -138,14 +146,13 @@ async fn run_batch(
         }
     }
     let succeeded = answers.iter().filter(|a| a.is_ok()).count();
-    let results = answers
+    let results: Vec<Answer> = answers
         .into_iter()
         .map(|answer| match answer {
-            Ok(Json(response)) => serde_json::value::to_raw_value(&response),
-            Err(error) => serde_json::value::to_raw_value(&error.into_body()),
+            Ok(Json(response)) => Answer::Ok(Box::new(response)),
+            Err(error) => Answer::Err(error.into_body()),
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
+        .collect();
     Ok(Json(BatchResponse {
         stats: BatchStats {
             calls: results.len(),
