@@ -9,7 +9,7 @@ use clap::Parser;
 
 use crate::api::admission::AdmissionSettings;
 use crate::api::auth::Tokens;
-use crate::api::state::BatchSettings;
+use crate::api::state::CallBounds;
 use crate::engine::{EngineSettings, ExecLimits, TierMode};
 use crate::instances::InstanceSettings;
 use crate::registry::ArtifactSeal;
@@ -205,6 +205,11 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_BATCH_TIMEOUT_MS", default_value_t = 60_000)]
     pub batch_timeout_ms: u64,
 
+    /// Most `runs` of one call (each on a fresh instance, for timing and
+    /// fuel figures).
+    #[arg(long, env = "WASM_EXEC_MAX_RUNS", default_value_t = 100)]
+    pub max_runs: u32,
+
     /// Execution slots one client (a token, else an IP address) may hold at
     /// once; its further requests wait their turn. Default: half of
     /// `--max-concurrency`, rounded up.
@@ -308,11 +313,12 @@ impl Settings {
         }
     }
 
-    /// Bounds on `POST /batch`.
-    pub fn batch(&self) -> BatchSettings {
-        BatchSettings {
-            max_calls: self.max_batch_calls,
-            timeout: Duration::from_millis(self.batch_timeout_ms),
+    /// Bounds on batches and `runs`.
+    pub fn call_bounds(&self) -> CallBounds {
+        CallBounds {
+            max_batch_calls: self.max_batch_calls,
+            batch_timeout: Duration::from_millis(self.batch_timeout_ms),
+            max_runs: self.max_runs,
         }
     }
 

@@ -23,6 +23,7 @@ pub const INLINE_PROGRAM: &str = "main";
 pub const INLINE_LABEL: &str = "the module";
 
 /// Where the code of a request comes from.
+#[derive(Clone)]
 pub enum Source {
     /// A registered module, linked to the host modules it was registered with.
     Registered(String),

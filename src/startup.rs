@@ -67,7 +67,7 @@ impl Application {
             registry.clone(),
             instances,
             api::admission::Admission::new(settings.admission()),
-            settings.batch(),
+            settings.call_bounds(),
             body_timeout,
             api::served_routes(),
         );

@@ -53,8 +53,9 @@ pub struct Batch {
     /// Run every call on this live instance, in order, so that they share
     /// its state; without it each call gets a fresh instance of its own.
     instance: Option<String>,
-    /// The whole batch's time budget in milliseconds (at most, and by
-    /// default, `--batch-timeout-ms`). Each call's own time limit is cut to
+    /// The whole batch's time budget in milliseconds: by default
+    /// `--batch-timeout-ms`, and never more (asking for more is
+    /// `400 invalid_request`). Each call's own time limit is cut to
     /// what is left; calls not started when it runs out answer
     /// `limit_exceeded` (`batch_time`).
     timeout_ms: Option<u64>,
@@ -93,7 +94,7 @@ pub struct BatchStats {
     request_body = Batch,
     responses(
         (status = 200, description = "Every call's own response body, in order; one failing call does not fail the batch", body = BatchResponse),
-        (status = 400, description = "invalid_request: no calls, or more than --max-batch-calls", body = ErrorBody),
+        (status = 400, description = "invalid_request: no calls, more than --max-batch-calls, or timeout_ms over --batch-timeout-ms", body = ErrorBody),
         (status = 404, description = "instance_not_found: the instance named does not exist (or is another token's)", body = ErrorBody),
         (status = 503, description = "overloaded: no execution slot came the batch's turn; see Retry-After", body = ErrorBody),
         GuardedErrors, BodyErrors,
@@ -105,17 +106,24 @@ async fn run_batch(
     JsonBody(batch): JsonBody<Batch>,
 ) -> ApiResult<Json<BatchResponse>> {
     let started = Instant::now();
-    let settings = app.batch;
-    if batch.calls.is_empty() || batch.calls.len() > settings.max_calls {
+    let bounds = app.bounds;
+    if batch.calls.is_empty() || batch.calls.len() > bounds.max_batch_calls {
         return Err(ApiError::invalid_request(format!(
             "a batch has 1 to {} calls (--max-batch-calls); this one has {}",
-            settings.max_calls,
+            bounds.max_batch_calls,
             batch.calls.len()
         )));
     }
     let budget = match batch.timeout_ms {
-        Some(ms) => Duration::from_millis(ms).min(settings.timeout),
-        None => settings.timeout,
+        None => bounds.batch_timeout,
+        Some(ms) if u128::from(ms) <= bounds.batch_timeout.as_millis() => Duration::from_millis(ms),
+        Some(ms) => {
+            return Err(ApiError::invalid_request(format!(
+                "timeout_ms = {ms} exceeds the server's batch budget of {} ms (--batch-timeout-ms); a batch may \
+                 only ask for less",
+                bounds.batch_timeout.as_millis()
+            )));
+        }
     };
     let deadline = started + budget;
     let mut answers = Vec::with_capacity(batch.calls.len());

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
+use super::checks::{Expected, Observed, RunsBody};
 use super::error::{ApiError, ApiResult};
 use super::metrics::{Endpoint, Metrics};
 use crate::engine::{
@@ -173,6 +174,7 @@ pub struct Call {
     read_bodies: Vec<MemoryReadBody>,
     reads: Vec<MemoryRead>,
     result_encoding: Option<Encoding>,
+    expected: Option<Expected>,
 }
 
 impl Call {
@@ -196,7 +198,15 @@ impl Call {
             read_bodies,
             reads,
             result_encoding,
+            expected: None,
         })
+    }
+
+    /// Checks the call's outcome against `expected` (see
+    /// [`super::checks`]).
+    pub fn with_expected(mut self, expected: Option<Expected>) -> Self {
+        self.expected = expected;
+        self
     }
 
     /// Results as WAVE text (components only; see [`Self::component`]).
@@ -259,12 +269,36 @@ impl Call {
         match result {
             Ok(outcome) => {
                 metrics.execution(endpoint, "ok", seconds, outcome.stats.fuel_consumed);
-                respond(outcome, &self.read_bodies, self.result_encoding, compile, started)
+                let mut response = respond(outcome, &self.read_bodies, self.result_encoding, compile, started)?;
+                if let Some(expected) = &self.expected {
+                    let verdict = expected.check(&Observed {
+                        results: &response.results,
+                        stdout: response.output.stdout.as_deref(),
+                        stderr: response.output.stderr.as_deref(),
+                        exit_code: response.exit_code,
+                        error: None,
+                    });
+                    response.passed = Some(verdict.passed);
+                    response.diff = verdict.diff;
+                }
+                Ok(Json(response))
             }
             Err(f) => {
                 let fuel = f.stats.as_ref().map_or(0, |s| s.fuel_consumed);
-                let error = failure(f, &self.read_bodies);
+                let mut error = failure(f, &self.read_bodies);
                 metrics.execution(endpoint, error.code.as_str(), seconds, fuel);
+                if let Some(expected) = &self.expected {
+                    let text = |key: &str| error.extra.get(key).and_then(|v| v.as_str()).map(str::to_string);
+                    let (stdout, stderr) = (text("stdout"), text("stderr"));
+                    let verdict = expected.check(&Observed {
+                        results: &[],
+                        stdout: stdout.as_deref(),
+                        stderr: stderr.as_deref(),
+                        exit_code: None,
+                        error: Some(error.code.as_str()),
+                    });
+                    error = error.with("passed", verdict.passed).with("diff", verdict.diff);
+                }
                 Err(error)
             }
         }
@@ -370,6 +404,21 @@ pub struct ExecResponse {
     #[serde(flatten)]
     output: OutputFields,
     stats: StatsBody,
+    /// With `expected`: whether the call did what was expected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passed: Option<bool>,
+    /// With `expected`: what differed, one short line each (at most 8).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    diff: Vec<String>,
+    /// With `runs`: the runs' time and fuel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) runs: Option<RunsBody>,
+}
+
+impl ExecResponse {
+    pub(super) fn stats(&self) -> &StatsBody {
+        &self.stats
+    }
 }
 
 /// A WASI program's output in a successful response: present exactly when
@@ -436,7 +485,7 @@ impl From<WasiOutput> for OutputBody {
 /// `stats` of a response.
 #[derive(Serialize, ToSchema)]
 pub struct StatsBody {
-    fuel_consumed: u64,
+    pub(super) fuel_consumed: u64,
     /// `cached`, `loaded` (from a stored artifact) or `compiled`; absent for
     /// calls on a live instance.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -445,7 +494,7 @@ pub struct StatsBody {
     compile_us: Option<u64>,
     instantiate_us: u64,
     call_us: u64,
-    wall_time_us: u64,
+    pub(super) wall_time_us: u64,
     /// Which tier ran the code: `interpreter` (no compile) or `compiled`.
     #[schema(value_type = String, example = "compiled")]
     tier: &'static str,
@@ -476,7 +525,7 @@ fn respond(
     result_encoding: Option<Encoding>,
     compile: Option<CacheOutcome>,
     started: Instant,
-) -> ApiResult<Json<ExecResponse>> {
+) -> ApiResult<ExecResponse> {
     let (results, result_types) = match (result_encoding, outcome.result_bytes) {
         (Some(encoding), Some(bytes)) => (
             vec![serde_json::value::to_raw_value(&encoding.encode(&bytes)).map_err(ApiError::internal)?],
@@ -504,14 +553,17 @@ fn respond(
         Some(w) => (Some(w.exit_code), Some(OutputBody::from(w.output))),
         None => (None, None),
     };
-    Ok(Json(ExecResponse {
+    Ok(ExecResponse {
         results,
         result_types,
         memory: memory_out(read_bodies, outcome.memory),
         exit_code,
         output: output.into(),
         stats,
-    }))
+        passed: None,
+        diff: Vec::new(),
+        runs: None,
+    })
 }
 
 /// Builds the error of a failed call: its error, stats and WASI output

@@ -10,15 +10,16 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ResultFormat, WasiBody};
+use super::checks::{Expected, RunsBody, Spread};
 use super::client::ClientId;
 use super::code::CodeFields;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
 use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::{ExecLimits, LimitOverrides};
+use crate::engine::{ExecLimits, LimitOverrides, WasiConfig};
 use crate::resolve::{INLINE_LABEL, Source, label, resolve, resolve_component};
 
 pub fn routes() -> Routes {
@@ -63,6 +64,13 @@ pub struct RunInline {
     result_encoding: Option<Encoding>,
     #[serde(default, deserialize_with = "super::extract::object")]
     wasi: Option<WasiBody>,
+    /// What the call should do; the response then says whether it did
+    /// (`passed`, `diff`).
+    #[serde(default, deserialize_with = "super::extract::object")]
+    expected: Option<Expected>,
+    /// Run the call this many times, each on a fresh instance, and report
+    /// the runs' time and fuel (`runs` in the response).
+    runs: Option<u32>,
 }
 
 /// Body of `POST /execute`: a registered module and the call.
@@ -93,6 +101,13 @@ pub struct RunRegistered {
     result_encoding: Option<Encoding>,
     #[serde(default, deserialize_with = "super::extract::object")]
     wasi: Option<WasiBody>,
+    /// What the call should do; the response then says whether it did
+    /// (`passed`, `diff`).
+    #[serde(default, deserialize_with = "super::extract::object")]
+    expected: Option<Expected>,
+    /// Run the call this many times, each on a fresh instance, and report
+    /// the runs' time and fuel (`runs` in the response).
+    runs: Option<u32>,
 }
 
 #[utoipa::path(post, path = "/", tag = "execute", operation_id = "run_inline",
@@ -128,7 +143,8 @@ pub(super) async fn inline_call(
         req.result_encoding,
         app.engine.settings().max_read_bytes,
     )?
-    .with_result_format(req.result_format);
+    .with_result_format(req.result_format)
+    .with_expected(req.expected);
     let code = CodeFields {
         wasm_hex: req.wasm_hex,
         wasm_base64: req.wasm_base64,
@@ -138,7 +154,7 @@ pub(super) async fn inline_call(
         wasm: code.into_wasm(&app.engine).await?,
         host_modules: req.host_modules,
     };
-    run_one_shot(app, Endpoint::Inline, source, limits, call, req.wasi, started).await
+    run_repeated(app, Endpoint::Inline, source, limits, call, req.wasi, req.runs, started).await
 }
 
 /// `limits` with the time limit cut to what is left before `deadline`.
@@ -183,23 +199,80 @@ pub(super) async fn registered_call(
         req.result_encoding,
         app.engine.settings().max_read_bytes,
     )?
-    .with_result_format(req.result_format);
+    .with_result_format(req.result_format)
+    .with_expected(req.expected);
     let source = Source::Registered(req.module_name);
-    run_one_shot(app, Endpoint::Registered, source, limits, call, req.wasi, started).await
+    run_repeated(
+        app,
+        Endpoint::Registered,
+        source,
+        limits,
+        call,
+        req.wasi,
+        req.runs,
+        started,
+    )
+    .await
 }
 
-/// The part `POST /` and `/execute` share: check the WASI fields, resolve
-/// the code, run the call on one budget, respond.
-async fn run_one_shot(
+/// Runs `call` `runs` times (once by default), each on a fresh instance of
+/// the code, and answers the last run's response with the runs' time and
+/// fuel summarized; the first failure ends the series and is the answer.
+#[allow(clippy::too_many_arguments)]
+async fn run_repeated(
     app: &AppState,
     endpoint: Endpoint,
     source: Source,
     limits: ExecLimits,
     call: Call,
     wasi: Option<WasiBody>,
+    runs: Option<u32>,
     started: Instant,
 ) -> ApiResult<Json<ExecResponse>> {
     let wasi = call::wasi_config(wasi, source.program())?;
+    let max = app.bounds.max_runs;
+    let runs = match runs {
+        None => return run_one_shot(app, endpoint, source, limits, &call, wasi, started).await,
+        Some(n) if (1..=max).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ApiError::invalid_request(format!(
+                "runs is 1 to {max} (--max-runs); got {n}"
+            )));
+        }
+    };
+    let (mut walls, mut fuels) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let mut last = None;
+    for done in 0..runs {
+        let started = Instant::now();
+        match run_one_shot(app, endpoint, source.clone(), limits, &call, wasi.clone(), started).await {
+            Ok(Json(response)) => {
+                walls.push(response.stats().wall_time_us);
+                fuels.push(response.stats().fuel_consumed);
+                last = Some(response);
+            }
+            Err(error) => return Err(error.with("runs_completed", done)),
+        }
+    }
+    let mut response = last.ok_or_else(|| ApiError::internal("no run was made"))?;
+    response.runs = Some(RunsBody {
+        count: runs,
+        wall_time_us: Spread::of(walls),
+        fuel_consumed: Spread::of(fuels),
+    });
+    Ok(Json(response))
+}
+
+/// The part `POST /` and `/execute` share: resolve the code, run the call
+/// on one budget, respond.
+async fn run_one_shot(
+    app: &AppState,
+    endpoint: Endpoint,
+    source: Source,
+    limits: ExecLimits,
+    call: &Call,
+    wasi: Option<WasiConfig>,
+    started: Instant,
+) -> ApiResult<Json<ExecResponse>> {
     if let Some(component) = resolve_component(&app.engine, &app.registry, &source).await? {
         let component_call = call.component(limits)?;
         let result = app

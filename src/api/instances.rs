@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ResultFormat, WasiBody};
+use super::checks::Expected;
 use super::client::ClientId;
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult, ErrorCode};
@@ -113,6 +114,10 @@ pub struct CallInstance {
     result_encoding: Option<Encoding>,
     /// `wave`: a component's results as WAVE text instead of JSON.
     result_format: Option<ResultFormat>,
+    /// What the call should do; the response then says whether it did
+    /// (`passed`, `diff`).
+    #[serde(default, deserialize_with = "super::extract::object")]
+    expected: Option<Expected>,
 }
 
 /// An instance as `GET /instances/{id}` shows it.
@@ -470,7 +475,8 @@ pub(super) async fn call_locked(
         req.result_encoding,
         app.engine.settings().max_read_bytes,
     )?
-    .with_result_format(req.result_format);
+    .with_result_format(req.result_format)
+    .with_expected(req.expected);
     slot.touch();
     let result = match live.component() {
         Some(component) => component.call(&call.component(limits)?).await,

@@ -13,13 +13,16 @@ use crate::engine::WasmEngine;
 use crate::instances::Instances;
 use crate::registry::Registry;
 
-/// Bounds on `POST /batch` (see `api::batch`).
+/// Bounds on the ways one request makes many calls: a batch (see
+/// `api::batch`) and `runs` (see `api::checks`).
 #[derive(Debug, Clone, Copy)]
-pub struct BatchSettings {
+pub struct CallBounds {
     /// Most calls in one batch.
-    pub max_calls: usize,
+    pub max_batch_calls: usize,
     /// Longest a batch may run, all its calls together.
-    pub timeout: std::time::Duration,
+    pub batch_timeout: std::time::Duration,
+    /// Most `runs` of one call.
+    pub max_runs: u32,
 }
 
 /// State shared by every handler: one `Arc`, because axum clones the state
@@ -47,8 +50,8 @@ pub struct Shared {
     /// One slot per execution (or registration) in flight, shared fairly
     /// between clients, and the bounded queues in front of them.
     pub admission: Admission,
-    /// Bounds on `POST /batch`.
-    pub batch: BatchSettings,
+    /// Bounds on batches and `runs`.
+    pub bounds: CallBounds,
     body_timeout: BodyTimeout,
 }
 
@@ -65,7 +68,7 @@ impl AppState {
         registry: Arc<Registry>,
         instances: Arc<Instances>,
         admission: Admission,
-        batch: BatchSettings,
+        bounds: CallBounds,
         body_timeout: std::time::Duration,
         served: &'static [(Method, &'static str)],
     ) -> Self {
@@ -76,7 +79,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new(served.iter().map(|(_, path)| *path))),
             served,
             admission,
-            batch,
+            bounds,
             body_timeout: BodyTimeout(body_timeout),
         }))
     }

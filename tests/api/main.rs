@@ -4,6 +4,7 @@ mod auth;
 mod batch;
 mod browser;
 mod budget;
+mod checks;
 mod cli;
 mod cluster;
 mod component_instances;
