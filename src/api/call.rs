@@ -502,6 +502,10 @@ pub struct StatsBody {
     /// returned -1; `table_elements`: a `table.grow` did); absent if none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     limits_hit: Vec<&'static str>,
+    /// Bytes of linear memory at the end of the call, all memories
+    /// together: the peak, since linear memory never shrinks (for a live
+    /// instance, its memory so far).
+    memory_peak_bytes: u64,
 }
 
 fn memory_out(bodies: &[MemoryReadBody], data: Vec<Vec<u8>>) -> Vec<MemoryReadOut> {
@@ -548,6 +552,7 @@ fn respond(
         wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         tier: outcome.stats.tier.as_str(),
         limits_hit: outcome.stats.limits_hit,
+        memory_peak_bytes: outcome.stats.memory_peak_bytes,
     };
     let (exit_code, output) = match outcome.wasi {
         Some(w) => (Some(w.exit_code), Some(OutputBody::from(w.output))),

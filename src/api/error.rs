@@ -211,7 +211,13 @@ impl From<EngineError> for ApiError {
             EngineError::MemberNotFound(m) => ApiError::new(C::InstanceNotFound, m),
             EngineError::InvalidParams(m) => ApiError::new(C::InvalidParams, m),
             EngineError::Link(m) => ApiError::new(C::LinkError, m),
-            EngineError::Trap { kind, message } => ApiError::new(C::Trap, message).with("trap", kind),
+            EngineError::Trap { kind, message, frames } => {
+                let error = ApiError::new(C::Trap, message).with("trap", kind);
+                match serde_json::to_value(frames) {
+                    Ok(Value::Array(frames)) if !frames.is_empty() => error.with("frames", frames),
+                    _ => error,
+                }
+            }
             EngineError::LimitExceeded { kind, message } => {
                 ApiError::new(C::LimitExceeded, message).with("limit", kind.as_str())
             }

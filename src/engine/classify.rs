@@ -7,7 +7,7 @@
 
 use wasmtime::Trap;
 
-use super::error::{EngineError, LimitHit, chain_text, trap_name};
+use super::error::{EngineError, LimitHit, TrapFrame, chain_text, trap_name};
 use super::limits::ExecLimits;
 
 /// Classifies `error`, which ended an instantiation or a call run under
@@ -27,12 +27,14 @@ pub fn runtime_error(error: wasmtime::Error, limits: &ExecLimits) -> EngineError
             other => EngineError::Trap {
                 kind: trap_name(other),
                 message: describe_trap(&error, other),
+                frames: frames(&error),
             },
         };
     }
     // An exception no handler caught ends the call, as a trap does.
     if error.downcast_ref::<wasmtime::ThrownException>().is_some() {
         return EngineError::Trap {
+            frames: frames(&error),
             kind: "uncaught_exception",
             message: "a WebAssembly exception was thrown and no handler caught it".into(),
         };
@@ -74,7 +76,26 @@ pub(crate) fn guest_error_trap(mut guest: &wiggle::GuestError) -> EngineError {
     EngineError::Trap {
         kind,
         message: format!("a WASI call was passed {what}: {guest}"),
+        frames: Vec::new(),
     }
+}
+
+/// The trap's WebAssembly call stack, innermost first, at most 32 frames.
+fn frames(error: &wasmtime::Error) -> Vec<TrapFrame> {
+    let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return Vec::new();
+    };
+    backtrace
+        .frames()
+        .iter()
+        .take(32)
+        .map(|f| TrapFrame {
+            module: f.module().name().map(str::to_string),
+            func_index: f.func_index(),
+            func_name: f.func_name().map(str::to_string),
+            offset: f.module_offset(),
+        })
+        .collect()
 }
 
 fn describe_trap(error: &wasmtime::Error, trap: Trap) -> String {

@@ -369,7 +369,7 @@ impl Environment {
             fuel_consumed: store::fuel_used(&self.store),
             ..Default::default()
         };
-        stats.limits_hit = self.store.data_mut().take_limits_hit();
+        (stats.limits_hit, stats.memory_peak_bytes) = self.store.data_mut().limit_report();
         let instance = match result {
             Ok(instance) => instance,
             Err(e) => {

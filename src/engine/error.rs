@@ -109,6 +109,23 @@ pub fn trap_name(trap: Trap) -> &'static str {
     }
 }
 
+/// One frame of a trap's WebAssembly call stack.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TrapFrame {
+    /// The module's name (its name section), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// The function's index in its module.
+    pub func_index: u32,
+    /// The function's name (name section), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub func_name: Option<String>,
+    /// The byte offset of the instruction in the module's code section,
+    /// when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<usize>,
+}
+
 /// Everything that can go wrong below the HTTP layer.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -136,9 +153,14 @@ pub enum EngineError {
     /// An import cannot be satisfied by the listed host modules.
     #[error("{0}")]
     Link(String),
-    /// The guest trapped.
+    /// The guest trapped. `frames` is the WebAssembly call stack, innermost
+    /// first, where the tier records one (the compiled tier does).
     #[error("{message}")]
-    Trap { kind: &'static str, message: String },
+    Trap {
+        kind: &'static str,
+        message: String,
+        frames: Vec<TrapFrame>,
+    },
     /// The guest hit an execution limit.
     #[error("{message}")]
     LimitExceeded { kind: LimitKind, message: String },

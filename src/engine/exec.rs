@@ -85,6 +85,9 @@ pub struct ExecStats {
     pub call_us: u64,
     /// Which tier ran the code.
     pub tier: Tier,
+    /// Bytes of linear memory at the end, all memories of the store
+    /// together: the peak, since linear memory never shrinks.
+    pub memory_peak_bytes: u64,
 }
 
 /// Which tier ran a call: `interpreter` (wasmi, no compile) or `compiled`
@@ -311,7 +314,7 @@ impl CompiledInstance {
     /// their own (for live instances, which report instantiation on creation).
     pub fn take_instantiation_stats(&mut self) -> ExecStats {
         let mut stats = self.pending.take().unwrap_or_default();
-        stats.limits_hit = self.store.data_mut().take_limits_hit();
+        (stats.limits_hit, stats.memory_peak_bytes) = self.store.data_mut().limit_report();
         stats
     }
 
@@ -462,7 +465,7 @@ impl Target<'_> {
         let outcome = self.call_inner(&name, func, &ty, args, &spec).await;
         stats.call_us = micros(started.elapsed());
         stats.fuel_consumed = store::fuel_used(self.store);
-        stats.limits_hit = self.store.data_mut().take_limits_hit();
+        (stats.limits_hit, stats.memory_peak_bytes) = self.store.data_mut().limit_report();
         let wasi_output = self.store.data().wasi.as_ref().map(WasiState::take_output);
 
         let outcome = match outcome {

@@ -720,13 +720,9 @@ impl Budget {
     /// Puts the fuel used and the limits hit so far into `stats`.
     fn record(&self, store: &mut wasmi::Store<Limited>, stats: &mut ExecStats) {
         stats.fuel_consumed = self.used(store);
-        stats.limits_hit = store
-            .data_mut()
-            .limiter
-            .take_hits()
-            .into_iter()
-            .map(LimitKind::as_str)
-            .collect();
+        let limiter = &mut store.data_mut().limiter;
+        stats.limits_hit = limiter.take_hits().into_iter().map(LimitKind::as_str).collect();
+        stats.memory_peak_bytes = limiter.memory_in_use();
     }
 }
 
@@ -809,9 +805,11 @@ fn classify(store: &mut wasmi::Store<Limited>, error: &wasmi::Error, limits: &Ex
         Some(TrapCode::BadSignature) => Trap::BadSignature,
         _ => return EngineError::Internal(format!("the interpreter failed: {error}")),
     };
+    // wasmi keeps no WebAssembly call stack for a trap.
     EngineError::Trap {
         kind: trap_name(trap),
         message: trap.to_string(),
+        frames: Vec::new(),
     }
 }
 

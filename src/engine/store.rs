@@ -61,6 +61,12 @@ impl StoreState {
     pub(crate) fn take_limits_hit(&mut self) -> Vec<&'static str> {
         self.limiter.take_hits().into_iter().map(LimitKind::as_str).collect()
     }
+
+    /// The limits hit since the last [`arm`], and the linear memory in use
+    /// (its peak: memories never shrink), for `stats`.
+    pub(crate) fn limit_report(&mut self) -> (Vec<&'static str>, u64) {
+        (self.take_limits_hit(), self.limiter.memory_in_use())
+    }
 }
 
 /// A new store for one execution or live instance, with the limiter and

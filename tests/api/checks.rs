@@ -178,3 +178,45 @@ async fn runs_repeat_a_call_on_fresh_instances() {
         );
     }
 }
+
+#[tokio::test]
+async fn stats_give_the_peak_memory_on_both_tiers() {
+    let grow =
+        r#"(module (memory (export "memory") 1) (func (export "grow") (result i32) (memory.grow (i32.const 2))))"#;
+    for app in [
+        crate::helpers::spawn_compiled_app().await,
+        crate::helpers::spawn_interpreted_app().await,
+    ] {
+        let (status, body) = app.run_wat(grow, "grow", json!([])).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"], json!([1]));
+        assert_eq!(body["stats"]["memory_peak_bytes"], 3 * 65536, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_trap_carries_its_webassembly_frames() {
+    let app = crate::helpers::spawn_compiled_app().await;
+    let wat = r#"(module $grader
+      (func $inner (unreachable))
+      (func $outer (export "run") (call $inner)))"#;
+    let (status, body) = app.run_wat(wat, "run", json!([])).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "trap"),
+        "{body}"
+    );
+    let frames = body["error"]["frames"].as_array().expect("frames");
+    let names: Vec<(&str, &str, u64)> = frames
+        .iter()
+        .map(|f| {
+            (
+                f["module"].as_str().unwrap(),
+                f["func_name"].as_str().unwrap(),
+                f["func_index"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(names, vec![("grader", "inner", 0), ("grader", "outer", 1)], "{body}");
+    assert!(frames[0]["offset"].as_u64().is_some(), "{body}");
+}

@@ -43,6 +43,14 @@ pub async fn spawn_compiled_app() -> TestApp {
     spawn_app_with(settings).await
 }
 
+/// A server that runs everything it can on the interpreter
+/// (`--tier interpreter`).
+pub async fn spawn_interpreted_app() -> TestApp {
+    let mut settings = test_settings();
+    settings.tier = wasm_exec_api::engine::TierMode::Interpreter;
+    spawn_app_with(settings).await
+}
+
 /// A server with default settings.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_settings()).await

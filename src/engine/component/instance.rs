@@ -102,7 +102,7 @@ impl ComponentInstance {
             Err(e) => {
                 let mut stats = stats;
                 stats.fuel_consumed = store::fuel_used(&store);
-                stats.limits_hit = store.data_mut().take_limits_hit();
+                (stats.limits_hit, stats.memory_peak_bytes) = store.data_mut().limit_report();
                 let output = store.data().component_wasi.as_ref().map(|w| w.take_output());
                 return Err(CallFailure {
                     error: classify::runtime_error(e, limits),
@@ -127,7 +127,7 @@ impl ComponentInstance {
     /// their own.
     pub fn take_instantiation_stats(&mut self) -> ExecStats {
         let mut stats = self.pending.take().unwrap_or_default();
-        stats.limits_hit = self.store.data_mut().take_limits_hit();
+        (stats.limits_hit, stats.memory_peak_bytes) = self.store.data_mut().limit_report();
         stats
     }
 
@@ -176,12 +176,12 @@ impl ComponentInstance {
         store::arm(&mut self.store, limits);
         let started = Instant::now();
         let result = resource.resource_drop_async(&mut self.store).await;
-        let stats = ExecStats {
+        let mut stats = ExecStats {
             call_us: micros(started.elapsed()),
             fuel_consumed: store::fuel_used(&self.store),
-            limits_hit: self.store.data_mut().take_limits_hit(),
             ..Default::default()
         };
+        (stats.limits_hit, stats.memory_peak_bytes) = self.store.data_mut().limit_report();
         match result {
             Ok(()) => Ok(stats),
             Err(e) => Err(self.failed(e, limits, stats)),
@@ -193,6 +193,7 @@ impl ComponentInstance {
         match &self.trapped {
             None => Ok(()),
             Some(why) => Err(EngineError::Trap {
+                frames: Vec::new(),
                 kind: "cannot_enter_component",
                 message: format!(
                     "this component instance stopped in an earlier call ({why}), and the component model does \
@@ -238,7 +239,7 @@ impl ComponentInstance {
         self.handles.moved();
         stats.call_us = micros(started.elapsed());
         stats.fuel_consumed = store::fuel_used(&self.store);
-        stats.limits_hit = self.store.data_mut().take_limits_hit();
+        (stats.limits_hit, stats.memory_peak_bytes) = self.store.data_mut().limit_report();
 
         let (results, exit_code) = match outcome {
             Ok(results) => (results, None),
