@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::api::admission::AdmissionSettings;
 use crate::api::auth::Tokens;
+use crate::api::job_table::JobSettings;
 use crate::api::state::CallBounds;
 use crate::engine::{EngineSettings, ExecLimits, TierMode};
 use crate::instances::InstanceSettings;
@@ -205,6 +206,28 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_BATCH_TIMEOUT_MS", default_value_t = 60_000)]
     pub batch_timeout_ms: u64,
 
+    /// Jobs (`POST /jobs`) running at once; more wait, queued.
+    #[arg(long, env = "WASM_EXEC_JOB_CONCURRENCY", default_value_t = 4)]
+    pub job_concurrency: usize,
+
+    /// Jobs one client may have queued or running; past it:
+    /// `429 too_many_jobs`.
+    #[arg(long, env = "WASM_EXEC_MAX_JOBS_PER_CLIENT", default_value_t = 16)]
+    pub max_jobs_per_client: usize,
+
+    /// A job's time limit at most, in milliseconds (a call's, or a
+    /// batch's budget): longer than a request's (`--max-timeout-ms`).
+    #[arg(long, env = "WASM_EXEC_MAX_JOB_TIMEOUT_MS", default_value_t = 600_000)]
+    pub max_job_timeout_ms: u64,
+
+    /// A job's fuel at most.
+    #[arg(long, env = "WASM_EXEC_MAX_JOB_FUEL", default_value_t = 1 << 40)]
+    pub max_job_fuel: u64,
+
+    /// Seconds a finished job (done, failed or cancelled) is kept.
+    #[arg(long, env = "WASM_EXEC_JOB_RETENTION_SECS", default_value_t = 86_400)]
+    pub job_retention_secs: u64,
+
     /// Most `runs` of one call (each on a fresh instance, for timing and
     /// fuel figures).
     #[arg(long, env = "WASM_EXEC_MAX_RUNS", default_value_t = 100)]
@@ -310,6 +333,17 @@ impl Settings {
             client_queue_depth: self.client_queue_depth.unwrap_or(client_share),
             queue_depth: self.queue_depth,
             queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+        }
+    }
+
+    /// Bounds on jobs.
+    pub fn jobs(&self) -> JobSettings {
+        JobSettings {
+            concurrency: self.job_concurrency,
+            max_per_client: self.max_jobs_per_client,
+            max_timeout: Duration::from_millis(self.max_job_timeout_ms),
+            max_fuel: self.max_job_fuel,
+            retention: Duration::from_secs(self.job_retention_secs),
         }
     }
 

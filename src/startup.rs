@@ -68,9 +68,14 @@ impl Application {
             instances,
             api::admission::Admission::new(settings.admission()),
             settings.call_bounds(),
+            api::job_table::Jobs::new(settings.jobs()),
             body_timeout,
             api::served_routes(),
         );
+        // Jobs queued before a restart run again; running ones are failed.
+        api::jobs::recover(&state)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot recover stored jobs: {}", e.message))?;
         let tokens = settings.access_tokens().map_err(|e| anyhow::anyhow!(e))?;
         if tokens.is_empty() && !settings.bind.is_loopback() {
             tracing::warn!(

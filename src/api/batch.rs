@@ -30,7 +30,7 @@ use super::instances::{self, CallInstance};
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::LiveInstance;
+use crate::engine::{ExecLimits, LiveInstance};
 
 pub fn routes() -> Routes {
     Routes::new().add(Method::POST, "/batch", run_batch)
@@ -105,23 +105,42 @@ async fn run_batch(
     Extension(client): Extension<ClientId>,
     JsonBody(batch): JsonBody<Batch>,
 ) -> ApiResult<Json<BatchResponse>> {
+    let ceilings = Ceilings {
+        limits: app.engine.default_limits(),
+        batch_timeout: app.bounds.batch_timeout,
+    };
+    let response = execute(&app, &caller, &client, &batch, ceilings, &|_| {}).await?;
+    Ok(Json(response))
+}
+
+/// The limits a batch runs under: a request's, or a job's (higher).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ceilings {
+    pub limits: ExecLimits,
+    pub batch_timeout: Duration,
+}
+
+/// Runs `batch` for `client`, telling `progress` how many calls are done
+/// after each one.
+pub(super) async fn execute(
+    app: &AppState,
+    caller: &Caller,
+    client: &ClientId,
+    batch: &Batch,
+    ceilings: Ceilings,
+    progress: &(dyn Fn(usize) + Send + Sync),
+) -> ApiResult<BatchResponse> {
     let started = Instant::now();
     let bounds = app.bounds;
-    if batch.calls.is_empty() || batch.calls.len() > bounds.max_batch_calls {
-        return Err(ApiError::invalid_request(format!(
-            "a batch has 1 to {} calls (--max-batch-calls); this one has {}",
-            bounds.max_batch_calls,
-            batch.calls.len()
-        )));
-    }
+    batch.check(bounds.max_batch_calls)?;
     let budget = match batch.timeout_ms {
-        None => bounds.batch_timeout,
-        Some(ms) if u128::from(ms) <= bounds.batch_timeout.as_millis() => Duration::from_millis(ms),
+        None => ceilings.batch_timeout,
+        Some(ms) if u128::from(ms) <= ceilings.batch_timeout.as_millis() => Duration::from_millis(ms),
         Some(ms) => {
             return Err(ApiError::invalid_request(format!(
-                "timeout_ms = {ms} exceeds the server's batch budget of {} ms (--batch-timeout-ms); a batch may \
-                 only ask for less",
-                bounds.batch_timeout.as_millis()
+                "timeout_ms = {ms} exceeds the server's batch budget of {} ms (--batch-timeout-ms, or \
+                 --max-job-timeout-ms in a job); a batch may only ask for less",
+                ceilings.batch_timeout.as_millis()
             )));
         }
     };
@@ -129,27 +148,29 @@ async fn run_batch(
     let mut answers = Vec::with_capacity(batch.calls.len());
     match &batch.instance {
         None => {
-            let _permit = app.exec_permit(&client).await?;
+            let _permit = app.exec_permit(client).await?;
             for raw in &batch.calls {
                 let answer = match spent(deadline, budget) {
                     Some(refusal) => Err(refusal),
-                    None => one_shot(&app, raw, deadline).await,
+                    None => one_shot(app, raw, deadline, ceilings.limits).await,
                 };
                 answers.push(answer);
+                progress(answers.len());
             }
         }
         Some(id) => {
-            let slot = instances::visible::<LiveInstance>(&app, &caller, id).await?;
+            let slot = instances::visible::<LiveInstance>(app, caller, id).await?;
             // As for one call: the instance's turn first, then a slot.
             let mut live = slot.live.lock().await;
-            let _permit = app.exec_permit(&client).await?;
+            let _permit = app.exec_permit(client).await?;
             for raw in &batch.calls {
                 let answer = match (spent(deadline, budget), parse::<CallInstance>(raw)) {
                     (Some(refusal), _) => Err(refusal),
                     (None, Err(e)) => Err(e),
-                    (None, Ok(req)) => instances::call_locked(&app, &slot, &mut live, req, Some(deadline)).await,
+                    (None, Ok(req)) => instances::call_locked(app, &slot, &mut live, req, Some(deadline)).await,
                 };
                 answers.push(answer);
+                progress(answers.len());
             }
         }
     }
@@ -161,7 +182,7 @@ async fn run_batch(
             Err(error) => Answer::Err(error.into_body()),
         })
         .collect();
-    Ok(Json(BatchResponse {
+    Ok(BatchResponse {
         stats: BatchStats {
             calls: results.len(),
             succeeded,
@@ -169,12 +190,40 @@ async fn run_batch(
             wall_time_us: started.elapsed().as_micros() as u64,
         },
         results,
-    }))
+    })
+}
+
+impl Batch {
+    /// Refuses a batch of no calls or more than `max`.
+    pub(super) fn check(&self, max: usize) -> ApiResult<()> {
+        if self.calls.is_empty() || self.calls.len() > max {
+            return Err(ApiError::invalid_request(format!(
+                "a batch has 1 to {max} calls (--max-batch-calls); this one has {}",
+                self.calls.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The live instance the batch runs on, if it names one.
+    pub(super) fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
+    /// How many calls it has.
+    pub(super) fn len(&self) -> usize {
+        self.calls.len()
+    }
 }
 
 /// One call on a fresh instance: `POST /execute`'s when it names a
 /// registered module, else `POST /`'s.
-async fn one_shot(app: &AppState, raw: &RawValue, deadline: Instant) -> ApiResult<Json<ExecResponse>> {
+pub(super) async fn one_shot(
+    app: &AppState,
+    raw: &RawValue,
+    deadline: Instant,
+    ceiling: ExecLimits,
+) -> ApiResult<Json<ExecResponse>> {
     #[derive(Deserialize)]
     struct Probe {
         module_name: Option<serde::de::IgnoredAny>,
@@ -182,8 +231,8 @@ async fn one_shot(app: &AppState, raw: &RawValue, deadline: Instant) -> ApiResul
     let probe: Probe = serde_json::from_str(raw.get())
         .map_err(|e| ApiError::invalid_request(format!("a call must be a JSON object: {e}")))?;
     match probe.module_name {
-        Some(_) => exec::registered_call(app, parse::<RunRegistered>(raw)?, Some(deadline)).await,
-        None => exec::inline_call(app, parse::<RunInline>(raw)?, Some(deadline)).await,
+        Some(_) => exec::registered_call(app, parse::<RunRegistered>(raw)?, Some(deadline), ceiling).await,
+        None => exec::inline_call(app, parse::<RunInline>(raw)?, Some(deadline), ceiling).await,
     }
 }
 

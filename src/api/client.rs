@@ -13,6 +13,9 @@ use super::auth::Caller;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClientId {
     Token(usize),
+    /// A token known by its fingerprint: the client of a job recovered
+    /// after a restart.
+    Owner(String),
     Address(IpAddr),
     /// A request without a peer address (only in-process callers).
     Unknown,
@@ -35,7 +38,7 @@ impl ClientId {
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientId::Token(_) => f.write_str("this token"),
+            ClientId::Token(_) | ClientId::Owner(_) => f.write_str("this token"),
             ClientId::Address(ip) => write!(f, "this client ({ip})"),
             ClientId::Unknown => f.write_str("this client"),
         }

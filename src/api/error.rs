@@ -74,10 +74,13 @@ error_codes! {
     /// No live instance has this id (deleted, expired, or another token's),
     /// or an environment has no instance of this name.
     InstanceNotFound = "instance_not_found", NOT_FOUND;
+    /// No job has this id (expired, or another token's).
+    JobNotFound = "job_not_found", NOT_FOUND;
     /// No environment has this id (deleted, expired, or another token's).
     EnvironmentNotFound = "environment_not_found", NOT_FOUND;
     /// The instance lives on another node sharing this registry (`node`,
     /// and `owner_url` when that node advertised one): send the call there.
+    /// Also a job to cancel that another node runs.
     InstanceOnOtherNode = "instance_on_other_node", MISDIRECTED_REQUEST;
     /// No such endpoint.
     RouteNotFound = "route_not_found", NOT_FOUND;
@@ -103,6 +106,8 @@ error_codes! {
     /// This client holds its share of the execution slots and its queue
     /// is full; see `Retry-After`.
     ConcurrencyLimit = "concurrency_limit", TOO_MANY_REQUESTS;
+    /// This client has `--max-jobs-per-client` jobs queued or running.
+    TooManyJobs = "too_many_jobs", TOO_MANY_REQUESTS;
     /// The live-instance caps are reached.
     InstanceCapacity = "instance_capacity", TOO_MANY_REQUESTS;
     /// A server fault; the cause is in the server log under the request id.

@@ -123,18 +123,20 @@ async fn run_inline(
     JsonBody(req): JsonBody<RunInline>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit(&client).await?;
-    inline_call(&app, req, None).await
+    inline_call(&app, req, None, app.engine.default_limits()).await
 }
 
-/// A `POST /` call, for its own request or in a batch (whose `deadline`
-/// caps its time limit); the caller holds the execution slot.
+/// A `POST /` call, for its own request, in a batch (whose `deadline` caps
+/// its time limit) or in a job (whose `ceiling` is higher than a request's);
+/// the caller holds the execution slot.
 pub(super) async fn inline_call(
     app: &AppState,
     req: RunInline,
     deadline: Option<Instant>,
+    ceiling: ExecLimits,
 ) -> ApiResult<Json<ExecResponse>> {
     let started = Instant::now();
-    let limits = within(app.engine.default_limits().lowered_by(req.limits.as_ref())?, deadline);
+    let limits = within(ceiling.lowered_by(req.limits.as_ref())?, deadline);
     let call = Call::new(
         req.function_name,
         req.params,
@@ -179,18 +181,19 @@ async fn run_registered(
     JsonBody(req): JsonBody<RunRegistered>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit(&client).await?;
-    registered_call(&app, req, None).await
+    registered_call(&app, req, None, app.engine.default_limits()).await
 }
 
-/// A `POST /execute` call, for its own request or in a batch (whose
-/// `deadline` caps its time limit); the caller holds the execution slot.
+/// A `POST /execute` call, for its own request, in a batch or in a job (see
+/// [`inline_call`]); the caller holds the execution slot.
 pub(super) async fn registered_call(
     app: &AppState,
     req: RunRegistered,
     deadline: Option<Instant>,
+    ceiling: ExecLimits,
 ) -> ApiResult<Json<ExecResponse>> {
     let started = Instant::now();
-    let limits = within(app.engine.default_limits().lowered_by(req.limits.as_ref())?, deadline);
+    let limits = within(ceiling.lowered_by(req.limits.as_ref())?, deadline);
     let call = Call::new(
         req.function_name,
         req.params,

@@ -96,6 +96,9 @@ pub struct Gauges {
     pub refused_client_queue: u64,
     pub refused_queue_full: u64,
     pub refused_queue_timeout: u64,
+    /// Jobs queued and running in this process.
+    pub jobs_queued: usize,
+    pub jobs_running: usize,
     pub registered_modules: usize,
     pub registered_bytes: u64,
     /// Size of the store's file, when it is on disk.
@@ -250,6 +253,16 @@ impl Metrics {
             "Requests refused an execution slot, by reason: client_queue_full (429 concurrency_limit: the client \
              held its share and its queue was full), queue_full and queue_timeout (503 overloaded)",
             refusals,
+        );
+        registry.register(
+            "jobs_queued",
+            "Jobs (POST /jobs) waiting to run in this process",
+            ConstGauge::new(gauges.jobs_queued as i64),
+        );
+        registry.register(
+            "jobs_running",
+            "Jobs running in this process",
+            ConstGauge::new(gauges.jobs_running as i64),
         );
         registry.register(
             "registered_modules",

@@ -30,6 +30,8 @@ pub mod error;
 pub mod exec;
 pub mod extract;
 pub mod instances;
+pub mod job_table;
+pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod modules;

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorCode;
 use super::responses::ErrorBody;
-use super::{batch, call, environments, exec, instances, modules, ops, playground};
+use super::{batch, call, environments, exec, instances, jobs, modules, ops, playground};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +36,10 @@ use super::{batch, call, environments, exec, instances, modules, ops, playground
         modules::binary,
         modules::delete,
         batch::run_batch,
+        jobs::submit,
+        jobs::status,
+        jobs::cancel,
+        jobs::events,
         instances::create,
         instances::list,
         instances::describe,

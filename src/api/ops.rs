@@ -64,6 +64,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiErro
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let refusals = app.admission.refusals();
+    let (jobs_queued, jobs_running) = app.jobs.counts();
     let gauges = Gauges {
         cache: app.engine.cache_stats(),
         live_instances: app.instances.count::<LiveInstance>(),
@@ -74,6 +75,8 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         refused_client_queue: refusals.client_queue_full.load(Ordering::Relaxed),
         refused_queue_full: refusals.queue_full.load(Ordering::Relaxed),
         refused_queue_timeout: refusals.queue_timeout.load(Ordering::Relaxed),
+        jobs_queued,
+        jobs_running,
         registered_modules: app.registry.len(),
         registered_bytes: app.registry.total_bytes(),
         store_file_bytes: app.registry.store_size_on_disk(),

@@ -12,7 +12,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use super::error::{ApiError, ErrorCode};
 use super::routes::Routes;
 use super::state::AppState;
-use super::{auth, batch, environments, exec, instances, logging, modules, openapi, ops, playground, quota};
+use super::{auth, batch, environments, exec, instances, jobs, logging, modules, openapi, ops, playground, quota};
 
 /// Every endpoint, with the method and path of each.
 pub fn routes() -> Routes {
@@ -25,6 +25,7 @@ pub fn routes() -> Routes {
         .add(Method::GET, "/openapi.json", openapi::openapi_json)
         .merge(exec::routes())
         .merge(batch::routes())
+        .merge(jobs::routes())
         .merge(modules::routes())
         .merge(instances::routes())
         .merge(environments::routes())

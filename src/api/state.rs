@@ -8,6 +8,7 @@ use super::admission::{Admission, ExecPermit};
 use super::client::ClientId;
 use super::error::ApiError;
 use super::extract::BodyTimeout;
+use super::job_table::Jobs;
 use super::metrics::Metrics;
 use crate::engine::WasmEngine;
 use crate::instances::Instances;
@@ -52,6 +53,8 @@ pub struct Shared {
     pub admission: Admission,
     /// Bounds on batches and `runs`.
     pub bounds: CallBounds,
+    /// Asynchronous jobs known to this process.
+    pub jobs: Jobs,
     body_timeout: BodyTimeout,
 }
 
@@ -63,12 +66,14 @@ impl axum::extract::FromRef<AppState> for BodyTimeout {
 
 impl AppState {
     /// `served` is the router's list of routes (`api::served_routes()`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         engine: WasmEngine,
         registry: Arc<Registry>,
         instances: Arc<Instances>,
         admission: Admission,
         bounds: CallBounds,
+        jobs: Jobs,
         body_timeout: std::time::Duration,
         served: &'static [(Method, &'static str)],
     ) -> Self {
@@ -80,6 +85,7 @@ impl AppState {
             served,
             admission,
             bounds,
+            jobs,
             body_timeout: BodyTimeout(body_timeout),
         }))
     }

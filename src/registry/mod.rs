@@ -581,6 +581,31 @@ impl Registry {
         blocking(move || store.node_url(&id)).await
     }
 
+    /// Stores the record of job `id` (jobs live in the modules' store; see
+    /// `api::jobs`).
+    pub async fn put_job(&self, id: &str, record: Vec<u8>) -> Result<(), RegistryError> {
+        let (store, id) = (self.store.clone(), id.to_string());
+        blocking(move || store.put_job(&id, &record)).await
+    }
+
+    /// The stored record of job `id`.
+    pub async fn job(&self, id: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        let (store, id) = (self.store.clone(), id.to_string());
+        blocking(move || store.job(&id)).await
+    }
+
+    /// Every stored job record.
+    pub async fn jobs(&self) -> Result<Vec<Vec<u8>>, RegistryError> {
+        let store = self.store.clone();
+        blocking(move || store.jobs()).await
+    }
+
+    /// Forgets job `id`.
+    pub async fn remove_job(&self, id: &str) -> Result<(), RegistryError> {
+        let (store, id) = (self.store.clone(), id.to_string());
+        blocking(move || store.remove_job(&id)).await
+    }
+
     /// Stored artifacts refused because their seal did not verify.
     pub fn artifacts_rejected(&self) -> u64 {
         self.artifacts_rejected.load(Ordering::Relaxed)

@@ -432,6 +432,50 @@ impl ModuleStore for PgStore {
         self.run(insert(self, record, wasm, quota))
     }
 
+    fn put_job(&self, id: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query(
+                "INSERT INTO jobs (id, record) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+            )
+            .bind(id)
+            .bind(record)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(backend)
+        })
+    }
+
+    fn job(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(async {
+            sqlx::query_scalar("SELECT record FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)
+        })
+    }
+
+    fn jobs(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.run(async {
+            sqlx::query_scalar("SELECT record FROM jobs ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)
+        })
+    }
+
+    fn remove_job(&self, id: &str) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query("DELETE FROM jobs WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(backend)
+        })
+    }
+
     fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.run(async {
             sqlx::query_scalar("SELECT wasm FROM binaries WHERE sha256 = $1")

@@ -20,6 +20,7 @@ use super::store::{ModuleRecord, ModuleStore, StoreError, TokenQuota};
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const ARTIFACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artifacts");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 
 /// Artifacts are keyed `<sha256>/<engine hash>`, so one binary can have an
 /// artifact per engine version and all of a binary's are found by prefix.
@@ -63,6 +64,7 @@ impl RedbStore {
         txn.open_table(MODULES).map_err(backend)?;
         txn.open_table(BLOBS).map_err(backend)?;
         txn.open_table(ARTIFACTS).map_err(backend)?;
+        txn.open_table(JOBS).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(RedbStore { db, path })
     }
@@ -73,6 +75,37 @@ fn decode(bytes: &[u8]) -> Result<ModuleRecord, StoreError> {
 }
 
 impl ModuleStore for RedbStore {
+    fn put_job(&self, id: &str, record: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        txn.open_table(JOBS)
+            .map_err(backend)?
+            .insert(id, record)
+            .map_err(backend)?;
+        txn.commit().map_err(backend)
+    }
+
+    fn job(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(JOBS).map_err(backend)?;
+        Ok(table.get(id).map_err(backend)?.map(|v| v.value().to_vec()))
+    }
+
+    fn jobs(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(JOBS).map_err(backend)?;
+        let mut records = Vec::new();
+        for entry in table.iter().map_err(backend)? {
+            records.push(entry.map_err(backend)?.1.value().to_vec());
+        }
+        Ok(records)
+    }
+
+    fn remove_job(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        txn.open_table(JOBS).map_err(backend)?.remove(id).map_err(backend)?;
+        txn.commit().map_err(backend)
+    }
+
     fn list(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(MODULES).map_err(backend)?;

@@ -120,6 +120,20 @@ pub trait ModuleStore: Send + Sync + 'static {
     /// shares it.
     fn remove(&self, name: &str) -> Result<(), StoreError>;
 
+    /// Stores the record of job `id` (opaque bytes: the API's JSON),
+    /// replacing an earlier one. When it returns `Ok`, the record survives
+    /// a crash.
+    fn put_job(&self, id: &str, record: &[u8]) -> Result<(), StoreError>;
+
+    /// The record of job `id`, if stored.
+    fn job(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every stored job record.
+    fn jobs(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Forgets job `id` (nothing happens if it is not stored).
+    fn remove_job(&self, id: &str) -> Result<(), StoreError>;
+
     /// Proves the backend answers (a read that touches storage), for
     /// `GET /readyz`. A networked backend would round-trip to its server.
     fn check(&self) -> Result<(), StoreError>;

@@ -38,6 +38,23 @@ impl FlakyStore {
 }
 
 impl ModuleStore for FlakyStore {
+    fn put_job(&self, id: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_job(id, record)
+    }
+
+    fn job(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.fail_if_asked()?;
+        self.inner.job(id)
+    }
+
+    fn jobs(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.jobs()
+    }
+
+    fn remove_job(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.remove_job(id)
+    }
+
     fn list(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         self.inner.list()
     }
@@ -87,7 +104,7 @@ struct Servers {
     guarded: TestApp,
     /// One execution at a time.
     busy: TestApp,
-    /// One execution at a time per client, and no waiting for one.
+    /// One execution at a time per client, no waiting for one, no jobs.
     crowded: TestApp,
 }
 
@@ -120,6 +137,7 @@ async fn servers() -> Servers {
     settings.max_concurrency = 2;
     settings.client_share = Some(1);
     settings.client_queue_depth = Some(0);
+    settings.max_jobs_per_client = 0;
     let crowded = spawn_app_with(settings).await;
     Servers {
         plain,
@@ -198,6 +216,11 @@ async fn produce(code: ErrorCode, s: &Servers) -> (StatusCode, Value) {
         ErrorCode::ModuleNotFound => plain.execute("nope", "f", json!([])).await,
         ErrorCode::InstanceNotFound => plain.get("/instances/nope").await,
         ErrorCode::EnvironmentNotFound => plain.get("/environments/nope").await,
+        ErrorCode::JobNotFound => plain.get("/jobs/nope").await,
+        ErrorCode::TooManyJobs => {
+            let call = json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [1]});
+            s.crowded.post("/jobs", &json!({"call": call})).await
+        }
         ErrorCode::GlobalNotFound => {
             let (_, created) = s.busy.post("/instances", &json!({"wasm_hex": DOUBLE_HEX})).await;
             let id = created["id"].as_str().unwrap_or("none");

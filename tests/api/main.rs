@@ -18,6 +18,7 @@ mod fuzzish;
 mod helpers;
 mod hostile;
 mod instances;
+mod jobs;
 mod layout;
 mod limits;
 mod linking;
