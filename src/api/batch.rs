@@ -194,12 +194,19 @@ pub(super) async fn execute(
 }
 
 impl Batch {
-    /// Refuses a batch of no calls or more than `max`.
+    /// Refuses a batch of no calls or more than `max`, or one with a call
+    /// that is not even a JSON object (what is wrong inside an object is
+    /// that call's own error).
     pub(super) fn check(&self, max: usize) -> ApiResult<()> {
         if self.calls.is_empty() || self.calls.len() > max {
             return Err(ApiError::invalid_request(format!(
                 "a batch has 1 to {max} calls (--max-batch-calls); this one has {}",
                 self.calls.len()
+            )));
+        }
+        if let Some(i) = self.calls.iter().position(|c| !is_object(c)) {
+            return Err(ApiError::invalid_request(format!(
+                "calls[{i}] is not a JSON object; each call is a request body"
             )));
         }
         Ok(())
@@ -234,6 +241,11 @@ pub(super) async fn one_shot(
         Some(_) => exec::registered_call(app, parse::<RunRegistered>(raw)?, Some(deadline), ceiling).await,
         None => exec::inline_call(app, parse::<RunInline>(raw)?, Some(deadline), ceiling).await,
     }
+}
+
+/// Whether `raw` is a JSON object (its first character says so).
+pub(super) fn is_object(raw: &RawValue) -> bool {
+    raw.get().trim_start().starts_with('{')
 }
 
 /// A call's body, checked as its own request's would be.

@@ -16,7 +16,7 @@ pub struct Expected {
     /// The results, written as the response writes them (`[42]`,
     /// `["NaN"]`, `["9007199254740993"]` or `[9007199254740993]`). Numbers
     /// are compared by value: `4` and `4.0` are the same.
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<serde_json::Value>>)]
     results: Option<Vec<Value>>,
     /// A WASI program's whole standard output.
     stdout: Option<String>,

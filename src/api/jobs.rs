@@ -80,7 +80,8 @@ impl Work {
         let submit: SubmitJob =
             serde_json::from_str(request.get()).map_err(|e| ApiError::invalid_request(format!("invalid job: {e}")))?;
         match (submit.call, submit.batch) {
-            (Some(call), None) => Ok(Work::Call(call)),
+            (Some(call), None) if batch::is_object(&call) => Ok(Work::Call(call)),
+            (Some(_), None) => Err(ApiError::invalid_request("`call` is a request body: a JSON object")),
             (None, Some(raw)) => {
                 let batch: Batch = serde_json::from_str(raw.get())
                     .map_err(|e| ApiError::invalid_request(format!("invalid batch: {e}")))?;

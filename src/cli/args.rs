@@ -33,6 +33,50 @@ pub enum Command {
     /// Environments: many instances in one store, linked live.
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Jobs: calls that run in the background, polled or watched.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a call of a module file as a job and print its id.
+    Submit(JobSubmitArgs),
+    /// Print a job's status, and its results once it is done.
+    Status(JobIdArgs),
+    /// Follow a job until it finishes, printing each change, then its
+    /// results; the exit code says whether it succeeded.
+    Watch(JobIdArgs),
+    /// Cancel a job.
+    Cancel(JobIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobSubmitArgs {
+    /// A .wat or .wasm file.
+    pub file: PathBuf,
+    /// The exported function to call.
+    pub function: String,
+    /// Params in order, as for `call`.
+    #[arg(allow_negative_numbers = true)]
+    pub params: Vec<String>,
+    /// A registered module the file imports from (repeatable).
+    #[arg(long = "host-module")]
+    pub host_modules: Vec<String>,
+    /// The call's time limit in milliseconds (a job may run longer than a
+    /// request: up to the server's --max-job-timeout-ms).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JobIdArgs {
+    /// The job's id.
+    pub id: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Subcommand)]

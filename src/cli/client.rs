@@ -98,6 +98,45 @@ impl Client {
     pub fn delete(&self, path: &str) -> Result<Answer, Failure> {
         self.send(self.http.delete(format!("{}{path}", self.base)))
     }
+
+    /// Follows the Server-Sent Events at `path`, calling `on_event` with
+    /// each event's name and data, until the server ends the stream. An
+    /// answer that is not a stream (an error) is returned instead.
+    pub fn events(&self, path: &str, mut on_event: impl FnMut(&str, &str)) -> Result<Option<Answer>, Failure> {
+        use std::io::BufRead;
+        // A stream lasts as long as its job, which may outlast the client's
+        // usual timeout.
+        let request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(86_400));
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request
+            .send()
+            .map_err(|e| Failure::unreachable(format!("cannot reach {}: {}", self.base, error_chain(&e))))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let text = response.text().unwrap_or_default();
+            let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Ok(Some(Answer { status, body }));
+        }
+        let (mut name, mut data) = (String::new(), String::new());
+        for line in std::io::BufReader::new(response).lines() {
+            let line = line.map_err(|e| Failure::unreachable(format!("the event stream broke: {e}")))?;
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_string();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            } else if line.is_empty() && !data.is_empty() {
+                on_event(&name, &data);
+                (name, data) = (String::new(), String::new());
+            }
+        }
+        Ok(None)
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::args::{
-    CallArgs, Command, EnvAddArgs, EnvCallArgs, EnvCommand, EnvCreateArgs, EnvIdArgs, ModulesArgs, RegisterArgs,
-    RunArgs,
+    CallArgs, Command, EnvAddArgs, EnvCallArgs, EnvCommand, EnvCreateArgs, EnvIdArgs, JobCommand, JobIdArgs,
+    JobSubmitArgs, ModulesArgs, RegisterArgs, RunArgs,
 };
 use super::client::{Client, Failure, server_error};
 
@@ -27,6 +27,10 @@ pub fn run_client(command: Command) -> u8 {
         Command::Env(EnvCommand::Call(args)) => env_call(args),
         Command::Env(EnvCommand::Show(args)) => env_show(args),
         Command::Env(EnvCommand::Delete(args)) => env_delete(args),
+        Command::Job(JobCommand::Submit(args)) => job_submit(args),
+        Command::Job(JobCommand::Status(args)) => job_status(args),
+        Command::Job(JobCommand::Watch(args)) => job_watch(args),
+        Command::Job(JobCommand::Cancel(args)) => job_cancel(args),
     };
     match result {
         Ok(code) => code,
@@ -158,6 +162,115 @@ fn call(args: CallArgs) -> Result<u8, Failure> {
     let client = Client::new(&args.server.server, args.server.token.clone())?;
     let answer = client.post("/", text)?;
     print_call(&answer, args.server.json)
+}
+
+fn job_submit(args: JobSubmitArgs) -> Result<u8, Failure> {
+    let (field, code) = code_field(&args.file)?;
+    let params: Vec<Box<RawValue>> = args.params.iter().map(|p| param_token(p)).collect();
+    let mut call = json!({field: code, "function_name": args.function, "params": params});
+    if !args.host_modules.is_empty() {
+        call["host_modules"] = json!(args.host_modules);
+    }
+    if let Some(ms) = args.timeout_ms {
+        call["limits"] = json!({"timeout_ms": ms});
+    }
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
+    let answer = client.post("/jobs", json!({"call": call}).to_string())?;
+    if args.server.json {
+        print_json(&answer.body);
+    }
+    if answer.status != 202 {
+        return Err(server_error(&answer, 1));
+    }
+    if !args.server.json {
+        println!("{}", plain(&answer.body["id"]));
+    }
+    Ok(0)
+}
+
+/// Prints a job as a person reads it: its status (and progress or reason),
+/// then, once it ran, its result as `call` prints one. The exit code is
+/// 0 for a job that is done (or not finished yet), 1 for a failed or
+/// cancelled one.
+fn print_job(job: &Value) -> u8 {
+    let status = plain(&job["status"]);
+    let mut line = status.clone();
+    if let Some(progress) = job.get("progress").filter(|p| p.is_object()) {
+        line.push_str(&format!(" ({} of {} calls)", progress["done"], progress["of"]));
+    }
+    if let Some(reason) = job["reason"].as_str() {
+        line.push_str(&format!(": {reason}"));
+    }
+    eprintln!("{line}");
+    let result = &job["result"];
+    if let Some(error) = result.get("error") {
+        eprintln!(
+            "{}: {}",
+            plain(&error["code"]),
+            plain(&error["message"]).lines().next().unwrap_or_default()
+        );
+    } else if !result.is_null() {
+        print_streams(result);
+        for value in result["results"].as_array().into_iter().flatten() {
+            println!("{}", plain(value));
+        }
+    }
+    u8::from(matches!(status.as_str(), "failed" | "cancelled"))
+}
+
+fn job_status(args: JobIdArgs) -> Result<u8, Failure> {
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
+    let answer = client.get(&format!("/jobs/{}", args.id))?;
+    if args.server.json {
+        print_json(&answer.body);
+    }
+    if answer.status != 200 {
+        return Err(server_error(&answer, 1));
+    }
+    Ok(if args.server.json { 0 } else { print_job(&answer.body) })
+}
+
+fn job_watch(args: JobIdArgs) -> Result<u8, Failure> {
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
+    let mut last = Value::Null;
+    let answer = client.events(&format!("/jobs/{}/events", args.id), |name, data| {
+        if args.server.json {
+            println!("{data}");
+        } else if let Ok(job) = serde_json::from_str::<Value>(data) {
+            match job.get("progress").filter(|_| name == "progress") {
+                Some(progress) => eprintln!("progress ({} of {} calls)", progress["done"], progress["of"]),
+                None if !job["status"].as_str().is_some_and(is_final) => eprintln!("{name}"),
+                None => {}
+            }
+            last = job;
+        }
+    })?;
+    if let Some(answer) = answer {
+        return Err(server_error(&answer, 1));
+    }
+    if args.server.json || last.is_null() {
+        return Ok(0);
+    }
+    Ok(print_job(&last))
+}
+
+fn is_final(status: &str) -> bool {
+    matches!(status, "done" | "failed" | "cancelled")
+}
+
+fn job_cancel(args: JobIdArgs) -> Result<u8, Failure> {
+    let client = Client::new(&args.server.server, args.server.token.clone())?;
+    let answer = client.delete(&format!("/jobs/{}", args.id))?;
+    if args.server.json {
+        print_json(&answer.body);
+    }
+    if answer.status != 200 {
+        return Err(server_error(&answer, 1));
+    }
+    if !args.server.json {
+        println!("{}", plain(&answer.body["status"]));
+    }
+    Ok(0)
 }
 
 fn env_create(args: EnvCreateArgs) -> Result<u8, Failure> {

@@ -48,7 +48,6 @@ async fn each_call_answers_for_itself() {
         {"module_name": "utils", "function_name": "triple", "params": [1]},
         {"module_name": "nope", "function_name": "f"},
         {"module_name": "utils", "function": "double"},
-        [1, 2],
         {"wat": COUNTER, "function_name": "inc"},
         {"wat": COUNTER, "function_name": "inc"},
     ]);
@@ -65,15 +64,30 @@ async fn each_call_answers_for_itself() {
         "{}",
         r[4]
     );
-    assert_eq!(code(&r[5]), "invalid_request");
     // Each call has an instance of its own: the counter starts afresh.
     assert_eq!(
-        (r[6]["results"].clone(), r[7]["results"].clone()),
+        (r[5]["results"].clone(), r[6]["results"].clone()),
         (json!([1]), json!([1]))
     );
     assert_eq!(
         (body["stats"]["succeeded"].clone(), body["stats"]["failed"].clone()),
-        (json!(3), json!(5))
+        (json!(3), json!(4))
+    );
+    // A call that is not even an object makes the batch malformed.
+    let (status, body) = app
+        .post(
+            "/batch",
+            &json!({"calls": [{"wat": COUNTER, "function_name": "inc"}, [1, 2]]}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("calls[1]"),
+        "{body}"
     );
 }
 

@@ -381,3 +381,71 @@ async fn call_takes_a_component_with_json_or_wave_params() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "{x: 2, y: 1}\n");
 }
+
+#[tokio::test]
+async fn job_commands_submit_watch_status_and_cancel() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wat = fixture(dir.path(), "double.wat", DOUBLE_WAT.as_bytes());
+    let server = app.base.as_str();
+    let out = cli(
+        args(&[
+            "job",
+            "submit",
+            wat.to_str().unwrap(),
+            "double",
+            "21",
+            "--server",
+            server,
+        ]),
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert!(id.contains('.'), "an id: {id}");
+    // `watch` follows the job to its end and prints its results.
+    let out = cli(args(&["job", "watch", &id, "--server", server]), b"").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n");
+    assert!(text(&out.stderr).contains("done"), "{}", text(&out.stderr));
+    let out = cli(args(&["job", "status", &id, "--server", server]), b"").await;
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "42\n".to_string()));
+
+    // A long job, cancelled: `watch` then says so with exit code 1.
+    let spin = fixture(
+        dir.path(),
+        "spin.wat",
+        br#"(module (func (export "spin") (loop (br 0))))"#,
+    );
+    let out = cli(
+        args(&[
+            "job",
+            "submit",
+            spin.to_str().unwrap(),
+            "spin",
+            "--timeout-ms",
+            "60000",
+            "--server",
+            server,
+        ]),
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let out = cli(args(&["job", "cancel", &id, "--server", server]), b"").await;
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "cancelled\n".to_string()),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(args(&["job", "watch", &id, "--server", server]), b"").await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cancelled"), "{}", text(&out.stderr));
+    // An unknown job: one line, exit code 1.
+    let out = cli(args(&["job", "status", "nobody.0", "--server", server]), b"").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("job_not_found"), "{}", text(&out.stderr));
+}
