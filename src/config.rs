@@ -281,6 +281,17 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_MAX_INSTANCE_MEMORY_BYTES", default_value_t = 4 << 30)]
     pub max_instance_memory_bytes: u64,
 
+    /// Live instances and environments one client (a token, else an IP
+    /// address) may hold; past it: `429 instance_capacity`. Default: half
+    /// of `--max-instances`, rounded up.
+    #[arg(long, env = "WASM_EXEC_MAX_INSTANCES_PER_CLIENT")]
+    pub max_instances_per_client: Option<usize>,
+
+    /// Memory one client's live instances and environments may reserve
+    /// together, in bytes. Default: half of `--max-instance-memory-bytes`.
+    #[arg(long, env = "WASM_EXEC_MAX_INSTANCE_MEMORY_PER_CLIENT")]
+    pub max_instance_memory_per_client: Option<u64>,
+
     /// Seconds an instance may go without a call before it is dropped.
     #[arg(long, env = "WASM_EXEC_INSTANCE_IDLE_SECS", default_value_t = 300)]
     pub instance_idle_secs: u64,
@@ -361,6 +372,10 @@ impl Settings {
         InstanceSettings {
             max_instances: self.max_instances,
             max_total_memory_bytes: self.max_instance_memory_bytes,
+            max_per_client: self.max_instances_per_client.unwrap_or(self.max_instances.div_ceil(2)),
+            max_memory_per_client: self
+                .max_instance_memory_per_client
+                .unwrap_or(self.max_instance_memory_bytes / 2),
             idle_timeout: Duration::from_secs(self.instance_idle_secs),
             node_id: node_id.to_string(),
         }

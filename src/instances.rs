@@ -24,6 +24,10 @@ pub struct InstanceSettings {
     pub max_instances: usize,
     /// Most memory reserved by all live instances together, in bytes.
     pub max_total_memory_bytes: u64,
+    /// Most live instances and environments one client holds.
+    pub max_per_client: usize,
+    /// Most memory one client's instances and environments reserve.
+    pub max_memory_per_client: u64,
     /// An instance not called for this long is dropped.
     pub idle_timeout: Duration,
     /// This node's name: the prefix of every instance id it hands out.
@@ -41,6 +45,22 @@ pub enum InstanceError {
     Capacity(String),
     #[error("instantiation failed")]
     Instantiate(Box<CallFailure>),
+}
+
+/// Who an instance is counted against, for the per-client caps: a stable
+/// key, and how messages name the client.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub key: String,
+    pub name: String,
+}
+
+/// A client's instances and environments, and their reserved memory
+/// (those being created included).
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    count: usize,
+    memory: u64,
 }
 
 /// What is known of a live instance without locking it.
@@ -61,6 +81,8 @@ pub struct Slot<T, I = ()> {
     pub limits: ExecLimits,
     /// The token that created it (`None` when access control is off).
     pub owner: Option<usize>,
+    /// The client its reservation is counted against.
+    tenant: String,
     pub created: SystemTime,
     created_at: Instant,
     last_used: Mutex<Instant>,
@@ -76,13 +98,14 @@ pub type InstanceSlot = Slot<LiveInstance, InstanceInfo>;
 pub type EnvironmentSlot = Slot<Environment>;
 
 impl<T, I> Slot<T, I> {
-    fn new(id: String, info: I, limits: ExecLimits, owner: Option<usize>, live: T) -> Self {
+    fn new(id: String, info: I, limits: ExecLimits, owner: Option<usize>, tenant: String, live: T) -> Self {
         let now = Instant::now();
         Slot {
             id,
             info,
             limits,
             owner,
+            tenant,
             created: SystemTime::now(),
             created_at: now,
             last_used: Mutex::new(now),
@@ -127,6 +150,14 @@ impl Entry {
         match self {
             Entry::Instance(slot) => slot.limits.memory_bytes,
             Entry::Environment(slot) => slot.limits.memory_bytes,
+        }
+    }
+
+    /// The client it is counted against.
+    fn tenant(&self) -> &str {
+        match self {
+            Entry::Instance(slot) => &slot.tenant,
+            Entry::Environment(slot) => &slot.tenant,
         }
     }
 
@@ -198,6 +229,22 @@ struct Table {
     reserved_memory: u64,
     /// Instances being created (counted against the cap).
     pending: usize,
+    /// Each client's share in use, pending creations included.
+    usage: HashMap<String, Usage>,
+}
+
+impl Table {
+    /// Takes back what an entry (or a creation) of `tenant` reserved.
+    fn release(&mut self, tenant: &str, memory: u64) {
+        self.reserved_memory -= memory;
+        if let Some(usage) = self.usage.get_mut(tenant) {
+            usage.count -= 1;
+            usage.memory -= memory;
+            if usage.count == 0 {
+                self.usage.remove(tenant);
+            }
+        }
+    }
 }
 
 /// What the table records of an instance about to be made.
@@ -223,6 +270,7 @@ impl Instances {
                 slots: HashMap::new(),
                 reserved_memory: 0,
                 pending: 0,
+                usage: HashMap::new(),
             }),
         });
         spawn_reaper(Arc::downgrade(&instances), instances.settings.idle_timeout);
@@ -238,8 +286,9 @@ impl Instances {
     }
 
     /// Counts a new instance or environment of `memory` reserved bytes
-    /// against the caps, or says which is reached.
-    fn reserve(&self, memory: u64) -> Result<Reservation<'_>, InstanceError> {
+    /// against the caps, the server's and its client's, or says which is
+    /// reached.
+    fn reserve(&self, memory: u64, tenant: &Tenant) -> Result<Reservation<'_>, InstanceError> {
         let mut table = self.lock();
         if table.slots.len() + table.pending >= self.settings.max_instances {
             return Err(InstanceError::Capacity(format!(
@@ -253,14 +302,41 @@ impl Instances {
                 table.reserved_memory, self.settings.max_total_memory_bytes
             )));
         }
+        let used = table.usage.get(&tenant.key).copied().unwrap_or_default();
+        if used.count >= self.settings.max_per_client {
+            return Err(InstanceError::Capacity(format!(
+                "{} holds {} live instances and environments, as many as one client may (--max-instances-per-client); \
+                 delete one or let idle ones expire",
+                tenant.name, used.count
+            )));
+        }
+        if used.memory.saturating_add(memory) > self.settings.max_memory_per_client {
+            return Err(InstanceError::Capacity(format!(
+                "the live instances and environments of {} have reserved {} of the {} bytes one client may \
+                 (--max-instance-memory-per-client); this one asks for {memory} (lower limits.memory_bytes, or delete one)",
+                tenant.name, used.memory, self.settings.max_memory_per_client
+            )));
+        }
         table.pending += 1;
         table.reserved_memory += memory;
-        Ok(Reservation { table: self, memory })
+        let usage = table.usage.entry(tenant.key.clone()).or_default();
+        usage.count += 1;
+        usage.memory += memory;
+        Ok(Reservation {
+            table: self,
+            memory,
+            tenant: tenant.key.clone(),
+            armed: true,
+        })
     }
 
     /// Puts a slot made under `reservation` in the table.
     fn insert<T: Held>(&self, reservation: Reservation<'_>, slot: Arc<Slot<T, T::Info>>) {
-        std::mem::forget(reservation);
+        // The reservation's count and memory pass to the slot (released
+        // when it is removed).
+        let mut reservation = reservation;
+        reservation.armed = false;
+        drop(reservation);
         let mut table = self.lock();
         table.pending -= 1;
         table.slots.insert(slot.id.clone(), T::entry(slot));
@@ -278,11 +354,12 @@ impl Instances {
         &self,
         new: NewInstance,
         owner: Option<usize>,
+        tenant: &Tenant,
         instantiate: impl Future<Output = Result<LiveInstance, CallFailure>>,
     ) -> Result<(Arc<InstanceSlot>, ExecStats), InstanceError> {
         // Released however this ends, also if the request is dropped while
         // instantiating (the client went away).
-        let reservation = self.reserve(new.limits.memory_bytes)?;
+        let reservation = self.reserve(new.limits.memory_bytes, tenant)?;
         let mut live = match instantiate.await {
             Ok(live) => live,
             Err(failure) => return Err(InstanceError::Instantiate(Box::new(failure))),
@@ -294,7 +371,14 @@ impl Instances {
             interface: new.interface,
             tier: live.tier(),
         };
-        let slot = Arc::new(Slot::new(self.new_id(), info, new.limits, owner, live));
+        let slot = Arc::new(Slot::new(
+            self.new_id(),
+            info,
+            new.limits,
+            owner,
+            tenant.key.clone(),
+            live,
+        ));
         self.insert(reservation, slot.clone());
         Ok((slot, stats))
     }
@@ -305,10 +389,18 @@ impl Instances {
         &self,
         limits: ExecLimits,
         owner: Option<usize>,
+        tenant: &Tenant,
         environment: Environment,
     ) -> Result<Arc<EnvironmentSlot>, InstanceError> {
-        let reservation = self.reserve(limits.memory_bytes)?;
-        let slot = Arc::new(Slot::new(self.new_id(), (), limits, owner, environment));
+        let reservation = self.reserve(limits.memory_bytes, tenant)?;
+        let slot = Arc::new(Slot::new(
+            self.new_id(),
+            (),
+            limits,
+            owner,
+            tenant.key.clone(),
+            environment,
+        ));
         self.insert(reservation, slot.clone());
         Ok(slot)
     }
@@ -360,7 +452,7 @@ impl Instances {
             return Err(T::not_found(id));
         }
         if let Some(entry) = table.slots.remove(id) {
-            table.reserved_memory -= entry.memory();
+            table.release(entry.tenant(), entry.memory());
         }
         Ok(())
     }
@@ -378,7 +470,7 @@ impl Instances {
             .collect();
         for id in expired {
             if let Some(entry) = table.slots.remove(&id) {
-                table.reserved_memory -= entry.memory();
+                table.release(entry.tenant(), entry.memory());
                 tracing::info!(id = %id, "dropped idle instance or environment");
             }
         }
@@ -391,13 +483,19 @@ impl Instances {
 struct Reservation<'a> {
     table: &'a Instances,
     memory: u64,
+    tenant: String,
+    /// Gives its place back when dropped; off once the slot holds it.
+    armed: bool,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         let mut table = self.table.lock();
         table.pending -= 1;
-        table.reserved_memory -= self.memory;
+        table.release(&self.tenant, self.memory);
     }
 }
 

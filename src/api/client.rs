@@ -35,6 +35,16 @@ impl ClientId {
     }
 }
 
+impl ClientId {
+    /// The client as the instance table counts it.
+    pub fn tenant(&self) -> crate::instances::Tenant {
+        crate::instances::Tenant {
+            key: format!("{self:?}"),
+            name: self.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

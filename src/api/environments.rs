@@ -244,6 +244,7 @@ fn check_name(field: &str, name: &str, max: usize, may_be_empty: bool) -> ApiRes
 async fn create(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(client): Extension<ClientId>,
     body: Option<JsonBody<ObjectOrNull<CreateEnvironment>>>,
 ) -> ApiResult<impl IntoResponse> {
     // No body, or `null`, is an environment with the server's limits.
@@ -253,7 +254,7 @@ async fn create(
     let environment = app.engine.environment(&limits, wasi);
     let slot = app
         .instances
-        .create_environment(limits, owner_of(&caller), environment)?;
+        .create_environment(limits, owner_of(&caller), &client.tenant(), environment)?;
     let location = [(header::LOCATION, format!("/environments/{}", slot.id))];
     Ok((StatusCode::CREATED, location, Json(describe_slot(&app, &slot))))
 }

@@ -294,7 +294,7 @@ async fn create(
         let instantiate = app
             .engine
             .instantiate_component(component.compiled, component.graph, limits, wasi);
-        let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
+        let (slot, stats) = app.instances.create(new, owner, &client.tenant(), instantiate).await?;
         return Ok(created(&app, &slot, stats));
     }
     // Code the interpreter runs may live there, with its whole link graph.
@@ -333,7 +333,7 @@ async fn create(
         let instantiate = app
             .engine
             .instantiate_interpreted(&code, &graph, label(name), limits, wasi.clone());
-        let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
+        let (slot, stats) = app.instances.create(new, owner, &client.tenant(), instantiate).await?;
         return Ok(created(&app, &slot, stats));
     }
     let resolved = resolve(&app.engine, &app.registry, source).await?;
@@ -344,7 +344,7 @@ async fn create(
         limits,
     };
     let instantiate = app.engine.instantiate(resolved.into_spec(limits, wasi));
-    let (slot, stats) = app.instances.create(new, owner, instantiate).await?;
+    let (slot, stats) = app.instances.create(new, owner, &client.tenant(), instantiate).await?;
     Ok(created(&app, &slot, stats))
 }
 

@@ -397,6 +397,7 @@ async fn an_environment_holds_at_most_max_link_instances() {
 async fn environments_share_the_instance_caps_and_expire_when_idle() {
     let mut settings = test_settings();
     settings.max_instances = 2;
+    settings.max_instances_per_client = Some(2);
     settings.instance_idle_secs = 1;
     let app = spawn_app_with(settings).await;
     let env = new_env(&app, json!({})).await;

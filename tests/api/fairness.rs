@@ -173,3 +173,62 @@ async fn freed_slots_go_round_robin_to_the_clients_waiting() {
     check_flood(&first.await.unwrap(), 1, 0);
     check_flood(&more_of_a.await.unwrap(), 3, 0);
 }
+
+#[tokio::test]
+async fn one_client_cannot_take_every_live_instance_or_its_memory() {
+    let mut settings = test_settings();
+    settings.max_instances = 4;
+    settings.max_instance_memory_bytes = 64 << 20;
+    let app = spawn_app_with(settings).await;
+    let (greedy, polite) = (
+        client_from(Ipv4Addr::new(127, 0, 0, 2)),
+        client_from(Ipv4Addr::LOCALHOST),
+    );
+    let create = |client: &reqwest::Client, memory: u64| {
+        let request = client
+            .post(app.url("/instances"))
+            .json(&json!({"wat": "(module (memory 1))", "limits": {"memory_bytes": memory}}));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    // Memory-heavy: half the table's memory in one instance is all one
+    // client may reserve.
+    let (status, body) = create(&greedy, 32 << 20).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = create(&greedy, 1 << 20).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "instance_capacity"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-instance-memory-per-client"),
+        "{body}"
+    );
+    // Many small ones: half the table's count is all one client may hold.
+    let (status, body) = create(&greedy, 1 << 20).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // The other client has the rest.
+    for _ in 0..2 {
+        let (status, body) = create(&polite, 8 << 20).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = create(&polite, 1 << 20).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "instance_capacity"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-instances-per-client"),
+        "{body}"
+    );
+}

@@ -118,6 +118,9 @@ async fn live_instances_are_capped_in_number_and_memory() {
     let mut settings = test_settings();
     settings.max_instances = 2;
     settings.max_instance_memory_bytes = 3 << 20;
+    // One client here: it may take the whole table.
+    settings.max_instances_per_client = Some(2);
+    settings.max_instance_memory_per_client = Some(3 << 20);
     let app = spawn_app_with(settings).await;
     let small = json!({"wat": COUNTER, "limits": {"memory_bytes": 1 << 20}});
     create(&app, small.clone()).await;

@@ -266,6 +266,8 @@ async fn run_files(files: Vec<(String, &'static str)>, tier: TierMode, mode: Mod
             // Every instance of a script lives until the script ends.
             settings.max_instances = 4096;
             settings.max_instance_memory_bytes = 1 << 40;
+            settings.max_instances_per_client = Some(4096);
+            settings.max_instance_memory_per_client = Some(1 << 40);
             // Three servers per tier at once: map memory per instance
             // rather than reserve a pool for each.
             settings.pooling = false;
