@@ -255,7 +255,10 @@ fn parse<T: serde::de::DeserializeOwned>(raw: &RawValue) -> ApiResult<T> {
 
 /// The refusal for a call the batch has no time left for.
 fn spent(deadline: Instant, budget: Duration) -> Option<ApiError> {
-    (Instant::now() >= deadline).then(|| {
+    // Less than a millisecond left is none: a call's time limit is whole
+    // milliseconds, and a call cut short just before the deadline must not
+    // let the next one start with a sliver.
+    (Instant::now() + Duration::from_millis(1) >= deadline).then(|| {
         ApiError::new(
             ErrorCode::LimitExceeded,
             format!(

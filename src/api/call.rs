@@ -165,6 +165,14 @@ pub enum ResultFormat {
     Wave,
 }
 
+/// What ran a call, for its `stats`: how its code was compiled (for
+/// one-shot calls) and the modules that ran.
+#[derive(Default)]
+pub struct Ran {
+    pub compile: Option<CacheOutcome>,
+    pub modules: Vec<ModuleRan>,
+}
+
 /// The call part of a request, decoded and checked.
 pub struct Call {
     function: Option<String>,
@@ -260,16 +268,18 @@ impl Call {
     pub fn respond(
         &self,
         result: Result<CallOutcome, CallFailure>,
-        compile: Option<CacheOutcome>,
+        ran: Ran,
         started: Instant,
         metrics: &Metrics,
         endpoint: Endpoint,
     ) -> ApiResult<Json<ExecResponse>> {
+        let Ran { compile, modules } = ran;
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(outcome) => {
                 metrics.execution(endpoint, "ok", seconds, outcome.stats.fuel_consumed);
                 let mut response = respond(outcome, &self.read_bodies, self.result_encoding, compile, started)?;
+                response.stats.modules = modules;
                 if let Some(expected) = &self.expected {
                     let verdict = expected.check(&Observed {
                         results: &response.results,
@@ -287,6 +297,11 @@ impl Call {
                 let fuel = f.stats.as_ref().map_or(0, |s| s.fuel_consumed);
                 let mut error = failure(f, &self.read_bodies);
                 metrics.execution(endpoint, error.code.as_str(), seconds, fuel);
+                if let (Some(serde_json::Value::Object(stats)), false) =
+                    (error.extra.get_mut("stats"), modules.is_empty())
+                {
+                    stats.insert("modules".into(), serde_json::to_value(&modules).unwrap_or_default());
+                }
                 if let Some(expected) = &self.expected {
                     let text = |key: &str| error.extra.get(key).and_then(|v| v.as_str()).map(str::to_string);
                     let (stdout, stderr) = (text("stdout"), text("stderr"));
@@ -482,6 +497,24 @@ impl From<WasiOutput> for OutputBody {
     }
 }
 
+/// One module that ran in a call: its registry name (`inline` for code
+/// sent with the request) and the SHA-256 of its binary, so that a grader
+/// can tell exactly which code produced an answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModuleRan {
+    pub name: String,
+    pub sha256: String,
+}
+
+impl ModuleRan {
+    pub fn new(name: impl Into<String>, sha256: impl Into<String>) -> Self {
+        ModuleRan {
+            name: name.into(),
+            sha256: sha256.into(),
+        }
+    }
+}
+
 /// `stats` of a response.
 #[derive(Serialize, ToSchema)]
 pub struct StatsBody {
@@ -506,6 +539,10 @@ pub struct StatsBody {
     /// together: the peak, since linear memory never shrinks (for a live
     /// instance, its memory so far).
     memory_peak_bytes: u64,
+    /// The modules that ran: the code called first, then the registered
+    /// modules it links.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    modules: Vec<ModuleRan>,
 }
 
 fn memory_out(bodies: &[MemoryReadBody], data: Vec<Vec<u8>>) -> Vec<MemoryReadOut> {
@@ -553,6 +590,7 @@ fn respond(
         tier: outcome.stats.tier.as_str(),
         limits_hit: outcome.stats.limits_hit,
         memory_peak_bytes: outcome.stats.memory_peak_bytes,
+        modules: Vec::new(),
     };
     let (exit_code, output) = match outcome.wasi {
         Some(w) => (Some(w.exit_code), Some(OutputBody::from(w.output))),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, WasiBody};
+use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, Ran, WasiBody};
 use super::client::ClientId;
 use super::code::CodeFields;
 use super::error::{ApiError, ApiResult};
@@ -428,7 +428,7 @@ async fn call_environment(
     slot.touch();
     let result = env.call(req.instance.as_deref(), call.spec(limits)?).await;
     drop(env);
-    call.respond(result, None, started, &app.metrics, Endpoint::Environment)
+    call.respond(result, Ran::default(), started, &app.metrics, Endpoint::Environment)
 }
 
 #[utoipa::path(get, path = "/environments/{id}/globals/{name}", tag = "environments", operation_id = "read_environment_global",

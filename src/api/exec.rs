@@ -9,7 +9,9 @@ use axum::http::Method;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ResultFormat, WasiBody};
+use super::call::{
+    self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ModuleRan, Ran, ResultFormat, WasiBody,
+};
 use super::checks::{Expected, RunsBody, Spread};
 use super::client::ClientId;
 use super::code::CodeFields;
@@ -218,6 +220,9 @@ pub(super) async fn registered_call(
     .await
 }
 
+/// How `stats.modules` names code sent with the request.
+const INLINE_NAME: &str = "inline";
+
 /// Runs `call` `runs` times (once by default), each on a fresh instance of
 /// the code, and answers the last run's response with the runs' time and
 /// fuel summarized; the first failure ends the series and is the answer.
@@ -276,13 +281,28 @@ async fn run_one_shot(
     wasi: Option<WasiConfig>,
     started: Instant,
 ) -> ApiResult<Json<ExecResponse>> {
+    let root_name = match &source {
+        Source::Registered(name) => name.clone(),
+        _ => INLINE_NAME.to_string(),
+    };
     if let Some(component) = resolve_component(&app.engine, &app.registry, &source).await? {
         let component_call = call.component(limits)?;
+        let mut modules = vec![ModuleRan::new(root_name, component.compiled.sha256_hex())];
+        modules.extend(
+            component
+                .graph
+                .iter()
+                .map(|h| ModuleRan::new(h.name.clone(), h.compiled.sha256_hex())),
+        );
         let result = app
             .engine
             .run_component(component.compiled, &component.graph, &component_call, wasi)
             .await;
-        return call.respond(result, Some(component.compile), started, &app.metrics, endpoint);
+        let ran = Ran {
+            compile: Some(component.compile),
+            modules,
+        };
+        return call.respond(result, ran, started, &app.metrics, endpoint);
     }
     // Code the interpreter runs may run there; a link graph, whole.
     let spec = call.spec(limits)?;
@@ -293,27 +313,51 @@ async fn run_one_shot(
             engine
                 .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, graph)
                 .await?
+                .map(|result| {
+                    // Hashed only here, for the answer: the interpreter
+                    // needs no hash of its own.
+                    let root = ModuleRan::new(INLINE_NAME, hex::encode(crate::engine::sha256(wasm)));
+                    (result, vec![root])
+                })
         }
         Source::Registered(name) => match app.registry.interpreted(name).await {
             Some(it) => {
                 let (engine, wasi) = (&app.engine, wasi.as_ref());
                 let label = label(Some(name));
+                let mut modules = vec![ModuleRan::new(name.clone(), it.code.sha256.clone())];
+                modules.extend(
+                    it.graph
+                        .iter()
+                        .map(|(n, code)| ModuleRan::new(n.clone(), code.sha256.clone())),
+                );
                 engine
                     .run_code(&it.code, &label, &spec, wasi, &it.host_modules, &it.graph)
                     .await
+                    .map(|result| (result, modules))
             }
             None => None,
         },
         _ => None,
     };
-    if let Some(result) = interpreted {
-        return call.respond(result, None, started, &app.metrics, endpoint);
+    if let Some((result, modules)) = interpreted {
+        let ran = Ran { compile: None, modules };
+        return call.respond(result, ran, started, &app.metrics, endpoint);
     }
     let resolved = resolve(&app.engine, &app.registry, source).await?;
-    let compile = resolved.compile;
+    let mut modules = vec![ModuleRan::new(root_name, resolved.root.sha256_hex())];
+    modules.extend(
+        resolved
+            .graph
+            .iter()
+            .map(|h| ModuleRan::new(h.name.clone(), h.compiled.sha256_hex())),
+    );
+    let ran = Ran {
+        compile: Some(resolved.compile),
+        modules,
+    };
     let result = app
         .engine
         .run(resolved.into_spec(limits, wasi), call.spec(limits)?)
         .await;
-    call.respond(result, Some(compile), started, &app.metrics, endpoint)
+    call.respond(result, ran, started, &app.metrics, endpoint)
 }

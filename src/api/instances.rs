@@ -15,7 +15,9 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::call::{self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ResultFormat, WasiBody};
+use super::call::{
+    self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ModuleRan, Ran, ResultFormat, WasiBody,
+};
 use super::checks::Expected;
 use super::client::ClientId;
 use super::code::CodeFields;
@@ -482,7 +484,11 @@ pub(super) async fn call_locked(
         Some(component) => component.call(&call.component(limits)?).await,
         None => live.call(call.spec(limits)?).await,
     };
-    call.respond(result, None, started, &app.metrics, Endpoint::Instance)
+    let ran = Ran {
+        compile: None,
+        modules: vec![ModuleRan::new(slot.info.module.clone(), slot.info.sha256.clone())],
+    };
+    call.respond(result, ran, started, &app.metrics, Endpoint::Instance)
 }
 
 /// `DELETE /instances/{id}/resources/{number}`: what dropping a resource

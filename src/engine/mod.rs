@@ -51,7 +51,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
+pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest, sha256};
 pub use component::{
     CodeInterface, CompiledComponent, ComponentCall, ComponentInstance, ComponentParams, ComponentWorld,
     LinkedComponent, check_imports as check_component_imports, is_component,

@@ -220,3 +220,37 @@ async fn a_trap_carries_its_webassembly_frames() {
     assert_eq!(names, vec![("grader", "inner", 0), ("grader", "outer", 1)], "{body}");
     assert!(frames[0]["offset"].as_u64().is_some(), "{body}");
 }
+
+#[tokio::test]
+async fn stats_name_every_module_that_ran_by_its_sha256() {
+    let app = spawn_app().await;
+    let (_, utils) = app
+        .post("/register", &json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}))
+        .await;
+    let utils_sha = utils["sha256"].as_str().unwrap().to_string();
+    let (_, twice) = app
+        .post(
+            "/register",
+            &json!({"module_name": "twice", "wasm_hex": crate::helpers::DOUBLE_TWICE_HEX, "host_modules": ["utils"]}),
+        )
+        .await;
+    let twice_sha = twice["sha256"].as_str().unwrap().to_string();
+    let expected = json!([{"name": "twice", "sha256": twice_sha}, {"name": "utils", "sha256": utils_sha}]);
+    // On both tiers: the first call interprets, later ones run compiled.
+    for _ in 0..3 {
+        let (status, body) = app
+            .post(
+                "/execute",
+                &json!({"module_name": "twice", "function_name": "double_twice", "params": [3]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["stats"]["modules"], expected, "{body}");
+    }
+    // Inline code is `inline`; a failed call's stats name it too.
+    let wat = "(module (func (export \"boom\") unreachable))";
+    let (_, body) = app.post("/", &json!({"wat": wat, "function_name": "boom"})).await;
+    let modules = &body["error"]["stats"]["modules"];
+    assert_eq!(modules[0]["name"], "inline", "{body}");
+    assert_eq!(modules[0]["sha256"].as_str().unwrap().len(), 64, "{body}");
+}
