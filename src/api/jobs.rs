@@ -10,10 +10,10 @@
 //! with the process): on restart it is marked `failed`, saying so, rather
 //! than run twice behind the client's back. Queued jobs are run again.
 //!
-//! While a job is known to this process its state is also in a watch
-//! channel, so that `GET /jobs/{id}/events` streams each change as it
-//! happens; a job of an earlier process (or another node sharing the store)
-//! is read from the store.
+//! While a job is queued or running its state is also in a watch channel,
+//! so that `GET /jobs/{id}/events` streams each change as it happens; a
+//! finished job, or one of another node sharing the store, is read from
+//! the store (memory holds only unfinished jobs, however many finish).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -172,9 +172,10 @@ fn spawn_runner(app: &AppState, id: String, work: Work, client: ClientId) {
             r.finished_unix = Some(unix_now());
         })
         .await;
-        if let Some(live) = app.jobs.lock().get_mut(&id) {
-            live.task = None;
-        }
+        // Finished, it lives in the store only: memory holds the jobs that
+        // are queued or running, however many finish. Watchers already
+        // subscribed still receive the last state.
+        app.jobs.lock().remove(&id);
     });
     if let Some(live) = app.jobs.lock().get_mut(&id) {
         live.task = Some(task.abort_handle());
@@ -358,9 +359,10 @@ async fn cancel(
     if record.status.finished() {
         return Ok(Json(record));
     }
-    let task = match app.jobs.lock().get_mut(&id) {
-        Some(live) => live.task.take(),
-        None => {
+    let held = app.jobs.lock().get_mut(&id).map(|live| live.task.take());
+    let Some(task) = held else {
+        // Not in this process: another node's, or it finished just now.
+        if record.node != app.instances.settings().node_id {
             let mut error = ApiError::new(
                 ErrorCode::InstanceOnOtherNode,
                 format!("job `{id}` runs on node `{}`; cancel it there", record.node),
@@ -368,6 +370,7 @@ async fn cancel(
             error.extra.insert("node".into(), record.node.clone().into());
             return Err(error);
         }
+        return Ok(Json(visible(&app, &caller, &id).await?));
     };
     // A running call is dropped at its next epoch tick: the guest stops.
     if let Some(task) = task {
@@ -381,6 +384,7 @@ async fn cancel(
     })
     .await
     .unwrap_or(record);
+    app.jobs.lock().remove(&id);
     Ok(Json(record))
 }
 
