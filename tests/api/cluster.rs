@@ -22,6 +22,11 @@ const KEY: &str = "cluster-key-0123456789abcdef";
 async fn node(url: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     settings.store = Some(url.to_string());
+    // Several nodes live at once here, beside other tests' servers: each
+    // pooling allocator reserves terabytes of address space, and together
+    // they can pass the process's 128 TiB. These tests are about the
+    // shared registry, not the allocator.
+    settings.pooling = false;
     tweak(&mut settings);
     spawn_app_with(settings).await
 }

@@ -108,6 +108,16 @@ struct Servers {
     crowded: TestApp,
 }
 
+/// Settings for one of the scenarios' servers. Several live at once, beside
+/// other tests' servers: with the pooling allocator each reserves terabytes
+/// of address space, and together they can pass the process's 128 TiB.
+/// No scenario here is about the allocator.
+fn unpooled() -> wasm_exec_api::config::Settings {
+    let mut settings = test_settings();
+    settings.pooling = false;
+    settings
+}
+
 async fn servers() -> Servers {
     let store = Arc::new(FlakyStore {
         inner: RedbStore::in_memory().unwrap(),
@@ -115,12 +125,12 @@ async fn servers() -> Servers {
         unreachable: AtomicBool::new(false),
         shared: AtomicBool::new(false),
     });
-    let mut settings = test_settings();
+    let mut settings = unpooled();
     settings.max_module_bytes = 1000;
     settings.body_timeout_ms = 300;
     settings.max_instances = 0;
     let plain = spawn_app_with_store(settings, store.clone()).await;
-    let mut settings = test_settings();
+    let mut settings = unpooled();
     settings.tokens = vec![
         format!("admin:{ADMIN}"),
         format!("execute:{EXEC}"),
@@ -129,11 +139,11 @@ async fn servers() -> Servers {
     settings.max_modules_per_token = 0;
     settings.rate_limit = 1;
     let guarded = spawn_app_with(settings).await;
-    let mut settings = test_settings();
+    let mut settings = unpooled();
     settings.max_concurrency = 1;
     settings.queue_depth = 0;
     let busy = spawn_app_with(settings).await;
-    let mut settings = test_settings();
+    let mut settings = unpooled();
     settings.max_concurrency = 2;
     settings.client_share = Some(1);
     settings.client_queue_depth = Some(0);
