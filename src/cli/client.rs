@@ -54,14 +54,19 @@ impl Client {
         })
     }
 
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Answer, Failure> {
+    /// Sends `request` with the token, if any.
+    fn start(&self, request: reqwest::blocking::RequestBuilder) -> Result<reqwest::blocking::Response, Failure> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request
+        request
             .send()
-            .map_err(|e| Failure::unreachable(format!("cannot reach {}: {}", self.base, error_chain(&e))))?;
+            .map_err(|e| Failure::unreachable(format!("cannot reach {}: {}", self.base, error_chain(&e))))
+    }
+
+    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Answer, Failure> {
+        let response = self.start(request)?;
         let status = response.status().as_u16();
         let text = response
             .text()
@@ -110,13 +115,7 @@ impl Client {
             .http
             .get(format!("{}{path}", self.base))
             .timeout(Duration::from_secs(86_400));
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        let response = request
-            .send()
-            .map_err(|e| Failure::unreachable(format!("cannot reach {}: {}", self.base, error_chain(&e))))?;
+        let response = self.start(request)?;
         let status = response.status().as_u16();
         if status != 200 {
             let text = response.text().unwrap_or_default();
