@@ -224,6 +224,11 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_MAX_JOB_FUEL", default_value_t = 1 << 40)]
     pub max_job_fuel: u64,
 
+    /// Finished jobs kept per client; past it the oldest are forgotten
+    /// before their retention ends (bounding the store in bytes).
+    #[arg(long, env = "WASM_EXEC_MAX_FINISHED_JOBS_PER_CLIENT", default_value_t = 256)]
+    pub max_finished_jobs_per_client: usize,
+
     /// Seconds a finished job (done, failed or cancelled) is kept.
     #[arg(long, env = "WASM_EXEC_JOB_RETENTION_SECS", default_value_t = 86_400)]
     pub job_retention_secs: u64,
@@ -355,6 +360,7 @@ impl Settings {
             max_timeout: Duration::from_millis(self.max_job_timeout_ms),
             max_fuel: self.max_job_fuel,
             retention: Duration::from_secs(self.job_retention_secs),
+            max_finished_per_client: self.max_finished_jobs_per_client,
         }
     }
 

@@ -2,7 +2,7 @@
 //! and serves, kept apart from it so that the shared state can hold the
 //! table without depending on the handlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,6 +26,9 @@ pub struct JobSettings {
     pub max_fuel: u64,
     /// How long a finished job is kept.
     pub retention: Duration,
+    /// Most finished jobs kept per client: older ones are forgotten early,
+    /// so that retention bounds the store in bytes too, not only in time.
+    pub max_finished_per_client: usize,
 }
 
 /// Where a job is.
@@ -107,6 +110,8 @@ pub struct Jobs {
     /// One permit per job running.
     pub(super) running: Arc<Semaphore>,
     table: Mutex<HashMap<String, Live>>,
+    /// Each client's finished jobs this process recorded, oldest first.
+    finished: Mutex<HashMap<ClientId, VecDeque<String>>>,
 }
 
 pub(super) struct Live {
@@ -122,7 +127,19 @@ impl Jobs {
             settings,
             running: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             table: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records that `client`'s job `id` finished; answers the ids of its
+    /// oldest finished jobs past `--max-finished-jobs-per-client`, which
+    /// the caller forgets.
+    pub(super) fn finished(&self, client: &ClientId, id: &str) -> Vec<String> {
+        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        let ids = finished.entry(client.clone()).or_default();
+        ids.push_back(id.to_string());
+        let over = ids.len().saturating_sub(self.settings.max_finished_per_client);
+        ids.drain(..over).collect()
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<String, Live>> {

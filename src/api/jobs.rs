@@ -176,9 +176,20 @@ fn spawn_runner(app: &AppState, id: String, work: Work, client: ClientId) {
         // are queued or running, however many finish. Watchers already
         // subscribed still receive the last state.
         app.jobs.lock().remove(&id);
+        forget_oldest(&app, &client, &id).await;
     });
     if let Some(live) = app.jobs.lock().get_mut(&id) {
         live.task = Some(task.abort_handle());
+    }
+}
+
+/// Records that `client`'s job `id` finished, and forgets the client's
+/// oldest finished jobs past `--max-finished-jobs-per-client`.
+async fn forget_oldest(app: &AppState, client: &ClientId, id: &str) {
+    for old in app.jobs.finished(client, id) {
+        if let Err(e) = app.registry.remove_job(&old).await {
+            tracing::warn!(job = %old, error = %e, "cannot forget an old job");
+        }
     }
 }
 
@@ -384,7 +395,10 @@ async fn cancel(
     })
     .await
     .unwrap_or(record);
-    app.jobs.lock().remove(&id);
+    let client = app.jobs.lock().remove(&id).map(|live| live.client);
+    if let Some(client) = client {
+        forget_oldest(&app, &client, &id).await;
+    }
     Ok(Json(record))
 }
 

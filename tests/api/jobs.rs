@@ -244,3 +244,33 @@ async fn a_job_is_visible_only_to_the_token_that_made_it() {
         assert_eq!(response.status(), expected, "DELETE as {token}");
     }
 }
+
+#[tokio::test]
+async fn a_client_keeps_a_bounded_number_of_finished_jobs() {
+    let mut settings = test_settings();
+    settings.max_finished_jobs_per_client = 2;
+    let app = spawn_app_with(settings).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = submit(&app, json!({"call": double(n)})).await;
+        until(&app, &id, &["done"]).await;
+        ids.push(id);
+    }
+    // The oldest goes early (just after the third finishes), to bound what
+    // one client keeps stored.
+    let mut gone = false;
+    for _ in 0..500 {
+        let (status, body) = app.get(&format!("/jobs/{}", ids[0])).await;
+        if status == StatusCode::NOT_FOUND {
+            assert_eq!(code(&body), "job_not_found");
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone, "the oldest finished job is still kept");
+    for id in &ids[1..] {
+        let (status, _) = app.get(&format!("/jobs/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
