@@ -102,7 +102,7 @@ pub struct BatchStats {
 async fn run_batch(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     JsonBody(batch): JsonBody<Batch>,
 ) -> ApiResult<Json<BatchResponse>> {
     let ceilings = Ceilings {

@@ -5,7 +5,9 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::Extensions;
+use axum::http::request::Parts;
 
 use super::auth::Caller;
 
@@ -22,16 +24,26 @@ pub enum ClientId {
 }
 
 impl ClientId {
-    /// The client of `request`, once the token check has recorded its
-    /// [`Caller`].
-    pub fn of(request: &Request) -> Self {
-        match request.extensions().get::<Caller>() {
+    /// The client of a request with these extensions, once the token check
+    /// has recorded its [`Caller`].
+    pub fn of(extensions: &Extensions) -> Self {
+        match extensions.get::<Caller>() {
             Some(Caller::Token { id, .. }) => ClientId::Token(*id),
-            _ => match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+            _ => match extensions.get::<ConnectInfo<SocketAddr>>() {
                 Some(ConnectInfo(addr)) => ClientId::Address(addr.ip()),
                 None => ClientId::Unknown,
             },
         }
+    }
+}
+
+/// Worked out when a handler asks for it, so that requests that run no
+/// code (probes, reads) pay nothing for it.
+impl<S: Send + Sync> FromRequestParts<S> for ClientId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientId::of(&parts.extensions))
     }
 }
 

@@ -244,7 +244,7 @@ fn check_name(field: &str, name: &str, max: usize, may_be_empty: bool) -> ApiRes
 async fn create(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     body: Option<JsonBody<ObjectOrNull<CreateEnvironment>>>,
 ) -> ApiResult<impl IntoResponse> {
     // No body, or `null`, is an environment with the server's limits.
@@ -322,7 +322,7 @@ async fn delete(
     ))]
 async fn add_instance(
     State(app): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<AddInstance>,
@@ -404,7 +404,7 @@ async fn register(
     ))]
 async fn call_environment(
     State(app): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallEnvironment>,

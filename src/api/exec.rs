@@ -2,7 +2,6 @@
 
 use std::time::Instant;
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::http::Method;
@@ -121,7 +120,7 @@ pub struct RunRegistered {
     ))]
 async fn run_inline(
     State(app): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     JsonBody(req): JsonBody<RunInline>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit(&client).await?;
@@ -179,7 +178,7 @@ pub(super) fn within(mut limits: ExecLimits, deadline: Option<Instant>) -> ExecL
     ))]
 async fn run_registered(
     State(app): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     JsonBody(req): JsonBody<RunRegistered>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit(&client).await?;
@@ -313,12 +312,7 @@ async fn run_one_shot(
             engine
                 .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, graph)
                 .await?
-                .map(|result| {
-                    // Hashed only here, for the answer: the interpreter
-                    // needs no hash of its own.
-                    let root = ModuleRan::new(INLINE_NAME, hex::encode(crate::engine::sha256(wasm)));
-                    (result, vec![root])
-                })
+                .map(|(result, sha)| (result, vec![ModuleRan::new(INLINE_NAME, hex::encode(sha))]))
         }
         Source::Registered(name) => match app.registry.interpreted(name).await {
             Some(it) => {

@@ -256,7 +256,7 @@ fn describe_slot(app: &AppState, slot: &InstanceSlot, stats: Option<ExecStats>) 
     ))]
 async fn create(
     State(app): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<CreateInstance>,
 ) -> ApiResult<impl IntoResponse> {
@@ -443,7 +443,7 @@ async fn delete(
 async fn call_instance(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallInstance>,
 ) -> ApiResult<Json<ExecResponse>> {
@@ -510,7 +510,7 @@ pub struct DroppedResource {
     ))]
 async fn drop_resource(
     State(app): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     Extension(caller): Extension<Caller>,
     Path((id, number)): Path<(String, String)>,
 ) -> ApiResult<Json<DroppedResource>> {

@@ -78,10 +78,6 @@ pub struct JobRecord {
     pub(super) started: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) finished: Option<String>,
-    /// Seconds since 1970 when it finished, for expiry.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(ignore)]
-    pub(super) finished_unix: Option<u64>,
     /// A batch's calls done so far, and of how many.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) progress: Option<Progress>,
@@ -129,6 +125,21 @@ impl Jobs {
             table: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Starts tracking an unfinished job of `client` (its task is set once
+    /// it is spawned).
+    pub(super) fn track(table: &mut HashMap<String, Live>, record: JobRecord, client: ClientId) {
+        let id = record.id.clone();
+        let (state, _) = watch::channel(record);
+        table.insert(
+            id,
+            Live {
+                state,
+                client,
+                task: None,
+            },
+        );
     }
 
     /// Records that `client`'s job `id` finished; answers the ids of its

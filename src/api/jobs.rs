@@ -15,7 +15,7 @@
 //! finished job, or one of another node sharing the store, is read from
 //! the store (memory holds only unfinished jobs, however many finish).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::Extension;
 use axum::Json;
@@ -25,7 +25,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
@@ -33,7 +32,7 @@ use super::batch::{self, Batch, Ceilings};
 use super::client::ClientId;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::JsonBody;
-use super::job_table::{JobRecord, JobStatus, Live, Progress};
+use super::job_table::{JobRecord, JobStatus, Jobs, Progress};
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors};
 use super::routes::Routes;
 use super::state::AppState;
@@ -103,8 +102,21 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// Ends `record` with `status`, now.
+fn finish(record: &mut JobRecord, status: JobStatus) {
+    record.status = status;
+    record.finished = Some(now_rfc3339());
+}
+
+/// Whether `record` finished at or before `cutoff` (its `finished` time
+/// is the one kept).
+fn finished_by(record: &JobRecord, cutoff: SystemTime) -> bool {
+    record.status.finished()
+        && record
+            .finished
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .is_some_and(|t| t <= cutoff)
 }
 
 /// Writes `record` to the store; a job whose record cannot be written is
@@ -166,10 +178,8 @@ fn spawn_runner(app: &AppState, id: String, work: Work, client: ClientId) {
         .await;
         let (status, result) = run(&app, &id, work, &client).await;
         update(&app, &id, |r| {
-            r.status = status;
+            finish(r, status);
             r.result = result;
-            r.finished = Some(now_rfc3339());
-            r.finished_unix = Some(unix_now());
         })
         .await;
         // Finished, it lives in the store only: memory holds the jobs that
@@ -251,7 +261,7 @@ async fn patient_permit(app: &AppState, client: &ClientId) -> super::admission::
 async fn submit(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     JsonBody(body): JsonBody<Box<RawValue>>,
 ) -> ApiResult<impl IntoResponse> {
     let work = Work::of(&body, app.bounds.max_batch_calls)?;
@@ -265,7 +275,6 @@ async fn submit(
         created: now_rfc3339(),
         started: None,
         finished: None,
-        finished_unix: None,
         progress: match &work {
             Work::Batch(batch) => Some(Progress {
                 done: 0,
@@ -291,15 +300,7 @@ async fn submit(
                 ),
             ));
         }
-        let (state, _) = watch::channel(record.clone());
-        table.insert(
-            id.clone(),
-            Live {
-                state,
-                client: client.clone(),
-                task: None,
-            },
-        );
+        Jobs::track(&mut table, record.clone(), client.clone());
     }
     persist(&app, &record).await;
     spawn_runner(&app, id.clone(), work, client);
@@ -388,10 +389,8 @@ async fn cancel(
         task.abort();
     }
     let record = update(&app, &id, |r| {
-        r.status = JobStatus::Cancelled;
+        finish(r, JobStatus::Cancelled);
         r.reason = Some("cancelled by DELETE /jobs/{id}".into());
-        r.finished = Some(now_rfc3339());
-        r.finished_unix = Some(unix_now());
     })
     .await
     .unwrap_or(record);
@@ -463,14 +462,12 @@ pub async fn recover(app: &AppState) -> Result<(), ApiError> {
         }
         match record.status {
             JobStatus::Running => {
-                record.status = JobStatus::Failed;
+                finish(&mut record, JobStatus::Failed);
                 record.reason = Some(
                     "the server stopped while this job was running; it was not run again (it may have done part \
                      of its work): submit it again"
                         .into(),
                 );
-                record.finished = Some(now_rfc3339());
-                record.finished_unix = Some(unix_now());
                 persist(app, &record).await;
             }
             _ => {
@@ -482,15 +479,7 @@ pub async fn recover(app: &AppState) -> Result<(), ApiError> {
                     None => ClientId::Unknown,
                 };
                 let id = record.id.clone();
-                let (state, _) = watch::channel(record);
-                app.jobs.lock().insert(
-                    id.clone(),
-                    Live {
-                        state,
-                        client: client.clone(),
-                        task: None,
-                    },
-                );
+                Jobs::track(&mut app.jobs.lock(), record, client.clone());
                 spawn_runner(app, id, work, client);
             }
         }
@@ -499,8 +488,8 @@ pub async fn recover(app: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Forgets finished jobs older than `--job-retention-secs`, in memory and
-/// in the store, a few times per retention period.
+/// Forgets finished jobs older than `--job-retention-secs` from the store
+/// (memory holds only unfinished jobs), a few times per retention period.
 fn spawn_reaper(app: AppState) {
     let retention = app.jobs.settings.retention;
     let period = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -508,15 +497,15 @@ fn spawn_reaper(app: AppState) {
         let mut ticker = tokio::time::interval(period);
         loop {
             ticker.tick().await;
-            let cutoff = unix_now().saturating_sub(retention.as_secs());
-            let expired = |r: &JobRecord| r.status.finished() && r.finished_unix.is_some_and(|t| t <= cutoff);
-            app.jobs.lock().retain(|_, live| !expired(&live.state.borrow()));
+            let cutoff = SystemTime::now()
+                .checked_sub(retention)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
             let Ok(stored) = app.registry.jobs().await else {
                 continue;
             };
             for bytes in stored {
                 if let Ok(record) = serde_json::from_slice::<JobRecord>(&bytes)
-                    && expired(&record)
+                    && finished_by(&record, cutoff)
                 {
                     let _ = app.registry.remove_job(&record.id).await;
                 }

@@ -20,7 +20,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::auth::{self, Tokens};
-use super::client::ClientId;
 use super::error::ErrorCode;
 use super::metrics::Metrics;
 use super::quota::{self, RateLimits};
@@ -63,13 +62,8 @@ pub async fn front(State(front): State<Arc<Front>>, mut request: Request, next: 
     let id = client_request_id(&request).unwrap_or_else(|| front.metrics.request_id());
     let header = HeaderValue::from_str(&id).ok();
     let mut response = telemetry::with_request_id(id, async move {
-        let refused = auth::check_token(&front.tokens, &mut request).or_else(|| {
-            // Handlers count executions against the same client.
-            let client = ClientId::of(&request);
-            let refused = quota::check_rate(&front.rate_limits, &request, &client);
-            request.extensions_mut().insert(client);
-            refused
-        });
+        let refused =
+            auth::check_token(&front.tokens, &mut request).or_else(|| quota::check_rate(&front.rate_limits, &request));
         let response = match refused {
             None => next.run(request).await,
             Some(refusal) => refusal,

@@ -102,7 +102,7 @@ pub struct ModuleList {
     ))]
 async fn inspect(
     State(app): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     JsonBody(req): JsonBody<Inspect>,
 ) -> ApiResult<Json<Inspection>> {
     let _permit = app.exec_permit(&client).await?;
@@ -138,7 +138,7 @@ async fn inspect(
     ))]
 async fn register(
     State(app): State<AppState>,
-    Extension(client): Extension<ClientId>,
+    client: ClientId,
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<Register>,
 ) -> ApiResult<impl IntoResponse> {

@@ -56,7 +56,7 @@ impl RateLimits {
 /// Counts the request against its client's bucket; the `429` response, if
 /// the bucket is empty. Called by the front middleware (`api::logging`),
 /// after the token check has recorded the caller.
-pub fn check_rate(limits: &RateLimits, request: &Request, client: &ClientId) -> Option<Response> {
+pub fn check_rate(limits: &RateLimits, request: &Request) -> Option<Response> {
     let Some(limiter) = &limits.limiter else {
         return None;
     };
@@ -64,7 +64,7 @@ pub fn check_rate(limits: &RateLimits, request: &Request, client: &ClientId) -> 
     if super::auth::is_public(request.method(), path) {
         return None;
     }
-    match limiter.check_key(client) {
+    match limiter.check_key(&ClientId::of(request.extensions())) {
         Ok(()) => None,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());

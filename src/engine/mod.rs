@@ -51,7 +51,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest, sha256};
+pub use compile::{CacheOutcome, CacheStats, CompiledModule, Sha256Digest};
 pub use component::{
     CodeInterface, CompiledComponent, ComponentCall, ComponentInstance, ComponentParams, ComponentWorld,
     LinkedComponent, check_imports as check_component_imports, is_component,
@@ -474,7 +474,8 @@ impl WasmEngine {
     /// the module itself is to be interpreted: a compiled module's calls do
     /// not look its graph up twice. `direct` names the modules it imports
     /// from itself (its `host_modules`); its imports are checked against
-    /// them with the compiled tier's rules and messages.
+    /// them with the compiled tier's rules and messages. The answer comes
+    /// with the module's SHA-256, for the response's `stats.modules`.
     pub async fn run_interpreted<E>(
         &self,
         wasm: &[u8],
@@ -483,7 +484,7 @@ impl WasmEngine {
         wasi: Option<&WasiConfig>,
         direct: &[String],
         graph: impl Future<Output = Result<Option<Vec<(String, Arc<InterpretedCode>)>>, E>>,
-    ) -> Result<Option<Result<CallOutcome, CallFailure>>, E> {
+    ) -> Result<Option<(Result<CallOutcome, CallFailure>, Sha256Digest)>, E> {
         let Some((module, sha)) = self.for_interpreter(wasm).await else {
             return Ok(None);
         };
@@ -509,7 +510,9 @@ impl WasmEngine {
         {
             self.compile_in_background(sha, wasm.to_vec());
         }
-        Ok(Some(result))
+        // `auto` mode hashed it already; otherwise it is hashed once, here.
+        let sha = sha.unwrap_or_else(|| compile::sha256(wasm));
+        Ok(Some((result, sha)))
     }
 
     /// Inline `wasm` ready to be made a live instance on the interpreter, if

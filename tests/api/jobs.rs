@@ -137,12 +137,16 @@ async fn a_running_job_is_cancelled_and_its_call_stops() {
     let spin = json!({"wat": SPIN, "function_name": "spin", "limits": {"timeout_ms": 120000}});
     let id = submit(&app, json!({"call": spin})).await;
     until(&app, &id, &["running"]).await;
+    // The guest holds its execution slot (else "freed" below proves nothing).
+    let mut holding = false;
     for _ in 0..500 {
         if app.metrics().await.contains("wasm_exec_executions_in_flight 1\n") {
+            holding = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(holding, "the job's call never took its execution slot");
     let (status, body) = app.delete(&format!("/jobs/{id}")).await;
     assert_eq!(
         (status, body["status"].clone()),
