@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
-use axum::http::Method;
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
@@ -24,7 +25,7 @@ use super::auth::Caller;
 use super::call::ExecResponse;
 use super::client::ClientId;
 use super::error::{ApiError, ApiResult, ErrorCode};
-use super::exec::{self, RunInline, RunRegistered};
+use super::exec::{self, Resolutions, RunInline, RunRegistered};
 use super::extract::JsonBody;
 use super::instances::{self, CallInstance};
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors};
@@ -104,14 +105,29 @@ async fn run_batch(
     Extension(caller): Extension<Caller>,
     client: ClientId,
     JsonBody(batch): JsonBody<Batch>,
-) -> ApiResult<Json<BatchResponse>> {
+) -> ApiResult<Response> {
     let ceilings = Ceilings {
         limits: app.engine.default_limits(),
         batch_timeout: app.bounds.batch_timeout,
     };
     let response = execute(&app, &caller, &client, &batch, ceilings, &|_| {}).await?;
-    Ok(Json(response))
+    Ok(sized_json(&response, batch.len()))
 }
+
+/// `response` as a JSON response, written into a buffer sized for `calls`
+/// answers up front: a batch's body runs to hundreds of kilobytes, which a
+/// buffer grown by doubling would copy over and over.
+fn sized_json(response: &BatchResponse, calls: usize) -> Response {
+    let mut body = Vec::with_capacity(BYTES_PER_ANSWER * calls + 128);
+    match serde_json::to_writer(&mut body, response) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError::internal(format!("cannot write the batch's answer: {e}")).into_response(),
+    }
+}
+
+/// About what one answer of a small call takes as JSON (results, types and
+/// stats with one module named).
+const BYTES_PER_ANSWER: usize = 320;
 
 /// The limits a batch runs under: a request's, or a job's (higher).
 #[derive(Debug, Clone, Copy)]
@@ -149,10 +165,11 @@ pub(super) async fn execute(
     match &batch.instance {
         None => {
             let _permit = app.exec_permit(client).await?;
+            let mut seen = Resolutions::default();
             for raw in &batch.calls {
                 let answer = match spent(deadline, budget) {
                     Some(refusal) => Err(refusal),
-                    None => one_shot(app, raw, deadline, ceilings.limits).await,
+                    None => one_shot(app, raw, deadline, ceilings.limits, Some(&mut seen)).await,
                 };
                 answers.push(answer);
                 progress(answers.len());
@@ -224,13 +241,23 @@ impl Batch {
 }
 
 /// One call on a fresh instance: `POST /execute`'s when it names a
-/// registered module, else `POST /`'s.
+/// registered module, else `POST /`'s. In a batch, `seen` is what its
+/// earlier calls resolved (see [`Resolutions`]).
 pub(super) async fn one_shot(
     app: &AppState,
     raw: &RawValue,
     deadline: Instant,
     ceiling: ExecLimits,
+    seen: Option<&mut Resolutions>,
 ) -> ApiResult<Json<ExecResponse>> {
+    // Most batched calls name a registered module: such a body is decoded
+    // once. Should that fail, the probe below says which request the call
+    // stands for, and so whose error to answer.
+    if raw.get().contains("\"module_name\"")
+        && let Ok(req) = serde_json::from_str::<RunRegistered>(raw.get())
+    {
+        return exec::registered_call(app, req, Some(deadline), ceiling, seen).await;
+    }
     #[derive(Deserialize)]
     struct Probe {
         module_name: Option<serde::de::IgnoredAny>,
@@ -238,7 +265,7 @@ pub(super) async fn one_shot(
     let probe: Probe = serde_json::from_str(raw.get())
         .map_err(|e| ApiError::invalid_request(format!("a call must be a JSON object: {e}")))?;
     match probe.module_name {
-        Some(_) => exec::registered_call(app, parse::<RunRegistered>(raw)?, Some(deadline), ceiling).await,
+        Some(_) => exec::registered_call(app, parse::<RunRegistered>(raw)?, Some(deadline), ceiling, seen).await,
         None => exec::inline_call(app, parse::<RunInline>(raw)?, Some(deadline), ceiling).await,
     }
 }

@@ -3,6 +3,7 @@
 //! response (or error) built from the engine's outcome.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -170,7 +171,7 @@ pub enum ResultFormat {
 #[derive(Default)]
 pub struct Ran {
     pub compile: Option<CacheOutcome>,
-    pub modules: Vec<ModuleRan>,
+    pub modules: ModulesRan,
 }
 
 /// The call part of a request, decoded and checked.
@@ -274,11 +275,12 @@ impl Call {
         endpoint: Endpoint,
     ) -> ApiResult<Json<ExecResponse>> {
         let Ran { compile, modules } = ran;
-        let seconds = started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed();
+        let seconds = elapsed.as_secs_f64();
         match result {
             Ok(outcome) => {
                 metrics.execution(endpoint, "ok", seconds, outcome.stats.fuel_consumed);
-                let mut response = respond(outcome, &self.read_bodies, self.result_encoding, compile, started)?;
+                let mut response = respond(outcome, &self.read_bodies, self.result_encoding, compile, elapsed)?;
                 response.stats.modules = modules;
                 if let Some(expected) = &self.expected {
                     let verdict = expected.check(&Observed {
@@ -506,6 +508,37 @@ pub struct ModuleRan {
     pub sha256: String,
 }
 
+/// The `stats.modules` list, written as JSON once and shared: every call of
+/// the same code names the same modules, and a batch answers thousands.
+#[derive(Debug, Clone, Default)]
+pub struct ModulesRan(Option<Arc<RawValue>>);
+
+impl ModulesRan {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl From<Vec<ModuleRan>> for ModulesRan {
+    fn from(list: Vec<ModuleRan>) -> Self {
+        if list.is_empty() {
+            return ModulesRan(None);
+        }
+        // Names and hex digests always serialize.
+        let json = serde_json::value::to_raw_value(&list).ok().map(Arc::from);
+        ModulesRan(json)
+    }
+}
+
+impl Serialize for ModulesRan {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(json) => json.serialize(serializer),
+            None => serializer.collect_seq(std::iter::empty::<ModuleRan>()),
+        }
+    }
+}
+
 impl ModuleRan {
     pub fn new(name: impl Into<String>, sha256: impl Into<String>) -> Self {
         ModuleRan {
@@ -541,8 +574,9 @@ pub struct StatsBody {
     memory_peak_bytes: u64,
     /// The modules that ran: the code called first, then the registered
     /// modules it links.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    modules: Vec<ModuleRan>,
+    #[serde(skip_serializing_if = "ModulesRan::is_empty")]
+    #[schema(value_type = Vec<ModuleRan>)]
+    modules: ModulesRan,
 }
 
 fn memory_out(bodies: &[MemoryReadBody], data: Vec<Vec<u8>>) -> Vec<MemoryReadOut> {
@@ -565,7 +599,7 @@ fn respond(
     read_bodies: &[MemoryReadBody],
     result_encoding: Option<Encoding>,
     compile: Option<CacheOutcome>,
-    started: Instant,
+    elapsed: std::time::Duration,
 ) -> ApiResult<ExecResponse> {
     let (results, result_types) = match (result_encoding, outcome.result_bytes) {
         (Some(encoding), Some(bytes)) => (
@@ -586,11 +620,11 @@ fn respond(
         compile_us,
         instantiate_us: outcome.stats.instantiate_us,
         call_us: outcome.stats.call_us,
-        wall_time_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        wall_time_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         tier: outcome.stats.tier.as_str(),
         limits_hit: outcome.stats.limits_hit,
         memory_peak_bytes: outcome.stats.memory_peak_bytes,
-        modules: Vec::new(),
+        modules: ModulesRan::default(),
     };
     let (exit_code, output) = match outcome.wasi {
         Some(w) => (Some(w.exit_code), Some(OutputBody::from(w.output))),

@@ -190,7 +190,7 @@ fn member_body(env: &Environment, index: usize, stats: Option<ExecStats>) -> Mem
         index,
         name: member.name.clone(),
         module: member.module.clone(),
-        sha256: member.compiled.sha256_hex(),
+        sha256: member.compiled.sha256_hex().to_string(),
         exposed_as: env
             .exposed()
             .iter()

@@ -1,5 +1,7 @@
 //! `POST /` (run inline code) and `POST /execute` (run a registered module).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -9,7 +11,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::call::{
-    self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ModuleRan, Ran, ResultFormat, WasiBody,
+    self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ModuleRan, ModulesRan, Ran, ResultFormat,
+    WasiBody,
 };
 use super::checks::{Expected, RunsBody, Spread};
 use super::client::ClientId;
@@ -20,7 +23,9 @@ use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::{ExecLimits, LimitOverrides, WasiConfig};
+use crate::engine::{
+    CacheOutcome, CompiledModule, ExecLimits, InstanceSpec, KeptInstance, LimitOverrides, LinkedModule, WasiConfig,
+};
 use crate::resolve::{INLINE_LABEL, Source, label, resolve, resolve_component};
 
 pub fn routes() -> Routes {
@@ -157,7 +162,23 @@ pub(super) async fn inline_call(
         wasm: code.into_wasm(&app.engine).await?,
         host_modules: req.host_modules,
     };
-    run_repeated(app, Endpoint::Inline, source, limits, call, req.wasi, req.runs, started).await
+    let wasi = call::wasi_config(req.wasi, source.program())?;
+    match req.runs {
+        None => run_one_shot(app, Endpoint::Inline, source, limits, &call, wasi, started, None).await,
+        runs => {
+            Box::pin(run_repeated(
+                app,
+                Endpoint::Inline,
+                source,
+                limits,
+                call,
+                wasi,
+                runs,
+                started,
+            ))
+            .await
+        }
+    }
 }
 
 /// `limits` with the time limit cut to what is left before `deadline`.
@@ -182,16 +203,18 @@ async fn run_registered(
     JsonBody(req): JsonBody<RunRegistered>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit(&client).await?;
-    registered_call(&app, req, None, app.engine.default_limits()).await
+    registered_call(&app, req, None, app.engine.default_limits(), None).await
 }
 
 /// A `POST /execute` call, for its own request, in a batch or in a job (see
-/// [`inline_call`]); the caller holds the execution slot.
+/// [`inline_call`]); the caller holds the execution slot. A batch passes
+/// what its earlier calls resolved (`seen`).
 pub(super) async fn registered_call(
     app: &AppState,
     req: RunRegistered,
     deadline: Option<Instant>,
     ceiling: ExecLimits,
+    seen: Option<&mut Resolutions>,
 ) -> ApiResult<Json<ExecResponse>> {
     let started = Instant::now();
     let limits = within(ceiling.lowered_by(req.limits.as_ref())?, deadline);
@@ -206,17 +229,24 @@ pub(super) async fn registered_call(
     .with_result_format(req.result_format)
     .with_expected(req.expected);
     let source = Source::Registered(req.module_name);
-    run_repeated(
-        app,
-        Endpoint::Registered,
-        source,
-        limits,
-        call,
-        req.wasi,
-        req.runs,
-        started,
-    )
-    .await
+    let wasi = call::wasi_config(req.wasi, source.program())?;
+    match req.runs {
+        None => run_one_shot(app, Endpoint::Registered, source, limits, &call, wasi, started, seen).await,
+        // Boxed, as a rarer path (see `run_one_shot`).
+        runs => {
+            Box::pin(run_repeated(
+                app,
+                Endpoint::Registered,
+                source,
+                limits,
+                call,
+                wasi,
+                runs,
+                started,
+            ))
+            .await
+        }
+    }
 }
 
 /// How `stats.modules` names code sent with the request.
@@ -232,14 +262,13 @@ async fn run_repeated(
     source: Source,
     limits: ExecLimits,
     call: Call,
-    wasi: Option<WasiBody>,
+    wasi: Option<WasiConfig>,
     runs: Option<u32>,
     started: Instant,
 ) -> ApiResult<Json<ExecResponse>> {
-    let wasi = call::wasi_config(wasi, source.program())?;
     let max = app.bounds.max_runs;
     let runs = match runs {
-        None => return run_one_shot(app, endpoint, source, limits, &call, wasi, started).await,
+        None => return run_one_shot(app, endpoint, source, limits, &call, wasi, started, None).await,
         Some(n) if (1..=max).contains(&n) => n as usize,
         Some(n) => {
             return Err(ApiError::invalid_request(format!(
@@ -251,7 +280,18 @@ async fn run_repeated(
     let mut last = None;
     for done in 0..runs {
         let started = Instant::now();
-        match run_one_shot(app, endpoint, source.clone(), limits, &call, wasi.clone(), started).await {
+        match run_one_shot(
+            app,
+            endpoint,
+            source.clone(),
+            limits,
+            &call,
+            wasi.clone(),
+            started,
+            None,
+        )
+        .await
+        {
             Ok(Json(response)) => {
                 walls.push(response.stats().wall_time_us);
                 fuels.push(response.stats().fuel_consumed);
@@ -269,8 +309,57 @@ async fn run_repeated(
     Ok(Json(response))
 }
 
+/// What a batch has resolved of the registered modules it calls, so that
+/// later calls of a module skip the registry and may share a stateless
+/// instance ([`crate::engine::WasmEngine::run_keeping`]). A batch resolves
+/// each module once, at its first call that runs compiled code; a module
+/// registered anew meanwhile is seen by the next batch.
+#[derive(Default)]
+pub(super) struct Resolutions {
+    plans: HashMap<String, Plan>,
+}
+
+/// A registered module as a batch resolved it.
+struct Plan {
+    root: Arc<CompiledModule>,
+    graph: Vec<LinkedModule>,
+    label: String,
+    modules: ModulesRan,
+    kept: KeptInstance,
+}
+
+impl Plan {
+    /// Runs `call` on the resolved code, as [`run_one_shot`] would.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &mut self,
+        app: &AppState,
+        endpoint: Endpoint,
+        compile: CacheOutcome,
+        limits: ExecLimits,
+        call: &Call,
+        wasi: Option<WasiConfig>,
+        started: Instant,
+    ) -> ApiResult<Json<ExecResponse>> {
+        let spec = InstanceSpec {
+            root_label: self.label.clone(),
+            root: self.root.clone(),
+            graph: self.graph.clone(),
+            limits,
+            wasi,
+        };
+        let result = app.engine.run_keeping(spec, call.spec(limits)?, &mut self.kept).await;
+        let ran = Ran {
+            compile: Some(compile),
+            modules: self.modules.clone(),
+        };
+        call.respond(result, ran, started, &app.metrics, endpoint)
+    }
+}
+
 /// The part `POST /` and `/execute` share: resolve the code, run the call
-/// on one budget, respond.
+/// on one budget, respond. A batch passes what it has resolved (`seen`).
+#[allow(clippy::too_many_arguments)]
 async fn run_one_shot(
     app: &AppState,
     endpoint: Endpoint,
@@ -279,12 +368,62 @@ async fn run_one_shot(
     call: &Call,
     wasi: Option<WasiConfig>,
     started: Instant,
+    mut seen: Option<&mut Resolutions>,
 ) -> ApiResult<Json<ExecResponse>> {
-    let root_name = match &source {
+    if let (Some(seen), Source::Registered(name)) = (seen.as_deref_mut(), &source)
+        && let Some(plan) = seen.plans.get_mut(name)
+    {
+        return plan
+            .run(app, endpoint, CacheOutcome::Cached, limits, call, wasi, started)
+            .await;
+    }
+    // The rarer paths' futures are boxed: each is large, and inline they
+    // would make every call's future as large as the largest (and copied
+    // as often as it is moved).
+    if let Some(answer) = Box::pin(run_elsewhere(app, endpoint, &source, limits, call, &wasi, started)).await? {
+        return Ok(answer);
+    }
+    let resolved = Box::pin(resolve(&app.engine, &app.registry, source)).await?;
+    let root_name = resolved.module().to_string();
+    let mut modules = vec![ModuleRan::new(root_name, resolved.root.sha256_hex())];
+    modules.extend(
+        resolved
+            .graph
+            .iter()
+            .map(|h| ModuleRan::new(h.name.clone(), h.compiled.sha256_hex())),
+    );
+    let mut plan = Plan {
+        label: resolved.label(),
+        root: resolved.root,
+        graph: resolved.graph,
+        modules: modules.into(),
+        kept: KeptInstance::default(),
+    };
+    let answer = plan
+        .run(app, endpoint, resolved.compile, limits, call, wasi, started)
+        .await;
+    if let (Some(seen), Some(name)) = (seen, resolved.name) {
+        seen.plans.insert(name, plan);
+    }
+    answer
+}
+
+/// Runs `call` where the code is a component or runs on the interpreter
+/// (a link graph, whole); `None` when it is a core module to run compiled.
+async fn run_elsewhere(
+    app: &AppState,
+    endpoint: Endpoint,
+    source: &Source,
+    limits: ExecLimits,
+    call: &Call,
+    wasi: &Option<WasiConfig>,
+    started: Instant,
+) -> ApiResult<Option<Json<ExecResponse>>> {
+    let root_name = match source {
         Source::Registered(name) => name.clone(),
         _ => INLINE_NAME.to_string(),
     };
-    if let Some(component) = resolve_component(&app.engine, &app.registry, &source).await? {
+    if let Some(component) = resolve_component(&app.engine, &app.registry, source).await? {
         let component_call = call.component(limits)?;
         let mut modules = vec![ModuleRan::new(root_name, component.compiled.sha256_hex())];
         modules.extend(
@@ -295,28 +434,26 @@ async fn run_one_shot(
         );
         let result = app
             .engine
-            .run_component(component.compiled, &component.graph, &component_call, wasi)
+            .run_component(component.compiled, &component.graph, &component_call, wasi.clone())
             .await;
         let ran = Ran {
             compile: Some(component.compile),
-            modules,
+            modules: modules.into(),
         };
-        return call.respond(result, ran, started, &app.metrics, endpoint);
+        return call.respond(result, ran, started, &app.metrics, endpoint).map(Some);
     }
-    // Code the interpreter runs may run there; a link graph, whole.
     let spec = call.spec(limits)?;
-    let interpreted = match &source {
+    let wasi = wasi.as_ref();
+    let interpreted = match source {
         Source::Inline { wasm, host_modules } => {
             let graph = app.registry.interpreted_graph(host_modules);
-            let (engine, wasi) = (&app.engine, wasi.as_ref());
-            engine
+            app.engine
                 .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, graph)
                 .await?
                 .map(|(result, sha)| (result, vec![ModuleRan::new(INLINE_NAME, hex::encode(sha))]))
         }
         Source::Registered(name) => match app.registry.interpreted(name).await {
             Some(it) => {
-                let (engine, wasi) = (&app.engine, wasi.as_ref());
                 let label = label(Some(name));
                 let mut modules = vec![ModuleRan::new(name.clone(), it.code.sha256.clone())];
                 modules.extend(
@@ -324,7 +461,7 @@ async fn run_one_shot(
                         .iter()
                         .map(|(n, code)| ModuleRan::new(n.clone(), code.sha256.clone())),
                 );
-                engine
+                app.engine
                     .run_code(&it.code, &label, &spec, wasi, &it.host_modules, &it.graph)
                     .await
                     .map(|result| (result, modules))
@@ -333,25 +470,14 @@ async fn run_one_shot(
         },
         _ => None,
     };
-    if let Some((result, modules)) = interpreted {
-        let ran = Ran { compile: None, modules };
-        return call.respond(result, ran, started, &app.metrics, endpoint);
+    match interpreted {
+        Some((result, modules)) => {
+            let ran = Ran {
+                compile: None,
+                modules: modules.into(),
+            };
+            call.respond(result, ran, started, &app.metrics, endpoint).map(Some)
+        }
+        None => Ok(None),
     }
-    let resolved = resolve(&app.engine, &app.registry, source).await?;
-    let mut modules = vec![ModuleRan::new(root_name, resolved.root.sha256_hex())];
-    modules.extend(
-        resolved
-            .graph
-            .iter()
-            .map(|h| ModuleRan::new(h.name.clone(), h.compiled.sha256_hex())),
-    );
-    let ran = Ran {
-        compile: Some(resolved.compile),
-        modules,
-    };
-    let result = app
-        .engine
-        .run(resolved.into_spec(limits, wasi), call.spec(limits)?)
-        .await;
-    call.respond(result, ran, started, &app.metrics, endpoint)
 }

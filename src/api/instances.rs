@@ -341,7 +341,7 @@ async fn create(
     let resolved = resolve(&app.engine, &app.registry, source).await?;
     let new = NewInstance {
         module: resolved.module().to_string(),
-        sha256: resolved.root.sha256_hex(),
+        sha256: resolved.root.sha256_hex().to_string(),
         interface: CodeInterface::Module(resolved.root.interface()),
         limits,
     };
@@ -486,7 +486,7 @@ pub(super) async fn call_locked(
     };
     let ran = Ran {
         compile: None,
-        modules: vec![ModuleRan::new(slot.info.module.clone(), slot.info.sha256.clone())],
+        modules: vec![ModuleRan::new(slot.info.module.clone(), slot.info.sha256.clone())].into(),
     };
     call.respond(result, ran, started, &app.metrics, Endpoint::Instance)
 }

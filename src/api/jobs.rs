@@ -212,7 +212,7 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
         Work::Call(raw) => {
             let _permit = patient_permit(app, client).await;
             let deadline = std::time::Instant::now() + ceilings.batch_timeout;
-            match batch::one_shot(app, &raw, deadline, ceilings.limits).await {
+            match batch::one_shot(app, &raw, deadline, ceilings.limits, None).await {
                 Ok(Json(response)) => (JobStatus::Done, serde_json::value::to_raw_value(&response).ok()),
                 Err(error) => (JobStatus::Failed, body(error.into_body())),
             }

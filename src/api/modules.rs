@@ -123,7 +123,7 @@ async fn inspect(
     }
     let resolved = resolve(&app.engine, &app.registry, source).await?;
     Ok(Json(Inspection {
-        sha256: resolved.root.sha256_hex(),
+        sha256: resolved.root.sha256_hex().to_string(),
         size: resolved.root.size() as u64,
         interface: CodeInterface::Module(resolved.root.interface()),
     }))

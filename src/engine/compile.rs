@@ -9,6 +9,7 @@
 //! stalls the reactor and only a bounded number of compiles compete for the
 //! CPU at once.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use std::time::Duration;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module};
+use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport};
 
 use super::error::{EngineError, LimitKind, chain_text};
 use super::store::StoreState;
@@ -30,6 +31,8 @@ pub type Sha256Digest = [u8; 32];
 /// A validated, compiled module, shared by every execution that uses it.
 pub struct CompiledModule {
     sha256: Sha256Digest,
+    /// `sha256` as lowercase hex, made once: every response names it.
+    sha256_hex: String,
     size: usize,
     module: Module,
     /// Ready-to-instantiate form for modules without imports other than
@@ -37,6 +40,13 @@ pub struct CompiledModule {
     pre: Option<InstancePre<StoreState>>,
     /// Whether the module imports WASI (and so needs a WASI context).
     imports_wasi: bool,
+    /// Whether an instance of it keeps nothing from one call to the next
+    /// (see [`Headers::stateless`]).
+    stateless: bool,
+    /// Each exported function's type and export index, looked up once:
+    /// wasmtime makes a new `FuncType` (registering its signature) and
+    /// searches the export names on every lookup by name.
+    functions: HashMap<Box<str>, (FuncType, ModuleExport)>,
 }
 
 impl CompiledModule {
@@ -46,8 +56,16 @@ impl CompiledModule {
     }
 
     /// SHA-256 of the module binary as lowercase hex.
-    pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
+    pub fn sha256_hex(&self) -> &str {
+        &self.sha256_hex
+    }
+
+    /// Whether an instance of this module keeps nothing from one call to
+    /// the next, so that calls which each promise a fresh instance may
+    /// share one (see [`Headers::stateless`]). A module loaded from a
+    /// stored artifact, whose binary was not read, counts as stateful.
+    pub fn stateless(&self) -> bool {
+        self.stateless
     }
 
     /// Size of the module binary in bytes.
@@ -70,10 +88,12 @@ impl CompiledModule {
 
     /// The type of the exported function `name`, if there is one.
     pub(crate) fn function_type(&self, name: &str) -> Option<FuncType> {
-        match self.module.get_export(name) {
-            Some(ExternType::Func(ty)) => Some(ty),
-            _ => None,
-        }
+        self.functions.get(name).map(|(ty, _)| ty.clone())
+    }
+
+    /// Where the exported function `name` is in an instance of this module.
+    pub(crate) fn function_export(&self, name: &str) -> Option<&ModuleExport> {
+        self.functions.get(name).map(|(_, at)| at)
     }
 
     /// Names and signatures of every exported function, for error messages.
@@ -228,9 +248,32 @@ pub(crate) struct Headers {
     pub tables: usize,
     pub imports: usize,
     pub has_start: bool,
+    /// It defines a mutable global.
+    pub mutable_globals: bool,
+    /// Its type section declares a struct or array type (GC).
+    pub gc_types: bool,
     /// The headers could not be read; the module is left to the engines,
     /// whose error messages say what is wrong.
     pub malformed: bool,
+}
+
+impl Headers {
+    /// Whether an instance of the module can keep nothing from one call to
+    /// the next: it has no memory, table or mutable global to hold state,
+    /// imports nothing (whose state it could reach), has no start function
+    /// (which every fresh instance would run), and declares no GC types
+    /// (whose objects a later call could not reach, but which would pile
+    /// up in the store). Its instance after a call, even a trapped one, is
+    /// then indistinguishable from a fresh one.
+    pub fn stateless(&self) -> bool {
+        !self.malformed
+            && self.memories == 0
+            && self.tables == 0
+            && self.imports == 0
+            && !self.has_start
+            && !self.mutable_globals
+            && !self.gc_types
+    }
 }
 
 /// Reads the section headers of `wasm`, stopping where the code starts.
@@ -242,6 +285,26 @@ pub(crate) fn headers(wasm: &[u8]) -> Headers {
             Ok(wasmparser::Payload::TableSection(reader)) => h.tables += reader.count() as usize,
             Ok(wasmparser::Payload::ImportSection(reader)) => h.imports += reader.count() as usize,
             Ok(wasmparser::Payload::StartSection { .. }) => h.has_start = true,
+            Ok(wasmparser::Payload::GlobalSection(reader)) => {
+                for global in reader {
+                    match global {
+                        Ok(g) => h.mutable_globals |= g.ty.mutable,
+                        Err(_) => h.malformed = true,
+                    }
+                }
+            }
+            Ok(wasmparser::Payload::TypeSection(reader)) => {
+                for group in reader {
+                    match group {
+                        Ok(group) => {
+                            h.gc_types |= group
+                                .types()
+                                .any(|t| !matches!(t.composite_type.inner, wasmparser::CompositeInnerType::Func(_)))
+                        }
+                        Err(_) => h.malformed = true,
+                    }
+                }
+            }
             Ok(wasmparser::Payload::CodeSectionStart { .. }) => break,
             Err(_) => {
                 h.malformed = true;
@@ -294,10 +357,11 @@ pub(crate) fn compile_blocking(
     sha: Sha256Digest,
     wasm: &[u8],
 ) -> Result<CompiledModule, EngineError> {
-    check_defined_counts(&headers(wasm), caps)?;
+    let headers = headers(wasm);
+    check_defined_counts(&headers, caps)?;
     let module = Module::from_binary(engine, wasm)
         .map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain_text(&e))))?;
-    finish(linker, sha, wasm.len(), module)
+    finish(linker, sha, wasm.len(), module, headers.stateless())
 }
 
 /// Loads a module from an artifact made by `Module::serialize` (blocking).
@@ -316,7 +380,7 @@ pub(crate) fn deserialize_blocking(
     // SAFETY: see the contract above; that is what `deserialize` asks for.
     let module = unsafe { Module::deserialize(engine, artifact) }
         .map_err(|e| EngineError::Internal(format!("cannot load artifact: {e}")))?;
-    finish(linker, sha, size, module)
+    finish(linker, sha, size, module, false)
 }
 
 /// Wraps a validated module, pre-linking it when it needs only WASI.
@@ -325,6 +389,7 @@ fn finish(
     sha: Sha256Digest,
     size: usize,
     module: Module,
+    stateless: bool,
 ) -> Result<CompiledModule, EngineError> {
     let imports_wasi = module.imports().any(|i| i.module() == WASI_MODULE);
     let pre = if module.imports().all(|i| i.module() == WASI_MODULE) {
@@ -338,11 +403,50 @@ fn finish(
     } else {
         None
     };
+    let functions = module
+        .exports()
+        .filter_map(|e| match e.ty() {
+            ExternType::Func(ty) => Some((Box::from(e.name()), (ty, module.get_export_index(e.name())?))),
+            _ => None,
+        })
+        .collect();
     Ok(CompiledModule {
+        functions,
         sha256: sha,
+        sha256_hex: hex::encode(sha),
         size,
         module,
         pre,
         imports_wasi,
+        stateless,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::headers;
+
+    fn stateless(wat: &str) -> bool {
+        headers(&wat::parse_str(wat).unwrap()).stateless()
+    }
+
+    #[test]
+    fn only_a_module_with_nowhere_to_keep_state_is_stateless() {
+        assert!(stateless(
+            r#"(module (global i32 (i32.const 7)) (func (export "f") (param i32) (result i32) (local.get 0)))"#
+        ));
+        for wat in [
+            "(module (memory 1))",
+            "(module (table 1 funcref))",
+            "(module (global (mut i32) (i32.const 0)))",
+            r#"(module (import "m" "f" (func)))"#,
+            "(module (func $s) (start $s))",
+            "(module (type (struct (field i32))))",
+            "(module (type (array i8)))",
+        ] {
+            assert!(!stateless(wat), "{wat} counts as stateless");
+        }
+        // Unreadable headers are never taken for stateless.
+        assert!(!headers(b"\0asm\x01\0\0\0\x06\x05").stateless());
+    }
 }

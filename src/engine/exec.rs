@@ -318,6 +318,11 @@ impl CompiledInstance {
         stats
     }
 
+    /// Whether this is an instance of `module`.
+    pub(crate) fn runs(&self, module: &Arc<CompiledModule>) -> bool {
+        Arc::ptr_eq(&self.root_module, module)
+    }
+
     fn target(&mut self) -> Target<'_> {
         Target {
             store: &mut self.store,
@@ -457,9 +462,10 @@ impl Target<'_> {
         mut stats: ExecStats,
     ) -> Result<CallOutcome, CallFailure> {
         let Prepared { name, ty, args } = prepared;
-        let func = self
-            .root
-            .get_func(&mut *self.store, &name)
+        let func = (self.module.function_export(&name))
+            .and_then(|at| self.root.get_module_export(&mut *self.store, at))
+            .or_else(|| self.root.get_export(&mut *self.store, &name))
+            .and_then(wasmtime::Extern::into_func)
             .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
         let started = Instant::now();
         let outcome = self.call_inner(&name, func, &ty, args, &spec).await;
@@ -568,7 +574,9 @@ impl Target<'_> {
             };
         }
         let mut results = vec![Val::I32(0); ty.results().len()];
-        if let Err(e) = func.call_async(&mut scope, &params, &mut results).await {
+        // Boxed: wasmtime's call future is large, and every future above
+        // this one would otherwise carry it (and copy it when moved).
+        if let Err(e) = Box::pin(func.call_async(&mut scope, &params, &mut results)).await {
             store::drop_uncaught(&mut scope, &e);
             return Err(e);
         }

@@ -661,7 +661,43 @@ impl WasmEngine {
         let mut live = exec::instantiate(&self.runtime(), spec).await?;
         live.call_on_same_budget(prepared, call).await
     }
+
+    /// As [`Self::run`], for one of many one-shot calls in a row (a
+    /// batch's): when the code is one stateless module (see
+    /// [`CompiledModule::stateless`]) and the call needs no WASI world, the
+    /// instance is kept in `kept` and serves the next such call of the same
+    /// module with a fresh budget. Each call still sees exactly what a
+    /// fresh instance would show it; only instantiation is saved
+    /// (`stats.instantiate_us` is 0 for the calls that reuse it).
+    pub async fn run_keeping(
+        &self,
+        spec: InstanceSpec,
+        call: CallSpec<'_>,
+        kept: &mut KeptInstance,
+    ) -> Result<CallOutcome, CallFailure> {
+        let reusable = spec.graph.is_empty() && spec.wasi.is_none() && spec.root.stateless();
+        if reusable && let Some(live) = kept.0.as_mut().filter(|live| live.runs(&spec.root)) {
+            return live.call(call).await;
+        }
+        // Boxed: instantiation's future is large, and the reused path above
+        // should not carry (and copy) it on every call.
+        Box::pin(async move {
+            let prepared = exec::prepare(&*spec.root, &spec.root_label, &call)?;
+            let mut live = exec::instantiate(&self.runtime(), spec).await?;
+            let result = live.call_on_same_budget(prepared, call).await;
+            if reusable {
+                kept.0 = Some(live);
+            }
+            result
+        })
+        .await
+    }
 }
+
+/// The instance a run of one-shot calls may share (see
+/// [`WasmEngine::run_keeping`]); empty until a stateless module runs.
+#[derive(Default)]
+pub struct KeptInstance(Option<exec::CompiledInstance>);
 
 /// A module the interpreter has parsed, with what the instance table and
 /// the registry show of it.

@@ -622,7 +622,7 @@ impl Registry {
             Ok(a) => a,
             Err(e) => return tracing::warn!(error = %e, "cannot serialize a compiled module"),
         };
-        let (store, sha) = (self.store.clone(), compiled.sha256_hex());
+        let (store, sha) = (self.store.clone(), compiled.sha256_hex().to_string());
         let engine_hash = self.engine.compatibility_hash().to_string();
         if let Artifacts::Sealed(seal) = &self.artifacts {
             artifact = seal.seal(&sha, &engine_hash, &artifact);

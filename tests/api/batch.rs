@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{DOUBLE_HEX, code, spawn_app, spawn_app_with, test_settings};
+use crate::helpers::{DOUBLE_HEX, code, spawn_app, spawn_app_with, spawn_compiled_app, test_settings};
 
 const COUNTER: &str = r#"(module (global $n (export "n") (mut i32) (i32.const 0))
   (func (export "inc") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#;
@@ -87,6 +87,123 @@ async fn each_call_answers_for_itself() {
     );
     assert!(
         body["error"]["message"].as_str().unwrap().contains("calls[1]"),
+        "{body}"
+    );
+}
+
+/// Registers each `(name, wat)` on `app` and answers a batch of `calls`,
+/// whose answers it returns.
+async fn registered_batch(app: &crate::helpers::TestApp, modules: &[(&str, &str)], calls: Value) -> Vec<Value> {
+    for (name, wat) in modules {
+        let (status, body) = app.post("/register", &json!({"module_name": name, "wat": wat})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = app.post("/batch", &json!({"calls": calls})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["results"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn registered_modules_with_state_get_a_fresh_instance_for_every_call() {
+    // Compiled code: the tier where a batch may share a stateless instance.
+    let app = spawn_compiled_app().await;
+    let memory_counter = r#"(module (memory 1)
+      (func (export "inc") (result i32)
+        (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+        (i32.load (i32.const 0))))"#;
+    let hidden_global = r#"(module (global $n (mut i64) (i64.const 0))
+      (func (export "inc") (result i64) (global.set $n (i64.add (global.get $n) (i64.const 1))) (global.get $n)))"#;
+    let table_slot = r#"(module (table 1 funcref) (func $f) (elem declare func $f)
+      (func (export "inc") (result i32)
+        (if (result i32) (ref.is_null (table.get (i32.const 0)))
+          (then (table.set (i32.const 0) (ref.func $f)) (i32.const 1))
+          (else (i32.const 2)))))"#;
+    let mut calls = Vec::new();
+    for name in ["counter", "memory", "hidden", "table"] {
+        for _ in 0..3 {
+            calls.push(json!({"module_name": name, "function_name": "inc"}));
+        }
+    }
+    let modules = [
+        ("counter", COUNTER),
+        ("memory", memory_counter),
+        ("hidden", hidden_global),
+        ("table", table_slot),
+    ];
+    let r = registered_batch(&app, &modules, json!(calls)).await;
+    for (i, answer) in r.iter().enumerate() {
+        assert_eq!(
+            answer["results"],
+            json!([1]),
+            "call {i} saw an earlier call's state: {answer}"
+        );
+        assert_eq!(answer["stats"]["tier"], "compiled", "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_stateless_module_serves_a_batch_from_one_instance_through_traps_and_limits() {
+    let app = spawn_compiled_app().await;
+    let pure = r#"(module
+      (func (export "div") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
+      (func (export "spin") (param i32) (result i32)
+        (loop $l (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))
+        (local.get 0)))"#;
+    let calls = json!([
+        {"module_name": "pure", "function_name": "div", "params": [7, 2]},
+        {"module_name": "pure", "function_name": "div", "params": [1, 0]},
+        {"module_name": "pure", "function_name": "div", "params": [-9, 3]},
+        {"module_name": "pure", "function_name": "spin", "params": [1000000], "limits": {"fuel": 1000}},
+        {"module_name": "pure", "function_name": "spin", "params": [10]},
+        {"module_name": "pure", "function_name": "div", "params": [9, 3], "limits": {"fuel": 0}},
+        {"module_name": "pure", "function_name": "div", "params": [8, 4]},
+    ]);
+    let r = registered_batch(&app, &[("pure", pure)], calls).await;
+    assert_eq!(r[0]["results"], json!([3]), "{}", r[0]);
+    assert_eq!(
+        (code(&r[1]), &r[1]["error"]["trap"]),
+        ("trap", &json!("integer_divide_by_zero")),
+        "{}",
+        r[1]
+    );
+    assert_eq!(r[2]["results"], json!([-3]), "a trap leaves nothing behind: {}", r[2]);
+    assert_eq!(
+        (code(&r[3]), &r[3]["error"]["limit"]),
+        ("limit_exceeded", &json!("fuel")),
+        "{}",
+        r[3]
+    );
+    // The next call gets its own full budget, whatever the last one spent.
+    assert_eq!(r[4]["results"], json!([0]), "{}", r[4]);
+    assert_eq!(
+        (code(&r[5]), &r[5]["error"]["limit"]),
+        ("limit_exceeded", &json!("fuel")),
+        "{}",
+        r[5]
+    );
+    assert_eq!(r[6]["results"], json!([2]), "{}", r[6]);
+    // Fuel is each call's own: the same call costs the same on a kept
+    // instance as on its first, fresh one.
+    assert_eq!(r[2]["stats"]["fuel_consumed"], r[0]["stats"]["fuel_consumed"]);
+    // Only the first call instantiated; the others reused its instance.
+    for (i, answer) in r.iter().enumerate().skip(1).filter(|(_, a)| a.get("results").is_some()) {
+        assert_eq!(answer["stats"]["instantiate_us"], 0, "call {i}: {answer}");
+        assert_eq!(answer["stats"]["compile"], "cached", "call {i}: {answer}");
+    }
+    // A batch that asks for WASI output gets a fresh instance (and its
+    // output) for every call: nothing is shared there.
+    let calls = json!([
+        {"module_name": "pure", "function_name": "div", "params": [4, 2], "wasi": {}},
+        {"module_name": "pure", "function_name": "div", "params": [6, 2], "wasi": {}},
+    ]);
+    let (status, body) = app.post("/batch", &json!({"calls": calls})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["results"][0]["results"].clone(),
+            body["results"][1]["results"].clone()
+        ),
+        (json!([2]), json!([3])),
         "{body}"
     );
 }
