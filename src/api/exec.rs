@@ -163,22 +163,18 @@ pub(super) async fn inline_call(
         host_modules: req.host_modules,
     };
     let wasi = call::wasi_config(req.wasi, source.program())?;
-    match req.runs {
-        None => run_one_shot(app, Endpoint::Inline, source, limits, &call, wasi, started, None).await,
-        runs => {
-            Box::pin(run_repeated(
-                app,
-                Endpoint::Inline,
-                source,
-                limits,
-                call,
-                wasi,
-                runs,
-                started,
-            ))
-            .await
-        }
-    }
+    run_call(
+        app,
+        Endpoint::Inline,
+        source,
+        limits,
+        call,
+        wasi,
+        req.runs,
+        started,
+        None,
+    )
+    .await
 }
 
 /// `limits` with the time limit cut to what is left before `deadline`.
@@ -230,33 +226,26 @@ pub(super) async fn registered_call(
     .with_expected(req.expected);
     let source = Source::Registered(req.module_name);
     let wasi = call::wasi_config(req.wasi, source.program())?;
-    match req.runs {
-        None => run_one_shot(app, Endpoint::Registered, source, limits, &call, wasi, started, seen).await,
-        // Boxed, as a rarer path (see `run_one_shot`).
-        runs => {
-            Box::pin(run_repeated(
-                app,
-                Endpoint::Registered,
-                source,
-                limits,
-                call,
-                wasi,
-                runs,
-                started,
-            ))
-            .await
-        }
-    }
+    run_call(
+        app,
+        Endpoint::Registered,
+        source,
+        limits,
+        call,
+        wasi,
+        req.runs,
+        started,
+        seen,
+    )
+    .await
 }
 
 /// How `stats.modules` names code sent with the request.
 const INLINE_NAME: &str = "inline";
 
-/// Runs `call` `runs` times (once by default), each on a fresh instance of
-/// the code, and answers the last run's response with the runs' time and
-/// fuel summarized; the first failure ends the series and is the answer.
+/// Runs `call` once, or `runs` times (see [`run_repeated`]).
 #[allow(clippy::too_many_arguments)]
-async fn run_repeated(
+async fn run_call(
     app: &AppState,
     endpoint: Endpoint,
     source: Source,
@@ -265,17 +254,34 @@ async fn run_repeated(
     wasi: Option<WasiConfig>,
     runs: Option<u32>,
     started: Instant,
+    seen: Option<&mut Resolutions>,
+) -> ApiResult<Json<ExecResponse>> {
+    match runs {
+        None => run_one_shot(app, endpoint, source, limits, &call, wasi, started, seen).await,
+        // Boxed, as a rarer path (see `run_one_shot`).
+        Some(runs) => Box::pin(run_repeated(app, endpoint, source, limits, call, wasi, runs)).await,
+    }
+}
+
+/// Runs `call` `runs` times, each on a fresh instance of the code, and
+/// answers the last run's response with the runs' time and fuel
+/// summarized; the first failure ends the series and is the answer.
+async fn run_repeated(
+    app: &AppState,
+    endpoint: Endpoint,
+    source: Source,
+    limits: ExecLimits,
+    call: Call,
+    wasi: Option<WasiConfig>,
+    runs: u32,
 ) -> ApiResult<Json<ExecResponse>> {
     let max = app.bounds.max_runs;
-    let runs = match runs {
-        None => return run_one_shot(app, endpoint, source, limits, &call, wasi, started, None).await,
-        Some(n) if (1..=max).contains(&n) => n as usize,
-        Some(n) => {
-            return Err(ApiError::invalid_request(format!(
-                "runs is 1 to {max} (--max-runs); got {n}"
-            )));
-        }
-    };
+    if !(1..=max).contains(&runs) {
+        return Err(ApiError::invalid_request(format!(
+            "runs is 1 to {max} (--max-runs); got {runs}"
+        )));
+    }
+    let runs = runs as usize;
     let (mut walls, mut fuels) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     let mut last = None;
     for done in 0..runs {
