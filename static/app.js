@@ -257,16 +257,18 @@ async function ensureRequirement() {
   return null;
 }
 
-async function run() {
+// The call the panes describe, as a request body's fields and the path it
+// goes to; null (with the reason shown) when there is nothing to call.
+async function prepareCall() {
   const out = $("output");
   const fn = currentExport();
   if (!fn) {
     out.replaceChildren(el("div", { class: "error" }, "Pick a function (the module exports none, or it did not compile)."));
-    return;
+    return null;
   }
   out.replaceChildren(el("div", { class: "muted" }, "running…"));
   const failed = await ensureRequirement();
-  if (failed) { out.replaceChildren(errorBox(failed.body, failed.status)); return; }
+  if (failed) { out.replaceChildren(errorBox(failed.body, failed.status)); return null; }
 
   const fields = state.member ? { instance: state.member }
     : state.target ? { module_name: state.target } : codeFields();
@@ -279,17 +281,82 @@ async function run() {
   }
   const params = (fn.params || []).map((_, i) => paramToken($(`param-${i}`).value));
   const path = state.member ? `/environments/${state.env}/call` : state.target ? "/execute" : "/";
-  const started = performance.now();
-  let response;
+  return { body: bodyWithParams(fields, params), path };
+}
+
+async function post(path, body) {
   try {
-    response = await fetch(path, { method: "POST", headers: headers(), body: bodyWithParams(fields, params) });
+    const response = await fetch(path, { method: "POST", headers: headers(), body });
+    const parsed = await response.json().catch(() => ({ error: { code: "bad_response", message: "not JSON" } }));
+    return { status: response.status, ok: response.ok, body: parsed };
   } catch (e) {
-    out.replaceChildren(errorBox({ error: { code: "network", message: e.message } }, 0));
+    return { status: 0, ok: false, body: { error: { code: "network", message: e.message } } };
+  }
+}
+
+// One call's answer (results or error) in the output pane, after `head`.
+function showAnswer(answer, ok, status, ms, ...head) {
+  $("output").replaceChildren(...head, ...(ok ? renderResult(answer, ms) : [errorBox(answer, status)]));
+}
+
+async function run() {
+  const times = Math.max(1, Math.min(1000, Number($("repeat").value) || 1));
+  if (times > 1) return runBatch(times);
+  const call = await prepareCall();
+  if (!call) return;
+  const started = performance.now();
+  const r = await post(call.path, call.body);
+  showAnswer(r.body, r.ok, r.status, (performance.now() - started).toFixed(1));
+}
+
+// The same call `times` times in one POST /batch: a summary of all, then
+// the first answer.
+async function runBatch(times) {
+  if (state.member) {
+    $("output").replaceChildren(el("div", { class: "error" }, "A batch runs registered modules or code from the editor, not an environment's instance."));
     return;
   }
-  const body = await response.json().catch(() => ({ error: { code: "bad_response", message: "not JSON" } }));
+  const call = await prepareCall();
+  if (!call) return;
+  const started = performance.now();
+  const r = await post("/batch", `{"calls":[${Array(times).fill(call.body).join(",")}]}`);
   const ms = (performance.now() - started).toFixed(1);
-  out.replaceChildren(...(response.ok ? renderResult(body, ms) : [errorBox(body, response.status)]));
+  if (!r.ok) { $("output").replaceChildren(errorBox(r.body, r.status)); return; }
+  const s = r.body.stats;
+  const first = r.body.results[0];
+  const summary = el("div", { id: "batch-summary", class: "ok-head" },
+    `Batch of ${s.calls}: ${s.succeeded} answered, ${s.failed} failed · server ${s.wall_time_us} µs · round trip ${ms} ms · the first:`);
+  showAnswer(first, !first.error, 0, ms, summary);
+}
+
+// The call as a background job: submitted, then followed until it ends.
+async function runJob() {
+  if (state.member) {
+    $("output").replaceChildren(el("div", { class: "error" }, "A job runs registered modules or code from the editor, not an environment's instance."));
+    return;
+  }
+  const call = await prepareCall();
+  if (!call) return;
+  const submitted = await post("/jobs", `{"call":${call.body}}`);
+  if (submitted.status !== 202) { $("output").replaceChildren(errorBox(submitted.body, submitted.status)); return; }
+  const id = submitted.body.id;
+  const line = (status) => el("div", { id: "job-status", class: "muted" }, `job ${id}: ${status}`);
+  const started = performance.now();
+  for (;;) {
+    const job = await api("GET", `/jobs/${encodeURIComponent(id)}`);
+    if (job.status !== 200) { $("output").replaceChildren(errorBox(job.body, job.status)); return; }
+    const status = job.body.status;
+    if (status === "queued" || status === "running") {
+      $("output").replaceChildren(line(status));
+      await new Promise((done) => setTimeout(done, 100));
+      continue;
+    }
+    const ms = (performance.now() - started).toFixed(1);
+    const result = job.body.result;
+    if (!result) { $("output").replaceChildren(line(`${status}: ${job.body.reason || "no result"}`)); return; }
+    showAnswer(result, !result.error, 0, ms, line(status));
+    return;
+  }
 }
 
 function renderResult(body, ms) {
@@ -465,6 +532,7 @@ function init() {
   $("upload").addEventListener("change", (e) => { if (e.target.files[0]) upload(e.target.files[0]); e.target.value = ""; });
   $("function").addEventListener("change", renderParams);
   $("run").addEventListener("click", run);
+  $("run-job").addEventListener("click", runJob);
   $("register").addEventListener("click", register);
   $("refresh").addEventListener("click", loadRegistry);
   $("use-editor").addEventListener("click", useEditor);

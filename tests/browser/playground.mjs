@@ -135,6 +135,21 @@ try {
   await page.locator("#results td.value", { hasText: "true" }).waitFor();
   await page.screenshot({ path: `${shots}/playground-component.png` });
 
+  // 9. The same call as a batch (× 3), then as a background job.
+  await page.selectOption("#example", { label: "double (the origin's example)" });
+  await page.locator("#function option[value=double]").waitFor({ state: "attached" });
+  await page.fill("#param-0", "5");
+  await page.fill("#repeat", "3");
+  await page.click("#run");
+  await page.locator("#batch-summary", { hasText: "Batch of 3: 3 answered, 0 failed" }).waitFor();
+  await page.locator("#results td.value", { hasText: "10" }).waitFor();
+  await page.fill("#repeat", "1");
+  await page.fill("#param-0", "8");
+  await page.click("#run-job");
+  await page.locator("#job-status", { hasText: "done" }).waitFor();
+  await page.locator("#results td.value", { hasText: "16" }).waitFor();
+  await page.screenshot({ path: `${shots}/playground-job.png` });
+
   if (failures.length) throw new Error(failures.join("\n"));
   console.log("playground: all steps passed");
 } catch (e) {
