@@ -514,6 +514,14 @@ pub struct ModuleRan {
 pub struct ModulesRan(Option<Arc<RawValue>>);
 
 impl ModulesRan {
+    /// The code called first, as `name`, then the registered modules it
+    /// links, each as `(name, sha256)`.
+    pub fn of<'a>(name: &str, sha256: &str, graph: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut list = vec![ModuleRan::new(name, sha256)];
+        list.extend(graph.into_iter().map(|(name, sha256)| ModuleRan::new(name, sha256)));
+        list.into()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
     }

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::call::{
-    self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ModuleRan, ModulesRan, Ran, ResultFormat,
-    WasiBody,
+    self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ModulesRan, Ran, ResultFormat, WasiBody,
 };
 use super::checks::{Expected, RunsBody, Spread};
 use super::client::ClientId;
@@ -317,7 +316,7 @@ async fn run_repeated(
 
 /// What a batch has resolved of the registered modules it calls, so that
 /// later calls of a module skip the registry and may share a stateless
-/// instance ([`crate::engine::WasmEngine::run_keeping`]). A batch resolves
+/// instance ([`crate::engine::WasmEngine::run`]). A batch resolves
 /// each module once, at its first call that runs compiled code; a module
 /// registered anew meanwhile is seen by the next batch.
 #[derive(Default)]
@@ -354,7 +353,7 @@ impl Plan {
             limits,
             wasi,
         };
-        let result = app.engine.run_keeping(spec, call.spec(limits)?, &mut self.kept).await;
+        let result = app.engine.run(spec, call.spec(limits)?, &mut self.kept).await;
         let ran = Ran {
             compile: Some(compile),
             modules: self.modules.clone(),
@@ -390,19 +389,19 @@ async fn run_one_shot(
         return Ok(answer);
     }
     let resolved = Box::pin(resolve(&app.engine, &app.registry, source)).await?;
-    let root_name = resolved.module().to_string();
-    let mut modules = vec![ModuleRan::new(root_name, resolved.root.sha256_hex())];
-    modules.extend(
+    let modules = ModulesRan::of(
+        resolved.module(),
+        resolved.root.sha256_hex(),
         resolved
             .graph
             .iter()
-            .map(|h| ModuleRan::new(h.name.clone(), h.compiled.sha256_hex())),
+            .map(|h| (h.name.as_str(), h.compiled.sha256_hex())),
     );
     let mut plan = Plan {
         label: resolved.label(),
         root: resolved.root,
         graph: resolved.graph,
-        modules: modules.into(),
+        modules,
         kept: KeptInstance::default(),
     };
     let answer = plan
@@ -426,17 +425,18 @@ async fn run_elsewhere(
     started: Instant,
 ) -> ApiResult<Option<Json<ExecResponse>>> {
     let root_name = match source {
-        Source::Registered(name) => name.clone(),
-        _ => INLINE_NAME.to_string(),
+        Source::Registered(name) => name,
+        _ => INLINE_NAME,
     };
     if let Some(component) = resolve_component(&app.engine, &app.registry, source).await? {
         let component_call = call.component(limits)?;
-        let mut modules = vec![ModuleRan::new(root_name, component.compiled.sha256_hex())];
-        modules.extend(
+        let modules = ModulesRan::of(
+            root_name,
+            component.compiled.sha256_hex(),
             component
                 .graph
                 .iter()
-                .map(|h| ModuleRan::new(h.name.clone(), h.compiled.sha256_hex())),
+                .map(|h| (h.name.as_str(), h.compiled.sha256_hex())),
         );
         let result = app
             .engine
@@ -444,7 +444,7 @@ async fn run_elsewhere(
             .await;
         let ran = Ran {
             compile: Some(component.compile),
-            modules: modules.into(),
+            modules,
         };
         return call.respond(result, ran, started, &app.metrics, endpoint).map(Some);
     }
@@ -456,16 +456,15 @@ async fn run_elsewhere(
             app.engine
                 .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, graph)
                 .await?
-                .map(|(result, sha)| (result, vec![ModuleRan::new(INLINE_NAME, hex::encode(sha))]))
+                .map(|(result, sha)| (result, ModulesRan::of(INLINE_NAME, &hex::encode(sha), [])))
         }
         Source::Registered(name) => match app.registry.interpreted(name).await {
             Some(it) => {
                 let label = label(Some(name));
-                let mut modules = vec![ModuleRan::new(name.clone(), it.code.sha256.clone())];
-                modules.extend(
-                    it.graph
-                        .iter()
-                        .map(|(n, code)| ModuleRan::new(n.clone(), code.sha256.clone())),
+                let modules = ModulesRan::of(
+                    name,
+                    &it.code.sha256,
+                    it.graph.iter().map(|(n, code)| (n.as_str(), code.sha256.as_str())),
                 );
                 app.engine
                     .run_code(&it.code, &label, &spec, wasi, &it.host_modules, &it.graph)
@@ -478,10 +477,7 @@ async fn run_elsewhere(
     };
     match interpreted {
         Some((result, modules)) => {
-            let ran = Ran {
-                compile: None,
-                modules: modules.into(),
-            };
+            let ran = Ran { compile: None, modules };
             call.respond(result, ran, started, &app.metrics, endpoint).map(Some)
         }
         None => Ok(None),

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::call::{
-    self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ModuleRan, Ran, ResultFormat, WasiBody,
+    self, Call, Encoding, ExecResponse, MemoryReadBody, MemoryWriteBody, ModulesRan, Ran, ResultFormat, WasiBody,
 };
 use super::checks::Expected;
 use super::client::ClientId;
@@ -289,7 +289,7 @@ async fn create(
     if let Some(component) = resolve_component(&app.engine, &app.registry, &source).await? {
         let new = NewInstance {
             module: module_label(&source),
-            sha256: component.compiled.sha256_hex(),
+            sha256: component.compiled.sha256_hex().to_string(),
             interface: CodeInterface::Component(component.compiled.world().clone()),
             limits,
         };
@@ -486,7 +486,7 @@ pub(super) async fn call_locked(
     };
     let ran = Ran {
         compile: None,
-        modules: vec![ModuleRan::new(slot.info.module.clone(), slot.info.sha256.clone())].into(),
+        modules: ModulesRan::of(&slot.info.module, &slot.info.sha256, []),
     };
     call.respond(result, ran, started, &app.metrics, Endpoint::Instance)
 }

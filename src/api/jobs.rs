@@ -210,7 +210,11 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
     let body = |value: serde_json::Value| serde_json::value::to_raw_value(&value).ok();
     match work {
         Work::Call(raw) => {
-            let _permit = patient_permit(app, client).await;
+            // Admission refuses only with the codes `patiently` waits out.
+            let _permit = match patiently(|| app.exec_permit(client)).await {
+                Ok(permit) => permit,
+                Err(error) => return (JobStatus::Failed, body(error.into_body())),
+            };
             let deadline = std::time::Instant::now() + ceilings.batch_timeout;
             match batch::one_shot(app, &raw, deadline, ceilings.limits, None).await {
                 Ok(Json(response)) => (JobStatus::Done, serde_json::value::to_raw_value(&response).ok()),
@@ -224,27 +228,26 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
                     live.state.send_modify(|r| r.progress = Some(Progress { done, of }));
                 }
             };
-            // The batch takes its own execution slot; a job waits for one
-            // however long it takes (its queue is the job table).
-            loop {
-                match batch::execute(app, &Caller::Anonymous, client, &batch, ceilings, &progress).await {
-                    Ok(response) => return (JobStatus::Done, serde_json::value::to_raw_value(&response).ok()),
-                    Err(e) if matches!(e.code, ErrorCode::Overloaded | ErrorCode::ConcurrencyLimit) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(error) => return (JobStatus::Failed, body(error.into_body())),
-                }
+            // The batch takes its own execution slot.
+            let ran = patiently(|| batch::execute(app, &Caller::Anonymous, client, &batch, ceilings, &progress)).await;
+            match ran {
+                Ok(response) => (JobStatus::Done, serde_json::value::to_raw_value(&response).ok()),
+                Err(error) => (JobStatus::Failed, body(error.into_body())),
             }
         }
     }
 }
 
-/// An execution slot for a job's client, waited for however long it takes.
-async fn patient_permit(app: &AppState, client: &ClientId) -> super::admission::ExecPermit {
+/// `attempt`, tried again until it is admitted: a job waits for an
+/// execution slot however long it takes (its queue is the job table),
+/// where a request would be refused.
+async fn patiently<T, F: Future<Output = ApiResult<T>>>(mut attempt: impl FnMut() -> F) -> ApiResult<T> {
     loop {
-        match app.exec_permit(client).await {
-            Ok(permit) => return permit,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        match attempt().await {
+            Err(e) if matches!(e.code, ErrorCode::Overloaded | ErrorCode::ConcurrencyLimit) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
         }
     }
 }

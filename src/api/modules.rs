@@ -116,7 +116,7 @@ async fn inspect(
     if let Some(component) = resolve_component(&app.engine, &app.registry, &source).await? {
         let compiled = component.compiled;
         return Ok(Json(Inspection {
-            sha256: compiled.sha256_hex(),
+            sha256: compiled.sha256_hex().to_string(),
             size: compiled.size() as u64,
             interface: CodeInterface::Component(compiled.world().clone()),
         }));

@@ -656,20 +656,15 @@ impl WasmEngine {
     /// Instantiates `spec` and makes one call: a one-shot execution, with one
     /// fuel and time budget for both. The call is checked before anything is
     /// instantiated, so a bad request costs no guest code.
-    pub async fn run(&self, spec: InstanceSpec, call: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
-        let prepared = exec::prepare(&*spec.root, &spec.root_label, &call)?;
-        let mut live = exec::instantiate(&self.runtime(), spec).await?;
-        live.call_on_same_budget(prepared, call).await
-    }
-
-    /// As [`Self::run`], for one of many one-shot calls in a row (a
-    /// batch's): when the code is one stateless module (see
-    /// [`CompiledModule::stateless`]) and the call needs no WASI world, the
-    /// instance is kept in `kept` and serves the next such call of the same
-    /// module with a fresh budget. Each call still sees exactly what a
-    /// fresh instance would show it; only instantiation is saved
+    ///
+    /// For one of many one-shot calls in a row (a batch's), `kept` carries
+    /// an instance from one to the next: when the code is one stateless
+    /// module (see [`CompiledModule::stateless`]) and the call needs no
+    /// WASI world, the instance is kept there and serves the next such call
+    /// of the same module with a fresh budget. Each call still sees exactly
+    /// what a fresh instance would show it; only instantiation is saved
     /// (`stats.instantiate_us` is 0 for the calls that reuse it).
-    pub async fn run_keeping(
+    pub async fn run(
         &self,
         spec: InstanceSpec,
         call: CallSpec<'_>,
@@ -695,7 +690,7 @@ impl WasmEngine {
 }
 
 /// The instance a run of one-shot calls may share (see
-/// [`WasmEngine::run_keeping`]); empty until a stateless module runs.
+/// [`WasmEngine::run`]); empty until a stateless module runs.
 #[derive(Default)]
 pub struct KeptInstance(Option<exec::CompiledInstance>);
 

@@ -210,10 +210,11 @@ async fn one_client_cannot_take_every_live_instance_or_its_memory() {
             .contains("--max-instance-memory-per-client"),
         "{body}"
     );
-    // Many small ones: half the table's count is all one client may hold.
+    // Still refused, however small: the greedy client's memory share is spent.
     let (status, body) = create(&greedy, 1 << 20).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    // The other client has the rest.
+    // The other client has the rest, and many small instances: half the
+    // table's count is all one client may hold.
     for _ in 0..2 {
         let (status, body) = create(&polite, 8 << 20).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");

@@ -12,6 +12,8 @@ use crate::engine::store::StoreState;
 /// A validated, compiled component, shared by every call that uses it.
 pub struct CompiledComponent {
     sha256: Sha256Digest,
+    /// `sha256` as lowercase hex, made once: every response names it.
+    sha256_hex: String,
     size: usize,
     component: Component,
     world: ComponentWorld,
@@ -29,8 +31,8 @@ impl CompiledComponent {
         &self.sha256
     }
 
-    pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
+    pub fn sha256_hex(&self) -> &str {
+        &self.sha256_hex
     }
 
     pub fn size(&self) -> usize {
@@ -77,6 +79,7 @@ pub fn compile_blocking(
     };
     Ok(CompiledComponent {
         sha256,
+        sha256_hex: hex::encode(sha256),
         size: wasm.len(),
         component,
         world,
