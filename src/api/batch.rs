@@ -167,9 +167,11 @@ pub(super) async fn execute(
             let _permit = app.exec_permit(client).await?;
             let mut seen = Resolutions::default();
             for raw in &batch.calls {
-                let answer = match spent(deadline, budget) {
+                // One clock read serves the deadline check and the call.
+                let now = Instant::now();
+                let answer = match spent(deadline, budget, now) {
                     Some(refusal) => Err(refusal),
-                    None => one_shot(app, raw, deadline, ceilings.limits, Some(&mut seen)).await,
+                    None => one_shot(app, raw, now, deadline, ceilings.limits, Some(&mut seen)).await,
                 };
                 answers.push(answer);
                 progress(answers.len());
@@ -181,7 +183,7 @@ pub(super) async fn execute(
             let mut live = slot.live.lock().await;
             let _permit = app.exec_permit(client).await?;
             for raw in &batch.calls {
-                let answer = match (spent(deadline, budget), parse::<CallInstance>(raw)) {
+                let answer = match (spent(deadline, budget, Instant::now()), parse::<CallInstance>(raw)) {
                     (Some(refusal), _) => Err(refusal),
                     (None, Err(e)) => Err(e),
                     (None, Ok(req)) => instances::call_locked(app, &slot, &mut live, req, Some(deadline)).await,
@@ -240,23 +242,50 @@ impl Batch {
     }
 }
 
-/// One call on a fresh instance: `POST /execute`'s when it names a
-/// registered module, else `POST /`'s. In a batch, `seen` is what its
-/// earlier calls resolved (see [`Resolutions`]).
+/// One call on a fresh instance, begun at `started`: `POST /execute`'s
+/// when it names a registered module, else `POST /`'s. In a batch, `seen`
+/// is what its earlier calls resolved (see [`Resolutions`]).
 pub(super) async fn one_shot(
     app: &AppState,
     raw: &RawValue,
+    started: Instant,
     deadline: Instant,
     ceiling: ExecLimits,
     seen: Option<&mut Resolutions>,
 ) -> ApiResult<Json<ExecResponse>> {
+    let ready = match decode(raw)? {
+        Body::Registered(req) => req.ready(app, started, Some(deadline), ceiling)?,
+        // Boxed: text is compiled off the reactor, a future the usual
+        // call should not carry.
+        Body::Inline(req) => Box::pin(req.ready(app, started, Some(deadline), ceiling)).await?,
+    };
+    // A batch's later calls of a module run on what its first resolved.
+    // Only that path is awaited inline: a future built inline takes room
+    // in its caller's, and is copied whole at every level, on every call.
+    match seen {
+        Some(seen) => match seen.plan(&ready) {
+            Some(plan) => plan.run_ready(app, &ready).await,
+            None => Box::pin(exec::run(app, ready, Some(seen))).await,
+        },
+        None => Box::pin(exec::run(app, ready, None)).await,
+    }
+}
+
+/// A call's body: a `POST /execute` body or a `POST /` body.
+enum Body {
+    Registered(RunRegistered),
+    Inline(RunInline),
+}
+
+/// Decodes the body `raw` stands for, as its own request would be.
+fn decode(raw: &RawValue) -> ApiResult<Body> {
     // Most batched calls name a registered module: such a body is decoded
     // once. Should that fail, the probe below says which request the call
     // stands for, and so whose error to answer.
     if raw.get().contains("\"module_name\"")
         && let Ok(req) = serde_json::from_str::<RunRegistered>(raw.get())
     {
-        return exec::registered_call(app, req, Some(deadline), ceiling, seen).await;
+        return Ok(Body::Registered(req));
     }
     #[derive(Deserialize)]
     struct Probe {
@@ -265,8 +294,8 @@ pub(super) async fn one_shot(
     let probe: Probe = serde_json::from_str(raw.get())
         .map_err(|e| ApiError::invalid_request(format!("a call must be a JSON object: {e}")))?;
     match probe.module_name {
-        Some(_) => exec::registered_call(app, parse::<RunRegistered>(raw)?, Some(deadline), ceiling, seen).await,
-        None => exec::inline_call(app, parse::<RunInline>(raw)?, Some(deadline), ceiling).await,
+        Some(_) => parse(raw).map(Body::Registered),
+        None => parse(raw).map(Body::Inline),
     }
 }
 
@@ -280,12 +309,12 @@ fn parse<T: serde::de::DeserializeOwned>(raw: &RawValue) -> ApiResult<T> {
     serde_json::from_str(raw.get()).map_err(|e| ApiError::invalid_request(format!("invalid call: {e}")))
 }
 
-/// The refusal for a call the batch has no time left for.
-fn spent(deadline: Instant, budget: Duration) -> Option<ApiError> {
+/// The refusal for a call the batch has no time left for, as of `now`.
+fn spent(deadline: Instant, budget: Duration, now: Instant) -> Option<ApiError> {
     // Less than a millisecond left is none: a call's time limit is whole
     // milliseconds, and a call cut short just before the deadline must not
     // let the next one start with a sliver.
-    (Instant::now() + Duration::from_millis(1) >= deadline).then(|| {
+    (now + Duration::from_millis(1) >= deadline).then(|| {
         ApiError::new(
             ErrorCode::LimitExceeded,
             format!(

@@ -1,7 +1,6 @@
 //! `POST /` (run inline code) and `POST /execute` (run a registered module).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -22,9 +21,7 @@ use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::{
-    CacheOutcome, CompiledModule, ExecLimits, InstanceSpec, KeptInstance, LimitOverrides, LinkedModule, WasiConfig,
-};
+use crate::engine::{CacheOutcome, Code, ExecLimits, KeptInstance, LimitOverrides, WasiConfig};
 use crate::resolve::{INLINE_LABEL, Source, label, resolve, resolve_component};
 
 pub fn routes() -> Routes {
@@ -128,58 +125,84 @@ async fn run_inline(
     JsonBody(req): JsonBody<RunInline>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit(&client).await?;
-    inline_call(&app, req, None, app.engine.default_limits()).await
+    let ready = req
+        .ready(&app, Instant::now(), None, app.engine.default_limits())
+        .await?;
+    run(&app, ready, None).await
 }
 
-/// A `POST /` call, for its own request, in a batch (whose `deadline` caps
-/// its time limit) or in a job (whose `ceiling` is higher than a request's);
-/// the caller holds the execution slot.
-pub(super) async fn inline_call(
-    app: &AppState,
-    req: RunInline,
-    deadline: Option<Instant>,
-    ceiling: ExecLimits,
-) -> ApiResult<Json<ExecResponse>> {
-    let started = Instant::now();
-    let limits = within(ceiling.lowered_by(req.limits.as_ref())?, deadline);
-    let call = Call::new(
-        req.function_name,
-        req.params,
-        req.memory_writes,
-        req.memory_reads,
-        req.result_encoding,
-        app.engine.settings().max_read_bytes,
-    )?
-    .with_result_format(req.result_format)
-    .with_expected(req.expected);
-    let code = CodeFields {
-        wasm_hex: req.wasm_hex,
-        wasm_base64: req.wasm_base64,
-        wat: req.wat,
-    };
-    let source = Source::Inline {
-        wasm: code.into_wasm(&app.engine).await?,
-        host_modules: req.host_modules,
-    };
-    let wasi = call::wasi_config(req.wasi, source.program())?;
-    run_call(
-        app,
-        Endpoint::Inline,
-        source,
-        limits,
-        call,
-        wasi,
-        req.runs,
-        started,
-        None,
-    )
-    .await
+/// A `POST /` or `/execute` call checked and ready to run: its code and
+/// the rest ([`Checked`]).
+pub(super) struct Ready {
+    source: Source,
+    checked: Checked,
+    runs: Option<u32>,
+    /// When the call began, for `stats.wall_time_us`.
+    started: Instant,
 }
 
-/// `limits` with the time limit cut to what is left before `deadline`.
-pub(super) fn within(mut limits: ExecLimits, deadline: Option<Instant>) -> ExecLimits {
+/// What a call is, besides its code: where it came in, its limits, the call
+/// and its WASI world. Runs borrow it, so that repeating a call, or a
+/// batch's call running on what it resolved, copies none of it.
+struct Checked {
+    endpoint: Endpoint,
+    limits: ExecLimits,
+    call: Call,
+    wasi: Option<WasiConfig>,
+}
+
+impl RunInline {
+    /// This call ready to run: for its own request, in a batch (whose
+    /// `deadline` caps its time limit) or in a job (whose `ceiling` is
+    /// higher than a request's). `started` is when it began.
+    pub(super) async fn ready(
+        self,
+        app: &AppState,
+        started: Instant,
+        deadline: Option<Instant>,
+        ceiling: ExecLimits,
+    ) -> ApiResult<Ready> {
+        let req = self;
+        let limits = within(ceiling.lowered_by(req.limits.as_ref())?, deadline, started);
+        let call = Call::new(
+            req.function_name,
+            req.params,
+            req.memory_writes,
+            req.memory_reads,
+            req.result_encoding,
+            app.engine.settings().max_read_bytes,
+        )?
+        .with_result_format(req.result_format)
+        .with_expected(req.expected);
+        let code = CodeFields {
+            wasm_hex: req.wasm_hex,
+            wasm_base64: req.wasm_base64,
+            wat: req.wat,
+        };
+        let source = Source::Inline {
+            wasm: code.into_wasm(&app.engine).await?,
+            host_modules: req.host_modules,
+        };
+        let wasi = call::wasi_config(req.wasi, source.program())?;
+        Ok(Ready {
+            source,
+            checked: Checked {
+                endpoint: Endpoint::Inline,
+                limits,
+                call,
+                wasi,
+            },
+            runs: req.runs,
+            started,
+        })
+    }
+}
+
+/// `limits` with the time limit cut to what is left before `deadline`, as
+/// of `now`.
+pub(super) fn within(mut limits: ExecLimits, deadline: Option<Instant>, now: Instant) -> ExecLimits {
     if let Some(deadline) = deadline {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(now);
         limits.timeout_ms = limits.timeout_ms.min(left.as_millis() as u64).max(1);
     }
     limits
@@ -198,82 +221,72 @@ async fn run_registered(
     JsonBody(req): JsonBody<RunRegistered>,
 ) -> ApiResult<Json<ExecResponse>> {
     let _permit = app.exec_permit(&client).await?;
-    registered_call(&app, req, None, app.engine.default_limits(), None).await
+    let ready = req.ready(&app, Instant::now(), None, app.engine.default_limits())?;
+    run(&app, ready, None).await
 }
 
-/// A `POST /execute` call, for its own request, in a batch or in a job (see
-/// [`inline_call`]); the caller holds the execution slot. A batch passes
-/// what its earlier calls resolved (`seen`).
-pub(super) async fn registered_call(
-    app: &AppState,
-    req: RunRegistered,
-    deadline: Option<Instant>,
-    ceiling: ExecLimits,
-    seen: Option<&mut Resolutions>,
-) -> ApiResult<Json<ExecResponse>> {
-    let started = Instant::now();
-    let limits = within(ceiling.lowered_by(req.limits.as_ref())?, deadline);
-    let call = Call::new(
-        req.function_name,
-        req.params,
-        req.memory_writes,
-        req.memory_reads,
-        req.result_encoding,
-        app.engine.settings().max_read_bytes,
-    )?
-    .with_result_format(req.result_format)
-    .with_expected(req.expected);
-    let source = Source::Registered(req.module_name);
-    let wasi = call::wasi_config(req.wasi, source.program())?;
-    run_call(
-        app,
-        Endpoint::Registered,
-        source,
-        limits,
-        call,
-        wasi,
-        req.runs,
-        started,
-        seen,
-    )
-    .await
+impl RunRegistered {
+    /// This call ready to run (see [`RunInline::ready`]).
+    pub(super) fn ready(
+        self,
+        app: &AppState,
+        started: Instant,
+        deadline: Option<Instant>,
+        ceiling: ExecLimits,
+    ) -> ApiResult<Ready> {
+        let req = self;
+        let limits = within(ceiling.lowered_by(req.limits.as_ref())?, deadline, started);
+        let call = Call::new(
+            req.function_name,
+            req.params,
+            req.memory_writes,
+            req.memory_reads,
+            req.result_encoding,
+            app.engine.settings().max_read_bytes,
+        )?
+        .with_result_format(req.result_format)
+        .with_expected(req.expected);
+        let source = Source::Registered(req.module_name);
+        let wasi = call::wasi_config(req.wasi, source.program())?;
+        Ok(Ready {
+            source,
+            checked: Checked {
+                endpoint: Endpoint::Registered,
+                limits,
+                call,
+                wasi,
+            },
+            runs: req.runs,
+            started,
+        })
+    }
 }
 
 /// How `stats.modules` names code sent with the request.
 const INLINE_NAME: &str = "inline";
 
-/// Runs `call` once, or `runs` times (see [`run_repeated`]).
-#[allow(clippy::too_many_arguments)]
-async fn run_call(
-    app: &AppState,
-    endpoint: Endpoint,
-    source: Source,
-    limits: ExecLimits,
-    call: Call,
-    wasi: Option<WasiConfig>,
-    runs: Option<u32>,
-    started: Instant,
-    seen: Option<&mut Resolutions>,
-) -> ApiResult<Json<ExecResponse>> {
+/// Runs a call once, or `runs` times (see [`run_repeated`]); the caller
+/// holds the execution slot. In a batch, what is resolved goes into
+/// `seen`, and a call whose code is there already runs on it
+/// ([`Resolutions::plan`]) instead of coming here.
+pub(super) async fn run(app: &AppState, ready: Ready, seen: Option<&mut Resolutions>) -> ApiResult<Json<ExecResponse>> {
+    let Ready {
+        source,
+        checked,
+        runs,
+        started,
+    } = ready;
     match runs {
-        None => run_one_shot(app, endpoint, source, limits, &call, wasi, started, seen).await,
+        None => run_one_shot(app, source, &checked, started, seen).await,
         // Boxed, as a rarer path (see `run_one_shot`).
-        Some(runs) => Box::pin(run_repeated(app, endpoint, source, limits, call, wasi, runs)).await,
+        Some(runs) => Box::pin(run_repeated(app, source, &checked, runs)).await,
     }
 }
 
-/// Runs `call` `runs` times, each on a fresh instance of the code, and
-/// answers the last run's response with the runs' time and fuel
+/// Runs the checked call `runs` times, each on a fresh instance of the
+/// code, and answers the last run's response with the runs' time and fuel
 /// summarized; the first failure ends the series and is the answer.
-async fn run_repeated(
-    app: &AppState,
-    endpoint: Endpoint,
-    source: Source,
-    limits: ExecLimits,
-    call: Call,
-    wasi: Option<WasiConfig>,
-    runs: u32,
-) -> ApiResult<Json<ExecResponse>> {
+async fn run_repeated(app: &AppState, source: Source, checked: &Checked, runs: u32) -> ApiResult<Json<ExecResponse>> {
     let max = app.bounds.max_runs;
     if !(1..=max).contains(&runs) {
         return Err(ApiError::invalid_request(format!(
@@ -284,19 +297,7 @@ async fn run_repeated(
     let (mut walls, mut fuels) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     let mut last = None;
     for done in 0..runs {
-        let started = Instant::now();
-        match run_one_shot(
-            app,
-            endpoint,
-            source.clone(),
-            limits,
-            &call,
-            wasi.clone(),
-            started,
-            None,
-        )
-        .await
-        {
+        match run_one_shot(app, source.clone(), checked, Instant::now(), None).await {
             Ok(Json(response)) => {
                 walls.push(response.stats().wall_time_us);
                 fuels.push(response.stats().fuel_consumed);
@@ -324,68 +325,70 @@ pub(super) struct Resolutions {
     plans: HashMap<String, Plan>,
 }
 
+impl Resolutions {
+    /// What an earlier call resolved of `ready`'s code, when it may run
+    /// there: a registered module's single call (a series, `runs`, gets
+    /// fresh instances by definition and takes the usual path).
+    pub(super) fn plan(&mut self, ready: &Ready) -> Option<&mut Plan> {
+        match (&ready.source, ready.runs) {
+            (Source::Registered(name), None) => self.plans.get_mut(name),
+            _ => None,
+        }
+    }
+}
+
 /// A registered module as a batch resolved it.
-struct Plan {
-    root: Arc<CompiledModule>,
-    graph: Vec<LinkedModule>,
-    label: String,
+pub(super) struct Plan {
+    code: Code,
     modules: ModulesRan,
     kept: KeptInstance,
 }
 
 impl Plan {
-    /// Runs `call` on the resolved code, as [`run_one_shot`] would.
-    #[allow(clippy::too_many_arguments)]
+    /// Runs the call `ready` on the resolved code, as [`run`] would.
+    pub(super) async fn run_ready(&mut self, app: &AppState, ready: &Ready) -> ApiResult<Json<ExecResponse>> {
+        self.run(app, CacheOutcome::Cached, &ready.checked, ready.started).await
+    }
+
+    /// Runs `checked` on the resolved code, as [`run_one_shot`] would.
     async fn run(
         &mut self,
         app: &AppState,
-        endpoint: Endpoint,
         compile: CacheOutcome,
-        limits: ExecLimits,
-        call: &Call,
-        wasi: Option<WasiConfig>,
+        checked: &Checked,
         started: Instant,
     ) -> ApiResult<Json<ExecResponse>> {
-        let spec = InstanceSpec {
-            root_label: self.label.clone(),
-            root: self.root.clone(),
-            graph: self.graph.clone(),
+        let Checked {
+            endpoint,
             limits,
+            call,
             wasi,
-        };
-        let result = app.engine.run(spec, call.spec(limits)?, &mut self.kept).await;
+        } = checked;
+        let result = app
+            .engine
+            .run(&self.code, *limits, wasi.as_ref(), call.spec(*limits)?, &mut self.kept)
+            .await;
         let ran = Ran {
             compile: Some(compile),
             modules: self.modules.clone(),
         };
-        call.respond(result, ran, started, &app.metrics, endpoint)
+        call.respond(result, ran, started, &app.metrics, *endpoint)
     }
 }
 
 /// The part `POST /` and `/execute` share: resolve the code, run the call
-/// on one budget, respond. A batch passes what it has resolved (`seen`).
-#[allow(clippy::too_many_arguments)]
+/// on one budget, respond. In a batch, what is resolved goes into `seen`.
 async fn run_one_shot(
     app: &AppState,
-    endpoint: Endpoint,
     source: Source,
-    limits: ExecLimits,
-    call: &Call,
-    wasi: Option<WasiConfig>,
+    checked: &Checked,
     started: Instant,
-    mut seen: Option<&mut Resolutions>,
+    seen: Option<&mut Resolutions>,
 ) -> ApiResult<Json<ExecResponse>> {
-    if let (Some(seen), Source::Registered(name)) = (seen.as_deref_mut(), &source)
-        && let Some(plan) = seen.plans.get_mut(name)
-    {
-        return plan
-            .run(app, endpoint, CacheOutcome::Cached, limits, call, wasi, started)
-            .await;
-    }
     // The rarer paths' futures are boxed: each is large, and inline they
     // would make every call's future as large as the largest (and copied
     // as often as it is moved).
-    if let Some(answer) = Box::pin(run_elsewhere(app, endpoint, &source, limits, call, &wasi, started)).await? {
+    if let Some(answer) = Box::pin(run_elsewhere(app, &source, checked, started)).await? {
         return Ok(answer);
     }
     let resolved = Box::pin(resolve(&app.engine, &app.registry, source)).await?;
@@ -398,15 +401,15 @@ async fn run_one_shot(
             .map(|h| (h.name.as_str(), h.compiled.sha256_hex())),
     );
     let mut plan = Plan {
-        label: resolved.label(),
-        root: resolved.root,
-        graph: resolved.graph,
+        code: Code {
+            root_label: resolved.label(),
+            root: resolved.root,
+            graph: resolved.graph,
+        },
         modules,
         kept: KeptInstance::default(),
     };
-    let answer = plan
-        .run(app, endpoint, resolved.compile, limits, call, wasi, started)
-        .await;
+    let answer = plan.run(app, resolved.compile, checked, started).await;
     if let (Some(seen), Some(name)) = (seen, resolved.name) {
         seen.plans.insert(name, plan);
     }
@@ -417,13 +420,17 @@ async fn run_one_shot(
 /// (a link graph, whole); `None` when it is a core module to run compiled.
 async fn run_elsewhere(
     app: &AppState,
-    endpoint: Endpoint,
     source: &Source,
-    limits: ExecLimits,
-    call: &Call,
-    wasi: &Option<WasiConfig>,
+    checked: &Checked,
     started: Instant,
 ) -> ApiResult<Option<Json<ExecResponse>>> {
+    let Checked {
+        endpoint,
+        limits,
+        call,
+        wasi,
+    } = checked;
+    let (endpoint, limits) = (*endpoint, *limits);
     let root_name = match source {
         Source::Registered(name) => name,
         _ => INLINE_NAME,

@@ -468,7 +468,7 @@ pub(super) async fn call_locked(
 ) -> ApiResult<Json<ExecResponse>> {
     let started = Instant::now();
     call::per_request_limits(req.limits.as_ref(), "instance (set them in POST /instances)")?;
-    let limits = super::exec::within(slot.limits.lowered_by(req.limits.as_ref())?, deadline);
+    let limits = super::exec::within(slot.limits.lowered_by(req.limits.as_ref())?, deadline, started);
     let call = Call::new(
         req.function_name,
         req.params,

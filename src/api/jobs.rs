@@ -215,8 +215,9 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
                 Ok(permit) => permit,
                 Err(error) => return (JobStatus::Failed, body(error.into_body())),
             };
-            let deadline = std::time::Instant::now() + ceilings.batch_timeout;
-            match batch::one_shot(app, &raw, deadline, ceilings.limits, None).await {
+            let started = std::time::Instant::now();
+            let deadline = started + ceilings.batch_timeout;
+            match batch::one_shot(app, &raw, started, deadline, ceilings.limits, None).await {
                 Ok(Json(response)) => (JobStatus::Done, serde_json::value::to_raw_value(&response).ok()),
                 Err(error) => (JobStatus::Failed, body(error.into_body())),
             }

@@ -87,8 +87,8 @@ impl CompiledModule {
     }
 
     /// The type of the exported function `name`, if there is one.
-    pub(crate) fn function_type(&self, name: &str) -> Option<FuncType> {
-        self.functions.get(name).map(|(ty, _)| ty.clone())
+    pub(crate) fn function_type(&self, name: &str) -> Option<&FuncType> {
+        self.functions.get(name).map(|(ty, _)| ty)
     }
 
     /// Where the exported function `name` is in an instance of this module.

@@ -17,7 +17,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use wasmtime::{Extern, ExternType, Instance, Linker, MemoryTypeBuilder, Store, TableType};
 
@@ -360,8 +359,7 @@ impl Environment {
         if needs_wasi && self.store.data().wasi.is_none() {
             self.store.data_mut().wasi = Some(WasiState::new(WasiConfig::default(), self.output_cap));
         }
-        store::arm(&mut self.store, &spec.limits);
-        let started = Instant::now();
+        let started = store::arm(&mut self.store, &spec.limits);
         let hosts: Vec<LinkedModule> = new_hosts.into_iter().cloned().collect();
         let result = self.instantiate(&hosts, &spec.root).await;
         let mut stats = ExecStats {
@@ -488,7 +486,7 @@ impl Environment {
         let needs_hosts =
             spec.writes.iter().any(|w| names_host(&w.memory)) || spec.reads.iter().any(|r| names_host(&r.memory));
         let hosts = if needs_hosts { self.memory_hosts() } else { Vec::new() };
-        store::arm(&mut self.store, &spec.limits);
+        let armed = store::arm(&mut self.store, &spec.limits);
         let mut target = Target {
             store: &mut self.store,
             root,
@@ -496,7 +494,7 @@ impl Environment {
             label: &label,
             hosts: &hosts,
         };
-        target.call(prepared, spec, ExecStats::default()).await
+        target.call(prepared, spec, ExecStats::default(), armed).await
     }
 
     /// The current value of the exported global `name` of the member

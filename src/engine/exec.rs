@@ -9,6 +9,7 @@
 //! shares a worker thread instead of holding it, and no per-call hop to a
 //! blocking pool is needed (such a hop halved throughput when measured).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,17 @@ pub struct InstanceSpec {
     pub limits: ExecLimits,
     /// The WASI world, for graphs that import WASI.
     pub wasi: Option<WasiConfig>,
+}
+
+/// The code of one-shot executions, as a run of them shares it: what
+/// [`InstanceSpec`] holds but the limits and the WASI world, which are each
+/// call's own.
+pub struct Code {
+    pub root: Arc<CompiledModule>,
+    /// How the root is named in messages.
+    pub root_label: String,
+    /// As in [`InstanceSpec::graph`].
+    pub graph: Vec<LinkedModule>,
 }
 
 /// One call on a live instance.
@@ -200,8 +212,7 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
     let config = spec.wasi.take().or_else(|| needs_wasi.then(WasiConfig::default));
     let wasi = config.map(|config| WasiState::new(config, rt.output_cap));
     let mut store = store::new_store(rt.engine, &spec.limits, wasi);
-    store::arm(&mut store, &spec.limits);
-    let started = Instant::now();
+    let started = store::arm(&mut store, &spec.limits);
     let result = instantiate_graph(rt, &mut store, &spec).await;
     let stats = ExecStats {
         instantiate_us: micros(started.elapsed()),
@@ -346,9 +357,11 @@ impl CompiledInstance {
     /// Calls one export of a live instance as a request of its own, with a
     /// fresh budget: memory writes, byte arguments, the call, then reads.
     pub async fn call(&mut self, spec: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
-        let prepared = prepare(&*self.root_module, &self.root_label, &spec)?;
-        store::arm(&mut self.store, &spec.limits);
-        self.call_on_same_budget(prepared, spec).await
+        let module = self.root_module.clone();
+        let prepared = prepare(&*module, &self.root_label, &spec)?;
+        let armed = store::arm(&mut self.store, &spec.limits);
+        let stats = self.pending.take().unwrap_or_default();
+        self.target().call(prepared, spec, stats, armed).await
     }
 
     /// Runs a call whose arguments [`prepare`] has already checked, on the
@@ -356,11 +369,11 @@ impl CompiledInstance {
     /// `stats.fuel_consumed` is then everything the request used.
     pub(crate) async fn call_on_same_budget(
         &mut self,
-        prepared: Prepared,
+        prepared: Prepared<'_>,
         spec: CallSpec<'_>,
     ) -> Result<CallOutcome, CallFailure> {
         let stats = self.pending.take().unwrap_or_default();
-        self.target().call(prepared, spec, stats).await
+        self.target().call(prepared, spec, stats, Instant::now()).await
     }
 }
 
@@ -454,21 +467,23 @@ impl Target<'_> {
 
     /// Runs a call whose arguments [`prepare`] has checked, on the budget
     /// armed last; `stats` holds what that budget paid for before (an
-    /// instantiation's fuel and time, for a one-shot execution).
+    /// instantiation's fuel and time, for a one-shot execution). `started`
+    /// is when the call's time began: the clock read that armed its budget,
+    /// when it was armed just before.
     pub async fn call(
         &mut self,
-        prepared: Prepared,
+        prepared: Prepared<'_>,
         spec: CallSpec<'_>,
         mut stats: ExecStats,
+        started: Instant,
     ) -> Result<CallOutcome, CallFailure> {
         let Prepared { name, ty, args } = prepared;
-        let func = (self.module.function_export(&name))
+        let func = (self.module.function_export(name))
             .and_then(|at| self.root.get_module_export(&mut *self.store, at))
-            .or_else(|| self.root.get_export(&mut *self.store, &name))
+            .or_else(|| self.root.get_export(&mut *self.store, name))
             .and_then(wasmtime::Extern::into_func)
             .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
-        let started = Instant::now();
-        let outcome = self.call_inner(&name, func, &ty, args, &spec).await;
+        let outcome = self.call_inner(name, func, &ty, args, &spec).await;
         stats.call_us = micros(started.elapsed());
         stats.fuel_consumed = store::fuel_used(self.store);
         (stats.limits_hit, stats.memory_peak_bytes) = self.store.data_mut().limit_report();
@@ -559,7 +574,9 @@ impl Target<'_> {
                     params.push(Val::ExternRef(None));
                 }
                 PreparedArg::Bytes(bytes) => {
-                    let ptr = self.place_bytes(name, &bytes).await?;
+                    // Boxed, as a rarer path: inline, its future would
+                    // take room in every call's.
+                    let ptr = Box::pin(self.place_bytes(name, &bytes)).await?;
                     params.push(Val::I32(ptr as i32));
                     params.push(Val::I32(bytes.len() as i32));
                 }
@@ -617,15 +634,17 @@ impl Target<'_> {
 /// What a call needs to know of a module's exported functions, whichever
 /// tier runs it: the compiled module, or the interpreter's.
 pub(crate) trait Exports {
-    /// The type of the exported function `name`, if there is one.
-    fn function_type(&self, name: &str) -> Option<FuncType>;
+    /// The type of the exported function `name`, if there is one; borrowed
+    /// where the module keeps it (a copy of a wasmtime type is a reference
+    /// count taken and given back on every call).
+    fn function_type(&self, name: &str) -> Option<Cow<'_, FuncType>>;
     /// Names and signatures of every exported function, for error messages.
     fn exported_functions(&self) -> Vec<String>;
 }
 
 impl Exports for CompiledModule {
-    fn function_type(&self, name: &str) -> Option<FuncType> {
-        CompiledModule::function_type(self, name)
+    fn function_type(&self, name: &str) -> Option<Cow<'_, FuncType>> {
+        CompiledModule::function_type(self, name).map(Cow::Borrowed)
     }
 
     fn exported_functions(&self) -> Vec<String> {
@@ -634,9 +653,9 @@ impl Exports for CompiledModule {
 }
 
 /// A call whose function exists and whose arguments fit its signature.
-pub(crate) struct Prepared {
-    pub(crate) name: String,
-    pub(crate) ty: FuncType,
+pub(crate) struct Prepared<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) ty: Cow<'a, FuncType>,
     pub(crate) args: Vec<PreparedArg>,
 }
 
@@ -652,10 +671,14 @@ pub(crate) enum PreparedArg {
 /// Everything about a call that can be checked without a store: the
 /// function exists, the arguments fill its signature and convert to their
 /// types. Done before instantiation, so a bad request costs no guest code.
-pub(crate) fn prepare(module: &dyn Exports, label: &str, spec: &CallSpec<'_>) -> Result<Prepared, EngineError> {
+pub(crate) fn prepare<'a>(
+    module: &'a dyn Exports,
+    label: &str,
+    spec: &CallSpec<'a>,
+) -> Result<Prepared<'a>, EngineError> {
     let name = match spec.function {
-        Some(name) => name.to_string(),
-        None if module.function_type("_start").is_some() => "_start".to_string(),
+        Some(name) => name,
+        None if module.function_type("_start").is_some() => "_start",
         None => {
             return Err(EngineError::FunctionNotFound(format!(
                 "no `function_name` was given and {label} is not a WASI command (it exports no `_start`); it exports: {}",
@@ -663,22 +686,21 @@ pub(crate) fn prepare(module: &dyn Exports, label: &str, spec: &CallSpec<'_>) ->
             )));
         }
     };
-    let ty = module.function_type(&name).ok_or_else(|| {
+    let ty = module.function_type(name).ok_or_else(|| {
         EngineError::FunctionNotFound(format!(
             "{label} has no exported function `{name}`; it exports: {}",
             list_or_none(module.exported_functions())
         ))
     })?;
     let args = classify_args(spec.params).map_err(EngineError::InvalidParams)?;
-    check_arity(&name, &ty, &args)?;
+    check_arity(name, &ty, &args)?;
     if spec.result_as_bytes && !returns_ptr_len(&ty) {
         return Err(EngineError::InvalidParams(format!(
             "`{name}` {} does not return (i32, i32), so its result cannot be read as bytes",
             signature(&ty)
         )));
     }
-    let param_types: Vec<ValType> = ty.params().collect();
-    let mut types = param_types.into_iter();
+    let mut types = ty.params();
     let mut prepared = Vec::with_capacity(args.len());
     for (i, arg) in args.into_iter().enumerate() {
         match arg {
@@ -712,6 +734,7 @@ pub(crate) fn prepare(module: &dyn Exports, label: &str, spec: &CallSpec<'_>) ->
             }
         }
     }
+    drop(types);
     Ok(Prepared {
         name,
         ty,
@@ -735,7 +758,11 @@ fn list_or_none(items: Vec<String>) -> String {
 /// Checks that the arguments fill the signature: a JSON value fills one
 /// param, a bytes object fills an `(i32, i32)` pair (pointer, length).
 fn check_arity(name: &str, ty: &FuncType, args: &[Arg<'_>]) -> Result<(), EngineError> {
-    let types: Vec<ValType> = ty.params().collect();
+    // The types are listed only where a bytes argument needs its pair.
+    let types: Vec<ValType> = match args.iter().any(|a| matches!(a, Arg::Bytes(_))) {
+        true => ty.params().collect(),
+        false => Vec::new(),
+    };
     let mut at = 0usize;
     for (i, arg) in args.iter().enumerate() {
         match arg {
@@ -752,7 +779,7 @@ fn check_arity(name: &str, ty: &FuncType, args: &[Arg<'_>]) -> Result<(), Engine
             }
         }
     }
-    if at != types.len() {
+    if at != ty.params().len() {
         return Err(EngineError::InvalidParams(format!(
             "`{name}` expects {}; got {} param{}",
             signature(ty),

@@ -18,6 +18,7 @@
 //! params follow the compiled tier's rules and share its messages
 //! (`memory::copy_in`/`copy_out` and the memory messages, `exec::no_allocator` and friends).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -250,13 +251,13 @@ impl Interpreter {
         };
         let args = wasmi_args(prepared.args, &prepared.ty)?;
         let mut live = match self
-            .instantiate(module, hosts, label.to_string(), spec.limits, wasi)
+            .instantiate(module.clone(), hosts, label.to_string(), spec.limits, wasi)
             .await
         {
             Ok(live) => live,
             Err(failure) => return Some(Err(failure)),
         };
-        Some(live.call_on_same_budget(&prepared.name, &prepared.ty, args, spec).await)
+        Some(live.call_on_same_budget(prepared.name, &prepared.ty, args, spec).await)
     }
 }
 
@@ -370,7 +371,8 @@ impl InterpInstance {
 
     /// Calls one export as a request of its own, with a fresh budget.
     pub(crate) async fn call(&mut self, spec: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
-        let prepared = prepare(&*self.module, &self.label, &spec)?;
+        let module = self.module.clone();
+        let prepared = prepare(&*module, &self.label, &spec)?;
         // Live instances are made on this tier only when every exported
         // function has a numeric signature (see `InterpModule::whole`).
         let args = wasmi_args(prepared.args, &prepared.ty).ok_or_else(|| {
@@ -383,8 +385,7 @@ impl InterpInstance {
         let _ = self.store.set_fuel(0);
         self.budget = Budget::new(spec.limits);
         self.budget.refill(&mut self.store, 0);
-        self.call_on_same_budget(&prepared.name, &prepared.ty, args, &spec)
-            .await
+        self.call_on_same_budget(prepared.name, &prepared.ty, args, &spec).await
     }
 
     /// Runs a checked call on the budget armed last.
@@ -931,9 +932,9 @@ impl Linkable for InterpModule {
 }
 
 impl Exports for InterpModule {
-    fn function_type(&self, name: &str) -> Option<FuncType> {
+    fn function_type(&self, name: &str) -> Option<Cow<'_, FuncType>> {
         match self.module.get_export(name)? {
-            wasmi::ExternType::Func(ty) => Some(self.func_type(&ty)),
+            wasmi::ExternType::Func(ty) => Some(Cow::Owned(self.func_type(&ty))),
             _ => None,
         }
     }

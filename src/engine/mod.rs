@@ -58,7 +58,7 @@ pub use component::{
 };
 pub use environment::{Environment, Member, MemberSpec};
 pub use error::{EngineError, LimitKind};
-pub use exec::{CallFailure, CallOutcome, CallSpec, ExecStats, GlobalRead, InstanceSpec, Tier, WasiResult};
+pub use exec::{CallFailure, CallOutcome, CallSpec, Code, ExecStats, GlobalRead, InstanceSpec, Tier, WasiResult};
 pub use instance::LiveInstance;
 
 pub use limits::{ExecLimits, LimitOverrides};
@@ -653,8 +653,9 @@ impl WasmEngine {
         });
     }
 
-    /// Instantiates `spec` and makes one call: a one-shot execution, with one
-    /// fuel and time budget for both. The call is checked before anything is
+    /// Instantiates `code` under `limits` (with `wasi`, the WASI world it
+    /// asks for) and makes one call: a one-shot execution, with one fuel
+    /// and time budget for both. The call is checked before anything is
     /// instantiated, so a bad request costs no guest code.
     ///
     /// For one of many one-shot calls in a row (a batch's), `kept` carries
@@ -666,18 +667,28 @@ impl WasmEngine {
     /// (`stats.instantiate_us` is 0 for the calls that reuse it).
     pub async fn run(
         &self,
-        spec: InstanceSpec,
+        code: &Code,
+        limits: ExecLimits,
+        wasi: Option<&WasiConfig>,
         call: CallSpec<'_>,
         kept: &mut KeptInstance,
     ) -> Result<CallOutcome, CallFailure> {
-        let reusable = spec.graph.is_empty() && spec.wasi.is_none() && spec.root.stateless();
-        if reusable && let Some(live) = kept.0.as_mut().filter(|live| live.runs(&spec.root)) {
+        let reusable = code.graph.is_empty() && wasi.is_none() && code.root.stateless();
+        if reusable && let Some(live) = kept.0.as_mut().filter(|live| live.runs(&code.root)) {
             return live.call(call).await;
         }
         // Boxed: instantiation's future is large, and the reused path above
-        // should not carry (and copy) it on every call.
+        // should not carry it (a future built inline takes room in its
+        // caller's, and is copied whole at every level).
         Box::pin(async move {
-            let prepared = exec::prepare(&*spec.root, &spec.root_label, &call)?;
+            let spec = InstanceSpec {
+                root: code.root.clone(),
+                root_label: code.root_label.clone(),
+                graph: code.graph.clone(),
+                limits,
+                wasi: wasi.cloned(),
+            };
+            let prepared = exec::prepare(&*code.root, &code.root_label, &call)?;
             let mut live = exec::instantiate(&self.runtime(), spec).await?;
             let result = live.call_on_same_budget(prepared, call).await;
             if reusable {

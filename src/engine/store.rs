@@ -94,16 +94,19 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, limits: &ExecLimits, wasi: Op
 }
 
 /// Arms a request's budget: fills the fuel and starts the clock. Called once
-/// per request, before the first guest instruction it runs.
-pub(crate) fn arm(store: &mut Store<StoreState>, limits: &ExecLimits) {
+/// per request, before the first guest instruction it runs. Returns the
+/// moment the clock started, for a caller about to time the same work.
+pub(crate) fn arm(store: &mut Store<StoreState>, limits: &ExecLimits) -> Instant {
     // Fuel is enabled engine-wide, so setting it cannot fail.
     let _ = store.set_fuel(limits.fuel);
+    let now = Instant::now();
     let state = store.data_mut();
-    state.deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+    state.deadline = now + Duration::from_millis(limits.timeout_ms);
     state.timeout_ms = limits.timeout_ms;
     state.armed_fuel = limits.fuel;
     state.limiter.take_hits();
     store.set_epoch_deadline(1);
+    now
 }
 
 /// Takes the exception a failed call left pending on the store, when

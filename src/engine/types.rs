@@ -8,10 +8,17 @@ use wasmtime::{ExternType, FuncType, HeapType, Module, Mutability, RefType, ValT
 
 /// The short name of a value type as used in signatures and `result_types`.
 pub fn type_name(ty: &ValType) -> String {
-    match ty {
-        ValType::Ref(r) => ref_type_name(r),
-        other => other.to_string(),
-    }
+    // The number types by name: every result of every call is named, and
+    // `Display` would run a formatter for each.
+    let name = match ty {
+        ValType::I32 => "i32",
+        ValType::I64 => "i64",
+        ValType::F32 => "f32",
+        ValType::F64 => "f64",
+        ValType::V128 => "v128",
+        ValType::Ref(r) => return ref_type_name(r),
+    };
+    name.to_string()
 }
 
 pub fn ref_type_name(r: &RefType) -> String {

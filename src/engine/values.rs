@@ -430,12 +430,17 @@ pub fn parse_v128(text: &str) -> Result<u128, String> {
 }
 
 /// Writes one result as JSON text (see `docs/API.md` for the encodings).
-/// A result as ready JSON for the response body. The text comes from
-/// [`val_to_json`], which writes only numbers, strings, `null` and small
-/// fixed objects, so the check `RawValue` makes cannot fail.
+/// A result as ready JSON for the response body: the text [`val_to_json`]
+/// writes (only numbers, strings, `null` and small fixed objects, so the
+/// check `RawValue` makes of it cannot fail). Integers, the common case,
+/// are written by serde_json itself, which needs no such check.
 pub fn result_json(val: &Val) -> Box<RawValue> {
-    RawValue::from_string(val_to_json(val))
-        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("`null` is JSON"))
+    let written = match val {
+        Val::I32(v) => serde_json::value::to_raw_value(v),
+        Val::I64(v) => serde_json::value::to_raw_value(v),
+        _ => RawValue::from_string(val_to_json(val)),
+    };
+    written.unwrap_or_else(|_| RawValue::from_string("null".into()).expect("`null` is JSON"))
 }
 
 /// The JSON text of an `externref` result: `{"externref": N}` for one a

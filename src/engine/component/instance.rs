@@ -82,8 +82,7 @@ impl ComponentInstance {
         let mut store = store::new_store(setup.engine, limits, None);
         let wasi = ComponentWasi::new(setup.wasi.unwrap_or_default(), setup.output_cap);
         store.data_mut().component_wasi = Some(Box::new(wasi));
-        store::arm(&mut store, limits);
-        let started = Instant::now();
+        let started = store::arm(&mut store, limits);
         let instance = run::instantiate(&mut store, setup.wasi_linker, &root, hosts).await;
         let stats = ExecStats {
             instantiate_us: micros(started.elapsed()),
@@ -173,8 +172,7 @@ impl ComponentInstance {
             ))
             .into());
         };
-        store::arm(&mut self.store, limits);
-        let started = Instant::now();
+        let started = store::arm(&mut self.store, limits);
         let result = resource.resource_drop_async(&mut self.store).await;
         let mut stats = ExecStats {
             call_us: micros(started.elapsed()),
