@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::call::ExecResponse;
 use super::client::ClientId;
-use super::error::{ApiError, ApiResult, ErrorCode};
+use super::error::{ApiError, ApiResult, ErrorCode, ErrorJson};
 use super::exec::{self, Resolutions, RunInline, RunRegistered};
 use super::extract::JsonBody;
 use super::instances::{self, CallInstance};
@@ -68,16 +68,30 @@ pub struct BatchResponse {
     /// One element per call, in order: the body its own request would have
     /// had (results and stats, or `{"error": …}`).
     #[schema(value_type = Vec<Object>)]
-    results: Vec<Answer>,
+    results: Answers,
     stats: BatchStats,
 }
 
-/// One call's answer, written as its own response body would be.
+/// The calls' answers as they came, each written as its own response body
+/// would be when the batch's answer is written (not copied into another
+/// shape first: a batch has thousands).
+struct Answers(Vec<ApiResult<Json<ExecResponse>>>);
+
+impl Serialize for Answers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|answer| match answer {
+            Ok(Json(response)) => Answer::Ok(response),
+            Err(error) => Answer::Err(error.body()),
+        }))
+    }
+}
+
+/// One call's answer: its response, or its error's body.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum Answer {
-    Ok(Box<ExecResponse>),
-    Err(serde_json::Value),
+enum Answer<'a> {
+    Ok(&'a ExecResponse),
+    Err(ErrorJson<'a>),
 }
 
 /// What the batch as a whole did.
@@ -194,21 +208,14 @@ pub(super) async fn execute(
         }
     }
     let succeeded = answers.iter().filter(|a| a.is_ok()).count();
-    let results: Vec<Answer> = answers
-        .into_iter()
-        .map(|answer| match answer {
-            Ok(Json(response)) => Answer::Ok(Box::new(response)),
-            Err(error) => Answer::Err(error.into_body()),
-        })
-        .collect();
     Ok(BatchResponse {
         stats: BatchStats {
-            calls: results.len(),
+            calls: answers.len(),
             succeeded,
-            failed: results.len() - succeeded,
+            failed: answers.len() - succeeded,
             wall_time_us: started.elapsed().as_micros() as u64,
         },
-        results,
+        results: Answers(answers),
     })
 }
 

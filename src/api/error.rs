@@ -285,6 +285,12 @@ impl From<InstanceError> for ApiError {
 impl ApiError {
     /// The response body: `{"error": {"code", "message", …extra}}` (also
     /// a failed call's element in a batch).
+    /// The body this error answers, written from it where it stands (see
+    /// [`Self::into_body`]).
+    pub fn body(&self) -> ErrorJson<'_> {
+        ErrorJson { error: self }
+    }
+
     pub fn into_body(self) -> Value {
         let mut error = Map::new();
         error.insert("code".into(), self.code.as_str().into());
@@ -292,6 +298,35 @@ impl ApiError {
         error.extend(self.extra);
         json!({ "error": error })
     }
+}
+
+/// An error's body, `{"error": {"code", "message", ...extra}}`, as
+/// [`ApiError::into_body`] builds it, written without building it.
+#[derive(Serialize)]
+pub struct ErrorJson<'a> {
+    #[serde(serialize_with = "error_object")]
+    error: &'a ApiError,
+}
+
+/// The members in the order, and with the values, `into_body`'s map has
+/// them: sorted by key, an extra member replacing `code` or `message`.
+fn error_object<S: serde::Serializer>(error: &&ApiError, serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut own = [("code", error.code.as_str()), ("message", error.message.as_str())]
+        .into_iter()
+        .filter(|(key, _)| !error.extra.contains_key(*key))
+        .peekable();
+    let mut map = serializer.serialize_map(None)?;
+    for (key, value) in &error.extra {
+        while let Some((own_key, own_value)) = own.next_if(|(own_key, _)| *own_key < key.as_str()) {
+            map.serialize_entry(own_key, own_value)?;
+        }
+        map.serialize_entry(key, value)?;
+    }
+    for (own_key, own_value) in own {
+        map.serialize_entry(own_key, own_value)?;
+    }
+    map.end()
 }
 
 impl IntoResponse for ApiError {
@@ -314,7 +349,33 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::ErrorCode;
+    use super::{ApiError, ErrorCode};
+
+    /// A batch writes its calls' errors with `body`; a request answers
+    /// `into_body`. The two must be the same text, member order included.
+    #[test]
+    fn an_error_body_is_written_alike_either_way() {
+        let errors = || {
+            [
+                ApiError::new(ErrorCode::Trap, "unreachable"),
+                ApiError::new(ErrorCode::LimitExceeded, "out of fuel")
+                    .with("limit", "fuel")
+                    .with("stats", serde_json::json!({"fuel_consumed": 5}))
+                    .with("aardvark", 1)
+                    .with("diff", serde_json::json!(["a"])),
+                // An extra member named like an own one replaces it.
+                ApiError::new(ErrorCode::InvalidRequest, "bad").with("message", "replaced"),
+                ApiError::new(ErrorCode::InvalidRequest, "bad")
+                    .with("code", "replaced")
+                    .with("zz", true),
+            ]
+        };
+        for (error, twin) in errors().into_iter().zip(errors()) {
+            let written = serde_json::to_string(&error.body()).unwrap();
+            let built = serde_json::to_string(&twin.into_body()).unwrap();
+            assert_eq!(written, built);
+        }
+    }
 
     #[test]
     fn wire_names_are_the_serde_names() {
