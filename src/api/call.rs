@@ -183,7 +183,7 @@ pub struct Call {
     read_bodies: Vec<MemoryReadBody>,
     reads: Vec<MemoryRead>,
     result_encoding: Option<Encoding>,
-    expected: Option<Expected>,
+    expected: Option<Box<Expected>>,
 }
 
 impl Call {
@@ -213,7 +213,7 @@ impl Call {
 
     /// Checks the call's outcome against `expected` (see
     /// [`super::checks`]).
-    pub fn with_expected(mut self, expected: Option<Expected>) -> Self {
+    pub fn with_expected(mut self, expected: Option<Box<Expected>>) -> Self {
         self.expected = expected;
         self
     }

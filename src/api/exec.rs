@@ -64,12 +64,14 @@ pub struct RunInline {
     #[serde(default, deserialize_with = "super::extract::objects")]
     memory_reads: Vec<MemoryReadBody>,
     result_encoding: Option<Encoding>,
+    // `wasi` and `expected` are boxed: rarely sent, large, and a body is
+    // moved whole on its way to running.
     #[serde(default, deserialize_with = "super::extract::object")]
-    wasi: Option<WasiBody>,
+    wasi: Option<Box<WasiBody>>,
     /// What the call should do; the response then says whether it did
     /// (`passed`, `diff`).
     #[serde(default, deserialize_with = "super::extract::object")]
-    expected: Option<Expected>,
+    expected: Option<Box<Expected>>,
     /// Run the call this many times, each on a fresh instance, and report
     /// the runs' time and fuel (`runs` in the response).
     runs: Option<u32>,
@@ -101,12 +103,14 @@ pub struct RunRegistered {
     #[serde(default, deserialize_with = "super::extract::objects")]
     memory_reads: Vec<MemoryReadBody>,
     result_encoding: Option<Encoding>,
+    // `wasi` and `expected` are boxed: rarely sent, large, and a body is
+    // moved whole on its way to running.
     #[serde(default, deserialize_with = "super::extract::object")]
-    wasi: Option<WasiBody>,
+    wasi: Option<Box<WasiBody>>,
     /// What the call should do; the response then says whether it did
     /// (`passed`, `diff`).
     #[serde(default, deserialize_with = "super::extract::object")]
-    expected: Option<Expected>,
+    expected: Option<Box<Expected>>,
     /// Run the call this many times, each on a fresh instance, and report
     /// the runs' time and fuel (`runs` in the response).
     runs: Option<u32>,
@@ -183,7 +187,7 @@ impl RunInline {
             wasm: code.into_wasm(&app.engine).await?,
             host_modules: req.host_modules,
         };
-        let wasi = call::wasi_config(req.wasi, source.program())?;
+        let wasi = call::wasi_config(req.wasi.map(|w| *w), source.program())?;
         Ok(Ready {
             source,
             checked: Checked {
@@ -247,7 +251,7 @@ impl RunRegistered {
         .with_result_format(req.result_format)
         .with_expected(req.expected);
         let source = Source::Registered(req.module_name);
-        let wasi = call::wasi_config(req.wasi, source.program())?;
+        let wasi = call::wasi_config(req.wasi.map(|w| *w), source.program())?;
         Ok(Ready {
             source,
             checked: Checked {

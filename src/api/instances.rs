@@ -119,7 +119,7 @@ pub struct CallInstance {
     /// What the call should do; the response then says whether it did
     /// (`passed`, `diff`).
     #[serde(default, deserialize_with = "super::extract::object")]
-    expected: Option<Expected>,
+    expected: Option<Box<Expected>>,
 }
 
 /// An instance as `GET /instances/{id}` shows it.
