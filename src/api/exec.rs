@@ -1,6 +1,7 @@
 //! `POST /` (run inline code) and `POST /execute` (run a registered module).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Instant;
 
 use axum::Json;
@@ -155,6 +156,33 @@ struct Checked {
     wasi: Option<WasiConfig>,
 }
 
+impl Ready {
+    /// The call, with its WASI world built from `wasi` (the program named
+    /// after `source`), the last check before it runs.
+    fn new(
+        endpoint: Endpoint,
+        source: Source,
+        limits: ExecLimits,
+        call: Call,
+        wasi: Option<Box<WasiBody>>,
+        runs: Option<u32>,
+        started: Instant,
+    ) -> ApiResult<Ready> {
+        let wasi = call::wasi_config(wasi.map(|w| *w), source.program())?;
+        Ok(Ready {
+            source,
+            checked: Checked {
+                endpoint,
+                limits,
+                call,
+                wasi,
+            },
+            runs,
+            started,
+        })
+    }
+}
+
 impl RunInline {
     /// This call ready to run: for its own request, in a batch (whose
     /// `deadline` caps its time limit) or in a job (whose `ceiling` is
@@ -187,18 +215,7 @@ impl RunInline {
             wasm: code.into_wasm(&app.engine).await?,
             host_modules: req.host_modules,
         };
-        let wasi = call::wasi_config(req.wasi.map(|w| *w), source.program())?;
-        Ok(Ready {
-            source,
-            checked: Checked {
-                endpoint: Endpoint::Inline,
-                limits,
-                call,
-                wasi,
-            },
-            runs: req.runs,
-            started,
-        })
+        Ready::new(Endpoint::Inline, source, limits, call, req.wasi, req.runs, started)
     }
 }
 
@@ -251,18 +268,7 @@ impl RunRegistered {
         .with_result_format(req.result_format)
         .with_expected(req.expected);
         let source = Source::Registered(req.module_name);
-        let wasi = call::wasi_config(req.wasi.map(|w| *w), source.program())?;
-        Ok(Ready {
-            source,
-            checked: Checked {
-                endpoint: Endpoint::Registered,
-                limits,
-                call,
-                wasi,
-            },
-            runs: req.runs,
-            started,
-        })
+        Ready::new(Endpoint::Registered, source, limits, call, req.wasi, req.runs, started)
     }
 }
 
@@ -349,9 +355,15 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    /// Runs the call `ready` on the resolved code, as [`run`] would.
-    pub(super) async fn run_ready(&mut self, app: &AppState, ready: &Ready) -> ApiResult<Json<ExecResponse>> {
-        self.run(app, CacheOutcome::Cached, &ready.checked, ready.started).await
+    /// Runs the call `ready` on the resolved code, as [`run`] would. Not
+    /// an async fn: it hands back [`Plan::run`]'s future, so that a batch's
+    /// call does not nest (and copy) one more future.
+    pub(super) fn run_ready<'a>(
+        &'a mut self,
+        app: &'a AppState,
+        ready: &'a Ready,
+    ) -> impl Future<Output = ApiResult<Json<ExecResponse>>> + 'a {
+        self.run(app, CacheOutcome::Cached, &ready.checked, ready.started)
     }
 
     /// Runs `checked` on the resolved code, as [`run_one_shot`] would.

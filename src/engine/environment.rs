@@ -487,7 +487,7 @@ impl Environment {
             spec.writes.iter().any(|w| names_host(&w.memory)) || spec.reads.iter().any(|r| names_host(&r.memory));
         let hosts = if needs_hosts { self.memory_hosts() } else { Vec::new() };
         let armed = store::arm(&mut self.store, &spec.limits);
-        let mut target = Target {
+        let target = Target {
             store: &mut self.store,
             root,
             module: &module,

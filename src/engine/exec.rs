@@ -10,6 +10,7 @@
 //! blocking pool is needed (such a hop halved throughput when measured).
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -360,20 +361,23 @@ impl CompiledInstance {
         let module = self.root_module.clone();
         let prepared = prepare(&*module, &self.root_label, &spec)?;
         let armed = store::arm(&mut self.store, &spec.limits);
-        let stats = self.pending.take().unwrap_or_default();
-        self.target().call(prepared, spec, stats, armed).await
+        self.call_on_same_budget(prepared, spec, armed).await
     }
 
     /// Runs a call whose arguments [`prepare`] has already checked, on the
-    /// budget armed last (by instantiation, for a one-shot execution).
-    /// `stats.fuel_consumed` is then everything the request used.
-    pub(crate) async fn call_on_same_budget(
-        &mut self,
-        prepared: Prepared<'_>,
-        spec: CallSpec<'_>,
-    ) -> Result<CallOutcome, CallFailure> {
+    /// budget armed last (by instantiation, for a one-shot execution), its
+    /// time counted from `started`. `stats.fuel_consumed` is then
+    /// everything the request used. Not an async fn: it hands back
+    /// [`Target::call`]'s future, so that a call path does not nest (and
+    /// copy) one more future.
+    pub(crate) fn call_on_same_budget<'a>(
+        &'a mut self,
+        prepared: Prepared<'a>,
+        spec: CallSpec<'a>,
+        started: Instant,
+    ) -> impl Future<Output = Result<CallOutcome, CallFailure>> + 'a {
         let stats = self.pending.take().unwrap_or_default();
-        self.target().call(prepared, spec, stats, Instant::now()).await
+        self.target().call(prepared, spec, stats, started)
     }
 }
 
@@ -471,7 +475,7 @@ impl Target<'_> {
     /// is when the call's time began: the clock read that armed its budget,
     /// when it was armed just before.
     pub async fn call(
-        &mut self,
+        mut self,
         prepared: Prepared<'_>,
         spec: CallSpec<'_>,
         mut stats: ExecStats,

@@ -690,7 +690,7 @@ impl WasmEngine {
             };
             let prepared = exec::prepare(&*code.root, &code.root_label, &call)?;
             let mut live = exec::instantiate(&self.runtime(), spec).await?;
-            let result = live.call_on_same_budget(prepared, call).await;
+            let result = live.call_on_same_budget(prepared, call, Instant::now()).await;
             if reusable {
                 kept.0 = Some(live);
             }
