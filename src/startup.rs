@@ -17,7 +17,12 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     addr: SocketAddr,
+    /// Kept to let background compiles end at shutdown.
+    registry: Arc<Registry>,
 }
+
+/// How long shutdown waits for background compiles to keep their artifacts.
+const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Application {
     /// Opens the store the settings name (a redb file, `--memory`, or a
@@ -101,7 +106,12 @@ impl Application {
             tracing::info!(node = %node_id, url = %url, "node announced in the shared registry");
             registry.keep_announcing(node_id, url);
         }
-        Ok(Application { listener, router, addr })
+        Ok(Application {
+            listener,
+            router,
+            addr,
+            registry,
+        })
     }
 
     /// The port actually bound.
@@ -114,14 +124,18 @@ impl Application {
         self.addr
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes, then lets in-flight requests
+    /// finish and background compiles keep their artifacts (for up to
+    /// [`BACKGROUND_GRACE`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, "listening");
         // Connect info gives the rate limiter each client's address.
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await?;
+        self.registry.finish_background(BACKGROUND_GRACE).await;
+        Ok(())
     }
 
     /// Serves until Ctrl-C or SIGTERM.

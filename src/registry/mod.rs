@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use tokio_util::task::TaskTracker;
+
 use crate::engine::{
     CacheOutcome, CompiledComponent, CompiledModule, EngineError, InterpretedCode, LinkedComponent, LinkedModule,
     ModuleInterface, Sha256Digest, TierMode, WasmEngine,
@@ -140,6 +142,9 @@ pub struct Registry {
     artifacts: Artifacts,
     /// Stored artifacts refused because their seal did not verify.
     artifacts_rejected: AtomicU64,
+    /// Background compiles under way, which shutdown waits for so that
+    /// their artifacts are kept (see [`Self::finish_background`]).
+    background: TaskTracker,
 }
 
 /// How this node treats the compiled artifacts in its store.
@@ -243,6 +248,7 @@ impl Registry {
             version: AtomicU64::new(version),
             artifacts,
             artifacts_rejected: AtomicU64::new(0),
+            background: TaskTracker::new(),
         })
     }
 
@@ -501,11 +507,32 @@ impl Registry {
             return;
         }
         let (registry, name) = (self.clone(), name.to_string());
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             if let Err(e) = registry.compiled(&name).await {
                 tracing::warn!(module = %name, error = %e, "background compile of a registered module failed");
             }
         });
+    }
+
+    /// Waits up to `within` for the background compiles under way to end,
+    /// each with its artifact kept. Shutdown calls it once requests have
+    /// finished: a module whose compile is cut off is compiled again after
+    /// the restart, and interpreted meanwhile. Returns whether all ended.
+    pub async fn finish_background(&self, within: Duration) -> bool {
+        self.background.close();
+        let pending = self.background.len();
+        if pending == 0 {
+            return true;
+        }
+        tracing::info!(pending, "waiting for background compiles to keep their artifacts");
+        let ended = tokio::time::timeout(within, self.background.wait()).await.is_ok();
+        if !ended {
+            tracing::warn!(
+                pending = self.background.len(),
+                "background compiles still running at shutdown; they are compiled again after a restart"
+            );
+        }
+        ended
     }
 
     /// The exports and imports of `name`: from the interpreter's form while
