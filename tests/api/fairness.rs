@@ -21,18 +21,22 @@ fn client_from(ip: Ipv4Addr) -> reqwest::Client {
         .unwrap()
 }
 
-/// Sends `n` endless loops at once (each stopped by a 1 s time limit),
-/// answering each one's status, `Retry-After` and body when all are done.
+/// Sends `n` endless loops at once, each stopped by its time limit of
+/// `ms`, answering each one's status, `Retry-After` and body when all are
+/// done. Where a test checks that something happened while loops ran, their
+/// limit is several seconds: the suite runs many tests at once on a couple
+/// of cores, and the check must not depend on how quickly it is served.
 fn flood(
     app: &TestApp,
     client: reqwest::Client,
     token: Option<&'static str>,
     n: usize,
+    ms: u64,
 ) -> tokio::task::JoinHandle<Vec<(StatusCode, Option<String>, Value)>> {
     let url = app.url("/");
     tokio::spawn(async move {
         let spins = (0..n).map(|_| {
-            let body = json!({"wat": SPIN, "function_name": "spin", "limits": {"timeout_ms": 1000}});
+            let body = json!({"wat": SPIN, "function_name": "spin", "limits": {"timeout_ms": ms}});
             let mut request = client.post(&url).json(&body);
             if let Some(token) = token {
                 request = request.bearer_auth(token);
@@ -102,11 +106,12 @@ async fn eight_slot_server(tokens: Vec<String>) -> TestApp {
 #[tokio::test]
 async fn a_flood_of_loops_from_one_address_leaves_the_others_served() {
     let app = eight_slot_server(Vec::new()).await;
-    let flooding = flood(&app, client_from(Ipv4Addr::new(127, 0, 0, 2)), None, 16);
+    // Two waves of 4 s loops: the flood holds its share for 8 s.
+    let flooding = flood(&app, client_from(Ipv4Addr::new(127, 0, 0, 2)), None, 16, 4000);
     until_in_flight(&app, 4).await;
     // The flood holds its share; every call of the other client is served.
     let polite = client_from(Ipv4Addr::LOCALHOST);
-    for i in 0..40 {
+    for i in 0..20 {
         let body = json!({"wasm_hex": DOUBLE_HEX, "function_name": "double", "params": [i]});
         let response = polite.post(app.url("/")).json(&body).send().await.unwrap();
         let status = response.status();
@@ -131,10 +136,10 @@ async fn two_tokens_are_two_clients_even_from_one_address() {
     const LOUD: &str = "loud-secret-0123456789";
     const QUIET: &str = "quiet-secret-0123456789";
     let app = eight_slot_server(vec![format!("execute:{LOUD}"), format!("execute:{QUIET}")]).await;
-    let flooding = flood(&app, app.client.clone(), Some(LOUD), 12);
+    let flooding = flood(&app, app.client.clone(), Some(LOUD), 12, 2000);
     until_in_flight(&app, 4).await;
     // The quiet token's own loops get slots of their own at once.
-    let quiet = flood(&app, app.client.clone(), Some(QUIET), 2);
+    let quiet = flood(&app, app.client.clone(), Some(QUIET), 2, 1000);
     until_in_flight(&app, 6).await;
     check_flood(&quiet.await.unwrap(), 2, 0);
     check_flood(&flooding.await.unwrap(), 8, 4);
@@ -155,9 +160,9 @@ async fn freed_slots_go_round_robin_to_the_clients_waiting() {
         client_from(Ipv4Addr::new(127, 0, 0, 2)),
         client_from(Ipv4Addr::LOCALHOST),
     );
-    let first = flood(&app, a.clone(), None, 1);
+    let first = flood(&app, a.clone(), None, 1, 1000);
     until_in_flight(&app, 1).await;
-    let more_of_a = flood(&app, a, None, 3);
+    let more_of_a = flood(&app, a, None, 3, 3000);
     for _ in 0..500 {
         if app.metrics().await.contains("wasm_exec_executions_queued 3\n") {
             break;
@@ -168,7 +173,7 @@ async fn freed_slots_go_round_robin_to_the_clients_waiting() {
     let response = b.post(app.url("/")).json(&body).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // B waited for A's running loop only, not for A's queued ones: it was
-    // answered before A's second loop (1 s) had ended.
+    // answered before A's second loop (3 s) had ended.
     assert!(!more_of_a.is_finished(), "B was served before A's queued loops");
     check_flood(&first.await.unwrap(), 1, 0);
     check_flood(&more_of_a.await.unwrap(), 3, 0);

@@ -172,7 +172,7 @@ async fn calls_on_one_instance_wait_while_other_instances_run() {
     let spin = {
         let (client, url) = (app.client.clone(), app.url(&format!("/instances/{busy}/call")));
         tokio::spawn(async move {
-            let body = json!({"function_name": "spin", "limits": {"timeout_ms": 1500}});
+            let body = json!({"function_name": "spin", "limits": {"timeout_ms": 3000}});
             client
                 .post(url)
                 .json(&body)
