@@ -493,6 +493,7 @@ impl Environment {
             module: &module,
             label: &label,
             hosts: &hosts,
+            funcs: None,
         };
         target.call(prepared, spec, ExecStats::default(), armed).await
     }
@@ -510,6 +511,7 @@ impl Environment {
             module: &module,
             label: &label,
             hosts: &[],
+            funcs: None,
         };
         target.global(name)
     }

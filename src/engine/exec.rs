@@ -200,6 +200,31 @@ pub(crate) struct CompiledInstance {
     hosts: Vec<(String, Instance)>,
     /// Fuel and time spent instantiating, reported with the first call.
     pending: Option<ExecStats>,
+    /// The root's functions called so far, by export name.
+    funcs: Funcs,
+}
+
+/// Exported functions an instance has been called through, so that calling
+/// one again (a live instance's next call, a batch's next call on a shared
+/// instance) skips looking the export up: wasmtime's lookup was a few
+/// percent of a small call. A handful at most; a `Func` is valid for as
+/// long as its store.
+#[derive(Default)]
+pub(crate) struct Funcs(Vec<(Box<str>, wasmtime::Func)>);
+
+impl Funcs {
+    /// Most functions kept; calls of others look theirs up each time.
+    const MAX: usize = 8;
+
+    fn get(&self, name: &str) -> Option<wasmtime::Func> {
+        self.0.iter().find(|(n, _)| &**n == name).map(|(_, f)| *f)
+    }
+
+    fn keep(&mut self, name: &str, func: wasmtime::Func) {
+        if self.0.len() < Self::MAX {
+            self.0.push((name.into(), func));
+        }
+    }
 }
 
 /// Instantiates `spec` under `spec.limits`: the graph in order, then the
@@ -239,6 +264,7 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
         root_label: spec.root_label,
         hosts,
         pending: Some(stats),
+        funcs: Funcs::default(),
     })
 }
 
@@ -342,6 +368,7 @@ impl CompiledInstance {
             module: &self.root_module,
             label: &self.root_label,
             hosts: &self.hosts,
+            funcs: Some(&mut self.funcs),
         }
     }
 
@@ -437,6 +464,9 @@ pub(crate) struct Target<'a> {
     /// How messages name the instance.
     pub label: &'a str,
     pub hosts: &'a [(String, Instance)],
+    /// Where the instance keeps the functions it was called through, if it
+    /// lives on after this call.
+    pub funcs: Option<&'a mut Funcs>,
 }
 
 impl Target<'_> {
@@ -482,11 +512,20 @@ impl Target<'_> {
         started: Instant,
     ) -> Result<CallOutcome, CallFailure> {
         let Prepared { name, ty, args } = prepared;
-        let func = (self.module.function_export(name))
-            .and_then(|at| self.root.get_module_export(&mut *self.store, at))
-            .or_else(|| self.root.get_export(&mut *self.store, name))
-            .and_then(wasmtime::Extern::into_func)
-            .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
+        let func = match self.funcs.as_deref().and_then(|funcs| funcs.get(name)) {
+            Some(func) => func,
+            None => {
+                let func = (self.module.function_export(name))
+                    .and_then(|at| self.root.get_module_export(&mut *self.store, at))
+                    .or_else(|| self.root.get_export(&mut *self.store, name))
+                    .and_then(wasmtime::Extern::into_func)
+                    .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
+                if let Some(funcs) = self.funcs.as_deref_mut() {
+                    funcs.keep(name, func);
+                }
+                func
+            }
+        };
         let outcome = self.call_inner(name, func, &ty, args, &spec).await;
         stats.call_us = micros(started.elapsed());
         stats.fuel_consumed = store::fuel_used(self.store);
