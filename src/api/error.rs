@@ -283,14 +283,14 @@ impl From<InstanceError> for ApiError {
 }
 
 impl ApiError {
-    /// The response body: `{"error": {"code", "message", …extra}}` (also
-    /// a failed call's element in a batch).
     /// The body this error answers, written from it where it stands (see
     /// [`Self::into_body`]).
     pub fn body(&self) -> ErrorJson<'_> {
         ErrorJson { error: self }
     }
 
+    /// The response body: `{"error": {"code", "message", …extra}}` (also
+    /// a failed call's element in a batch).
     pub fn into_body(self) -> Value {
         let mut error = Map::new();
         error.insert("code".into(), self.code.as_str().into());

@@ -517,22 +517,20 @@ impl Registry {
     /// Waits up to `within` for the background compiles under way to end,
     /// each with its artifact kept. Shutdown calls it once requests have
     /// finished: a module whose compile is cut off is compiled again after
-    /// the restart, and interpreted meanwhile. Returns whether all ended.
-    pub async fn finish_background(&self, within: Duration) -> bool {
+    /// the restart, and interpreted meanwhile.
+    pub async fn finish_background(&self, within: Duration) {
         self.background.close();
         let pending = self.background.len();
         if pending == 0 {
-            return true;
+            return;
         }
         tracing::info!(pending, "waiting for background compiles to keep their artifacts");
-        let ended = tokio::time::timeout(within, self.background.wait()).await.is_ok();
-        if !ended {
+        if tokio::time::timeout(within, self.background.wait()).await.is_err() {
             tracing::warn!(
                 pending = self.background.len(),
                 "background compiles still running at shutdown; they are compiled again after a restart"
             );
         }
-        ended
     }
 
     /// The exports and imports of `name`: from the interpreter's form while
