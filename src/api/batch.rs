@@ -13,9 +13,8 @@
 use std::time::{Duration, Instant};
 
 use axum::Extension;
-use axum::Json;
 use axum::extract::State;
-use axum::http::{Method, header};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -23,6 +22,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::call::ExecResponse;
+use super::call_json::{BYTES_PER_ANSWER, json_response};
 use super::client::ClientId;
 use super::error::{ApiError, ApiResult, ErrorCode, ErrorJson};
 use super::exec::{self, Resolutions, RunInline, RunRegistered};
@@ -75,12 +75,12 @@ pub struct BatchResponse {
 /// The calls' answers as they came, each written as its own response body
 /// would be when the batch's answer is written (not copied into another
 /// shape first: a batch has thousands).
-struct Answers(Vec<ApiResult<Json<ExecResponse>>>);
+struct Answers(Vec<ApiResult<ExecResponse>>);
 
 impl Serialize for Answers {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.0.iter().map(|answer| match answer {
-            Ok(Json(response)) => Answer::Ok(response),
+            Ok(response) => Answer::Ok(response),
             Err(error) => Answer::Err(error.body()),
         }))
     }
@@ -133,15 +133,33 @@ async fn run_batch(
 /// buffer grown by doubling would copy over and over.
 fn sized_json(response: &BatchResponse, calls: usize) -> Response {
     let mut body = Vec::with_capacity(BYTES_PER_ANSWER * calls + 128);
-    match serde_json::to_writer(&mut body, response) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+    match response.write_json(&mut body) {
+        Ok(()) => json_response(body),
         Err(e) => ApiError::internal(format!("cannot write the batch's answer: {e}")).into_response(),
     }
 }
 
-/// About what one answer of a small call takes as JSON (results, types and
-/// stats with one module named).
-const BYTES_PER_ANSWER: usize = 320;
+impl BatchResponse {
+    /// Appends this response's JSON to `out`, each call's answer written
+    /// by its own writer ([`ExecResponse::write_json`]): the text the
+    /// derived `Serialize` gives (jobs store through that one).
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"results\":[");
+        for (i, answer) in self.results.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match answer {
+                Ok(response) => response.write_json(out)?,
+                Err(error) => serde_json::to_writer(&mut *out, &error.body())?,
+            }
+        }
+        out.extend_from_slice(b"],\"stats\":");
+        serde_json::to_writer(&mut *out, &self.stats)?;
+        out.push(b'}');
+        Ok(())
+    }
+}
 
 /// The limits a batch runs under: a request's, or a job's (higher).
 #[derive(Debug, Clone, Copy)]
@@ -259,7 +277,7 @@ pub(super) async fn one_shot(
     deadline: Instant,
     ceiling: ExecLimits,
     seen: Option<&mut Resolutions>,
-) -> ApiResult<Json<ExecResponse>> {
+) -> ApiResult<ExecResponse> {
     let ready = match decode(raw)? {
         Body::Registered(req) => req.ready(app, started, Some(deadline), ceiling)?,
         // Boxed: text is compiled off the reactor, a future the usual
@@ -331,4 +349,60 @@ fn spent(deadline: Instant, budget: Duration, now: Instant) -> Option<ApiError> 
         )
         .with("limit", "batch_time")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::call::{ExecResponse, ModulesRan, OutputFields, StatsBody};
+    use super::*;
+
+    fn answer(n: i32) -> ExecResponse {
+        ExecResponse {
+            results: vec![RawValue::from_string(n.to_string()).unwrap()],
+            result_types: vec!["i32".into()],
+            memory: Vec::new(),
+            exit_code: None,
+            output: OutputFields::default(),
+            stats: StatsBody {
+                fuel_consumed: 4,
+                compile: Some("cached"),
+                compile_us: Some(0),
+                instantiate_us: 0,
+                call_us: 1,
+                wall_time_us: 2,
+                tier: "compiled",
+                limits_hit: Vec::new(),
+                memory_peak_bytes: 0,
+                modules: ModulesRan::of("double", "45eb", []),
+            },
+            passed: None,
+            diff: Vec::new(),
+            runs: None,
+        }
+    }
+
+    /// The batch's own writer (the response) and the derived `Serialize`
+    /// (what a job stores) give the same text, failed calls included.
+    #[test]
+    fn a_batch_answer_is_written_alike_either_way() {
+        let response = BatchResponse {
+            results: Answers(vec![
+                Ok(answer(4)),
+                Err(ApiError::new(ErrorCode::Trap, "unreachable \"here\"").with("trap", "unreachable")),
+                Ok(answer(-8)),
+            ]),
+            stats: BatchStats {
+                calls: 3,
+                succeeded: 2,
+                failed: 1,
+                wall_time_us: 17,
+            },
+        };
+        let mut written = Vec::new();
+        response.write_json(&mut written).unwrap();
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            serde_json::to_string(&response).unwrap()
+        );
+    }
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -130,16 +129,33 @@ pub enum Params {
 
 impl<'de> Deserialize<'de> for Params {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let raw = Box::<RawValue>::deserialize(d)?;
-        let text = raw.get().trim_start();
-        match text.as_bytes().first() {
-            Some(b'"') => serde_json::from_str(text).map(Params::Wave).map_err(D::Error::custom),
-            Some(b'[') => serde_json::from_str(text).map(Params::Json).map_err(D::Error::custom),
-            _ => Err(D::Error::custom(
-                "params must be an array of values, or a string of WAVE text for a component",
-            )),
+        // Read in one pass: each value is kept as its own text, to be typed
+        // once the function's signature is known (a batch parses thousands).
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Params;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("params as an array of values, or a string of WAVE text for a component")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Params, E> {
+                Ok(Params::Wave(text.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Params, E> {
+                Ok(Params::Wave(text))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
+                let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
+                while let Some(value) = seq.next_element::<Box<RawValue>>()? {
+                    values.push(value);
+                }
+                Ok(Params::Json(values))
+            }
         }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -273,7 +289,7 @@ impl Call {
         started: Instant,
         metrics: &Metrics,
         endpoint: Endpoint,
-    ) -> ApiResult<Json<ExecResponse>> {
+    ) -> ApiResult<ExecResponse> {
         let Ran { compile, modules } = ran;
         let elapsed = started.elapsed();
         let seconds = elapsed.as_secs_f64();
@@ -293,7 +309,7 @@ impl Call {
                     response.passed = Some(verdict.passed);
                     response.diff = verdict.diff;
                 }
-                Ok(Json(response))
+                Ok(response)
             }
             Err(f) => {
                 let fuel = f.stats.as_ref().map_or(0, |s| s.fuel_consumed);
@@ -411,22 +427,22 @@ pub struct ExecResponse {
     /// f32/f64 as numbers or `"NaN"`, `"Infinity"`, `"-Infinity"`,
     /// `"nan:0x…"`; v128 as a hex string; references as null or a string.
     #[schema(value_type = Vec<serde_json::Value>)]
-    results: Vec<Box<RawValue>>,
+    pub(super) results: Vec<Box<RawValue>>,
     /// The WebAssembly type of each result (`i32`, `f64`, …).
-    result_types: Vec<String>,
+    pub(super) result_types: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    memory: Vec<MemoryReadOut>,
+    pub(super) memory: Vec<MemoryReadOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i32>,
+    pub(super) exit_code: Option<i32>,
     #[serde(flatten)]
-    output: OutputFields,
-    stats: StatsBody,
+    pub(super) output: OutputFields,
+    pub(super) stats: StatsBody,
     /// With `expected`: whether the call did what was expected.
     #[serde(skip_serializing_if = "Option::is_none")]
-    passed: Option<bool>,
+    pub(super) passed: Option<bool>,
     /// With `expected`: what differed, one short line each (at most 8).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    diff: Vec<String>,
+    pub(super) diff: Vec<String>,
     /// With `runs`: the runs' time and fuel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) runs: Option<RunsBody>,
@@ -445,13 +461,13 @@ impl ExecResponse {
 #[derive(Serialize, ToSchema, Default)]
 pub struct OutputFields {
     #[serde(skip_serializing_if = "Option::is_none")]
-    stdout: Option<String>,
+    pub(super) stdout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    stderr: Option<String>,
+    pub(super) stderr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    stdout_truncated: Option<bool>,
+    pub(super) stdout_truncated: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    stderr_truncated: Option<bool>,
+    pub(super) stderr_truncated: Option<bool>,
 }
 
 impl From<Option<OutputBody>> for OutputFields {
@@ -472,11 +488,11 @@ impl From<Option<OutputBody>> for OutputFields {
 #[derive(Serialize, ToSchema)]
 pub struct MemoryReadOut {
     #[serde(skip_serializing_if = "Option::is_none")]
-    memory: Option<String>,
-    offset: u64,
-    length: u64,
-    encoding: Encoding,
-    data: String,
+    pub(super) memory: Option<String>,
+    pub(super) offset: u64,
+    pub(super) length: u64,
+    pub(super) encoding: Encoding,
+    pub(super) data: String,
 }
 
 /// A WASI program's output.
@@ -511,7 +527,7 @@ pub struct ModuleRan {
 /// The `stats.modules` list, written as JSON once and shared: every call of
 /// the same code names the same modules, and a batch answers thousands.
 #[derive(Debug, Clone, Default)]
-pub struct ModulesRan(Option<Arc<RawValue>>);
+pub struct ModulesRan(pub(super) Option<Arc<RawValue>>);
 
 impl ModulesRan {
     /// The code called first, as `name`, then the registered modules it
@@ -563,28 +579,28 @@ pub struct StatsBody {
     /// `cached`, `loaded` (from a stored artifact) or `compiled`; absent for
     /// calls on a live instance.
     #[serde(skip_serializing_if = "Option::is_none")]
-    compile: Option<&'static str>,
+    pub(super) compile: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    compile_us: Option<u64>,
-    instantiate_us: u64,
-    call_us: u64,
+    pub(super) compile_us: Option<u64>,
+    pub(super) instantiate_us: u64,
+    pub(super) call_us: u64,
     pub(super) wall_time_us: u64,
     /// Which tier ran the code: `interpreter` (no compile) or `compiled`.
     #[schema(value_type = String, example = "compiled")]
-    tier: &'static str,
+    pub(super) tier: &'static str,
     /// Limits the guest ran into and survived (`memory`: a `memory.grow`
     /// returned -1; `table_elements`: a `table.grow` did); absent if none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    limits_hit: Vec<&'static str>,
+    pub(super) limits_hit: Vec<&'static str>,
     /// Bytes of linear memory at the end of the call, all memories
     /// together: the peak, since linear memory never shrinks (for a live
     /// instance, its memory so far).
-    memory_peak_bytes: u64,
+    pub(super) memory_peak_bytes: u64,
     /// The modules that ran: the code called first, then the registered
     /// modules it links.
     #[serde(skip_serializing_if = "ModulesRan::is_empty")]
     #[schema(value_type = Vec<ModuleRan>)]
-    modules: ModulesRan,
+    pub(super) modules: ModulesRan,
 }
 
 fn memory_out(bodies: &[MemoryReadBody], data: Vec<Vec<u8>>) -> Vec<MemoryReadOut> {

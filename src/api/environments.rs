@@ -408,7 +408,7 @@ async fn call_environment(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallEnvironment>,
-) -> ApiResult<Json<ExecResponse>> {
+) -> ApiResult<ExecResponse> {
     let started = Instant::now();
     let slot = visible::<Environment>(&app, &caller, &id).await?;
     call::per_request_limits(req.limits.as_ref(), "environment (set them in POST /environments)")?;

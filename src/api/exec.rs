@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::Method;
 use serde::Deserialize;
@@ -128,7 +127,7 @@ async fn run_inline(
     State(app): State<AppState>,
     client: ClientId,
     JsonBody(req): JsonBody<RunInline>,
-) -> ApiResult<Json<ExecResponse>> {
+) -> ApiResult<ExecResponse> {
     let _permit = app.exec_permit(&client).await?;
     let ready = req
         .ready(&app, Instant::now(), None, app.engine.default_limits())
@@ -240,7 +239,7 @@ async fn run_registered(
     State(app): State<AppState>,
     client: ClientId,
     JsonBody(req): JsonBody<RunRegistered>,
-) -> ApiResult<Json<ExecResponse>> {
+) -> ApiResult<ExecResponse> {
     let _permit = app.exec_permit(&client).await?;
     let ready = req.ready(&app, Instant::now(), None, app.engine.default_limits())?;
     run(&app, ready, None).await
@@ -279,7 +278,7 @@ const INLINE_NAME: &str = "inline";
 /// holds the execution slot. In a batch, what is resolved goes into
 /// `seen`, and a call whose code is there already runs on it
 /// ([`Resolutions::plan`]) instead of coming here.
-pub(super) async fn run(app: &AppState, ready: Ready, seen: Option<&mut Resolutions>) -> ApiResult<Json<ExecResponse>> {
+pub(super) async fn run(app: &AppState, ready: Ready, seen: Option<&mut Resolutions>) -> ApiResult<ExecResponse> {
     let Ready {
         source,
         checked,
@@ -296,7 +295,7 @@ pub(super) async fn run(app: &AppState, ready: Ready, seen: Option<&mut Resoluti
 /// Runs the checked call `runs` times, each on a fresh instance of the
 /// code, and answers the last run's response with the runs' time and fuel
 /// summarized; the first failure ends the series and is the answer.
-async fn run_repeated(app: &AppState, source: Source, checked: &Checked, runs: u32) -> ApiResult<Json<ExecResponse>> {
+async fn run_repeated(app: &AppState, source: Source, checked: &Checked, runs: u32) -> ApiResult<ExecResponse> {
     let max = app.bounds.max_runs;
     if !(1..=max).contains(&runs) {
         return Err(ApiError::invalid_request(format!(
@@ -308,7 +307,7 @@ async fn run_repeated(app: &AppState, source: Source, checked: &Checked, runs: u
     let mut last = None;
     for done in 0..runs {
         match run_one_shot(app, source.clone(), checked, Instant::now(), None).await {
-            Ok(Json(response)) => {
+            Ok(response) => {
                 walls.push(response.stats().wall_time_us);
                 fuels.push(response.stats().fuel_consumed);
                 last = Some(response);
@@ -322,7 +321,7 @@ async fn run_repeated(app: &AppState, source: Source, checked: &Checked, runs: u
         wall_time_us: Spread::of(walls),
         fuel_consumed: Spread::of(fuels),
     });
-    Ok(Json(response))
+    Ok(response)
 }
 
 /// What a batch has resolved of the registered modules it calls, so that
@@ -362,7 +361,7 @@ impl Plan {
         &'a mut self,
         app: &'a AppState,
         ready: &'a Ready,
-    ) -> impl Future<Output = ApiResult<Json<ExecResponse>>> + 'a {
+    ) -> impl Future<Output = ApiResult<ExecResponse>> + 'a {
         self.run(app, CacheOutcome::Cached, &ready.checked, ready.started)
     }
 
@@ -373,7 +372,7 @@ impl Plan {
         compile: CacheOutcome,
         checked: &Checked,
         started: Instant,
-    ) -> ApiResult<Json<ExecResponse>> {
+    ) -> ApiResult<ExecResponse> {
         let Checked {
             endpoint,
             limits,
@@ -400,7 +399,7 @@ async fn run_one_shot(
     checked: &Checked,
     started: Instant,
     seen: Option<&mut Resolutions>,
-) -> ApiResult<Json<ExecResponse>> {
+) -> ApiResult<ExecResponse> {
     // The rarer paths' futures are boxed: each is large, and inline they
     // would make every call's future as large as the largest (and copied
     // as often as it is moved).
@@ -439,7 +438,7 @@ async fn run_elsewhere(
     source: &Source,
     checked: &Checked,
     started: Instant,
-) -> ApiResult<Option<Json<ExecResponse>>> {
+) -> ApiResult<Option<ExecResponse>> {
     let Checked {
         endpoint,
         limits,

@@ -446,7 +446,7 @@ async fn call_instance(
     client: ClientId,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallInstance>,
-) -> ApiResult<Json<ExecResponse>> {
+) -> ApiResult<ExecResponse> {
     let slot = visible::<LiveInstance>(&app, &caller, &id).await?;
     // Calls on one instance take turns; the lock is held for the call only.
     // The instance first, then an execution slot: a call waiting its turn
@@ -465,7 +465,7 @@ pub(super) async fn call_locked(
     live: &mut LiveInstance,
     req: CallInstance,
     deadline: Option<Instant>,
-) -> ApiResult<Json<ExecResponse>> {
+) -> ApiResult<ExecResponse> {
     let started = Instant::now();
     call::per_request_limits(req.limits.as_ref(), "instance (set them in POST /instances)")?;
     let limits = super::exec::within(slot.limits.lowered_by(req.limits.as_ref())?, deadline, started);

@@ -218,7 +218,7 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
             let started = std::time::Instant::now();
             let deadline = started + ceilings.batch_timeout;
             match batch::one_shot(app, &raw, started, deadline, ceilings.limits, None).await {
-                Ok(Json(response)) => (JobStatus::Done, serde_json::value::to_raw_value(&response).ok()),
+                Ok(response) => (JobStatus::Done, serde_json::value::to_raw_value(&response).ok()),
                 Err(error) => (JobStatus::Failed, body(error.into_body())),
             }
         }

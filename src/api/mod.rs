@@ -22,6 +22,7 @@ pub mod admission;
 pub mod auth;
 pub mod batch;
 pub mod call;
+mod call_json;
 pub mod checks;
 pub mod client;
 pub mod code;
