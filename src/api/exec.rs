@@ -331,7 +331,9 @@ async fn run_repeated(app: &AppState, source: Source, checked: &Checked, runs: u
 /// registered anew meanwhile is seen by the next batch.
 #[derive(Default)]
 pub(super) struct Resolutions {
-    plans: HashMap<String, Plan>,
+    /// Hashed with foldhash (seeded per process): every call of a batch
+    /// looks its module up here.
+    plans: HashMap<String, Plan, foldhash::fast::RandomState>,
 }
 
 impl Resolutions {

@@ -109,9 +109,16 @@ where
                 ApiError::invalid_request(format!("cannot read the request body: {}", rejection.body_text()))
             }
         })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
+        // Read as text once it is known to be UTF-8: serde_json then skips
+        // checking every string, and every raw value (a batch's calls, each
+        // param), again. A body that is not UTF-8 gets serde_json's own
+        // error, with its position.
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(&bytes),
+        }
+        .map(JsonBody)
+        .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
     }
 }
 

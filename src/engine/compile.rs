@@ -45,8 +45,10 @@ pub struct CompiledModule {
     stateless: bool,
     /// Each exported function's type and export index, looked up once:
     /// wasmtime makes a new `FuncType` (registering its signature) and
-    /// searches the export names on every lookup by name.
-    functions: HashMap<Box<str>, (FuncType, ModuleExport)>,
+    /// searches the export names on every lookup by name. Hashed with
+    /// foldhash (seeded per process): every call looks its function up
+    /// here, and SipHash was most of the lookup.
+    functions: HashMap<Box<str>, (FuncType, ModuleExport), foldhash::fast::RandomState>,
 }
 
 impl CompiledModule {
