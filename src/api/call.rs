@@ -255,6 +255,7 @@ impl Call {
             reads: &self.reads,
             result_as_bytes: self.result_encoding.is_some(),
             limits,
+            armed_at: None,
         })
     }
 
@@ -291,7 +292,9 @@ impl Call {
         endpoint: Endpoint,
     ) -> ApiResult<ExecResponse> {
         let Ran { compile, modules } = ran;
-        let elapsed = started.elapsed();
+        // Up to the read that ended the call's timing, when there was one.
+        let ended = result.as_ref().ok().and_then(|outcome| outcome.ended);
+        let elapsed = ended.map_or_else(|| started.elapsed(), |at| at.saturating_duration_since(started));
         let seconds = elapsed.as_secs_f64();
         match result {
             Ok(outcome) => {

@@ -364,16 +364,26 @@ impl Plan {
         app: &'a AppState,
         ready: &'a Ready,
     ) -> impl Future<Output = ApiResult<ExecResponse>> + 'a {
-        self.run(app, CacheOutcome::Cached, &ready.checked, ready.started)
+        self.run(
+            app,
+            CacheOutcome::Cached,
+            &ready.checked,
+            ready.started,
+            Some(ready.started),
+        )
     }
 
     /// Runs `checked` on the resolved code, as [`run_one_shot`] would.
+    /// `armed_at` is a clock read made just before (a batch's loop, for
+    /// its later calls), from which a reused instance's budget may start;
+    /// not `started` in general, which may be before a compile.
     async fn run(
         &mut self,
         app: &AppState,
         compile: CacheOutcome,
         checked: &Checked,
         started: Instant,
+        armed_at: Option<Instant>,
     ) -> ApiResult<ExecResponse> {
         let Checked {
             endpoint,
@@ -381,9 +391,11 @@ impl Plan {
             call,
             wasi,
         } = checked;
+        let mut spec = call.spec(*limits)?;
+        spec.armed_at = armed_at;
         let result = app
             .engine
-            .run(&self.code, *limits, wasi.as_ref(), call.spec(*limits)?, &mut self.kept)
+            .run(&self.code, *limits, wasi.as_ref(), spec, &mut self.kept)
             .await;
         let ran = Ran {
             compile: Some(compile),
@@ -426,7 +438,7 @@ async fn run_one_shot(
         modules,
         kept: KeptInstance::default(),
     };
-    let answer = plan.run(app, resolved.compile, checked, started).await;
+    let answer = plan.run(app, resolved.compile, checked, started, None).await;
     if let (Some(seen), Some(name)) = (seen, resolved.name) {
         seen.plans.insert(name, plan);
     }

@@ -456,6 +456,7 @@ impl InterpInstance {
             memory,
             wasi,
             stats,
+            ended: None,
         })
     }
 }

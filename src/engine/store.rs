@@ -97,9 +97,13 @@ pub(crate) fn new_store(engine: &wasmtime::Engine, limits: &ExecLimits, wasi: Op
 /// per request, before the first guest instruction it runs. Returns the
 /// moment the clock started, for a caller about to time the same work.
 pub(crate) fn arm(store: &mut Store<StoreState>, limits: &ExecLimits) -> Instant {
+    arm_at(store, limits, Instant::now())
+}
+
+/// [`arm`] with the clock read `now` the caller has just made.
+pub(crate) fn arm_at(store: &mut Store<StoreState>, limits: &ExecLimits, now: Instant) -> Instant {
     // Fuel is enabled engine-wide, so setting it cannot fail.
     let _ = store.set_fuel(limits.fuel);
-    let now = Instant::now();
     let state = store.data_mut();
     state.deadline = now + Duration::from_millis(limits.timeout_ms);
     state.timeout_ms = limits.timeout_ms;

@@ -284,6 +284,7 @@ impl ComponentInstance {
                 output,
             }),
             stats,
+            ended: None,
         })
     }
 }
