@@ -33,14 +33,8 @@ impl ExecResponse {
             }
             out.extend_from_slice(value.get().as_bytes());
         }
-        out.extend_from_slice(b"],\"result_types\":[");
-        for (i, ty) in self.result_types.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            string(out, ty)?;
-        }
-        out.push(b']');
+        out.extend_from_slice(b"],\"result_types\":");
+        strings(out, self.result_types.iter().map(String::as_str))?;
         if !self.memory.is_empty() {
             out.extend_from_slice(b",\"memory\":");
             serde_json::to_writer(&mut *out, &self.memory)?;
@@ -108,14 +102,8 @@ impl StatsBody {
         out.extend_from_slice(b",\"tier\":");
         string(out, self.tier)?;
         if !self.limits_hit.is_empty() {
-            out.extend_from_slice(b",\"limits_hit\":[");
-            for (i, limit) in self.limits_hit.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                string(out, limit)?;
-            }
-            out.push(b']');
+            out.extend_from_slice(b",\"limits_hit\":");
+            strings(out, self.limits_hit.iter().copied())?;
         }
         out.extend_from_slice(b",\"memory_peak_bytes\":");
         number(out, self.memory_peak_bytes);
@@ -160,6 +148,19 @@ pub fn string(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
     } else {
         serde_json::to_writer(out, text)
     }
+}
+
+/// `items` as a JSON array of strings.
+fn strings<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) -> serde_json::Result<()> {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, item)?;
+    }
+    out.push(b']');
+    Ok(())
 }
 
 fn number(out: &mut Vec<u8>, n: u64) {
