@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::Extension;
 use axum::extract::State;
 use axum::http::Method;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
@@ -24,7 +24,7 @@ use super::auth::Caller;
 use super::call::ExecResponse;
 use super::call_json::{BYTES_PER_ANSWER, json_response};
 use super::client::ClientId;
-use super::error::{ApiError, ApiResult, ErrorCode, ErrorJson};
+use super::error::{ApiError, ApiResult, ErrorCode};
 use super::exec::{self, Resolutions, RunInline, RunRegistered};
 use super::extract::JsonBody;
 use super::instances::{self, CallInstance};
@@ -62,36 +62,77 @@ pub struct Batch {
     timeout_ms: Option<u64>,
 }
 
-/// `200` from `POST /batch`.
-#[derive(Serialize, ToSchema)]
+/// `200` from `POST /batch`: its shape, for the schema. The answer itself
+/// is written while the calls run ([`Answers`]), never built as this.
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct BatchResponse {
     /// One element per call, in order: the body its own request would have
     /// had (results and stats, or `{"error": …}`).
     #[schema(value_type = Vec<Object>)]
-    results: Answers,
+    results: Vec<serde_json::Value>,
     stats: BatchStats,
 }
 
-/// The calls' answers as they came, each written as its own response body
-/// would be when the batch's answer is written (not copied into another
-/// shape first: a batch has thousands).
-struct Answers(Vec<ApiResult<ExecResponse>>);
-
-impl Serialize for Answers {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|answer| match answer {
-            Ok(response) => Answer::Ok(response),
-            Err(error) => Answer::Err(error.body()),
-        }))
-    }
+/// A batch's answer, written as its calls answer: each call's body goes
+/// into the JSON as soon as it is known, by the writer its own request
+/// would use ([`ExecResponse::write_json`], [`ApiError::body`]), and is
+/// dropped. Keeping a thousand answers of 360 bytes to write at the end
+/// cost a copy of each into the list and out of it, and the list itself.
+pub(super) struct Answers {
+    json: Vec<u8>,
+    calls: usize,
+    succeeded: usize,
 }
 
-/// One call's answer: its response, or its error's body.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Answer<'a> {
-    Ok(&'a ExecResponse),
-    Err(ErrorJson<'a>),
+impl Answers {
+    /// An answer with room for `calls` small answers: a batch's body runs
+    /// to hundreds of kilobytes, which a buffer grown by doubling would
+    /// copy over and over.
+    fn with_room_for(calls: usize) -> Self {
+        let mut json = Vec::with_capacity(BYTES_PER_ANSWER * calls + 128);
+        json.extend_from_slice(b"{\"results\":[");
+        Answers {
+            json,
+            calls: 0,
+            succeeded: 0,
+        }
+    }
+
+    /// Writes the next call's answer.
+    fn push(&mut self, answer: &ApiResult<ExecResponse>) -> ApiResult<()> {
+        if self.calls > 0 {
+            self.json.push(b',');
+        }
+        let written = match answer {
+            Ok(response) => response.write_json(&mut self.json),
+            Err(error) => serde_json::to_writer(&mut self.json, &error.body()),
+        };
+        written.map_err(|e| ApiError::internal(format!("cannot write the batch's answer: {e}")))?;
+        self.calls += 1;
+        self.succeeded += usize::from(answer.is_ok());
+        Ok(())
+    }
+
+    /// How many calls have answered.
+    fn len(&self) -> usize {
+        self.calls
+    }
+
+    /// The whole answer's JSON, with the batch's stats.
+    fn finish(mut self, wall_time_us: u64) -> ApiResult<Vec<u8>> {
+        let stats = BatchStats {
+            calls: self.calls,
+            succeeded: self.succeeded,
+            failed: self.calls - self.succeeded,
+            wall_time_us,
+        };
+        self.json.extend_from_slice(b"],\"stats\":");
+        serde_json::to_writer(&mut self.json, &stats)
+            .map_err(|e| ApiError::internal(format!("cannot write the batch's answer: {e}")))?;
+        self.json.push(b'}');
+        Ok(self.json)
+    }
 }
 
 /// What the batch as a whole did.
@@ -124,41 +165,8 @@ async fn run_batch(
         limits: app.engine.default_limits(),
         batch_timeout: app.bounds.batch_timeout,
     };
-    let response = execute(&app, &caller, &client, &batch, ceilings, &|_| {}).await?;
-    Ok(sized_json(&response, batch.len()))
-}
-
-/// `response` as a JSON response, written into a buffer sized for `calls`
-/// answers up front: a batch's body runs to hundreds of kilobytes, which a
-/// buffer grown by doubling would copy over and over.
-fn sized_json(response: &BatchResponse, calls: usize) -> Response {
-    let mut body = Vec::with_capacity(BYTES_PER_ANSWER * calls + 128);
-    match response.write_json(&mut body) {
-        Ok(()) => json_response(body),
-        Err(e) => ApiError::internal(format!("cannot write the batch's answer: {e}")).into_response(),
-    }
-}
-
-impl BatchResponse {
-    /// Appends this response's JSON to `out`, each call's answer written
-    /// by its own writer ([`ExecResponse::write_json`]): the text the
-    /// derived `Serialize` gives (jobs store through that one).
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        out.extend_from_slice(b"{\"results\":[");
-        for (i, answer) in self.results.0.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            match answer {
-                Ok(response) => response.write_json(out)?,
-                Err(error) => serde_json::to_writer(&mut *out, &error.body())?,
-            }
-        }
-        out.extend_from_slice(b"],\"stats\":");
-        serde_json::to_writer(&mut *out, &self.stats)?;
-        out.push(b'}');
-        Ok(())
-    }
+    let json = execute(&app, &caller, &client, &batch, ceilings, &|_| {}).await?;
+    Ok(json_response(json))
 }
 
 /// The limits a batch runs under: a request's, or a job's (higher).
@@ -169,7 +177,7 @@ pub(super) struct Ceilings {
 }
 
 /// Runs `batch` for `client`, telling `progress` how many calls are done
-/// after each one.
+/// after each one; its answer is the `200` body's JSON.
 pub(super) async fn execute(
     app: &AppState,
     caller: &Caller,
@@ -177,7 +185,7 @@ pub(super) async fn execute(
     batch: &Batch,
     ceilings: Ceilings,
     progress: &(dyn Fn(usize) + Send + Sync),
-) -> ApiResult<BatchResponse> {
+) -> ApiResult<Vec<u8>> {
     let started = Instant::now();
     let bounds = app.bounds;
     batch.check(bounds.max_batch_calls)?;
@@ -193,7 +201,7 @@ pub(super) async fn execute(
         }
     };
     let deadline = started + budget;
-    let mut answers = Vec::with_capacity(batch.calls.len());
+    let mut answers = Answers::with_room_for(batch.calls.len());
     match &batch.instance {
         None => {
             let _permit = app.exec_permit(client).await?;
@@ -205,7 +213,7 @@ pub(super) async fn execute(
                     Some(refusal) => Err(refusal),
                     None => one_shot(app, raw, now, deadline, ceilings.limits, Some(&mut seen)).await,
                 };
-                answers.push(answer);
+                answers.push(&answer)?;
                 progress(answers.len());
             }
         }
@@ -220,21 +228,12 @@ pub(super) async fn execute(
                     (None, Err(e)) => Err(e),
                     (None, Ok(req)) => instances::call_locked(app, &slot, &mut live, req, Some(deadline)).await,
                 };
-                answers.push(answer);
+                answers.push(&answer)?;
                 progress(answers.len());
             }
         }
     }
-    let succeeded = answers.iter().filter(|a| a.is_ok()).count();
-    Ok(BatchResponse {
-        stats: BatchStats {
-            calls: answers.len(),
-            succeeded,
-            failed: answers.len() - succeeded,
-            wall_time_us: started.elapsed().as_micros() as u64,
-        },
-        results: Answers(answers),
-    })
+    answers.finish(started.elapsed().as_micros() as u64)
 }
 
 impl Batch {
@@ -381,28 +380,28 @@ mod tests {
         }
     }
 
-    /// The batch's own writer (the response) and the derived `Serialize`
-    /// (what a job stores) give the same text, failed calls included.
+    /// The batch's answer, written call by call, is the object of the
+    /// answers each call's own request would have had, and the stats.
     #[test]
-    fn a_batch_answer_is_written_alike_either_way() {
-        let response = BatchResponse {
-            results: Answers(vec![
-                Ok(answer(4)),
-                Err(ApiError::new(ErrorCode::Trap, "unreachable \"here\"").with("trap", "unreachable")),
-                Ok(answer(-8)),
-            ]),
-            stats: BatchStats {
-                calls: 3,
-                succeeded: 2,
-                failed: 1,
-                wall_time_us: 17,
-            },
+    fn a_batch_answer_holds_each_calls_own_body_in_order() {
+        let calls = [
+            Ok(answer(4)),
+            Err(ApiError::new(ErrorCode::Trap, "unreachable \"here\"").with("trap", "unreachable")),
+            Ok(answer(-8)),
+        ];
+        let mut answers = Answers::with_room_for(calls.len());
+        for call in &calls {
+            answers.push(call).unwrap();
+        }
+        let written: serde_json::Value = serde_json::from_slice(&answers.finish(17).unwrap()).unwrap();
+        let own = |call: &ApiResult<ExecResponse>| match call {
+            Ok(response) => serde_json::to_value(response).unwrap(),
+            Err(error) => serde_json::to_value(error.body()).unwrap(),
         };
-        let mut written = Vec::new();
-        response.write_json(&mut written).unwrap();
-        assert_eq!(
-            String::from_utf8(written).unwrap(),
-            serde_json::to_string(&response).unwrap()
-        );
+        let expected = serde_json::json!({
+            "results": calls.iter().map(own).collect::<Vec<_>>(),
+            "stats": {"calls": 3, "succeeded": 2, "failed": 1, "wall_time_us": 17},
+        });
+        assert_eq!(written, expected);
     }
 }

@@ -232,7 +232,13 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
             // The batch takes its own execution slot.
             let ran = patiently(|| batch::execute(app, &Caller::Anonymous, client, &batch, ceilings, &progress)).await;
             match ran {
-                Ok(response) => (JobStatus::Done, serde_json::value::to_raw_value(&response).ok()),
+                // The batch's answer is JSON already: kept as it is.
+                Ok(json) => (
+                    JobStatus::Done,
+                    String::from_utf8(json)
+                        .ok()
+                        .and_then(|text| RawValue::from_string(text).ok()),
+                ),
                 Err(error) => (JobStatus::Failed, body(error.into_body())),
             }
         }
