@@ -108,7 +108,7 @@ impl Answers {
             Ok(response) => response.write_json(&mut self.json),
             Err(error) => serde_json::to_writer(&mut self.json, &error.body()),
         };
-        written.map_err(|e| ApiError::internal(format!("cannot write the batch's answer: {e}")))?;
+        written.map_err(unwritable)?;
         self.calls += 1;
         self.succeeded += usize::from(answer.is_ok());
         Ok(())
@@ -128,11 +128,14 @@ impl Answers {
             wall_time_us,
         };
         self.json.extend_from_slice(b"],\"stats\":");
-        serde_json::to_writer(&mut self.json, &stats)
-            .map_err(|e| ApiError::internal(format!("cannot write the batch's answer: {e}")))?;
+        serde_json::to_writer(&mut self.json, &stats).map_err(unwritable)?;
         self.json.push(b'}');
         Ok(self.json)
     }
+}
+
+fn unwritable(e: serde_json::Error) -> ApiError {
+    ApiError::internal(format!("cannot write the batch's answer: {e}"))
 }
 
 /// What the batch as a whole did.

@@ -451,12 +451,6 @@ pub struct ExecResponse {
     pub(super) runs: Option<RunsBody>,
 }
 
-impl ExecResponse {
-    pub(super) fn stats(&self) -> &StatsBody {
-        &self.stats
-    }
-}
-
 /// A WASI program's output in a successful response: present exactly when
 /// the module uses WASI. (A flattened `Option<OutputBody>` would serialize
 /// the same, but its schema would claim the whole response is either the

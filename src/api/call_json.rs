@@ -7,10 +7,11 @@
 //! piece through `io::Write`. This writer puts the fixed names in as they
 //! are, numbers through `itoa`, and escapes only text that can need it.
 //!
-//! The derived `Serialize` of [`ExecResponse`] stays the reference: the
-//! schema is read from its attributes, jobs store their answers through
-//! it, and the tests below hold this writer to the same text for every
-//! optional member.
+//! Every answer the server gives or stores (a response, a batch's
+//! element, a job's result) is written here. The derived `Serialize` of
+//! [`ExecResponse`] stays as the reference: the schema is read from its
+//! attributes, and the tests below hold this writer to the same text for
+//! every optional member.
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -139,7 +140,7 @@ pub fn json_response(body: Vec<u8>) -> Response {
 /// `text` as a JSON string: as it is when nothing in it needs escaping
 /// (the usual case: type names, tiers, short output), else through
 /// `serde_json`.
-pub fn string(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+fn string(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
     if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());

@@ -308,8 +308,8 @@ async fn run_repeated(app: &AppState, source: Source, checked: &Checked, runs: u
     for done in 0..runs {
         match run_one_shot(app, source.clone(), checked, Instant::now(), None).await {
             Ok(response) => {
-                walls.push(response.stats().wall_time_us);
-                fuels.push(response.stats().fuel_consumed);
+                walls.push(response.stats.wall_time_us);
+                fuels.push(response.stats.fuel_consumed);
                 last = Some(response);
             }
             Err(error) => return Err(error.with("runs_completed", done)),

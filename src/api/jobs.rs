@@ -29,6 +29,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::batch::{self, Batch, Ceilings};
+use super::call_json::BYTES_PER_ANSWER;
 use super::client::ClientId;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::extract::JsonBody;
@@ -208,6 +209,13 @@ async fn forget_oldest(app: &AppState, client: &ClientId, id: &str) {
 async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobStatus, Option<Box<RawValue>>) {
     let ceilings = ceilings(app);
     let body = |value: serde_json::Value| serde_json::value::to_raw_value(&value).ok();
+    // An answer written as its request's response is (`call_json`), kept
+    // as it is.
+    let written = |json: Vec<u8>| {
+        String::from_utf8(json)
+            .ok()
+            .and_then(|text| RawValue::from_string(text).ok())
+    };
     match work {
         Work::Call(raw) => {
             // Admission refuses only with the codes `patiently` waits out.
@@ -218,7 +226,13 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
             let started = std::time::Instant::now();
             let deadline = started + ceilings.batch_timeout;
             match batch::one_shot(app, &raw, started, deadline, ceilings.limits, None).await {
-                Ok(response) => (JobStatus::Done, serde_json::value::to_raw_value(&response).ok()),
+                Ok(response) => {
+                    let mut json = Vec::with_capacity(BYTES_PER_ANSWER);
+                    (
+                        JobStatus::Done,
+                        response.write_json(&mut json).ok().and_then(|()| written(json)),
+                    )
+                }
                 Err(error) => (JobStatus::Failed, body(error.into_body())),
             }
         }
@@ -232,13 +246,7 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
             // The batch takes its own execution slot.
             let ran = patiently(|| batch::execute(app, &Caller::Anonymous, client, &batch, ceilings, &progress)).await;
             match ran {
-                // The batch's answer is JSON already: kept as it is.
-                Ok(json) => (
-                    JobStatus::Done,
-                    String::from_utf8(json)
-                        .ok()
-                        .and_then(|text| RawValue::from_string(text).ok()),
-                ),
+                Ok(json) => (JobStatus::Done, written(json)),
                 Err(error) => (JobStatus::Failed, body(error.into_body())),
             }
         }

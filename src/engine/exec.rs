@@ -395,10 +395,11 @@ impl CompiledInstance {
     pub async fn call(&mut self, spec: CallSpec<'_>) -> Result<CallOutcome, CallFailure> {
         let module = self.root_module.clone();
         let prepared = prepare(&*module, &self.root_label, &spec)?;
-        let armed = match spec.armed_at {
-            Some(at) => store::arm_at(&mut self.store, &spec.limits, at),
-            None => store::arm(&mut self.store, &spec.limits),
-        };
+        let armed = store::arm_at(
+            &mut self.store,
+            &spec.limits,
+            spec.armed_at.unwrap_or_else(Instant::now),
+        );
         self.call_on_same_budget(prepared, spec, armed).await
     }
 
