@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{FromRef, FromRequest, Request, State};
 use axum::http::Method;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use super::call_json::{BYTES_PER_ANSWER, json_response};
 use super::client::ClientId;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::exec::{self, Resolutions, RunInline, RunRegistered};
-use super::extract::JsonBody;
+use super::extract::{BodyTimeout, from_json, read_json};
 use super::instances::{self, CallInstance};
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors};
 use super::routes::Routes;
@@ -60,6 +60,131 @@ pub struct Batch {
     /// what is left; calls not started when it runs out answer
     /// `limit_exceeded` (`batch_time`).
     timeout_ms: Option<u64>,
+}
+
+/// A batch as read: [`Batch`]'s fields, its calls decoded once.
+pub(super) struct Calls {
+    calls: CallBodies,
+    instance: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+/// A batch's calls.
+enum CallBodies {
+    /// Every call a `POST /execute` body, decoded in the same pass as the
+    /// batch (see [`Calls::read`]); taken out when the batch runs.
+    Registered(Vec<RunRegistered>),
+    /// Any calls, each decoded as it runs ([`decode`]), so that what is
+    /// wrong in one is its own error.
+    Raw(Vec<Box<RawValue>>),
+}
+
+/// The usual batch: calls of registered modules and nothing else, which
+/// [`Calls::read`] tries first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisteredBatch {
+    #[serde(deserialize_with = "registered_calls")]
+    calls: Vec<RunRegistered>,
+    timeout_ms: Option<u64>,
+}
+
+impl Calls {
+    /// Reads a batch from a body's bytes. Reading every call as a raw
+    /// value, then each again into its body type, scanned each call's text
+    /// twice: a ninth of a batched call's work. So a batch whose calls are
+    /// all `POST /execute` bodies (JSON objects) is read in one pass into
+    /// them; anything else (an inline call, a live instance, any error) is
+    /// read as before, so that a bad call is that call's own error. The one
+    /// pass accepts only what the other would read into the same bodies.
+    pub(super) fn read(bytes: &[u8]) -> serde_json::Result<Calls> {
+        if let Ok(batch) = from_json::<RegisteredBatch>(bytes) {
+            return Ok(Calls {
+                calls: CallBodies::Registered(batch.calls),
+                instance: None,
+                timeout_ms: batch.timeout_ms,
+            });
+        }
+        let batch: Batch = from_json(bytes)?;
+        Ok(Calls {
+            calls: CallBodies::Raw(batch.calls),
+            instance: batch.instance,
+            timeout_ms: batch.timeout_ms,
+        })
+    }
+
+    /// Refuses a batch of no calls or more than `max`, or one with a call
+    /// that is not even a JSON object (what is wrong inside an object is
+    /// that call's own error).
+    pub(super) fn check(&self, max: usize) -> ApiResult<()> {
+        if self.len() == 0 || self.len() > max {
+            return Err(ApiError::invalid_request(format!(
+                "a batch has 1 to {max} calls (--max-batch-calls); this one has {}",
+                self.len()
+            )));
+        }
+        if let CallBodies::Raw(calls) = &self.calls
+            && let Some(i) = calls.iter().position(|c| !is_object(c))
+        {
+            return Err(ApiError::invalid_request(format!(
+                "calls[{i}] is not a JSON object; each call is a request body"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The live instance the batch runs on, if it names one.
+    pub(super) fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
+    /// How many calls it has.
+    pub(super) fn len(&self) -> usize {
+        match &self.calls {
+            CallBodies::Registered(calls) => calls.len(),
+            CallBodies::Raw(calls) => calls.len(),
+        }
+    }
+}
+
+/// Reads `calls` as `POST /execute` bodies, each of which must be a JSON
+/// object: a struct's derived reader would also take an array of its
+/// fields, which [`Calls::check`] refuses.
+fn registered_calls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RunRegistered>, D::Error> {
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
+    use std::fmt;
+
+    struct Object;
+    impl<'de> Visitor<'de> for Object {
+        type Value = RunRegistered;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a POST /execute body")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RunRegistered, A::Error> {
+            RunRegistered::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Object {
+        type Value = RunRegistered;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<RunRegistered, D::Error> {
+            d.deserialize_map(Object)
+        }
+    }
+    struct List;
+    impl<'de> Visitor<'de> for List {
+        type Value = Vec<RunRegistered>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of POST /execute bodies")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<RunRegistered>, A::Error> {
+            let mut calls = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+            while let Some(call) = seq.next_element_seed(Object)? {
+                calls.push(call);
+            }
+            Ok(calls)
+        }
+    }
+    d.deserialize_seq(List)
 }
 
 /// `200` from `POST /batch`: its shape, for the schema. The answer itself
@@ -162,14 +287,33 @@ async fn run_batch(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     client: ClientId,
-    JsonBody(batch): JsonBody<Batch>,
+    BatchBody(mut batch): BatchBody,
 ) -> ApiResult<Response> {
     let ceilings = Ceilings {
         limits: app.engine.default_limits(),
         batch_timeout: app.bounds.batch_timeout,
     };
-    let json = execute(&app, &caller, &client, &batch, ceilings, &|_| {}).await?;
+    let json = execute(&app, &caller, &client, &mut batch, ceilings, &|_| {}).await?;
     Ok(json_response(json))
+}
+
+/// `POST /batch`'s body, read as a JSON body is ([`read_json`]) and
+/// decoded by [`Calls::read`].
+pub(super) struct BatchBody(Calls);
+
+impl<S> FromRequest<S> for BatchBody
+where
+    S: Send + Sync,
+    BodyTimeout: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_json(req, state).await?;
+        Calls::read(&bytes)
+            .map(BatchBody)
+            .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
+    }
 }
 
 /// The limits a batch runs under: a request's, or a job's (higher).
@@ -185,7 +329,7 @@ pub(super) async fn execute(
     app: &AppState,
     caller: &Caller,
     client: &ClientId,
-    batch: &Batch,
+    batch: &mut Calls,
     ceilings: Ceilings,
     progress: &(dyn Fn(usize) + Send + Sync),
 ) -> ApiResult<Vec<u8>> {
@@ -204,28 +348,50 @@ pub(super) async fn execute(
         }
     };
     let deadline = started + budget;
-    let mut answers = Answers::with_room_for(batch.calls.len());
+    let mut answers = Answers::with_room_for(batch.len());
     match &batch.instance {
         None => {
             let _permit = app.exec_permit(client).await?;
             let mut seen = Resolutions::default();
-            for raw in &batch.calls {
-                // One clock read serves the deadline check and the call.
-                let now = Instant::now();
-                let answer = match spent(deadline, budget, now) {
-                    Some(refusal) => Err(refusal),
-                    None => one_shot(app, raw, now, deadline, ceilings.limits, Some(&mut seen)).await,
-                };
-                answers.push(&answer)?;
-                progress(answers.len());
+            // Taken only now: a refusal above leaves the batch whole, for
+            // a job to try again.
+            let calls = std::mem::replace(&mut batch.calls, CallBodies::Raw(Vec::new()));
+            let limits = ceilings.limits;
+            match calls {
+                CallBodies::Registered(calls) => {
+                    for req in calls {
+                        // One clock read serves the deadline check and the call.
+                        let now = Instant::now();
+                        let answer = match spent(deadline, budget, now) {
+                            Some(refusal) => Err(refusal),
+                            None => run_body(app, Body::Registered(req), now, deadline, limits, Some(&mut seen)).await,
+                        };
+                        answers.push(&answer)?;
+                        progress(answers.len());
+                    }
+                }
+                CallBodies::Raw(calls) => {
+                    for raw in &calls {
+                        let now = Instant::now();
+                        let answer = match spent(deadline, budget, now) {
+                            Some(refusal) => Err(refusal),
+                            None => one_shot(app, raw, now, deadline, limits, Some(&mut seen)).await,
+                        };
+                        answers.push(&answer)?;
+                        progress(answers.len());
+                    }
+                }
             }
         }
         Some(id) => {
+            let CallBodies::Raw(calls) = &batch.calls else {
+                return Err(ApiError::internal("a batch on a live instance was read as registered calls"));
+            };
             let slot = instances::visible::<LiveInstance>(app, caller, id).await?;
             // As for one call: the instance's turn first, then a slot.
             let mut live = slot.live.lock().await;
             let _permit = app.exec_permit(client).await?;
-            for raw in &batch.calls {
+            for raw in calls {
                 let answer = match (spent(deadline, budget, Instant::now()), parse::<CallInstance>(raw)) {
                     (Some(refusal), _) => Err(refusal),
                     (None, Err(e)) => Err(e),
@@ -239,36 +405,6 @@ pub(super) async fn execute(
     answers.finish(started.elapsed().as_micros() as u64)
 }
 
-impl Batch {
-    /// Refuses a batch of no calls or more than `max`, or one with a call
-    /// that is not even a JSON object (what is wrong inside an object is
-    /// that call's own error).
-    pub(super) fn check(&self, max: usize) -> ApiResult<()> {
-        if self.calls.is_empty() || self.calls.len() > max {
-            return Err(ApiError::invalid_request(format!(
-                "a batch has 1 to {max} calls (--max-batch-calls); this one has {}",
-                self.calls.len()
-            )));
-        }
-        if let Some(i) = self.calls.iter().position(|c| !is_object(c)) {
-            return Err(ApiError::invalid_request(format!(
-                "calls[{i}] is not a JSON object; each call is a request body"
-            )));
-        }
-        Ok(())
-    }
-
-    /// The live instance the batch runs on, if it names one.
-    pub(super) fn instance(&self) -> Option<&str> {
-        self.instance.as_deref()
-    }
-
-    /// How many calls it has.
-    pub(super) fn len(&self) -> usize {
-        self.calls.len()
-    }
-}
-
 /// One call on a fresh instance, begun at `started`: `POST /execute`'s
 /// when it names a registered module, else `POST /`'s. In a batch, `seen`
 /// is what its earlier calls resolved (see [`Resolutions`]).
@@ -280,7 +416,19 @@ pub(super) async fn one_shot(
     ceiling: ExecLimits,
     seen: Option<&mut Resolutions>,
 ) -> ApiResult<ExecResponse> {
-    let ready = match decode(raw)? {
+    run_body(app, decode(raw)?, started, deadline, ceiling, seen).await
+}
+
+/// [`one_shot`] of a call's decoded body.
+async fn run_body(
+    app: &AppState,
+    body: Body,
+    started: Instant,
+    deadline: Instant,
+    ceiling: ExecLimits,
+    seen: Option<&mut Resolutions>,
+) -> ApiResult<ExecResponse> {
+    let ready = match body {
         Body::Registered(req) => req.ready(app, started, Some(deadline), ceiling)?,
         // Boxed: text is compiled off the reactor, a future the usual
         // call should not carry.
@@ -381,6 +529,52 @@ mod tests {
             diff: Vec::new(),
             runs: None,
         }
+    }
+
+    fn read(body: &str) -> Calls {
+        Calls::read(body.as_bytes()).unwrap()
+    }
+
+    fn registered(calls: &Calls) -> bool {
+        matches!(calls.calls, CallBodies::Registered(_))
+    }
+
+    /// A batch of `POST /execute` bodies is read in one pass; anything the
+    /// one pass could read differently from the general reading, or not
+    /// at all, is read the general way, so that each call keeps its own
+    /// error.
+    #[test]
+    fn only_a_batch_of_registered_calls_is_read_in_one_pass() {
+        let usual = read(r#"{"calls": [{"module_name": "m", "function_name": "f", "params": [1]},
+            {"module_name": "m", "function_name": "f", "params": ["-0"]}], "timeout_ms": 5}"#);
+        assert!(registered(&usual));
+        assert_eq!((usual.len(), usual.timeout_ms, usual.instance()), (2, Some(5), None));
+        usual.check(10).unwrap();
+
+        // A call written as an array of a body's fields, which the derived
+        // reader would take: refused as the general reading refuses it.
+        let array = read(r#"{"calls": [["m", "f", [1]]]}"#);
+        assert!(!registered(&array));
+        let refusal = array.check(10).unwrap_err();
+        assert!(refusal.message.contains("calls[0] is not a JSON object"), "{}", refusal.message);
+
+        for general in [
+            // inline code beside a registered call
+            r#"{"calls": [{"module_name": "m"}, {"wat": "(module)", "function_name": "f"}]}"#,
+            // a live instance's calls
+            r#"{"calls": [{"function_name": "f"}], "instance": "i"}"#,
+            r#"{"calls": [{"module_name": "m"}], "instance": null}"#,
+            // a call with its own mistake
+            r#"{"calls": [{"module_name": "m", "bogus": 1}, {"module_name": 7}]}"#,
+        ] {
+            let calls = read(general);
+            assert!(!registered(&calls), "{general} was read in one pass");
+        }
+        assert_eq!(read(r#"{"calls": [{"function_name": "f"}], "instance": "i"}"#).instance(), Some("i"));
+
+        // What neither reading takes is the body's error.
+        assert!(Calls::read(br#"{"calls": [{"module_name": "m"}], "extra": 1}"#).is_err());
+        assert!(Calls::read(b"[1]").is_err());
     }
 
     /// The batch's answer, written call by call, is the object of the

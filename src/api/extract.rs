@@ -73,52 +73,68 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !is_json(content_type) {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                format!(
-                    "expected a JSON body with `Content-Type: application/json`, got {}",
-                    if content_type.is_empty() {
-                        "no content type".to_string()
-                    } else {
-                        format!("`{content_type}`")
-                    }
-                ),
-            ));
-        }
-        let BodyTimeout(deadline) = BodyTimeout::from_ref(state);
-        let read = tokio::time::timeout(deadline, Bytes::from_request(req, state))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::RequestTimeout,
-                    format!("the request body did not arrive within {} ms", deadline.as_millis()),
-                )
-            })?;
-        let bytes = read.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(
-                    "the request body is larger than the server's limit (see --max-body-bytes)".to_string(),
-                )
-            } else {
-                ApiError::invalid_request(format!("cannot read the request body: {}", rejection.body_text()))
-            }
+        let bytes = read_json(req, state).await?;
+        from_json(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A JSON request body's bytes, as every JSON body is read: the content
+/// type checked, the whole body read within the [`BodyTimeout`] and the
+/// size limit. Not parsed yet (see [`from_json`]).
+pub async fn read_json<S>(req: Request, state: &S) -> Result<Bytes, ApiError>
+where
+    S: Send + Sync,
+    BodyTimeout: FromRef<S>,
+{
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_json(content_type) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "expected a JSON body with `Content-Type: application/json`, got {}",
+                if content_type.is_empty() {
+                    "no content type".to_string()
+                } else {
+                    format!("`{content_type}`")
+                }
+            ),
+        ));
+    }
+    let BodyTimeout(deadline) = BodyTimeout::from_ref(state);
+    let read = tokio::time::timeout(deadline, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!("the request body did not arrive within {} ms", deadline.as_millis()),
+            )
         })?;
-        // Read as text once it is known to be UTF-8: serde_json then skips
-        // checking every string, and every raw value (a batch's calls, each
-        // param), again. A body that is not UTF-8 gets serde_json's own
-        // error, with its position.
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => serde_json::from_str(text),
-            Err(_) => serde_json::from_slice(&bytes),
+    read.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(
+                "the request body is larger than the server's limit (see --max-body-bytes)".to_string(),
+            )
+        } else {
+            ApiError::invalid_request(format!("cannot read the request body: {}", rejection.body_text()))
         }
-        .map(JsonBody)
-        .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
+    })
+}
+
+/// Parses a body [`read_json`] read.
+pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    // Read as text once it is known to be UTF-8: serde_json then skips
+    // checking every string, and every raw value (a batch's calls, each
+    // param), again. A body that is not UTF-8 gets serde_json's own
+    // error, with its position.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
     }
 }
 

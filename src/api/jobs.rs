@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::batch::{self, Batch, Ceilings};
+use super::batch::{self, Calls, Ceilings};
 use super::call_json::BYTES_PER_ANSWER;
 use super::client::ClientId;
 use super::error::{ApiError, ApiResult, ErrorCode};
@@ -72,7 +72,7 @@ pub struct Accepted {
 /// A job's request, checked: what it runs.
 enum Work {
     Call(Box<RawValue>),
-    Batch(Batch),
+    Batch(Calls),
 }
 
 impl Work {
@@ -83,7 +83,7 @@ impl Work {
             (Some(call), None) if batch::is_object(&call) => Ok(Work::Call(call)),
             (Some(_), None) => Err(ApiError::invalid_request("`call` is a request body: a JSON object")),
             (None, Some(raw)) => {
-                let batch: Batch = serde_json::from_str(raw.get())
+                let batch = Calls::read(raw.get().as_bytes())
                     .map_err(|e| ApiError::invalid_request(format!("invalid batch: {e}")))?;
                 batch.check(max_batch_calls)?;
                 if batch.instance().is_some() {
@@ -236,15 +236,21 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
                 Err(error) => (JobStatus::Failed, body(error.into_body())),
             }
         }
-        Work::Batch(batch) => {
+        Work::Batch(mut batch) => {
             let of = batch.len();
             let progress = |done: usize| {
                 if let Some(live) = app.jobs.lock().get(id) {
                     live.state.send_modify(|r| r.progress = Some(Progress { done, of }));
                 }
             };
-            // The batch takes its own execution slot.
-            let ran = patiently(|| batch::execute(app, &Caller::Anonymous, client, &batch, ceilings, &progress)).await;
+            // The batch takes its own execution slot, waited for as in
+            // `patiently` (which cannot lend the batch to each attempt).
+            let ran = loop {
+                match batch::execute(app, &Caller::Anonymous, client, &mut batch, ceilings, &progress).await {
+                    Err(e) if waits_out(&e) => tokio::time::sleep(RETRY).await,
+                    ran => break ran,
+                }
+            };
             match ran {
                 Ok(json) => (JobStatus::Done, written(json)),
                 Err(error) => (JobStatus::Failed, body(error.into_body())),
@@ -259,12 +265,18 @@ async fn run(app: &AppState, id: &str, work: Work, client: &ClientId) -> (JobSta
 async fn patiently<T, F: Future<Output = ApiResult<T>>>(mut attempt: impl FnMut() -> F) -> ApiResult<T> {
     loop {
         match attempt().await {
-            Err(e) if matches!(e.code, ErrorCode::Overloaded | ErrorCode::ConcurrencyLimit) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(e) if waits_out(&e) => tokio::time::sleep(RETRY).await,
             other => return other,
         }
     }
+}
+
+/// How long a job waits before asking for a slot again.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Whether `error` is a refusal a job waits out: no slot now.
+fn waits_out(error: &ApiError) -> bool {
+    matches!(error.code, ErrorCode::Overloaded | ErrorCode::ConcurrencyLimit)
 }
 
 #[utoipa::path(post, path = "/jobs", tag = "jobs", operation_id = "submit_job",
