@@ -7,7 +7,7 @@
 //! store size, compile-cache totals) is read at scrape time instead, so the
 //! hot path never maintains it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::Method;
@@ -79,8 +79,13 @@ impl Endpoint {
 pub struct Metrics {
     /// Every route template the router serves, to label requests with a
     /// `&'static str` found by lookup instead of a fresh `String`.
-    routes: HashSet<&'static str>,
+    routes: HashSet<&'static str, foldhash::fast::RandomState>,
     requests: Family<RequestLabels, Counter>,
+    /// The `200` series of `requests` of every served method and route,
+    /// made up front (so they show from the start, at zero): counting a
+    /// request there skips the family's lock and its SipHash of the
+    /// labels, which were about 1% of a small call's work.
+    answered: HashMap<(&'static str, &'static str), Counter, foldhash::fast::RandomState>,
     durations: Family<ExecLabels, Histogram>,
     /// The `ok` series of `durations`, by [`Endpoint`], made up front: most
     /// executions succeed (a batch records thousands), and a series held
@@ -90,6 +95,20 @@ pub struct Metrics {
     /// Process-unique prefix of generated request ids.
     id_prefix: String,
     next_id: AtomicU64,
+}
+
+/// A request method as its label.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// The server's state at scrape time, read by the `/metrics` handler.
@@ -119,9 +138,22 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// Counters for a server that serves the route templates `routes`.
-    pub fn new(routes: impl IntoIterator<Item = &'static str>) -> Self {
-        let routes = routes.into_iter().collect();
+    /// Counters for a server that serves `routes` (each a method and a
+    /// route template).
+    pub fn new(routes: &[(Method, &'static str)]) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let answered = routes
+            .iter()
+            .map(|(method, route)| {
+                let labels = RequestLabels {
+                    method: method_label(method),
+                    route,
+                    status: 200,
+                };
+                ((labels.method, *route), requests.get_or_create(&labels).clone())
+            })
+            .collect();
+        let routes = routes.iter().map(|(_, route)| *route).collect();
         // 50 µs to about 7 s, each bucket 2.5× the last.
         let durations: Family<ExecLabels, Histogram> =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.5, 14)));
@@ -134,7 +166,8 @@ impl Metrics {
         });
         Metrics {
             routes,
-            requests: Family::default(),
+            requests,
+            answered,
             durations,
             ok,
             fuel: Counter::default(),
@@ -167,16 +200,13 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn request(&self, method: &Method, route: &'static str, status: u16) {
-        let method = match *method {
-            Method::GET => "GET",
-            Method::POST => "POST",
-            Method::DELETE => "DELETE",
-            Method::PUT => "PUT",
-            Method::HEAD => "HEAD",
-            Method::OPTIONS => "OPTIONS",
-            Method::PATCH => "PATCH",
-            _ => "other",
-        };
+        let method = method_label(method);
+        if status == 200
+            && let Some(counter) = self.answered.get(&(method, route))
+        {
+            counter.inc();
+            return;
+        }
         self.requests
             .get_or_create(&RequestLabels { method, route, status })
             .inc();

@@ -81,7 +81,7 @@ impl AppState {
             engine,
             registry,
             instances,
-            metrics: Arc::new(Metrics::new(served.iter().map(|(_, path)| *path))),
+            metrics: Arc::new(Metrics::new(served)),
             served,
             admission,
             bounds,

@@ -136,7 +136,7 @@ pub struct Registry {
     store: Arc<dyn ModuleStore>,
     engine: WasmEngine,
     quota: TokenQuota,
-    index: RwLock<HashMap<String, Arc<Entry>>>,
+    index: RwLock<Index>,
     /// The store version the index reflects (see [`Self::sync`]).
     version: AtomicU64,
     artifacts: Artifacts,
@@ -210,12 +210,16 @@ async fn blocking<T: Send + 'static>(
 /// Every record of `store`, indexed by name, with the store's version. The
 /// version is read first: changes that land during the listing are applied
 /// again by the next sync, which is harmless.
-async fn read_index(store: &Arc<dyn ModuleStore>) -> Result<(u64, HashMap<String, Arc<Entry>>), RegistryError> {
+/// The registry's modules by name, hashed with foldhash (seeded per
+/// process): every call of a registered module looks its name up here.
+type Index = HashMap<String, Arc<Entry>, foldhash::fast::RandomState>;
+
+async fn read_index(store: &Arc<dyn ModuleStore>) -> Result<(u64, Index), RegistryError> {
     let (version, records) = {
         let store = store.clone();
         blocking(move || Ok((store.version()?, store.list()?))).await?
     };
-    let mut index = HashMap::with_capacity(records.len());
+    let mut index = Index::with_capacity_and_hasher(records.len(), Default::default());
     for record in records {
         let digest = digest_of(&record)?;
         index.insert(record.name.clone(), Arc::new(Entry::new(record, digest)));
