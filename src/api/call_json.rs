@@ -110,7 +110,7 @@ impl StatsBody {
         number(out, self.memory_peak_bytes);
         if let Some(modules) = &self.modules.0 {
             out.extend_from_slice(b",\"modules\":");
-            out.extend_from_slice(modules.get().as_bytes());
+            out.extend_from_slice(modules.as_bytes());
         }
         out.push(b'}');
         Ok(())
@@ -162,6 +162,27 @@ fn strings<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) -> serde
     }
     out.push(b']');
     Ok(())
+}
+
+/// `stats.modules` as JSON, each `(name, sha256)` an object as the
+/// derived `Serialize` of `ModuleRan` writes it.
+pub fn modules<'a>(list: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = Vec::with_capacity(96);
+    out.push(b'[');
+    for (i, (name, sha256)) in list.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        // Writing a string into a Vec cannot fail.
+        let _ = string(&mut out, name);
+        out.extend_from_slice(b",\"sha256\":");
+        let _ = string(&mut out, sha256);
+        out.push(b'}');
+    }
+    out.push(b']');
+    // Only whole UTF-8 strings and ASCII went in.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn number(out: &mut Vec<u8>, n: u64) {
@@ -276,6 +297,24 @@ mod tests {
             let mut written = Vec::new();
             response.write_json(&mut written).unwrap();
             assert_eq!(String::from_utf8(written).unwrap(), reference);
+        }
+    }
+
+    /// `stats.modules`, written by hand, is what serde writes of the list.
+    #[test]
+    fn the_modules_list_is_written_as_serde_writes_it() {
+        use super::super::call::ModuleRan;
+        let list = [("main", "ab12"), ("we\"ird\\name\n", "cd34"), ("utils", "ef56")];
+        for n in 1..=list.len() {
+            let written = super::modules(list[..n].iter().copied());
+            let reference: Vec<ModuleRan> = list[..n]
+                .iter()
+                .map(|(name, sha)| ModuleRan {
+                    name: name.to_string(),
+                    sha256: sha.to_string(),
+                })
+                .collect();
+            assert_eq!(written, serde_json::to_string(&reference).unwrap());
         }
     }
 
