@@ -385,7 +385,9 @@ pub(super) async fn execute(
         }
         Some(id) => {
             let CallBodies::Raw(calls) = &batch.calls else {
-                return Err(ApiError::internal("a batch on a live instance was read as registered calls"));
+                return Err(ApiError::internal(
+                    "a batch on a live instance was read as registered calls",
+                ));
             };
             let slot = instances::visible::<LiveInstance>(app, caller, id).await?;
             // As for one call: the instance's turn first, then a slot.
@@ -545,8 +547,10 @@ mod tests {
     /// error.
     #[test]
     fn only_a_batch_of_registered_calls_is_read_in_one_pass() {
-        let usual = read(r#"{"calls": [{"module_name": "m", "function_name": "f", "params": [1]},
-            {"module_name": "m", "function_name": "f", "params": ["-0"]}], "timeout_ms": 5}"#);
+        let usual = read(
+            r#"{"calls": [{"module_name": "m", "function_name": "f", "params": [1]},
+            {"module_name": "m", "function_name": "f", "params": ["-0"]}], "timeout_ms": 5}"#,
+        );
         assert!(registered(&usual));
         assert_eq!((usual.len(), usual.timeout_ms, usual.instance()), (2, Some(5), None));
         usual.check(10).unwrap();
@@ -556,7 +560,11 @@ mod tests {
         let array = read(r#"{"calls": [["m", "f", [1]]]}"#);
         assert!(!registered(&array));
         let refusal = array.check(10).unwrap_err();
-        assert!(refusal.message.contains("calls[0] is not a JSON object"), "{}", refusal.message);
+        assert!(
+            refusal.message.contains("calls[0] is not a JSON object"),
+            "{}",
+            refusal.message
+        );
 
         for general in [
             // inline code beside a registered call
@@ -570,7 +578,10 @@ mod tests {
             let calls = read(general);
             assert!(!registered(&calls), "{general} was read in one pass");
         }
-        assert_eq!(read(r#"{"calls": [{"function_name": "f"}], "instance": "i"}"#).instance(), Some("i"));
+        assert_eq!(
+            read(r#"{"calls": [{"function_name": "f"}], "instance": "i"}"#).instance(),
+            Some("i")
+        );
 
         // What neither reading takes is the body's error.
         assert!(Calls::read(br#"{"calls": [{"module_name": "m"}], "extra": 1}"#).is_err());

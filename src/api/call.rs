@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::checks::{Expected, Observed, RunsBody};
 use super::error::{ApiError, ApiResult};
+use super::json_text;
 use super::metrics::{Endpoint, Metrics};
 use crate::engine::{
     CacheOutcome, CallFailure, CallOutcome, CallSpec, ComponentCall, ComponentParams, ExecLimits, LimitOverrides,
@@ -528,12 +529,27 @@ pub struct ModulesRan(pub(super) Option<Arc<str>>);
 
 impl ModulesRan {
     /// The code called first, as `name`, then the registered modules it
-    /// links, each as `(name, sha256)`. Written by hand
-    /// ([`super::call_json::modules`]): a single request renders it anew,
-    /// and serde's writer took about 1,500 instructions of it.
+    /// links, each as `(name, sha256)`, each an object as the derived
+    /// `Serialize` of [`ModuleRan`] writes it. Written by hand: a single
+    /// request renders it anew, and serde's writer took about 1,000
+    /// instructions of it.
     pub fn of<'a>(name: &'a str, sha256: &'a str, graph: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let json = super::call_json::modules(std::iter::once((name, sha256)).chain(graph));
-        ModulesRan(Some(Arc::from(json)))
+        let mut out = Vec::with_capacity(96);
+        out.push(b'[');
+        for (i, (name, sha256)) in std::iter::once((name, sha256)).chain(graph).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"name\":");
+            // Writing a string into a Vec cannot fail.
+            let _ = json_text::string(&mut out, name);
+            out.extend_from_slice(b",\"sha256\":");
+            let _ = json_text::string(&mut out, sha256);
+            out.push(b'}');
+        }
+        out.push(b']');
+        // Only whole UTF-8 strings and ASCII went in.
+        ModulesRan(String::from_utf8(out).ok().map(Arc::from))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::call::{ExecResponse, StatsBody};
 use super::error::ApiError;
+use super::json_text::{boolean, number, string, strings};
 
 /// About what a small call's answer takes as JSON (results, types, and
 /// stats with one module named): the buffer's first size.
@@ -137,62 +138,6 @@ pub fn json_response(body: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// `text` as a JSON string: as it is when nothing in it needs escaping
-/// (the usual case: type names, tiers, short output), else through
-/// `serde_json`.
-fn string(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-        Ok(())
-    } else {
-        serde_json::to_writer(out, text)
-    }
-}
-
-/// `items` as a JSON array of strings.
-fn strings<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) -> serde_json::Result<()> {
-    out.push(b'[');
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        string(out, item)?;
-    }
-    out.push(b']');
-    Ok(())
-}
-
-/// `stats.modules` as JSON, each `(name, sha256)` an object as the
-/// derived `Serialize` of `ModuleRan` writes it.
-pub fn modules<'a>(list: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = Vec::with_capacity(96);
-    out.push(b'[');
-    for (i, (name, sha256)) in list.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"name\":");
-        // Writing a string into a Vec cannot fail.
-        let _ = string(&mut out, name);
-        out.extend_from_slice(b",\"sha256\":");
-        let _ = string(&mut out, sha256);
-        out.push(b'}');
-    }
-    out.push(b']');
-    // Only whole UTF-8 strings and ASCII went in.
-    String::from_utf8(out).unwrap_or_default()
-}
-
-fn number(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-fn boolean(out: &mut Vec<u8>, b: bool) {
-    out.extend_from_slice(if b { b"true" } else { b"false" });
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::value::RawValue;
@@ -306,7 +251,8 @@ mod tests {
         use super::super::call::ModuleRan;
         let list = [("main", "ab12"), ("we\"ird\\name\n", "cd34"), ("utils", "ef56")];
         for n in 1..=list.len() {
-            let written = super::modules(list[..n].iter().copied());
+            let first = list[0];
+            let written = ModulesRan::of(first.0, first.1, list[1..n].iter().copied()).0.unwrap();
             let reference: Vec<ModuleRan> = list[..n]
                 .iter()
                 .map(|(name, sha)| ModuleRan {
@@ -314,7 +260,7 @@ mod tests {
                     sha256: sha.to_string(),
                 })
                 .collect();
-            assert_eq!(written, serde_json::to_string(&reference).unwrap());
+            assert_eq!(&*written, serde_json::to_string(&reference).unwrap());
         }
     }
 

@@ -33,6 +33,7 @@ pub mod extract;
 pub mod instances;
 pub mod job_table;
 pub mod jobs;
+mod json_text;
 pub mod logging;
 pub mod metrics;
 pub mod modules;
