@@ -474,9 +474,14 @@ async fn run_elsewhere(
                 .iter()
                 .map(|h| (h.name.as_str(), h.compiled.sha256_hex())),
         );
-        let result = app
-            .engine
-            .run_component(component.compiled, &component.graph, &component_call, wasi.clone())
+        // The engine's calls are boxed here: this function's future is
+        // built and moved for every call of compiled code too, which only
+        // asks whether it is one of these, and would carry them inline.
+        let result =
+            Box::pin(
+                app.engine
+                    .run_component(component.compiled, &component.graph, &component_call, wasi.clone()),
+            )
             .await;
         let ran = Ran {
             compile: Some(component.compile),
@@ -489,10 +494,12 @@ async fn run_elsewhere(
     let interpreted = match source {
         Source::Inline { wasm, host_modules } => {
             let graph = app.registry.interpreted_graph(host_modules);
-            app.engine
-                .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, graph)
-                .await?
-                .map(|(result, sha)| (result, ModulesRan::of(INLINE_NAME, &hex::encode(sha), [])))
+            Box::pin(
+                app.engine
+                    .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, graph),
+            )
+            .await?
+            .map(|(result, sha)| (result, ModulesRan::of(INLINE_NAME, &hex::encode(sha), [])))
         }
         Source::Registered(name) => match app.registry.interpreted(name).await {
             Some(it) => {
@@ -502,10 +509,12 @@ async fn run_elsewhere(
                     &it.code.sha256,
                     it.graph.iter().map(|(n, code)| (n.as_str(), code.sha256.as_str())),
                 );
-                app.engine
-                    .run_code(&it.code, &label, &spec, wasi, &it.host_modules, &it.graph)
-                    .await
-                    .map(|result| (result, modules))
+                Box::pin(
+                    app.engine
+                        .run_code(&it.code, &label, &spec, wasi, &it.host_modules, &it.graph),
+                )
+                .await
+                .map(|result| (result, modules))
             }
             None => None,
         },
