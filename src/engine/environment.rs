@@ -372,7 +372,7 @@ impl Environment {
             Ok(instance) => instance,
             Err(e) => {
                 store::drop_uncaught(&mut self.store, &e);
-                let wasi = self.store.data().wasi.as_ref().map(WasiState::take_output);
+                let wasi = self.store.data().wasi.as_deref().map(WasiState::take_output);
                 return Err(CallFailure {
                     error: classify::runtime_error(e, &spec.limits),
                     stats: Some(stats),

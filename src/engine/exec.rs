@@ -256,7 +256,7 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
     let (root, hosts) = match result {
         Ok(instances) => instances,
         Err(e) => {
-            let wasi = store.data().wasi.as_ref().map(WasiState::take_output);
+            let wasi = store.data().wasi.as_deref().map(WasiState::take_output);
             return Err(CallFailure {
                 error: classify::runtime_error(e, &spec.limits),
                 stats: Some(stats),
@@ -543,7 +543,7 @@ impl Target<'_> {
         stats.call_us = micros(ended.saturating_duration_since(started));
         stats.fuel_consumed = store::fuel_used(self.store);
         (stats.limits_hit, stats.memory_peak_bytes) = self.store.data_mut().limit_report();
-        let wasi_output = self.store.data().wasi.as_ref().map(WasiState::take_output);
+        let wasi_output = self.store.data().wasi.as_deref().map(WasiState::take_output);
 
         let outcome = match outcome {
             Ok(returned) => Ok((returned, None)),

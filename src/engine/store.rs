@@ -23,7 +23,7 @@ pub struct StoreState {
     timeout_ms: u64,
     /// The fuel armed for the current request, to compute what it used.
     armed_fuel: u64,
-    pub(crate) wasi: Option<WasiState>,
+    pub(crate) wasi: Option<Box<WasiState>>,
     /// A component's WASI 0.2 world; every component store has one (its
     /// imports of `wasi:` interfaces resolve against it).
     pub(crate) component_wasi: Option<Box<ComponentWasi>>,
@@ -71,7 +71,11 @@ impl StoreState {
 
 /// A new store for one execution or live instance, with the limiter and
 /// the epoch callback installed. Nothing is armed yet: see [`arm`].
-pub(crate) fn new_store(engine: &wasmtime::Engine, limits: &ExecLimits, wasi: Option<WasiState>) -> Store<StoreState> {
+pub(crate) fn new_store(
+    engine: &wasmtime::Engine,
+    limits: &ExecLimits,
+    wasi: Option<Box<WasiState>>,
+) -> Store<StoreState> {
     let state = StoreState {
         limiter: StoreLimiter::new(limits),
         deadline: Instant::now(),

@@ -68,13 +68,16 @@ impl WasiState {
     /// Builds a context from `config`, capping each output stream at
     /// `output_cap` bytes.
     /// Takes the config by value: stdin can be megabytes and is moved, not copied.
-    pub fn new(config: WasiConfig, output_cap: usize) -> Self {
+    /// Boxed: a store's state holds it, and every store (most have no
+    /// WASI) would otherwise be as large as a WASI context and be copied
+    /// whole when made.
+    pub fn new(config: WasiConfig, output_cap: usize) -> Box<Self> {
         let (mut builder, stdout, stderr) = builder(config, output_cap);
-        WasiState {
+        Box::new(WasiState {
             ctx: builder.build_p1(),
             stdout,
             stderr,
-        }
+        })
     }
 
     /// Takes what was written since the last call (for live instances, each
