@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -56,9 +56,7 @@ pub async fn front(State(front): State<Arc<Front>>, mut request: Request, next: 
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let route = front
-        .metrics
-        .route_label(request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    let route = front.metrics.route_label(request.uri().path());
     let id = client_request_id(&request).unwrap_or_else(|| front.metrics.request_id());
     let header = HeaderValue::from_str(&id).ok();
     let mut response = telemetry::with_request_id(id, async move {

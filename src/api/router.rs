@@ -7,6 +7,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::error::{ApiError, ErrorCode};
@@ -39,28 +40,37 @@ pub fn served_routes() -> &'static [(Method, &'static str)] {
 }
 
 /// The whole API.
+///
+/// The middleware wraps the router once, instead of each route as
+/// `Router::layer` does: a layer added that way is cloned, with every boxed
+/// service beneath it, for each request (axum's `from_fn` takes its inner
+/// service out by cloning it), which was 13 allocations and about a
+/// twentieth of a small call's work. Wrapped outside, a clone is the
+/// router's reference count. The front middleware then runs before
+/// routing, so it labels requests by route itself (`Metrics::route_label`).
 pub fn router(state: AppState, max_body_bytes: usize, tokens: auth::Tokens, rate_limits: quota::RateLimits) -> Router {
-    routes()
+    let front = Arc::new(logging::Front {
+        metrics: state.metrics.clone(),
+        tokens,
+        rate_limits,
+    });
+    let routed = routes()
         .into_router()
         .merge(openapi::docs_ui())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        // A bug that panics in a handler answers 500 in the usual JSON shape
-        // (and is logged) instead of dropping the connection.
-        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state);
+    let service = ServiceBuilder::new()
         // The request id and log line, the token check (which records the
         // caller), then the rate limit counted per caller: one layer (see
         // `logging`).
-        .layer(middleware::from_fn_with_state(
-            Arc::new(logging::Front {
-                metrics: state.metrics.clone(),
-                tokens,
-                rate_limits,
-            }),
-            logging::front,
-        ))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(front, logging::front))
+        // A bug that panics in a handler answers 500 in the usual JSON shape
+        // (and is logged) instead of dropping the connection.
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .service(routed);
+    Router::new().fallback_service(service)
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
