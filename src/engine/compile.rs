@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport};
 
 use super::error::{EngineError, LimitKind, chain_text};
+use super::spare::Spares;
 use super::store::StoreState;
 use super::types::{ModuleInterface, signature};
 use super::wasi::WASI_MODULE;
@@ -49,9 +50,17 @@ pub struct CompiledModule {
     /// foldhash (seeded per process): every call looks its function up
     /// here, and SipHash was most of the lookup.
     functions: HashMap<Box<str>, (FuncType, ModuleExport), foldhash::fast::RandomState>,
+    /// Instances of a stateless module that one-shot calls left behind,
+    /// for later ones to take (see `engine::spare`).
+    spares: Spares,
 }
 
 impl CompiledModule {
+    /// Instances kept for later one-shot calls (stateless modules only).
+    pub(crate) fn spares(&self) -> &Spares {
+        &self.spares
+    }
+
     /// SHA-256 of the module binary.
     pub fn sha256(&self) -> &Sha256Digest {
         &self.sha256
@@ -421,6 +430,7 @@ fn finish(
         pre,
         imports_wasi,
         stateless,
+        spares: Spares::default(),
     })
 }
 

@@ -26,6 +26,7 @@ use super::error::{EngineError, LimitKind};
 use super::limits::ExecLimits;
 use super::link::LinkedModule;
 use super::memory::{self, MemoryRead, MemoryWrite};
+use super::spare::Spare;
 use super::store::{self, StoreState};
 use super::types::{signature, type_name};
 use super::values::{
@@ -210,6 +211,10 @@ pub(crate) struct CompiledInstance {
     pending: Option<ExecStats>,
     /// The root's functions called so far, by export name.
     funcs: Funcs,
+    /// Whether no call is under way: a call whose future was dropped
+    /// midway leaves this false, and such an instance is never kept for
+    /// another call ([`CompiledInstance::into_spare`]).
+    idle: bool,
 }
 
 /// Exported functions an instance has been called through, so that calling
@@ -273,6 +278,7 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
         hosts,
         pending: Some(stats),
         funcs: Funcs::default(),
+        idle: true,
     })
 }
 
@@ -356,6 +362,38 @@ pub(crate) fn allocator_returned_null(len: i32, function: &str) -> EngineError {
 }
 
 impl CompiledInstance {
+    /// A kept instance of the stateless module `root`, named `root_label`
+    /// in messages (see `engine::spare`). Its calls report no
+    /// instantiation: none was made for them.
+    pub(crate) fn from_spare(spare: Spare, root_module: Arc<CompiledModule>, root_label: String) -> Self {
+        let Spare { store, root } = spare;
+        CompiledInstance {
+            store,
+            root,
+            root_module,
+            root_label,
+            hosts: Vec::new(),
+            pending: None,
+            funcs: Funcs::default(),
+            idle: true,
+        }
+    }
+
+    /// Keeps this instance for a later one-shot call of its module, when
+    /// the module is stateless, it links nothing and no call of it was
+    /// cut short; otherwise it is dropped.
+    pub(crate) fn into_spare(self) {
+        if self.idle && self.hosts.is_empty() && self.root_module.stateless() {
+            let module = self.root_module.clone();
+            module.spares().keep(self.store, self.root);
+        }
+    }
+
+    /// Marks a call as under way (`false`) or finished (`true`).
+    pub(crate) fn set_idle(&mut self, idle: bool) {
+        self.idle = idle;
+    }
+
     /// The fuel and time instantiation took; afterwards calls report only
     /// their own (for live instances, which report instantiation on creation).
     pub fn take_instantiation_stats(&mut self) -> ExecStats {

@@ -41,6 +41,7 @@ pub mod limits;
 pub mod link;
 pub mod memory;
 pub mod settings;
+pub mod spare;
 pub mod store;
 pub mod tier;
 pub mod types;
@@ -674,8 +675,16 @@ impl WasmEngine {
         kept: &mut KeptInstance,
     ) -> Result<CallOutcome, CallFailure> {
         let reusable = code.graph.is_empty() && wasi.is_none() && code.root.stateless();
+        if reusable && kept.0.is_none() {
+            // An instance an earlier one-shot call left (`engine::spare`).
+            kept.0 = (code.root.spares().take())
+                .map(|spare| exec::CompiledInstance::from_spare(spare, code.root.clone(), code.root_label.clone()));
+        }
         if reusable && let Some(live) = kept.0.as_mut().filter(|live| live.runs(&code.root)) {
-            return live.call(call).await;
+            live.set_idle(false);
+            let result = live.call(call).await;
+            live.set_idle(true);
+            return result;
         }
         // Boxed: instantiation's future is large, and the reused path above
         // should not carry it (a future built inline takes room in its
@@ -690,7 +699,9 @@ impl WasmEngine {
             };
             let prepared = exec::prepare(&*code.root, &code.root_label, &call)?;
             let mut live = exec::instantiate(&self.runtime(), spec).await?;
+            live.set_idle(false);
             let result = live.call_on_same_budget(prepared, call, Instant::now()).await;
+            live.set_idle(true);
             if reusable {
                 kept.0 = Some(live);
             }
@@ -701,9 +712,19 @@ impl WasmEngine {
 }
 
 /// The instance a run of one-shot calls may share (see
-/// [`WasmEngine::run`]); empty until a stateless module runs.
+/// [`WasmEngine::run`]); empty until a stateless module runs. When the
+/// run is over (a request, a batch), the instance is kept for later
+/// one-shot calls of its module (`engine::spare`).
 #[derive(Default)]
 pub struct KeptInstance(Option<exec::CompiledInstance>);
+
+impl Drop for KeptInstance {
+    fn drop(&mut self) {
+        if let Some(live) = self.0.take() {
+            live.into_spare();
+        }
+    }
+}
 
 /// A module the interpreter has parsed, with what the instance table and
 /// the registry show of it.

@@ -141,6 +141,62 @@ async fn registered_modules_with_state_get_a_fresh_instance_for_every_call() {
     }
 }
 
+/// A stateless module's instance outlives the request that made it: later
+/// single requests take it instead of instantiating (`engine::spare`),
+/// after a trap and after a time limit too, and each call still gets its
+/// own budget. A module with state never shares one.
+#[tokio::test]
+async fn single_requests_take_a_stateless_instance_an_earlier_request_left() {
+    let app = spawn_compiled_app().await;
+    let pure = r#"(module
+      (func (export "div") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
+      (func (export "spin") (param i32) (result i32)
+        (loop $l (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))
+        (local.get 0)))"#;
+    for (name, wat) in [("pure", pure), ("counter", COUNTER)] {
+        let (status, body) = app.post("/register", &json!({"module_name": name, "wat": wat})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let call = |function: &str, params: Value, limits: Value| json!({"module_name": "pure", "function_name": function, "params": params, "limits": limits});
+    let (status, first) = app.post("/execute", &call("div", json!([7, 2]), json!({}))).await;
+    assert_eq!((status, &first["results"]), (StatusCode::OK, &json!([3])), "{first}");
+    let (status, body) = app.post("/execute", &call("div", json!([1, 0]), json!({}))).await;
+    assert_eq!(
+        (status, code(&body), &body["error"]["trap"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "trap",
+            &json!("integer_divide_by_zero")
+        ),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(
+            "/execute",
+            &call("spin", json!([2_000_000_000]), json!({"timeout_ms": 50})),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body), &body["error"]["limit"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", &json!("time")),
+        "{body}"
+    );
+    let (status, body) = app.post("/execute", &call("div", json!([8, 4]), json!({}))).await;
+    assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([2])), "{body}");
+    // Taken, not made: no instantiation, and the call's own fuel only.
+    assert_eq!(body["stats"]["instantiate_us"], 0, "{body}");
+    assert_eq!(
+        body["stats"]["fuel_consumed"], first["stats"]["fuel_consumed"],
+        "{body}"
+    );
+    for _ in 0..3 {
+        let (status, body) = app
+            .post("/execute", &json!({"module_name": "counter", "function_name": "inc"}))
+            .await;
+        assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([1])), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn a_stateless_module_serves_a_batch_from_one_instance_through_traps_and_limits() {
     let app = spawn_compiled_app().await;
