@@ -103,6 +103,14 @@ async fn registered_batch(app: &crate::helpers::TestApp, modules: &[(&str, &str)
     body["results"].as_array().unwrap().clone()
 }
 
+/// A module with nowhere to keep state: division (which can trap) and a
+/// loop as long as asked (which can run out of fuel or time).
+const PURE: &str = r#"(module
+  (func (export "div") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
+  (func (export "spin") (param i32) (result i32)
+    (loop $l (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))
+    (local.get 0)))"#;
+
 #[tokio::test]
 async fn registered_modules_with_state_get_a_fresh_instance_for_every_call() {
     // Compiled code: the tier where a batch may share a stateless instance.
@@ -148,12 +156,7 @@ async fn registered_modules_with_state_get_a_fresh_instance_for_every_call() {
 #[tokio::test]
 async fn single_requests_take_a_stateless_instance_an_earlier_request_left() {
     let app = spawn_compiled_app().await;
-    let pure = r#"(module
-      (func (export "div") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
-      (func (export "spin") (param i32) (result i32)
-        (loop $l (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))
-        (local.get 0)))"#;
-    for (name, wat) in [("pure", pure), ("counter", COUNTER)] {
+    for (name, wat) in [("pure", PURE), ("counter", COUNTER)] {
         let (status, body) = app.post("/register", &json!({"module_name": name, "wat": wat})).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
@@ -200,11 +203,6 @@ async fn single_requests_take_a_stateless_instance_an_earlier_request_left() {
 #[tokio::test]
 async fn a_stateless_module_serves_a_batch_from_one_instance_through_traps_and_limits() {
     let app = spawn_compiled_app().await;
-    let pure = r#"(module
-      (func (export "div") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
-      (func (export "spin") (param i32) (result i32)
-        (loop $l (local.set 0 (i32.sub (local.get 0) (i32.const 1))) (br_if $l (local.get 0)))
-        (local.get 0)))"#;
     let calls = json!([
         {"module_name": "pure", "function_name": "div", "params": [7, 2]},
         {"module_name": "pure", "function_name": "div", "params": [1, 0]},
@@ -214,7 +212,7 @@ async fn a_stateless_module_serves_a_batch_from_one_instance_through_traps_and_l
         {"module_name": "pure", "function_name": "div", "params": [9, 3], "limits": {"fuel": 0}},
         {"module_name": "pure", "function_name": "div", "params": [8, 4]},
     ]);
-    let r = registered_batch(&app, &[("pure", pure)], calls).await;
+    let r = registered_batch(&app, &[("pure", PURE)], calls).await;
     assert_eq!(r[0]["results"], json!([3]), "{}", r[0]);
     assert_eq!(
         (code(&r[1]), &r[1]["error"]["trap"]),
