@@ -26,7 +26,7 @@ use super::call_json::{BYTES_PER_ANSWER, json_response};
 use super::client::ClientId;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::exec::{self, Resolutions, RunInline, RunRegistered};
-use super::extract::{BodyTimeout, from_json, read_json};
+use super::extract::{BodyTimeout, from_json, read_json, unreadable};
 use super::instances::{self, CallInstance};
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors};
 use super::routes::Routes;
@@ -145,17 +145,19 @@ impl Calls {
     /// read as before, so that a bad call is that call's own error. The one
     /// pass accepts only what the other would read into the same bodies.
     pub(super) fn read(bytes: &[u8]) -> serde_json::Result<Calls> {
-        if let Ok(batch) = std::str::from_utf8(bytes)
-            .map_err(serde::de::Error::custom)
-            .and_then(RegisteredBatch::read)
-        {
+        let text = std::str::from_utf8(bytes).ok();
+        if let Some(Ok(batch)) = text.map(RegisteredBatch::read) {
             return Ok(Calls {
                 calls: CallBodies::Registered(batch.calls),
                 instance: None,
                 timeout_ms: batch.timeout_ms,
             });
         }
-        let batch: Batch = from_json(bytes)?;
+        // Text already checked is not checked again.
+        let batch: Batch = match text {
+            Some(text) => serde_json::from_str(text)?,
+            None => from_json(bytes)?,
+        };
         Ok(Calls {
             calls: CallBodies::Raw(batch.calls),
             instance: batch.instance,
@@ -368,9 +370,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = read_json(req, state).await?;
-        Calls::read(&bytes)
-            .map(BatchBody)
-            .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
+        Calls::read(&bytes).map(BatchBody).map_err(unreadable)
     }
 }
 
@@ -422,7 +422,7 @@ pub(super) async fn execute(
                         let now = Instant::now();
                         let answer = match spent(deadline, budget, now) {
                             Some(refusal) => Err(refusal),
-                            // `run_body`'s steps, written out: the call is
+                            // `one_shot`'s steps for a decoded body: the call is
                             // made ready here and borrowed by its plan, not
                             // moved into one more future (a copy of about
                             // 600 bytes per call).
@@ -486,19 +486,7 @@ pub(super) async fn one_shot(
     ceiling: ExecLimits,
     seen: Option<&mut Resolutions>,
 ) -> ApiResult<ExecResponse> {
-    run_body(app, decode(raw)?, started, deadline, ceiling, seen).await
-}
-
-/// [`one_shot`] of a call's decoded body.
-async fn run_body(
-    app: &AppState,
-    body: Body,
-    started: Instant,
-    deadline: Instant,
-    ceiling: ExecLimits,
-    seen: Option<&mut Resolutions>,
-) -> ApiResult<ExecResponse> {
-    let ready = match body {
+    let ready = match decode(raw)? {
         Body::Registered(req) => req.ready(app, started, Some(deadline), ceiling)?,
         // Boxed: text is compiled off the reactor, a future the usual
         // call should not carry.

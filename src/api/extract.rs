@@ -74,10 +74,13 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = read_json(req, state).await?;
-        from_json(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
+        from_json(&bytes).map(JsonBody).map_err(unreadable)
     }
+}
+
+/// The refusal of a body that is not the JSON its endpoint reads.
+pub fn unreadable(e: serde_json::Error) -> ApiError {
+    ApiError::invalid_request(format!("invalid JSON body: {e}"))
 }
 
 /// A JSON request body's bytes, as every JSON body is read: the content

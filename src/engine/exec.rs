@@ -383,9 +383,16 @@ impl CompiledInstance {
     /// the module is stateless, it links nothing and no call of it was
     /// cut short; otherwise it is dropped.
     pub(crate) fn into_spare(self) {
-        if self.idle && self.hosts.is_empty() && self.root_module.stateless() {
-            let module = self.root_module.clone();
-            module.spares().keep(self.store, self.root);
+        let CompiledInstance {
+            store,
+            root,
+            root_module,
+            hosts,
+            idle,
+            ..
+        } = self;
+        if idle && hosts.is_empty() && root_module.stateless() {
+            root_module.spares().keep(store, root);
         }
     }
 

@@ -699,9 +699,8 @@ impl WasmEngine {
             };
             let prepared = exec::prepare(&*code.root, &code.root_label, &call)?;
             let mut live = exec::instantiate(&self.runtime(), spec).await?;
-            live.set_idle(false);
+            // Owned here until the call ends: a call cut short drops it.
             let result = live.call_on_same_budget(prepared, call, Instant::now()).await;
-            live.set_idle(true);
             if reusable {
                 kept.0 = Some(live);
             }
