@@ -190,7 +190,17 @@ impl Metrics {
     /// because it costs one atomic add.
     pub fn request_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:010}", self.id_prefix)
+        // `{prefix}-{n:010}`, written without a formatter.
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n);
+        let mut id = String::with_capacity(self.id_prefix.len() + 1 + digits.len().max(10));
+        id.push_str(&self.id_prefix);
+        id.push('-');
+        for _ in digits.len()..10 {
+            id.push('0');
+        }
+        id.push_str(digits);
+        id
     }
 
     /// The label for a request to `path`: the route template it matches
@@ -362,5 +372,21 @@ mod tests {
         for (index, endpoint) in Endpoint::ALL.into_iter().enumerate() {
             assert_eq!(endpoint as usize, index, "{endpoint:?}");
         }
+    }
+
+    /// Generated ids are the process prefix, a dash and the count padded to
+    /// ten digits, as `format!("{prefix}-{n:010}")` writes them.
+    #[test]
+    fn request_ids_are_the_prefix_and_a_padded_count() {
+        let metrics = super::Metrics::new(&[]);
+        let first = metrics.request_id();
+        let (prefix, count) = first.split_once('-').unwrap();
+        assert_eq!(prefix.len(), 8, "{first}");
+        assert_eq!(count, "0000000001");
+        assert_eq!(metrics.request_id(), format!("{prefix}-0000000002"));
+        metrics
+            .next_id
+            .store(12_345_678_901, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(metrics.request_id(), format!("{prefix}-12345678901"));
     }
 }
