@@ -2,6 +2,7 @@
 //! calls: memory writes and reads, WASI settings, result decoding, and the
 //! response (or error) built from the engine's outcome.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -433,7 +434,8 @@ pub struct ExecResponse {
     #[schema(value_type = Vec<serde_json::Value>)]
     pub(super) results: Vec<Box<RawValue>>,
     /// The WebAssembly type of each result (`i32`, `f64`, …).
-    pub(super) result_types: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub(super) result_types: Vec<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) memory: Vec<MemoryReadOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -627,7 +629,7 @@ fn respond(
     let (results, result_types) = match (result_encoding, outcome.result_bytes) {
         (Some(encoding), Some(bytes)) => (
             vec![serde_json::value::to_raw_value(&encoding.encode(&bytes)).map_err(ApiError::internal)?],
-            vec![encoding.name().to_string()],
+            vec![Cow::Borrowed(encoding.name())],
         ),
         _ => (outcome.results, outcome.result_types),
     };

@@ -36,7 +36,7 @@ impl ExecResponse {
             out.extend_from_slice(value.get().as_bytes());
         }
         out.extend_from_slice(b"],\"result_types\":");
-        strings(out, self.result_types.iter().map(String::as_str))?;
+        strings(out, self.result_types.iter().map(|name| name.as_ref()))?;
         if !self.memory.is_empty() {
             out.extend_from_slice(b",\"memory\":");
             serde_json::to_writer(&mut *out, &self.memory)?;

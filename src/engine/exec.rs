@@ -28,7 +28,7 @@ use super::link::LinkedModule;
 use super::memory::{self, MemoryRead, MemoryWrite};
 use super::spare::Spare;
 use super::store::{self, StoreState};
-use super::types::{signature, type_name};
+use super::types::{signature, type_name, value_type_name};
 use super::values::{
     AnyKind, Arg, HostRef, RefKind, anyref_json, classify_args, externref_json, json_to_val, result_json,
 };
@@ -139,7 +139,7 @@ pub struct WasiResult {
 pub struct CallOutcome {
     /// Each result as ready JSON (see `values::val_to_json`).
     pub results: Vec<Box<RawValue>>,
-    pub result_types: Vec<String>,
+    pub result_types: Vec<Cow<'static, str>>,
     /// The `(ptr, len)` result's bytes, when asked for.
     pub result_bytes: Option<Vec<u8>>,
     /// One entry per requested read, in order.
@@ -639,7 +639,7 @@ impl Target<'_> {
             results: values.json,
             result_types: match exited {
                 Some(_) => Vec::new(),
-                None => ty.results().map(|t| type_name(&t)).collect(),
+                None => ty.results().map(|t| value_type_name(&t)).collect(),
             },
             result_bytes,
             memory,

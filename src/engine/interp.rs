@@ -450,7 +450,7 @@ impl InterpInstance {
             results: values.iter().map(result_json).collect(),
             result_types: match exited {
                 Some(_) => Vec::new(),
-                None => ty.results().map(|t| super::types::type_name(&t)).collect(),
+                None => ty.results().map(|t| super::types::value_type_name(&t)).collect(),
             },
             result_bytes,
             memory,

@@ -3,22 +3,28 @@
 //! globals, tags) that `GET /modules/{name}`, `/inspect`, instances and link
 //! errors all use, so a type reads the same everywhere.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use wasmtime::{ExternType, FuncType, HeapType, Module, Mutability, RefType, ValType};
 
 /// The short name of a value type as used in signatures and `result_types`.
 pub fn type_name(ty: &ValType) -> String {
-    // The number types by name: every result of every call is named, and
-    // `Display` would run a formatter for each.
-    let name = match ty {
+    value_type_name(ty).into_owned()
+}
+
+/// [`type_name`] without an allocation for the number types: every result
+/// of every call is named (`result_types`), and `Display` would run a
+/// formatter for each.
+pub fn value_type_name(ty: &ValType) -> Cow<'static, str> {
+    Cow::Borrowed(match ty {
         ValType::I32 => "i32",
         ValType::I64 => "i64",
         ValType::F32 => "f32",
         ValType::F64 => "f64",
         ValType::V128 => "v128",
-        ValType::Ref(r) => return ref_type_name(r),
-    };
-    name.to_string()
+        ValType::Ref(r) => return Cow::Owned(ref_type_name(r)),
+    })
 }
 
 pub fn ref_type_name(r: &RefType) -> String {

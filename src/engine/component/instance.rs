@@ -7,6 +7,7 @@
 //! environment and stdin in, capped stdout and stderr out, no files, sockets
 //! or host environment.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -275,7 +276,7 @@ impl ComponentInstance {
             result_types: if exited {
                 Vec::new()
             } else {
-                prepared.target.results.clone()
+                prepared.target.results.iter().cloned().map(Cow::Owned).collect()
             },
             result_bytes: None,
             memory: Vec::new(),
