@@ -15,7 +15,7 @@ use crate::registry::{ModuleStore, PgStore, RedbStore, Registry, TokenQuota};
 /// A bound, ready-to-serve server.
 pub struct Application {
     listener: TcpListener,
-    router: axum::Router,
+    api: api::Api,
     addr: SocketAddr,
     /// Kept to let background compiles end at shutdown.
     registry: Arc<Registry>,
@@ -66,7 +66,10 @@ impl Application {
         let node_id = settings.node_name();
         tracing::info!(modules = registry.len(), "registry loaded");
         let instances = Instances::new(settings.instances(&node_id));
-        let body_timeout = std::time::Duration::from_millis(settings.body_timeout_ms);
+        let body_rules = api::extract::BodyRules {
+            timeout: std::time::Duration::from_millis(settings.body_timeout_ms),
+            max_bytes: settings.max_body_bytes,
+        };
         let state = AppState::new(
             engine,
             registry.clone(),
@@ -74,7 +77,7 @@ impl Application {
             api::admission::Admission::new(settings.admission()),
             settings.call_bounds(),
             api::job_table::Jobs::new(settings.jobs()),
-            body_timeout,
+            body_rules,
             api::served_routes(),
         );
         // Jobs queued before a restart run again; running ones are failed.
@@ -92,7 +95,7 @@ impl Application {
             tracing::info!(tokens = tokens.len(), "access control on: requests need a bearer token");
         }
         let rate_limits = api::quota::RateLimits::new(settings.rate_limit);
-        let router = api::router(state, settings.max_body_bytes, tokens, rate_limits);
+        let api = api::router(state, tokens, rate_limits);
         let listener = TcpListener::bind((settings.bind, settings.port))
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind {}:{}: {e}", settings.bind, settings.port))?;
@@ -108,7 +111,7 @@ impl Application {
         }
         Ok(Application {
             listener,
-            router,
+            api,
             addr,
             registry,
         })
@@ -130,7 +133,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, "listening");
         // Connect info gives the rate limiter each client's address.
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let service = axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(self.api.into_service());
         axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await?;

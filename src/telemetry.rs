@@ -7,15 +7,16 @@
 //! string when the span is made), a styling pass through `nu_ansi_term`
 //! even with colours off, and a calendar timestamp; together about as much
 //! CPU as a whole `GET /healthz` of a bare server. Here the request id sits
-//! in a task-local ([`with_request_id`]) that the formatter reads, so every
-//! line logged while a request is handled carries it without a span; lines
-//! go into one buffer (one lock, no syscall), which a thread writes out
+//! in a thread-local while the request's future is polled ([`in_request`]),
+//! where the formatter reads it, so every line logged while a request is
+//! handled carries it without a span; lines go into one buffer (one lock, no syscall), which a thread writes out
 //! every [`FLUSH_EVERY`] or when it passes [`FLUSH_BYTES`]. At exit,
 //! [`flush`] writes what is left. On a terminal lines are written at once:
 //! a person watching wants them now.
 
+use std::cell::RefCell;
 use std::fmt;
-use std::future::Future;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -33,13 +34,34 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// A buffer this large is written out at once by the thread that filled it.
 pub const FLUSH_BYTES: usize = 256 * 1024;
 
-tokio::task_local! {
-    static REQUEST_ID: String;
+thread_local! {
+    /// The id of the request this thread is working for, while it is.
+    static REQUEST_ID: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Runs `future` with `id` as the request id of every line it logs.
-pub async fn with_request_id<F: Future>(id: String, future: F) -> F::Output {
-    REQUEST_ID.scope(id, future).await
+/// Runs `f` with the id in `id` as the request id of every line it logs.
+///
+/// The id is moved in for the call and back out after it (also when `f`
+/// panics), so a future can carry its request's id and lend it to each of
+/// its polls, as `api::logging`'s front future does. This is what tokio's
+/// `task_local!` scope does, without its wrapping future: that wrapper
+/// moved the whole request future once more and cost a few hundred
+/// instructions per request.
+pub fn in_request<R>(id: &mut Option<String>, f: impl FnOnce() -> R) -> R {
+    /// Puts the id back into the caller's slot and what was in scope
+    /// before back into scope.
+    struct Restore<'a> {
+        slot: &'a mut Option<String>,
+        outer: Option<String>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            *self.slot = REQUEST_ID.replace(self.outer.take());
+        }
+    }
+    let outer = REQUEST_ID.replace(id.take());
+    let _restore = Restore { slot: id, outer };
+    f()
 }
 
 /// Installs the global subscriber: `RUST_LOG` filters (default `info`).
@@ -92,44 +114,38 @@ impl<'a> MakeWriter<'a> for Stdout {
 
     fn make_writer(&'a self) -> Line {
         Line {
-            text: Vec::with_capacity(256),
             buffered: self.buffered,
         }
     }
 }
 
-/// One formatted line; handed over whole when dropped, so lines from
-/// different threads never interleave.
+/// Where one formatted line goes. tracing-subscriber hands a line over in
+/// one `write_all`, which our `write` takes whole, so lines from different
+/// threads never interleave; a buffered line goes straight into
+/// [`PENDING`], with no buffer of its own.
 struct Line {
-    text: Vec<u8>,
     buffered: bool,
 }
 
 impl Write for Line {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.text.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for Line {
-    fn drop(&mut self) {
         if !self.buffered {
-            let _ = std::io::stdout().lock().write_all(&self.text);
-            return;
+            std::io::stdout().lock().write_all(bytes)?;
+            return Ok(bytes.len());
         }
         let full = {
             let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
-            pending.extend_from_slice(&self.text);
+            pending.extend_from_slice(bytes);
             pending.len() >= FLUSH_BYTES
         };
         if full {
             flush();
         }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -142,39 +158,61 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        timestamp(&mut writer, SystemTime::now())?;
-        // The level right-aligned in five columns, without a formatter.
-        writer.write_str(match *event.metadata().level() {
-            tracing::Level::ERROR => " ERROR ",
-            tracing::Level::WARN => "  WARN ",
-            tracing::Level::INFO => "  INFO ",
-            tracing::Level::DEBUG => " DEBUG ",
-            tracing::Level::TRACE => " TRACE ",
-        })?;
-        let _ = REQUEST_ID.try_with(|id| {
-            writer.write_str("request_id=")?;
-            writer.write_str(id)?;
-            writer.write_str(": ")
-        });
-        // Fields are written by a visitor of our own rather than through
-        // `ctx.field_format()`: tracing-subscriber's default visitor formats
-        // every value through `Debug` with padding and style checks, which
-        // was most of the log line's cost.
-        let mut fields = Fields {
-            writer: writer.by_ref(),
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writeln!(writer)
+        thread_local! {
+            /// The line being written, kept from one event to the next.
+            static LINE: RefCell<String> = RefCell::new(String::with_capacity(256));
+        }
+        // Written into a plain `String` and handed over whole: `Writer`
+        // is a `dyn fmt::Write`, and each of a line's twenty-odd pieces
+        // through it was a call of its own.
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                write_line(&mut line, event);
+                writer.write_str(&line)
+            }
+            // An event logged while a line is being written (by a field's
+            // `Debug`): a line of its own.
+            Err(_) => {
+                let mut line = String::new();
+                write_line(&mut line, event);
+                writer.write_str(&line)
+            }
+        })
     }
+}
+
+/// Writes `event` as one line.
+fn write_line(line: &mut String, event: &Event<'_>) {
+    timestamp(line, SystemTime::now());
+    // The level right-aligned in five columns, without a formatter.
+    line.push_str(match *event.metadata().level() {
+        tracing::Level::ERROR => " ERROR ",
+        tracing::Level::WARN => "  WARN ",
+        tracing::Level::INFO => "  INFO ",
+        tracing::Level::DEBUG => " DEBUG ",
+        tracing::Level::TRACE => " TRACE ",
+    });
+    REQUEST_ID.with_borrow(|id| {
+        if let Some(id) = id {
+            line.push_str("request_id=");
+            line.push_str(id);
+            line.push_str(": ");
+        }
+    });
+    // Fields are written by a visitor of our own rather than through
+    // `ctx.field_format()`: tracing-subscriber's default visitor formats
+    // every value through `Debug` with padding and style checks, which
+    // was most of the log line's cost.
+    event.record(&mut Fields { line: &mut *line });
+    line.push('\n');
 }
 
 /// Writes the time now as RFC 3339 in UTC with microseconds
 /// (`2026-11-30T12:00:00.123456Z`). The calendar part is worked out once a
 /// second per thread: every request logs a line, and the calendar
 /// arithmetic and its formatting were a tenth of the line's cost.
-fn timestamp(writer: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+fn timestamp(line: &mut String, now: SystemTime) {
     thread_local! {
         /// The whole second last written, and its text up to the seconds.
         static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
@@ -187,69 +225,68 @@ fn timestamp(writer: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
             *text = humantime::format_rfc3339_seconds(now).to_string();
             text.pop();
         }
-        writer.write_str(text)
-    })?;
+        line.push_str(text)
+    });
     let mut digits = itoa::Buffer::new();
     let micros = digits.format(since.subsec_micros());
-    writer.write_char('.')?;
-    for _ in micros.len()..6 {
-        writer.write_char('0')?;
-    }
-    writer.write_str(micros)?;
-    writer.write_char('Z')
+    line.push_str(&".000000"[..7 - micros.len()]);
+    line.push_str(micros);
+    line.push('Z');
+}
+
+/// Whether a string field is written as it is (logfmt's bare value):
+/// printable ASCII without spaces, quotes, backslashes or `=`. Others are
+/// quoted and escaped. Most values (methods, paths, error codes) are bare,
+/// and writing them at once spares the per-character escaping `Debug`
+/// does.
+fn is_bare(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'='))
 }
 
 /// Writes an event's message, then ` key=value` for each other field:
-/// strings quoted and escaped (`Debug`), numbers and `%`-values as they are.
+/// strings bare when [`is_bare`], else quoted and escaped (`Debug`);
+/// numbers and `%`-values as they are.
 struct Fields<'a> {
-    writer: Writer<'a>,
-    result: fmt::Result,
+    line: &'a mut String,
 }
 
 impl Fields<'_> {
-    fn key(&mut self, field: &Field) -> fmt::Result {
-        if field.name() == "message" {
-            return Ok(());
+    fn key(&mut self, field: &Field) {
+        if field.name() != "message" {
+            self.line.push(' ');
+            self.line.push_str(field.name());
+            self.line.push('=');
         }
-        self.writer.write_char(' ')?;
-        self.writer.write_str(field.name())?;
-        self.writer.write_char('=')
     }
 }
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_ok() {
-            self.result = if field.name() == "message" {
-                self.writer.write_str(value)
-            } else {
-                self.key(field).and_then(|()| write!(self.writer, "{value:?}"))
-            };
+        self.key(field);
+        if field.name() == "message" || is_bare(value) {
+            self.line.push_str(value);
+        } else {
+            // Writing into a `String` cannot fail.
+            let _ = write!(self.line, "{value:?}");
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.result.is_ok() {
-            let mut digits = itoa::Buffer::new();
-            self.result = self
-                .key(field)
-                .and_then(|()| self.writer.write_str(digits.format(value)));
-        }
+        self.key(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.result.is_ok() {
-            let mut digits = itoa::Buffer::new();
-            self.result = self
-                .key(field)
-                .and_then(|()| self.writer.write_str(digits.format(value)));
-        }
+        self.key(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| write!(self.writer, "{value:?}"));
-        }
+        self.key(field);
+        let _ = write!(self.line, "{value:?}");
     }
 }
 
@@ -265,8 +302,20 @@ mod tests {
         for offset_us in [0, 5, 999_999, 1_000_000, 1_000_007, 86_400_123_456, 86_400_623_456] {
             let at = base + Duration::from_micros(offset_us);
             let mut written = String::new();
-            super::timestamp(&mut written, at).unwrap();
+            super::timestamp(&mut written, at);
             assert_eq!(written, humantime::format_rfc3339_micros(at).to_string());
+        }
+    }
+
+    /// Values a logfmt reader takes as they are stay bare; anything with a
+    /// space, quote, backslash, `=` or control character is quoted.
+    #[test]
+    fn only_plain_values_are_written_bare() {
+        for bare in ["GET", "/modules/a.b-c_d", "module_not_found"] {
+            assert!(super::is_bare(bare), "{bare}");
+        }
+        for quoted in ["", "a b", "say \"hi\"", "a\\b", "k=v", "line\nbreak", "é"] {
+            assert!(!super::is_bare(quoted), "{quoted:?}");
         }
     }
 }

@@ -13,7 +13,8 @@
 //! early exit tells an attacker how close a guess was. They are never
 //! logged.
 
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -47,8 +48,11 @@ impl Scope {
     }
 }
 
-/// Who made a request, as far as access control knows. Put into request
-/// extensions for handlers (instances are owned by the token that made them).
+/// Who made a request, as far as access control knows. A caller with a
+/// token is put into the request's extensions for handlers (instances are
+/// owned by the token that made them); no entry means [`Caller::Anonymous`],
+/// which spares every request without a token an extension of its own (an
+/// allocation, and often the growth of the extensions' table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// No tokens are configured: everyone is the same anonymous caller.
@@ -70,6 +74,19 @@ impl Caller {
             Caller::Token { fingerprint, .. } => Some(fingerprint.clone()),
             Caller::Anonymous => None,
         }
+    }
+
+    /// The caller recorded in a request's extensions.
+    pub fn of(extensions: &axum::http::Extensions) -> &Caller {
+        extensions.get::<Caller>().unwrap_or(&Caller::Anonymous)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller::of(&parts.extensions).clone())
     }
 }
 
@@ -161,18 +178,15 @@ fn needed_scope(method: &Method, path: &str) -> Option<Scope> {
     }
 }
 
-/// Checks the bearer token against the endpoint's scope and records the
-/// [`Caller`] for handlers; the refusal's response, if refused. Called by the
+/// Checks the bearer token against the endpoint's scope and records a
+/// token's [`Caller`] for handlers; the refusal's response, if refused. Called by the
 /// front middleware (`api::logging`).
 pub fn check_token(tokens: &Tokens, request: &mut Request) -> Option<Response> {
     if tokens.is_empty() {
-        request.extensions_mut().insert(Caller::Anonymous);
         return None;
     }
-    let Some(needed) = needed_scope(request.method(), request.uri().path()) else {
-        request.extensions_mut().insert(Caller::Anonymous);
-        return None;
-    };
+    // An open endpoint needs no token.
+    let needed = needed_scope(request.method(), request.uri().path())?;
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

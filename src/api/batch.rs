@@ -12,7 +12,6 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Extension;
 use axum::extract::{FromRef, FromRequest, Request, State};
 use axum::http::Method;
 use axum::response::Response;
@@ -26,7 +25,7 @@ use super::call_json::{BYTES_PER_ANSWER, json_response};
 use super::client::ClientId;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::exec::{self, Resolutions, RunInline, RunRegistered};
-use super::extract::{BodyTimeout, from_json, read_json, unreadable};
+use super::extract::{BodyRules, from_json, read_json, unreadable};
 use super::instances::{self, CallInstance};
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors};
 use super::routes::Routes;
@@ -345,7 +344,7 @@ pub struct BatchStats {
     ))]
 async fn run_batch(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     client: ClientId,
     BatchBody(mut batch): BatchBody,
 ) -> ApiResult<Response> {
@@ -364,7 +363,7 @@ pub(super) struct BatchBody(Calls);
 impl<S> FromRequest<S> for BatchBody
 where
     S: Send + Sync,
-    BodyTimeout: FromRef<S>,
+    BodyRules: FromRef<S>,
 {
     type Rejection = ApiError;
 

@@ -27,8 +27,8 @@ impl ClientId {
     /// The client of a request with these extensions, once the token check
     /// has recorded its [`Caller`].
     pub fn of(extensions: &Extensions) -> Self {
-        match extensions.get::<Caller>() {
-            Some(Caller::Token { id, .. }) => ClientId::Token(*id),
+        match Caller::of(extensions) {
+            Caller::Token { id, .. } => ClientId::Token(*id),
             _ => match extensions.get::<ConnectInfo<SocketAddr>>() {
                 Some(ConnectInfo(addr)) => ClientId::Address(addr.ip()),
                 None => ClientId::Unknown,

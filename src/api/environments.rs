@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, header};
@@ -243,7 +242,7 @@ fn check_name(field: &str, name: &str, max: usize, may_be_empty: bool) -> ApiRes
     ))]
 async fn create(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     client: ClientId,
     body: Option<JsonBody<ObjectOrNull<CreateEnvironment>>>,
 ) -> ApiResult<impl IntoResponse> {
@@ -264,7 +263,7 @@ async fn create(
         (status = 200, description = "The caller's environments", body = EnvironmentList),
         GuardedErrors,
     ))]
-async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Json<EnvironmentList> {
+async fn list(State(app): State<AppState>, caller: Caller) -> Json<EnvironmentList> {
     let owner = owner_of(&caller);
     let environments = app
         .instances
@@ -286,7 +285,7 @@ async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>)
     ))]
 async fn describe(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EnvironmentBody>> {
     let slot = visible::<Environment>(&app, &caller, &id).await?;
@@ -301,11 +300,7 @@ async fn describe(
         (status = 421, description = "instance_on_other_node: another node of a shared registry holds it", body = ErrorBody),
         GuardedErrors,
     ))]
-async fn delete(
-    State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     visible::<Environment>(&app, &caller, &id).await?;
     app.instances.remove::<Environment>(&id)?;
     Ok(StatusCode::NO_CONTENT)
@@ -323,7 +318,7 @@ async fn delete(
 async fn add_instance(
     State(app): State<AppState>,
     client: ClientId,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<AddInstance>,
 ) -> ApiResult<impl IntoResponse> {
@@ -381,7 +376,7 @@ async fn add_instance(
     ))]
 async fn register(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<RegisterInstance>,
 ) -> ApiResult<Json<MemberBody>> {
@@ -405,7 +400,7 @@ async fn register(
 async fn call_environment(
     State(app): State<AppState>,
     client: ClientId,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallEnvironment>,
 ) -> ApiResult<ExecResponse> {
@@ -445,7 +440,7 @@ async fn call_environment(
     ))]
 async fn read_global(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((id, name)): Path<(String, String)>,
     Query(query): Query<GlobalQuery>,
 ) -> ApiResult<Json<GlobalBody>> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, OptionalFromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::http::header;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorCode};
@@ -21,7 +22,7 @@ pub struct JsonBody<T>(pub T);
 impl<S, T> OptionalFromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
-    BodyTimeout: FromRef<S>,
+    BodyRules: FromRef<S>,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
@@ -58,16 +59,24 @@ impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for ObjectOrNull<T> {
     }
 }
 
-/// How long a client may take to send its whole body. A total deadline, not
-/// an idle timeout: a client trickling one byte at a time cannot hold a
-/// connection and a task open for longer than this.
+/// How a request body is read.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyTimeout(pub Duration);
+pub struct BodyRules {
+    /// How long a client may take to send its whole body. A total
+    /// deadline, not an idle timeout: a client trickling one byte at a time
+    /// cannot hold a connection and a task open for longer than this.
+    pub timeout: Duration,
+    /// The largest body read (`--max-body-bytes`). Kept here rather than
+    /// set per request by axum's `DefaultBodyLimit` layer, which puts it
+    /// into every request's extensions (an allocation, and often the growth
+    /// of the extensions' table), read or not.
+    pub max_bytes: usize,
+}
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
-    BodyTimeout: FromRef<S>,
+    BodyRules: FromRef<S>,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
@@ -84,12 +93,12 @@ pub fn unreadable(e: serde_json::Error) -> ApiError {
 }
 
 /// A JSON request body's bytes, as every JSON body is read: the content
-/// type checked, the whole body read within the [`BodyTimeout`] and the
+/// type checked, the whole body read within the [`BodyRules`] and the
 /// size limit. Not parsed yet (see [`from_json`]).
 pub async fn read_json<S>(req: Request, state: &S) -> Result<Bytes, ApiError>
 where
     S: Send + Sync,
-    BodyTimeout: FromRef<S>,
+    BodyRules: FromRef<S>,
 {
     let content_type = req
         .headers()
@@ -109,24 +118,23 @@ where
             ),
         ));
     }
-    let BodyTimeout(deadline) = BodyTimeout::from_ref(state);
-    let read = tokio::time::timeout(deadline, Bytes::from_request(req, state))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::RequestTimeout,
-                format!("the request body did not arrive within {} ms", deadline.as_millis()),
-            )
-        })?;
-    read.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::payload_too_large(
-                "the request body is larger than the server's limit (see --max-body-bytes)".to_string(),
-            )
-        } else {
-            ApiError::invalid_request(format!("cannot read the request body: {}", rejection.body_text()))
-        }
-    })
+    let rules = BodyRules::from_ref(state);
+    let deadline = rules.timeout;
+    let limited = http_body_util::Limited::new(req.into_body(), rules.max_bytes);
+    let read = tokio::time::timeout(deadline, limited.collect()).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("the request body did not arrive within {} ms", deadline.as_millis()),
+        )
+    })?;
+    match read {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::payload_too_large(format!(
+            "the request body is larger than the server's limit of {} bytes (see --max-body-bytes)",
+            rules.max_bytes
+        ))),
+        Err(e) => Err(ApiError::invalid_request(format!("cannot read the request body: {e}"))),
+    }
 }
 
 /// Parses a body [`read_json`] read.

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, header};
@@ -257,7 +256,7 @@ fn describe_slot(app: &AppState, slot: &InstanceSlot, stats: Option<ExecStats>) 
 async fn create(
     State(app): State<AppState>,
     client: ClientId,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     JsonBody(req): JsonBody<CreateInstance>,
 ) -> ApiResult<impl IntoResponse> {
     let _permit = app.exec_permit(&client).await?;
@@ -364,7 +363,7 @@ fn module_label(source: &Source) -> String {
         (status = 200, description = "The caller's live instances", body = InstanceList),
         GuardedErrors,
     ))]
-async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Json<InstanceList> {
+async fn list(State(app): State<AppState>, caller: Caller) -> Json<InstanceList> {
     let owner = owner_of(&caller);
     let instances = app
         .instances
@@ -386,7 +385,7 @@ async fn list(State(app): State<AppState>, Extension(caller): Extension<Caller>)
     ))]
 async fn read_global(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Json<GlobalBody>> {
     let slot = visible::<LiveInstance>(&app, &caller, &id).await?;
@@ -406,7 +405,7 @@ async fn read_global(
     ))]
 async fn describe(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InstanceBody>> {
     let slot = visible::<LiveInstance>(&app, &caller, &id).await?;
@@ -421,11 +420,7 @@ async fn describe(
         (status = 421, description = "instance_on_other_node: another node of a shared registry holds it", body = ErrorBody),
         GuardedErrors,
     ))]
-async fn delete(
-    State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     visible::<LiveInstance>(&app, &caller, &id).await?;
     app.instances.remove::<LiveInstance>(&id)?;
     Ok(StatusCode::NO_CONTENT)
@@ -442,7 +437,7 @@ async fn delete(
     ))]
 async fn call_instance(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     client: ClientId,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CallInstance>,
@@ -511,7 +506,7 @@ pub struct DroppedResource {
 async fn drop_resource(
     State(app): State<AppState>,
     client: ClientId,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((id, number)): Path<(String, String)>,
 ) -> ApiResult<Json<DroppedResource>> {
     let slot = visible::<LiveInstance>(&app, &caller, &id).await?;

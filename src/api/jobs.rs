@@ -17,7 +17,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, header};
@@ -290,7 +289,7 @@ fn waits_out(error: &ApiError) -> bool {
     ))]
 async fn submit(
     State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     client: ClientId,
     JsonBody(body): JsonBody<Box<RawValue>>,
 ) -> ApiResult<impl IntoResponse> {
@@ -376,11 +375,7 @@ fn not_found(id: &str) -> ApiError {
         (status = 404, description = "job_not_found", body = ErrorBody),
         GuardedErrors,
     ))]
-async fn status(
-    State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<JobRecord>> {
+async fn status(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<JobRecord>> {
     Ok(Json(visible(&app, &caller, &id).await?))
 }
 
@@ -392,11 +387,7 @@ async fn status(
         (status = 421, description = "instance_on_other_node: another node of a shared store runs the job", body = ErrorBody),
         GuardedErrors,
     ))]
-async fn cancel(
-    State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<JobRecord>> {
+async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<JobRecord>> {
     let record = visible(&app, &caller, &id).await?;
     if record.status.finished() {
         return Ok(Json(record));
@@ -438,11 +429,7 @@ async fn cancel(
         (status = 404, description = "job_not_found", body = ErrorBody),
         GuardedErrors,
     ))]
-async fn events(
-    State(app): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+async fn events(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let record = visible(&app, &caller, &id).await?;
     let receiver = app.jobs.lock().get(&id).map(|live| live.state.subscribe());
     let first = event(&record);

@@ -3,7 +3,7 @@
 //!
 //! The files, from the outside in; none imports this one, and none imports
 //! a file above it in this list:
-//! - [`router`] — every route, the middleware stack, fallbacks.
+//! - [`router`] — every route, the front service around them, fallbacks.
 //! - [`openapi`] — the OpenAPI document, built from the handlers.
 //! - [`exec`], [`modules`], [`instances`], [`environments`], [`ops`],
 //!   [`playground`] — the
@@ -46,5 +46,5 @@ pub mod router;
 pub mod routes;
 pub mod state;
 
-pub use router::{router, served_routes};
+pub use router::{Api, router, served_routes};
 pub use state::AppState;

@@ -1,7 +1,6 @@
 //! The registry endpoints: `POST /register`, `GET /modules`,
 //! `GET|DELETE /modules/{name}`, `GET /modules/{name}/wasm`.
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, header};
@@ -139,7 +138,7 @@ async fn inspect(
 async fn register(
     State(app): State<AppState>,
     client: ClientId,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     JsonBody(req): JsonBody<Register>,
 ) -> ApiResult<impl IntoResponse> {
     let _permit = app.exec_permit(&client).await?;

@@ -7,7 +7,7 @@ use axum::http::Method;
 use super::admission::{Admission, ExecPermit};
 use super::client::ClientId;
 use super::error::ApiError;
-use super::extract::BodyTimeout;
+use super::extract::BodyRules;
 use super::job_table::Jobs;
 use super::metrics::Metrics;
 use crate::engine::WasmEngine;
@@ -55,12 +55,12 @@ pub struct Shared {
     pub bounds: CallBounds,
     /// Asynchronous jobs known to this process.
     pub jobs: Jobs,
-    body_timeout: BodyTimeout,
+    body_rules: BodyRules,
 }
 
-impl axum::extract::FromRef<AppState> for BodyTimeout {
+impl axum::extract::FromRef<AppState> for BodyRules {
     fn from_ref(state: &AppState) -> Self {
-        state.body_timeout
+        state.body_rules
     }
 }
 
@@ -74,7 +74,7 @@ impl AppState {
         admission: Admission,
         bounds: CallBounds,
         jobs: Jobs,
-        body_timeout: std::time::Duration,
+        body_rules: BodyRules,
         served: &'static [(Method, &'static str)],
     ) -> Self {
         AppState(Arc::new(Shared {
@@ -86,7 +86,7 @@ impl AppState {
             admission,
             bounds,
             jobs,
-            body_timeout: BodyTimeout(body_timeout),
+            body_rules,
         }))
     }
 

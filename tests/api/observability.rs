@@ -239,7 +239,7 @@ async fn the_log_line_carries_the_request_id() {
     let (client_id_line, generated_line) = found;
     let line = client_id_line.expect("no log line with the client's request id");
     assert!(
-        line.contains("status=404") && line.contains(r#"code="module_not_found""#),
+        line.contains("status=404") && line.contains("code=module_not_found") && line.contains("path=/modules/nope"),
         "{line}"
     );
     assert!(!line.contains('\u{1b}'), "ANSI escapes in a non-terminal log: {line}");
