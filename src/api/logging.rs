@@ -97,7 +97,6 @@ where
         let path = request.uri().path().to_string();
         let route = front.metrics.route_label(&path);
         let id = client_request_id(&request).unwrap_or_else(|| front.metrics.request_id());
-        let header = HeaderValue::from_str(&id).ok();
         let mut id = Some(id);
         // The inner service is the one `poll_ready` made ready; a clone
         // stays for the next request (tower's usual exchange).
@@ -127,7 +126,6 @@ where
                 path,
                 route,
                 id,
-                header,
             }),
         }
     }
@@ -164,7 +162,6 @@ struct Done {
     path: String,
     route: &'static str,
     id: Option<String>,
-    header: Option<HeaderValue>,
 }
 
 impl<F> Future for FrontFuture<F>
@@ -201,7 +198,6 @@ where
             path,
             route,
             mut id,
-            header,
         } = this.done.take().expect("taken once");
         let mut response = response;
         let micros = started.elapsed().as_micros() as u64;
@@ -210,15 +206,21 @@ where
         telemetry::in_request(&mut id, || {
             let method = method.as_str();
             let path = path.as_str();
+            // The message as a `&str` field, not a format string: a format
+            // string reaches the line's visitor as `fmt::Arguments`, which
+            // only a formatter can write.
             match response.extensions().get::<ErrorCode>().map(|c| c.as_str()) {
                 Some(code) if status >= 500 => {
-                    tracing::error!(method, path, status, code, micros, "request failed")
+                    tracing::error!(message = "request failed", method, path, status, code, micros)
                 }
-                Some(code) => tracing::info!(method, path, status, code, micros, "request refused"),
-                None => tracing::info!(method, path, status, micros, "request served"),
+                Some(code) => tracing::info!(message = "request refused", method, path, status, code, micros),
+                None => tracing::info!(message = "request served", method, path, status, micros),
             }
         });
-        if let Some(value) = header {
+        // The id becomes the header once the line is written, without a
+        // copy (`TryFrom<String>` keeps the string's buffer). It is always
+        // a valid value: ours, or the client's checked one.
+        if let Some(value) = id.and_then(|id| HeaderValue::try_from(id).ok()) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
         Poll::Ready(Ok(response))
