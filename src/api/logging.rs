@@ -98,26 +98,27 @@ where
         let path = request.uri().path().to_string();
         let route = front.metrics.route_label(&path);
         let id = client_request_id(&request).unwrap_or_else(|| front.metrics.request_id());
-        let mut id = Some(id);
         // The inner service is the one `poll_ready` made ready; a clone
         // stays for the next request (tower's usual exchange).
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
-        let answer = telemetry::in_request(&mut id, || {
-            let refused = auth::check_token(&front.tokens, &mut request)
-                .or_else(|| quota::check_rate(&front.rate_limits, &request));
-            match refused {
-                None => match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
-                    Ok(future) => Answer::Routed { future },
-                    Err(panic) => Answer::Ready {
-                        response: Some(panic_response(panic)),
-                    },
+        // Nothing here logs (the checks are plain functions, and routing
+        // only builds the handler's future), so the id is put in scope
+        // only when the future is polled.
+        let refused =
+            auth::check_token(&front.tokens, &mut request).or_else(|| quota::check_rate(&front.rate_limits, &request));
+        let answer = match refused {
+            None => match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+                Ok(future) => Answer::Routed { future },
+                Err(panic) => Answer::Ready {
+                    response: Some(panic_response(panic)),
                 },
-                Some(refusal) => Answer::Ready {
-                    response: Some(refusal),
-                },
-            }
-        });
+            },
+            Some(refusal) => Answer::Ready {
+                response: Some(refusal),
+            },
+        };
+        let id = Some(id);
         FrontFuture {
             answer,
             done: Some(Done {
@@ -178,33 +179,32 @@ where
     /// duration) and the `x-request-id` header.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let done = this.done.as_mut().expect("FrontFuture polled after it answered");
-        let response = match this.answer.project() {
-            AnswerProjection::Ready { response } => response.take().expect("answered once"),
-            AnswerProjection::Routed { future } => {
-                match telemetry::in_request(&mut done.id, || {
-                    std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
-                }) {
-                    Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(Ok(response))) => response,
-                    Ok(Poll::Ready(Err(never))) => match never {},
-                    Err(panic) => panic_response(panic),
-                }
-            }
-        };
+        let mut answer = this.answer;
         let Done {
             front,
             started,
             method,
             path,
             route,
-            mut id,
-        } = this.done.take().expect("taken once");
-        let mut response = response;
-        let micros = started.elapsed().as_micros() as u64;
-        let status = response.status().as_u16();
-        front.metrics.request(&method, route, status);
-        telemetry::in_request(&mut id, || {
+            id,
+        } = this.done.as_mut().expect("FrontFuture polled after it answered");
+        // One scope per poll: the routes' work and, once they answer, the
+        // request line.
+        let polled = telemetry::in_request(id, || {
+            let response = match answer.as_mut().project() {
+                AnswerProjection::Ready { response } => response.take().expect("answered once"),
+                AnswerProjection::Routed { future } => {
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(Ok(response))) => response,
+                        Ok(Poll::Ready(Err(never))) => match never {},
+                        Err(panic) => panic_response(panic),
+                    }
+                }
+            };
+            let micros = started.elapsed().as_micros() as u64;
+            let status = response.status().as_u16();
+            front.metrics.request(method, route, status);
             let method = method.as_str();
             let path = path.as_str();
             // The message as a `&str` field, not a format string: a format
@@ -217,10 +217,15 @@ where
                 Some(code) => tracing::info!(message = "request refused", method, path, status, code, micros),
                 None => tracing::info!(message = "request served", method, path, status, micros),
             }
+            Poll::Ready(response)
         });
+        let Poll::Ready(mut response) = polled else {
+            return Poll::Pending;
+        };
         // The id becomes the header once the line is written, without a
         // copy (`TryFrom<String>` keeps the string's buffer). It is always
         // a valid value: ours, or the client's checked one.
+        let id = this.done.take().and_then(|done| done.id);
         if let Some(value) = id.and_then(|id| HeaderValue::try_from(id).ok()) {
             response.headers_mut().insert(REQUEST_ID, value);
         }
