@@ -366,7 +366,7 @@ impl CompiledInstance {
     /// in messages (see `engine::spare`). Its calls report no
     /// instantiation: none was made for them.
     pub(crate) fn from_spare(spare: Spare, root_module: Arc<CompiledModule>, root_label: String) -> Self {
-        let Spare { store, root } = spare;
+        let Spare { store, root, funcs } = spare;
         CompiledInstance {
             store,
             root,
@@ -374,7 +374,7 @@ impl CompiledInstance {
             root_label,
             hosts: Vec::new(),
             pending: None,
-            funcs: Funcs::default(),
+            funcs,
             idle: true,
         }
     }
@@ -389,10 +389,11 @@ impl CompiledInstance {
             root_module,
             hosts,
             idle,
+            funcs,
             ..
         } = self;
         if idle && hosts.is_empty() && root_module.stateless() {
-            root_module.spares().keep(store, root);
+            root_module.spares().keep(Spare { store, root, funcs });
         }
     }
 

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::{Instance, Store};
 
+use super::exec::Funcs;
 use super::store::StoreState;
 
 /// Most instances kept for one module.
@@ -33,6 +34,10 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) struct Spare {
     pub store: Store<StoreState>,
     pub root: Instance,
+    /// The exports earlier calls looked up, valid as long as the store:
+    /// the next call of the same function skips the lookup (and keeping
+    /// its name).
+    pub funcs: Funcs,
 }
 
 /// One module's kept instances.
@@ -51,7 +56,7 @@ impl Spares {
 
     /// Keeps an instance that has finished its call, if there is room;
     /// otherwise it is dropped (and its slot freed).
-    pub fn keep(&self, store: Store<StoreState>, root: Instance) {
+    pub fn keep(&self, spare: Spare) {
         let mut spares = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if spares.len() >= PER_MODULE {
             return;
@@ -60,7 +65,7 @@ impl Spares {
             HELD.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        spares.push(Spare { store, root });
+        spares.push(spare);
     }
 }
 
