@@ -433,11 +433,13 @@ pub fn parse_v128(text: &str) -> Result<u128, String> {
 /// A result as ready JSON for the response body: the text [`val_to_json`]
 /// writes (only numbers, strings, `null` and small fixed objects, so the
 /// check `RawValue` makes of it cannot fail). Integers, the common case,
-/// are written by serde_json itself, which needs no such check.
+/// are written by `itoa` into a string of their exact length
+/// (`serde_json::value::to_raw_value` writes into a 128-byte buffer and
+/// shrinks it, a reallocation per result).
 pub fn result_json(val: &Val) -> Box<RawValue> {
     let written = match val {
-        Val::I32(v) => serde_json::value::to_raw_value(v),
-        Val::I64(v) => serde_json::value::to_raw_value(v),
+        Val::I32(v) => RawValue::from_string(itoa::Buffer::new().format(*v).to_owned()),
+        Val::I64(v) => RawValue::from_string(itoa::Buffer::new().format(*v).to_owned()),
         _ => RawValue::from_string(val_to_json(val)),
     };
     written.unwrap_or_else(|_| RawValue::from_string("null".into()).expect("`null` is JSON"))
