@@ -34,6 +34,7 @@ pub mod environment;
 pub mod error;
 pub mod exec;
 pub mod fncache;
+pub mod funcs;
 pub mod instance;
 pub mod interp;
 pub mod interp_wasi;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::{Instance, Store};
 
-use super::exec::Funcs;
+use super::funcs::Funcs;
 use super::store::StoreState;
 
 /// Most instances kept for one module.
