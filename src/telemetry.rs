@@ -9,8 +9,9 @@
 //! CPU as a whole `GET /healthz` of a bare server. Here the request id sits
 //! in a thread-local while the request's future is polled ([`in_request`]),
 //! where the formatter reads it, so every line logged while a request is
-//! handled carries it without a span; lines go into one buffer (one lock, no syscall), which a thread writes out
-//! every [`FLUSH_EVERY`] or when it passes [`FLUSH_BYTES`]. At exit,
+//! handled carries it without a span; lines go into one buffer (one lock,
+//! no syscall), which a thread writes out every [`FLUSH_EVERY`] or when it
+//! passes [`FLUSH_BYTES`]. At exit,
 //! [`flush`] writes what is left. On a terminal lines are written at once:
 //! a person watching wants them now.
 
@@ -165,19 +166,20 @@ where
         // Written into a plain `String` and handed over whole: `Writer`
         // is a `dyn fmt::Write`, and each of a line's twenty-odd pieces
         // through it was a call of its own.
-        LINE.with(|line| match line.try_borrow_mut() {
-            Ok(mut line) => {
-                line.clear();
-                write_line(&mut line, event);
-                writer.write_str(&line)
-            }
+        LINE.with(|kept| {
+            let mut kept = kept.try_borrow_mut();
             // An event logged while a line is being written (by a field's
-            // `Debug`): a line of its own.
-            Err(_) => {
-                let mut line = String::new();
-                write_line(&mut line, event);
-                writer.write_str(&line)
-            }
+            // `Debug`) gets a line of its own.
+            let mut own = String::new();
+            let line = match kept.as_deref_mut() {
+                Ok(kept) => {
+                    kept.clear();
+                    kept
+                }
+                Err(_) => &mut own,
+            };
+            write_line(line, event);
+            writer.write_str(line)
         })
     }
 }
@@ -215,7 +217,7 @@ fn write_line(line: &mut String, event: &Event<'_>) {
 fn timestamp(line: &mut String, now: SystemTime) {
     thread_local! {
         /// The whole second last written, and its text up to the seconds.
-        static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
     let since = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     SECOND.with_borrow_mut(|(second, text)| {

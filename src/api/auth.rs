@@ -179,8 +179,8 @@ fn needed_scope(method: &Method, path: &str) -> Option<Scope> {
 }
 
 /// Checks the bearer token against the endpoint's scope and records a
-/// token's [`Caller`] for handlers; the refusal's response, if refused. Called by the
-/// front middleware (`api::logging`).
+/// token's [`Caller`] for handlers; the refusal's response, if refused.
+/// Called by the front service (`api::logging`).
 pub fn check_token(tokens: &Tokens, request: &mut Request) -> Option<Response> {
     if tokens.is_empty() {
         return None;

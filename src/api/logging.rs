@@ -15,7 +15,7 @@
 //!
 //! Everything logged while a request is handled (an internal error's
 //! cause, a warning from the registry) runs with the request's id in scope
-//! (`telemetry::with_request_id`), so its line carries the same
+//! (`telemetry::in_request`), so its line carries the same
 //! `request_id` as the request line.
 
 use std::convert::Infallible;
@@ -180,17 +180,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut answer = this.answer;
-        let Done {
-            front,
-            started,
-            method,
-            path,
-            route,
-            id,
-        } = this.done.as_mut().expect("FrontFuture polled after it answered");
+        let done = this.done.as_mut().expect("FrontFuture polled after it answered");
         // One scope per poll: the routes' work and, once they answer, the
         // request line.
-        let polled = telemetry::in_request(id, || {
+        let polled = telemetry::in_request(&mut done.id, || {
             let response = match answer.as_mut().project() {
                 AnswerProjection::Ready { response } => response.take().expect("answered once"),
                 AnswerProjection::Routed { future } => {
@@ -202,11 +195,11 @@ where
                     }
                 }
             };
-            let micros = started.elapsed().as_micros() as u64;
+            let micros = done.started.elapsed().as_micros() as u64;
             let status = response.status().as_u16();
-            front.metrics.request(method, route, status);
-            let method = method.as_str();
-            let path = path.as_str();
+            done.front.metrics.request(&done.method, done.route, status);
+            let method = done.method.as_str();
+            let path = done.path.as_str();
             // The message as a `&str` field, not a format string: a format
             // string reaches the line's visitor as `fmt::Arguments`, which
             // only a formatter can write.

@@ -1,4 +1,4 @@
-//! Every route and the middleware stack around them.
+//! Every route and the front service around them.
 
 use std::convert::Infallible;
 

@@ -2,7 +2,7 @@
 
 /// Exported functions an instance has been called through, so that calling
 /// one again (a live instance's next call, a batch's next call on a shared
-/// instance) skips looking the export up: wasmtime's lookup was a few
+/// instance, a spare instance's next request) skips looking the export up: wasmtime's lookup was a few
 /// percent of a small call. A handful at most; a `Func` is valid for as
 /// long as its store.
 #[derive(Default)]
