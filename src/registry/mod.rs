@@ -282,15 +282,22 @@ impl Registry {
         blocking(move || store.record(&name)).await
     }
 
-    /// Puts `record` into the index (replacing any entry of its name).
+    /// Puts `record` into the index (replacing any entry of its name). An
+    /// entry already there for the same record stays, with what calls have
+    /// learnt of it (whether it is a component): learning it again would
+    /// read the binary from the store, which a call of a loaded module
+    /// should never need.
     fn index_record(&self, record: ModuleRecord) -> Result<Arc<Entry>, RegistryError> {
         let digest = digest_of(&record)?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = index.get(&record.name)
+            && known.record == record
+        {
+            return Ok(known.clone());
+        }
         let name = record.name.clone();
         let entry = Arc::new(Entry::new(record, digest));
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name, entry.clone());
+        index.insert(name, entry.clone());
         Ok(entry)
     }
 
@@ -344,8 +351,18 @@ impl Registry {
                 self.version.fetch_max(version, Ordering::AcqRel);
             }
             Changes::Gap => {
-                let (version, index) = read_index(&self.store).await?;
-                *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+                let (version, mut index) = read_index(&self.store).await?;
+                let mut kept = self.index.write().unwrap_or_else(|p| p.into_inner());
+                // Unchanged records keep their entries (see `index_record`).
+                for (name, entry) in index.iter_mut() {
+                    if let Some(known) = kept.get(name)
+                        && known.record == entry.record
+                    {
+                        *entry = known.clone();
+                    }
+                }
+                *kept = index;
+                drop(kept);
                 self.version.store(version, Ordering::Release);
                 tracing::info!(version, "registry index read again from the store");
             }

@@ -168,6 +168,40 @@ async fn a_node_rides_out_a_database_outage() {
     drop_schema(&schema).await;
 }
 
+/// A node re-reads records when it syncs, its own registrations among
+/// them (a registration does not move the node's version). A record read
+/// again unchanged keeps what the node knew of the module: a call of a
+/// module on the interpreter (never compiled here) still needs nothing of
+/// the store, so it runs while the database is cut off.
+#[tokio::test]
+async fn a_synced_module_runs_without_the_database() {
+    let (schema, url) = fresh_schema("resynced").await;
+    let cable = Cable::to_postgres().await;
+    let cabled = cable.carry(&url);
+    let interpreter = |s: &mut Settings| s.tier = wasm_exec_api::engine::TierMode::Interpreter;
+    let (a, b) = tokio::join!(node(&cabled, interpreter), node(&url, |_| {}));
+    let (status, body) = a.register_wat("mine", DOUBLE, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Once A lists B's module, A has synced past its own registration,
+    // reading `mine` again.
+    let (status, body) = b.register_wat("theirs", DOUBLE, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let synced = within(Duration::from_secs(15), || async {
+        let (_, list) = a.get("/modules").await;
+        list["modules"].as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    assert!(synced.is_some(), "A never saw B's module");
+
+    cable.cut();
+    let (status, body) = a.execute("mine", "double", json!([21])).await;
+    assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([42])), "{body}");
+    assert_eq!(stats_of(&body)["tier"], "interpreter", "{body}");
+    cable.mend();
+    drop((a, b));
+    drop_schema(&schema).await;
+}
+
 /// B started before A registered anything: a module registered on A runs on
 /// B at once (its host module comes with it), and A's deletions reach B
 /// within a second.
