@@ -233,6 +233,33 @@ async fn link_inline(
     let host_modules = dedup(host_modules);
     let graph = registry.link_graph(&host_modules).await?;
     let (root, compile) = engine.compile(wasm).await?;
+    linked(engine, name, root, compile, graph, host_modules)
+}
+
+/// Links inline code whose compiled form the caller has from the cache
+/// (`WasmEngine::cached_inline`) to `host_modules`, as [`resolve`] would
+/// link [`Source::Inline`], without hashing and looking it up again.
+pub async fn resolve_cached_inline(
+    engine: &WasmEngine,
+    registry: &Registry,
+    root: Arc<CompiledModule>,
+    host_modules: Vec<String>,
+) -> Result<Resolved, RegistryError> {
+    let host_modules = dedup(host_modules);
+    let graph = registry.link_graph(&host_modules).await?;
+    linked(engine, None, root, CacheOutcome::Cached, graph, host_modules)
+}
+
+/// `root` with its `graph`, its imports checked against its own
+/// `host_modules` there.
+fn linked(
+    engine: &WasmEngine,
+    name: Option<String>,
+    root: Arc<CompiledModule>,
+    compile: CacheOutcome,
+    graph: Vec<LinkedModule>,
+    host_modules: Vec<String>,
+) -> Result<Resolved, RegistryError> {
     let direct = Registry::direct_hosts(&graph, &host_modules);
     engine.check_imports(&label(name.as_deref()), &root, &direct)?;
     Ok(Resolved {

@@ -21,8 +21,11 @@ use super::metrics::Endpoint;
 use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
-use crate::engine::{CacheOutcome, Code, ExecLimits, KeptInstance, LimitOverrides, WasiConfig};
-use crate::resolve::{INLINE_LABEL, Source, label, resolve, resolve_component};
+use crate::engine::{
+    CacheOutcome, Code, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, Sha256Digest, WasiConfig,
+};
+use crate::registry::{Interpreted, ResolvedComponent, Runnable};
+use crate::resolve::{INLINE_LABEL, Resolved, Source, label, resolve, resolve_cached_inline, resolve_component};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -417,10 +420,44 @@ async fn run_one_shot(
     // The rarer paths' futures are boxed: each is large, and inline they
     // would make every call's future as large as the largest (and copied
     // as often as it is moved).
-    if let Some(answer) = Box::pin(run_elsewhere(app, &source, checked, started)).await? {
-        return Ok(answer);
-    }
-    let resolved = Box::pin(resolve(&app.engine, &app.registry, source)).await?;
+    let resolved = match source {
+        // A registered module: where it runs is decided from one lookup.
+        Source::Registered(name) => match Box::pin(app.registry.runnable(&name)).await? {
+            Runnable::Compiled { root, compile, graph } => Resolved {
+                root,
+                compile,
+                graph,
+                host_modules: Vec::new(),
+                name: Some(name),
+            },
+            Runnable::Component(component) => {
+                return Box::pin(run_component(app, &name, component, checked, started)).await;
+            }
+            Runnable::Interpreted(it) => {
+                if let Some(answer) = Box::pin(run_registered_interpreted(app, &name, it, checked, started)).await? {
+                    return Ok(answer);
+                }
+                Box::pin(resolve(&app.engine, &app.registry, Source::Registered(name))).await?
+            }
+        },
+        // Inline code: hashed and looked up in the compile cache once.
+        Source::Inline { wasm, host_modules } => match app.engine.cached_inline(&wasm) {
+            (Some(root), _) => Box::pin(resolve_cached_inline(&app.engine, &app.registry, root, host_modules)).await?,
+            (None, sha) => {
+                let source = Source::Inline { wasm, host_modules };
+                if let Some(answer) = Box::pin(run_inline_elsewhere(app, &source, sha, checked, started)).await? {
+                    return Ok(answer);
+                }
+                Box::pin(resolve(&app.engine, &app.registry, source)).await?
+            }
+        },
+        source => {
+            if let Some(answer) = Box::pin(run_inline_elsewhere(app, &source, None, checked, started)).await? {
+                return Ok(answer);
+            }
+            Box::pin(resolve(&app.engine, &app.registry, source)).await?
+        }
+    };
     let modules = ModulesRan::of(
         resolved.module(),
         resolved.root.sha256_hex(),
@@ -445,11 +482,58 @@ async fn run_one_shot(
     answer
 }
 
-/// Runs `call` where the code is a component or runs on the interpreter
-/// (a link graph, whole); `None` when it is a core module to run compiled.
-async fn run_elsewhere(
+/// Runs `call` where inline code is a component or runs on the
+/// interpreter; `None` when it is a core module to run compiled. `sha` is
+/// the code's SHA-256 if known.
+async fn run_inline_elsewhere(
     app: &AppState,
     source: &Source,
+    sha: Option<Sha256Digest>,
+    checked: &Checked,
+    started: Instant,
+) -> ApiResult<Option<ExecResponse>> {
+    if let Some(component) = resolve_component(&app.engine, &app.registry, source).await? {
+        return run_component(app, INLINE_NAME, component, checked, started)
+            .await
+            .map(Some);
+    }
+    let Source::Inline { wasm, host_modules } = source else {
+        return Ok(None);
+    };
+    let Checked {
+        endpoint,
+        limits,
+        call,
+        wasi,
+    } = checked;
+    let spec = call.spec(*limits)?;
+    let graph = app.registry.interpreted_graph(host_modules);
+    let interpreted = Box::pin(app.engine.run_interpreted(
+        InlineWasm { bytes: wasm, sha },
+        INLINE_LABEL,
+        &spec,
+        wasi.as_ref(),
+        host_modules,
+        graph,
+    ))
+    .await?;
+    let Some((result, sha)) = interpreted else {
+        return Ok(None);
+    };
+    let ran = Ran {
+        compile: None,
+        modules: ModulesRan::of(INLINE_NAME, &hex::encode(sha), []),
+    };
+    call.respond(result, ran, started, &app.metrics, *endpoint).map(Some)
+}
+
+/// Runs `checked` on the registered module `name`'s interpreter form and
+/// graph; `None` when the call has values the interpreter does not
+/// convert (it then runs compiled).
+async fn run_registered_interpreted(
+    app: &AppState,
+    name: &str,
+    it: Interpreted,
     checked: &Checked,
     started: Instant,
 ) -> ApiResult<Option<ExecResponse>> {
@@ -459,72 +543,60 @@ async fn run_elsewhere(
         call,
         wasi,
     } = checked;
-    let (endpoint, limits) = (*endpoint, *limits);
-    let root_name = match source {
-        Source::Registered(name) => name,
-        _ => INLINE_NAME,
+    let spec = call.spec(*limits)?;
+    let modules = ModulesRan::of(
+        name,
+        &it.code.sha256,
+        it.graph.iter().map(|(n, code)| (n.as_str(), code.sha256.as_str())),
+    );
+    let result = app
+        .engine
+        .run_code(
+            &it.code,
+            &label(Some(name)),
+            &spec,
+            wasi.as_ref(),
+            &it.host_modules,
+            &it.graph,
+        )
+        .await;
+    let Some(result) = result else {
+        return Ok(None);
     };
-    if let Some(component) = resolve_component(&app.engine, &app.registry, source).await? {
-        let component_call = call.component(limits)?;
-        let modules = ModulesRan::of(
-            root_name,
-            component.compiled.sha256_hex(),
-            component
-                .graph
-                .iter()
-                .map(|h| (h.name.as_str(), h.compiled.sha256_hex())),
-        );
-        // The engine's calls are boxed here: this function's future is
-        // built and moved for every call of compiled code too, which only
-        // asks whether it is one of these, and would carry them inline.
-        let result =
-            Box::pin(
-                app.engine
-                    .run_component(component.compiled, &component.graph, &component_call, wasi.clone()),
-            )
-            .await;
-        let ran = Ran {
-            compile: Some(component.compile),
-            modules,
-        };
-        return call.respond(result, ran, started, &app.metrics, endpoint).map(Some);
-    }
-    let spec = call.spec(limits)?;
-    let wasi = wasi.as_ref();
-    let interpreted = match source {
-        Source::Inline { wasm, host_modules } => {
-            let graph = app.registry.interpreted_graph(host_modules);
-            Box::pin(
-                app.engine
-                    .run_interpreted(wasm, INLINE_LABEL, &spec, wasi, host_modules, graph),
-            )
-            .await?
-            .map(|(result, sha)| (result, ModulesRan::of(INLINE_NAME, &hex::encode(sha), [])))
-        }
-        Source::Registered(name) => match app.registry.interpreted(name).await {
-            Some(it) => {
-                let label = label(Some(name));
-                let modules = ModulesRan::of(
-                    name,
-                    &it.code.sha256,
-                    it.graph.iter().map(|(n, code)| (n.as_str(), code.sha256.as_str())),
-                );
-                Box::pin(
-                    app.engine
-                        .run_code(&it.code, &label, &spec, wasi, &it.host_modules, &it.graph),
-                )
-                .await
-                .map(|result| (result, modules))
-            }
-            None => None,
-        },
-        _ => None,
+    let ran = Ran { compile: None, modules };
+    call.respond(result, ran, started, &app.metrics, *endpoint).map(Some)
+}
+
+/// Runs `checked` on `component` (named `root_name` in `stats.modules`).
+async fn run_component(
+    app: &AppState,
+    root_name: &str,
+    component: ResolvedComponent,
+    checked: &Checked,
+    started: Instant,
+) -> ApiResult<ExecResponse> {
+    let Checked {
+        endpoint,
+        limits,
+        call,
+        wasi,
+    } = checked;
+    let component_call = call.component(*limits)?;
+    let modules = ModulesRan::of(
+        root_name,
+        component.compiled.sha256_hex(),
+        component
+            .graph
+            .iter()
+            .map(|h| (h.name.as_str(), h.compiled.sha256_hex())),
+    );
+    let result = app
+        .engine
+        .run_component(component.compiled, &component.graph, &component_call, wasi.clone())
+        .await;
+    let ran = Ran {
+        compile: Some(component.compile),
+        modules,
     };
-    match interpreted {
-        Some((result, modules)) => {
-            let ran = Ran { compile: None, modules };
-            call.respond(result, ran, started, &app.metrics, endpoint).map(Some)
-        }
-        None => Ok(None),
-    }
+    call.respond(result, ran, started, &app.metrics, *endpoint)
 }

@@ -67,6 +67,14 @@ pub use limits::{ExecLimits, LimitOverrides};
 pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
 pub use settings::EngineSettings;
+
+/// Inline code, with its SHA-256 when the caller has worked it out
+/// ([`WasmEngine::cached_inline`]), so that a call hashes it once.
+#[derive(Clone, Copy)]
+pub struct InlineWasm<'a> {
+    pub bytes: &'a [u8],
+    pub sha: Option<Sha256Digest>,
+}
 pub use tier::TierMode;
 pub use types::{ExternDesc, ModuleInterface};
 pub use wasi::{WasiConfig, WasiOutput};
@@ -433,19 +441,37 @@ impl WasmEngine {
             && interp::eligible(wasm, self.defined_caps())
     }
 
-    /// Whether the tier setting and the code send inline `wasm` to the
-    /// interpreter: `None` means compile it as usual. In `auto` mode that
-    /// is when the module is compiled already; a module seen for the second
-    /// time is compiled in the background meanwhile (see [`tier`]). The
-    /// hash is `Some` in `auto` mode.
-    async fn for_interpreter(&self, wasm: &[u8]) -> Option<(interp::InterpModule, Option<Sha256Digest>)> {
+    /// The compiled form of inline `wasm` when its call runs compiled code
+    /// from the cache (`auto` or `compiled` mode, and a cache hit, counted
+    /// as one), and its SHA-256 when worked out (not in `interpreter`
+    /// mode). A cached module is so hashed and looked up once for the
+    /// whole call; on a miss the hash goes on to
+    /// [`Self::run_interpreted`].
+    pub fn cached_inline(&self, wasm: &[u8]) -> (Option<Arc<CompiledModule>>, Option<Sha256Digest>) {
+        if self.inner.settings.tier == TierMode::Interpreter {
+            return (None, None);
+        }
+        let sha = compile::sha256(wasm);
+        (self.cached(&sha), Some(sha))
+    }
+
+    /// Whether the tier setting and the code send inline `wasm` (whose
+    /// hash may be `known`) to the interpreter: `None` means compile it as
+    /// usual. In `auto` mode that is when the module is compiled already; a
+    /// module seen for the second time is compiled in the background
+    /// meanwhile (see [`tier`]). The hash is `Some` in `auto` mode.
+    async fn for_interpreter(
+        &self,
+        wasm: &[u8],
+        known: Option<Sha256Digest>,
+    ) -> Option<(interp::InterpModule, Option<Sha256Digest>)> {
         if !self.may_interpret(wasm) {
             return None;
         }
         let settings = &self.inner.settings;
         // Only code the interpreter could run is hashed here: a module it
         // cannot run (a WASI program, say) is hashed once, by `compile`.
-        let sha = (settings.tier == TierMode::Auto).then(|| compile::sha256(wasm));
+        let sha = (settings.tier == TierMode::Auto).then(|| known.unwrap_or_else(|| compile::sha256(wasm)));
         if let Some(sha) = sha {
             if self.inner.cache.get(&sha).is_some() {
                 return None;
@@ -480,14 +506,14 @@ impl WasmEngine {
     /// with the module's SHA-256, for the response's `stats.modules`.
     pub async fn run_interpreted<E>(
         &self,
-        wasm: &[u8],
+        InlineWasm { bytes: wasm, sha }: InlineWasm<'_>,
         label: &str,
         call: &CallSpec<'_>,
         wasi: Option<&WasiConfig>,
         direct: &[String],
         graph: impl Future<Output = Result<Option<Vec<(String, Arc<InterpretedCode>)>>, E>>,
     ) -> Result<Option<(Result<CallOutcome, CallFailure>, Sha256Digest)>, E> {
-        let Some((module, sha)) = self.for_interpreter(wasm).await else {
+        let Some((module, sha)) = self.for_interpreter(wasm, sha).await else {
             return Ok(None);
         };
         let Some(graph) = graph.await? else {
@@ -521,7 +547,7 @@ impl WasmEngine {
     /// [`Self::for_interpreter`] says so and every call the instance could
     /// be asked for runs there; `None` means compile it as usual.
     pub async fn interpretable(&self, wasm: &[u8]) -> Option<Arc<InterpretedCode>> {
-        let (module, sha) = self.for_interpreter(wasm).await?;
+        let (module, sha) = self.for_interpreter(wasm, None).await?;
         if !module.whole() {
             return None;
         }

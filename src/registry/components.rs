@@ -13,7 +13,7 @@ use crate::engine::{CacheOutcome, CompiledComponent, EngineError, LimitKind, Lin
 impl Registry {
     /// Whether the entry `name` is a component: known from registration, or
     /// from the compile caches, else read from its binary's header once.
-    async fn entry_is_component(&self, name: &str, entry: &Entry) -> Result<bool, RegistryError> {
+    pub(super) async fn entry_is_component(&self, name: &str, entry: &Entry) -> Result<bool, RegistryError> {
         if let Some(known) = entry.component.get() {
             return Ok(*known);
         }
@@ -35,13 +35,18 @@ impl Registry {
         if !self.entry_is_component(name, &entry).await? {
             return Ok(None);
         }
-        let (compiled, compile) = self.compiled_component(name, &entry).await?;
+        self.component_of(name, &entry).await.map(Some)
+    }
+
+    /// The component `entry` (known to be one), compiled, with its graph.
+    pub(super) async fn component_of(&self, name: &str, entry: &Entry) -> Result<ResolvedComponent, RegistryError> {
+        let (compiled, compile) = self.compiled_component(name, entry).await?;
         let graph = self.component_graph(&entry.record.host_modules).await?;
-        Ok(Some(ResolvedComponent {
+        Ok(ResolvedComponent {
             compiled,
             compile,
             graph,
-        }))
+        })
     }
 
     /// The component registered as `name`, without its graph (what

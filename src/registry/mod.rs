@@ -99,6 +99,20 @@ pub struct Interpreted {
     pub host_modules: Vec<String>,
 }
 
+/// Where a call of a registered module runs ([`Registry::runnable`]).
+pub enum Runnable {
+    Component(ResolvedComponent),
+    /// On the interpreter, with its whole graph.
+    Interpreted(Interpreted),
+    /// Compiled, linked to `graph` (every registered module it depends on,
+    /// dependencies first).
+    Compiled {
+        root: Arc<CompiledModule>,
+        compile: CacheOutcome,
+        graph: Vec<LinkedModule>,
+    },
+}
+
 /// An index entry: the record plus its digest in binary form.
 struct Entry {
     record: ModuleRecord,
@@ -441,6 +455,24 @@ impl Registry {
         Ok((compiled, outcome, graph))
     }
 
+    /// Where a call of `name` runs, decided from one index lookup: a
+    /// component, the interpreter (its whole graph there) or compiled code
+    /// (see [`Runnable`]). A one-shot call asks this once; asking
+    /// [`Self::component`], [`Self::interpreted`] and
+    /// [`Self::resolve_registered`] in turn looked the name up three times.
+    pub async fn runnable(self: &Arc<Self>, name: &str) -> Result<Runnable, RegistryError> {
+        let entry = self.lookup(name).await?;
+        if self.entry_is_component(name, &entry).await? {
+            return self.component_of(name, &entry).await.map(Runnable::Component);
+        }
+        if let Some(interpreted) = self.interpreted_entry(name, &entry).await {
+            return Ok(Runnable::Interpreted(interpreted));
+        }
+        let (root, compile) = self.compile_entry(name, &entry).await?;
+        let graph = self.link_graph(&entry.record.host_modules).await?;
+        Ok(Runnable::Compiled { root, compile, graph })
+    }
+
     async fn compile_entry(
         &self,
         name: &str,
@@ -471,7 +503,12 @@ impl Registry {
     /// background meanwhile, in `auto` mode.
     pub async fn interpreted(self: &Arc<Self>, name: &str) -> Option<Interpreted> {
         let entry = self.lookup(name).await.ok()?;
-        let code = self.interpreted_root(name, &entry).await?;
+        self.interpreted_entry(name, &entry).await
+    }
+
+    /// [`Self::interpreted`] of an entry already looked up.
+    async fn interpreted_entry(self: &Arc<Self>, name: &str, entry: &Entry) -> Option<Interpreted> {
+        let code = self.interpreted_root(name, entry).await?;
         let hosts = &entry.record.host_modules;
         let graph = self.interpreted_graph(hosts).await.ok()??;
         Some(Interpreted {
