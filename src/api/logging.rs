@@ -30,12 +30,13 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use tower::Service;
+use tracing::Level;
 
 use super::auth::{self, Tokens};
 use super::error::{ApiError, ErrorCode};
 use super::metrics::Metrics;
 use super::quota::{self, RateLimits};
-use crate::telemetry;
+use crate::telemetry::{self, RequestLine};
 
 /// The header carrying a request's id, both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -198,17 +199,25 @@ where
             let micros = done.started.elapsed().as_micros() as u64;
             let status = response.status().as_u16();
             done.front.metrics.request(&done.method, done.route, status);
-            let method = done.method.as_str();
-            let path = done.path.as_str();
-            // The message as a `&str` field, not a format string: a format
-            // string reaches the line's visitor as `fmt::Arguments`, which
-            // only a formatter can write.
-            match response.extensions().get::<ErrorCode>().map(|c| c.as_str()) {
-                Some(code) if status >= 500 => {
-                    tracing::error!(message = "request failed", method, path, status, code, micros)
-                }
-                Some(code) => tracing::info!(message = "request refused", method, path, status, code, micros),
-                None => tracing::info!(message = "request served", method, path, status, micros),
+            let code = response.extensions().get::<ErrorCode>().map(|c| c.as_str());
+            // Written by the telemetry module directly, filtered by
+            // `RUST_LOG` as this module's events are (see
+            // `telemetry::request_line`).
+            let (level, message, enabled) = match code {
+                Some(_) if status >= 500 => (Level::ERROR, "request failed", tracing::enabled!(Level::ERROR)),
+                Some(_) => (Level::INFO, "request refused", tracing::enabled!(Level::INFO)),
+                None => (Level::INFO, "request served", tracing::enabled!(Level::INFO)),
+            };
+            if enabled {
+                telemetry::request_line(&RequestLine {
+                    level,
+                    message,
+                    method: done.method.as_str(),
+                    path: &done.path,
+                    status,
+                    code,
+                    micros,
+                });
             }
             Poll::Ready(response)
         });
