@@ -15,7 +15,10 @@
 //! Environment: `BENCH_SECONDS` (per scenario, default 5), `BENCH_CONNECTIONS`
 //! (default 16), `BENCH_ONLY` (run scenarios whose name contains it, or
 //! one of its comma-separated parts),
-//! `BENCH_ROUNDS` (default 3), `BENCH_SERVER_CPUS`, `BENCH_WRK_CPUS`. All scenarios run once per round, in turn, and
+//! `BENCH_ROUNDS` (default 3), `BENCH_SERVER_CPUS`, `BENCH_WRK_CPUS`,
+//! `BENCH_SERVER_BIN` (another build of the server to run instead of this
+//! tree's, such as an earlier commit's, to compare two builds against the
+//! same floor). All scenarios run once per round, in turn, and
 //! each reports its median round, with the slowest and fastest round beside
 //! it: on a shared virtual machine throughput drifts by 10-20% over a minute,
 //! and interleaving spreads that drift over every scenario, floor included,
@@ -666,7 +669,10 @@ fn start_server_with(dir: &Path, args: &[&str]) -> Server {
         .args([
             "-c",
             &cpus("BENCH_SERVER_CPUS", "0"),
-            env!("CARGO_BIN_EXE_wasm-exec-api"),
+            &std::env::var("BENCH_SERVER_BIN")
+                .ok()
+                .filter(|bin| !bin.is_empty())
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_wasm-exec-api").into()),
         ])
         .args(["--port", &port.to_string(), "--data-dir"])
         .arg(dir)
