@@ -18,7 +18,7 @@ use super::json_text;
 use super::metrics::{Endpoint, Metrics};
 use crate::engine::{
     CacheOutcome, CallFailure, CallOutcome, CallSpec, ComponentCall, ComponentParams, ExecLimits, LimitOverrides,
-    MemoryRead, MemoryWrite, WasiConfig, WasiOutput,
+    MemoryRead, MemoryWrite, WasiConfig, WasiOutput, decode_hex,
 };
 
 /// How bytes are written in JSON.
@@ -350,7 +350,7 @@ fn writes(bodies: Vec<MemoryWriteBody>) -> ApiResult<Vec<MemoryWrite>> {
         .enumerate()
         .map(|(i, w)| {
             let data = match (w.hex, w.base64, w.utf8) {
-                (Some(hex), None, None) => hex::decode(hex.trim())
+                (Some(hex), None, None) => decode_hex(hex.trim())
                     .map_err(|e| ApiError::invalid_request(format!("memory_writes[{i}].hex is not valid hex: {e}")))?,
                 (None, Some(b64), None) => {
                     base64::engine::general_purpose::STANDARD

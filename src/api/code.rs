@@ -4,7 +4,7 @@
 use base64::Engine as _;
 
 use super::error::{ApiError, ApiResult};
-use crate::engine::WasmEngine;
+use crate::engine::{WasmEngine, decode_hex};
 
 /// The code fields of a request, as sent.
 pub struct CodeFields {
@@ -33,7 +33,7 @@ impl CodeFields {
                 if hex.len() / 2 > limit {
                     return Err(too_large(hex.len() / 2));
                 }
-                hex::decode(&hex).map_err(|e| ApiError::invalid_request(format!("wasm_hex is not valid hex: {e}")))
+                decode_hex(&hex).map_err(|e| ApiError::invalid_request(format!("wasm_hex is not valid hex: {e}")))
             }
             (None, Some(b64), None) => {
                 let b64 = strip_whitespace(b64);

@@ -67,6 +67,7 @@ pub use limits::{ExecLimits, LimitOverrides};
 pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
 pub use settings::EngineSettings;
+pub use values::decode_hex;
 
 /// Inline code, with its SHA-256 when the caller has worked it out
 /// ([`WasmEngine::cached_inline`]), so that a call hashes it once.

@@ -335,7 +335,9 @@ fn bytes(fields: &[(String, &RawValue)]) -> Result<Vec<Val>, String> {
         [(key, value)] if key == "base64" => base64::engine::general_purpose::STANDARD
             .decode(text(value)?.trim())
             .map_err(|e| format!("invalid base64: {e}"))?,
-        [(key, value)] if key == "hex" => hex::decode(text(value)?.trim()).map_err(|e| format!("invalid hex: {e}"))?,
+        [(key, value)] if key == "hex" => {
+            crate::engine::decode_hex(text(value)?.trim()).map_err(|e| format!("invalid hex: {e}"))?
+        }
         _ => return Err("expected an array of u8, {\"base64\": \"...\"} or {\"hex\": \"...\"}".into()),
     };
     Ok(data.into_iter().map(Val::U8).collect())
