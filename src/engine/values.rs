@@ -546,7 +546,7 @@ fn infinity_json(negative: bool) -> String {
 /// to `hex::decode` for the error, which names the first bad character and
 /// where it is.
 pub fn decode_hex(text: &str) -> Result<Vec<u8>, hex::FromHexError> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(hex::FromHexError::OddLength);
     }
     let mut bytes = vec![0; text.len() / 2];
