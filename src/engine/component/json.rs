@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use wasmtime::component::{Type, Val};
 
 use super::resources::Handles;
-use crate::engine::values::{abbreviate, f32_to_json, f64_to_json, parse_f32, parse_f64, parse_int};
+use crate::engine::values::{abbreviate, decode_hex, f32_to_json, f64_to_json, parse_f32, parse_f64, parse_int};
 
 /// A value that does not fit its type: where it is, and what is wrong.
 #[derive(Debug)]
@@ -335,9 +335,7 @@ fn bytes(fields: &[(String, &RawValue)]) -> Result<Vec<Val>, String> {
         [(key, value)] if key == "base64" => base64::engine::general_purpose::STANDARD
             .decode(text(value)?.trim())
             .map_err(|e| format!("invalid base64: {e}"))?,
-        [(key, value)] if key == "hex" => {
-            crate::engine::decode_hex(text(value)?.trim()).map_err(|e| format!("invalid hex: {e}"))?
-        }
+        [(key, value)] if key == "hex" => decode_hex(text(value)?.trim()).map_err(|e| format!("invalid hex: {e}"))?,
         _ => return Err("expected an array of u8, {\"base64\": \"...\"} or {\"hex\": \"...\"}".into()),
     };
     Ok(data.into_iter().map(Val::U8).collect())
