@@ -32,6 +32,7 @@ use super::exec::{
     ALLOCATORS, CallFailure, CallOutcome, CallSpec, ExecStats, Exports, GlobalRead, PreparedArg, Tier, WasiResult,
     allocator_returned_null, bytes_len, micros, no_allocator, no_global, prepare,
 };
+use super::interp_engines::{Engines, Generation};
 use super::interp_wasi::{self, Halt, HasWasi, WasiWorld};
 use super::limits::{ExecLimits, StoreLimiter};
 use super::link::Linkable;
@@ -48,11 +49,16 @@ const FUEL_SLICE: u64 = 1_000_000;
 /// (the owner's decision), the `stack_overflow` trap may not.
 const MAX_RECURSION_DEPTH: usize = 16 * 1024;
 
-/// The wasmi engine, configured to match the compiled tier.
+/// Bytes of wasm a wasmi engine parses before a new one takes over (see
+/// `interp_engines`): what it keeps of them, translated or not, is freed
+/// with it.
+const GENERATION_BYTES: usize = 32 << 20;
+
+/// The wasmi engines, configured to match the compiled tier.
 pub(crate) struct Interpreter {
-    engine: wasmi::Engine,
-    /// Defines the WASI functions this tier provides (see `interp_wasi`).
-    linker: wasmi::Linker<Limited>,
+    /// Each with a linker that defines the WASI functions this tier
+    /// provides (see `interp_wasi`).
+    engines: Engines<Limited>,
     /// Most bytes kept of a WASI program's stdout, and of its stderr.
     output_cap: usize,
     /// Function types are shown and checked as wasmtime's, so that messages
@@ -63,6 +69,11 @@ pub(crate) struct Interpreter {
 /// A module parsed and validated by the interpreter.
 pub(crate) struct InterpModule {
     module: wasmi::Module,
+    /// The engine it was parsed in; a link graph runs in one.
+    generation: Arc<Generation<Limited>>,
+    /// Its binary, to parse it again in another engine (see
+    /// [`Interpreter::in_generation_of`]).
+    wasm: Arc<[u8]>,
     types: wasmtime::Engine,
     /// Export names in the binary's order, which wasmi does not keep.
     export_order: Vec<String>,
@@ -82,6 +93,11 @@ pub(crate) fn eligible(wasm: &[u8], caps: DefinedCaps) -> bool {
 
 impl Interpreter {
     pub(crate) fn new(types: &wasmtime::Engine, output_cap: usize) -> Self {
+        Self::with_engine_bytes(types, output_cap, GENERATION_BYTES)
+    }
+
+    /// An interpreter whose engines each parse `engine_bytes` of wasm.
+    fn with_engine_bytes(types: &wasmtime::Engine, output_cap: usize, engine_bytes: usize) -> Self {
         let mut config = wasmi::Config::default();
         config
             .consume_fuel(true)
@@ -102,15 +118,8 @@ impl Interpreter {
             // such a module gets the compiled tier's answer.
             .wasm_custom_page_sizes(false)
             .wasm_wide_arithmetic(false);
-        let engine = wasmi::Engine::new(&config);
-        let mut linker = wasmi::Linker::new(&engine);
-        // Names are distinct and signatures fixed: defining them cannot fail.
-        if let Err(e) = interp_wasi::add_to_linker(&mut linker) {
-            tracing::error!(error = %e, "cannot define WASI for the interpreter");
-        }
         Interpreter {
-            engine,
-            linker,
+            engines: Engines::new(config, define_wasi, engine_bytes),
             output_cap,
             types: types.clone(),
         }
@@ -118,8 +127,26 @@ impl Interpreter {
 
     /// Parses and validates `wasm`; `None` if the interpreter refuses it
     /// (invalid, or a feature it lacks): the compiled tier then decides.
-    pub(crate) fn parse(&self, wasm: &[u8]) -> Option<InterpModule> {
-        let module = wasmi::Module::new(&self.engine, wasm).ok()?;
+    pub(crate) fn parse(&self, wasm: Arc<[u8]>) -> Option<InterpModule> {
+        self.parse_in(self.engines.current(), wasm)
+    }
+
+    /// Whether a wasmi engine was retired since the last call: modules
+    /// kept parsed in it should be let go of (see `interp_engines`).
+    pub(crate) fn take_retired(&self) -> bool {
+        self.engines.take_retired()
+    }
+
+    /// Whether `module` was parsed in the engine new modules are parsed in.
+    pub(crate) fn is_current(&self, module: &InterpModule) -> bool {
+        self.engines.is_current(&module.generation)
+    }
+
+    /// [`Self::parse`] in the engine `generation`.
+    fn parse_in(&self, generation: Arc<Generation<Limited>>, wasm: Arc<[u8]>) -> Option<InterpModule> {
+        let parsed = wasmi::Module::new(&generation.engine, &wasm);
+        self.engines.charge(&generation, wasm.len());
+        let module = parsed.ok()?;
         if !interp_wasi::supports(&module) {
             return None;
         }
@@ -131,7 +158,7 @@ impl Interpreter {
             return None;
         }
         let mut export_order = Vec::new();
-        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
             match payload {
                 Ok(wasmparser::Payload::ExportSection(section)) => {
                     export_order.extend(section.into_iter().flatten().map(|e| e.name.to_string()));
@@ -144,9 +171,35 @@ impl Interpreter {
         }
         Some(InterpModule {
             module,
+            generation,
+            wasm,
             types: self.types.clone(),
             export_order,
         })
+    }
+
+    /// `hosts`, each in `root`'s engine: one parsed in another (a newer
+    /// engine took over between parsing the root and looking its graph up,
+    /// say) is parsed again from its binary, for this graph only.
+    fn in_generation_of(
+        &self,
+        root: &InterpModule,
+        hosts: &[(String, Arc<InterpModule>)],
+    ) -> Result<Vec<(String, Arc<InterpModule>)>, EngineError> {
+        hosts
+            .iter()
+            .map(|(name, host)| {
+                if Arc::ptr_eq(&host.generation, &root.generation) {
+                    return Ok((name.clone(), host.clone()));
+                }
+                match self.parse_in(root.generation.clone(), host.wasm.clone()) {
+                    Some(again) => Ok((name.clone(), Arc::new(again))),
+                    None => Err(EngineError::Internal(format!(
+                        "module `{name}` parsed once but not again"
+                    ))),
+                }
+            })
+            .collect()
     }
 
     /// Instantiates `module` under `limits` (and runs a reactor's
@@ -166,8 +219,9 @@ impl Interpreter {
         let wasi = wasi
             .or_else(|| needs_wasi.then(WasiConfig::default))
             .map(|config| WasiWorld::new(config, self.output_cap));
+        let hosts = self.in_generation_of(&module, hosts)?;
         let mut store = wasmi::Store::new(
-            &self.engine,
+            &module.generation.engine,
             Limited {
                 limiter: StoreLimiter::new(&limits),
                 refused: None,
@@ -182,7 +236,7 @@ impl Interpreter {
             tier: Tier::Interpreter,
             ..Default::default()
         };
-        let graph = self.instantiate_graph(&mut store, &module, hosts, &mut budget).await;
+        let graph = self.instantiate_graph(&mut store, &module, &hosts, &mut budget).await;
         stats.instantiate_us = micros(started.elapsed());
         let (root, hosts) = match graph {
             Ok(graph) => graph,
@@ -211,7 +265,7 @@ impl Interpreter {
     ) -> Result<(wasmi::Instance, Vec<(String, wasmi::Instance)>), EngineError> {
         let limits = budget.limits;
         // WASI's linker, copied only when hosts are defined in it.
-        let mut linker = std::borrow::Cow::Borrowed(&self.linker);
+        let mut linker = std::borrow::Cow::Borrowed(&root.generation.linker);
         let mut live = Vec::with_capacity(hosts.len());
         for (name, host) in hosts {
             let instance = linker
@@ -258,6 +312,14 @@ impl Interpreter {
             Err(failure) => return Some(Err(failure)),
         };
         Some(live.call_on_same_budget(prepared.name, &prepared.ty, args, spec).await)
+    }
+}
+
+/// Defines the WASI functions in a new engine's linker.
+fn define_wasi(linker: &mut wasmi::Linker<Limited>) {
+    // Names are distinct and signatures fixed: defining them cannot fail.
+    if let Err(e) = interp_wasi::add_to_linker(linker) {
+        tracing::error!(error = %e, "cannot define WASI for the interpreter");
     }
 }
 
@@ -948,5 +1010,57 @@ impl Exports for InterpModule {
                 _ => None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(interpreter: &Interpreter, wat: &str) -> Arc<InterpModule> {
+        let wasm = wat::parse_str(wat).unwrap();
+        Arc::new(interpreter.parse(wasm.into()).unwrap())
+    }
+
+    /// A host parsed in an engine since retired still links: the graph
+    /// runs in its root's engine, the host parsed again there.
+    #[tokio::test]
+    async fn a_graph_parsed_across_engines_runs_in_its_root_s() {
+        let types = wasmtime::Engine::default();
+        // Every module fills an engine: each is parsed in a new one.
+        let interpreter = Interpreter::with_engine_bytes(&types, 1024, 1);
+        let host = parse(
+            &interpreter,
+            r#"(module (func (export "seven") (result i32) i32.const 7))"#,
+        );
+        assert!(interpreter.take_retired());
+        assert!(!interpreter.is_current(&host));
+        let root = parse(
+            &interpreter,
+            r#"(module (import "host" "seven" (func $seven (result i32)))
+                 (func (export "f") (result i32) call $seven i32.const 1 i32.add))"#,
+        );
+        assert!(!Arc::ptr_eq(&host.generation, &root.generation));
+        let limits = ExecLimits {
+            fuel: 1_000_000,
+            timeout_ms: 5_000,
+            memory_bytes: 1 << 20,
+            table_elements: 1_000,
+        };
+        let spec = CallSpec {
+            function: Some("f"),
+            params: &[],
+            writes: &[],
+            reads: &[],
+            result_as_bytes: false,
+            limits,
+            armed_at: None,
+        };
+        let hosts = [("host".to_string(), host)];
+        let outcome = interpreter.run(root, &hosts, "inline", &spec, None).await;
+        let outcome = outcome.expect("numbers only").expect("the call succeeds");
+        assert_eq!(outcome.results.len(), 1);
+        assert_eq!(outcome.results[0].get(), "8");
+        assert_eq!(outcome.stats.tier, Tier::Interpreter);
     }
 }

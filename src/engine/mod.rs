@@ -18,7 +18,8 @@
 //!   [`link`] — import checks with messages that name the import;
 //!   [`memory`] — guest memory reads and writes.
 //! - [`exec`] — instantiating a module graph and calls on it.
-//! - [`interp`] — the interpreter tier (wasmi) for code not compiled yet;
+//! - [`interp`] — the interpreter tier (wasmi) for code not compiled yet,
+//!   and [`interp_engines`], its engines, replaced as they fill up;
 //!   [`tier`] — the tier setting and when code is worth compiling.
 //! - [`instance`] — a [`LiveInstance`] on either tier, behind one type;
 //!   [`environment`] — many instances in one store, linked live.
@@ -37,6 +38,7 @@ pub mod fncache;
 pub mod funcs;
 pub mod instance;
 pub mod interp;
+pub mod interp_engines;
 pub mod interp_wasi;
 pub mod limits;
 pub mod link;
@@ -486,13 +488,24 @@ impl WasmEngine {
 
     /// Parses `wasm` for the interpreter, off the reactor when it is large.
     async fn parse_for_interpreter(&self, wasm: &[u8]) -> Option<interp::InterpModule> {
-        if wasm.len() <= INLINE_PARSE_BYTES {
-            return self.inner.interpreter.parse(wasm);
+        let interpreter = &self.inner.interpreter;
+        let module = if wasm.len() <= INLINE_PARSE_BYTES {
+            interpreter.parse(wasm.into())
+        } else {
+            let (engine, wasm) = (self.clone(), wasm.into());
+            tokio::task::spawn_blocking(move || engine.inner.interpreter.parse(wasm))
+                .await
+                .ok()?
+        };
+        // The engine that filled up is freed once nothing made in it is
+        // left: registered modules parsed in it are parsed again, from the
+        // store, when next called.
+        if interpreter.take_retired() {
+            self.inner
+                .registered
+                .retain(|code| interpreter.is_current(&code.module));
         }
-        let (engine, wasm) = (self.clone(), wasm.to_vec());
-        tokio::task::spawn_blocking(move || engine.inner.interpreter.parse(&wasm))
-            .await
-            .ok()?
+        module
     }
 
     /// Runs a one-shot call of `wasm` on the interpreter, if

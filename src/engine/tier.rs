@@ -128,4 +128,17 @@ impl<T: Clone> Parsed<T> {
     pub(crate) fn get(&self, sha: &Sha256Digest) -> Option<T> {
         self.lock().get(sha).cloned()
     }
+
+    /// Keeps only the entries `keep` says yes to.
+    pub(crate) fn retain(&self, keep: impl Fn(&T) -> bool) {
+        let mut entries = self.lock();
+        let dropped: Vec<Sha256Digest> = entries
+            .iter()
+            .filter(|(_, code)| !keep(code))
+            .map(|(sha, _)| *sha)
+            .collect();
+        for sha in dropped {
+            entries.pop(&sha);
+        }
+    }
 }
