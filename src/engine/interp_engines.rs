@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 /// What a module is charged beside its bytes: the engine's entries for it
 /// (its functions, its types) outweigh a tiny module's bytes.
-pub(crate) const MODULE_WEIGHT: usize = 512;
+const MODULE_WEIGHT: usize = 512;
 
 /// One wasmi engine and the linker defined in it (WASI's functions).
 pub(crate) struct Generation<T> {
