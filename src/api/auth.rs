@@ -218,7 +218,7 @@ pub fn check_token(tokens: &Tokens, request: &mut Request) -> Option<Response> {
             .into_response(),
         );
     }
-    let fingerprint = hex::encode(&tokens.digests[id].0[..8]);
+    let fingerprint = crate::engine::encode_hex(&tokens.digests[id].0[..8]);
     request
         .extensions_mut()
         .insert(Caller::Token { id, scope, fingerprint });

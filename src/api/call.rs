@@ -35,7 +35,7 @@ pub enum Encoding {
 impl Encoding {
     pub fn encode(self, bytes: &[u8]) -> String {
         match self {
-            Encoding::Hex => hex::encode(bytes),
+            Encoding::Hex => crate::engine::encode_hex(bytes),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
             Encoding::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
         }

@@ -522,7 +522,7 @@ async fn run_inline_elsewhere(
     };
     let ran = Ran {
         compile: None,
-        modules: ModulesRan::of(INLINE_NAME, &hex::encode(sha), []),
+        modules: ModulesRan::of(INLINE_NAME, &crate::engine::encode_hex(sha), []),
     };
     call.respond(result, ran, started, &app.metrics, *endpoint).map(Some)
 }

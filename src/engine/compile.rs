@@ -220,7 +220,7 @@ pub struct DigestHasher(Sha256);
 
 impl DigestHasher {
     pub fn hex(self) -> String {
-        hex::encode(self.0.finalize())
+        super::values::encode_hex(self.0.finalize())
     }
 }
 
@@ -289,6 +289,18 @@ impl Headers {
 
 /// Reads the section headers of `wasm`, stopping where the code starts.
 pub(crate) fn headers(wasm: &[u8]) -> Headers {
+    read_headers(wasm, true)
+}
+
+/// [`headers`] without reading the type section: `gc_types` is left
+/// false. Reading each type allocates (about 2,000 instructions for a
+/// one-type module), and the interpreter, which asks this of every module
+/// it is sent, refuses GC types when it parses anyway.
+pub(crate) fn headers_but_types(wasm: &[u8]) -> Headers {
+    read_headers(wasm, false)
+}
+
+fn read_headers(wasm: &[u8], read_types: bool) -> Headers {
     let mut h = Headers::default();
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
         match payload {
@@ -304,7 +316,7 @@ pub(crate) fn headers(wasm: &[u8]) -> Headers {
                     }
                 }
             }
-            Ok(wasmparser::Payload::TypeSection(reader)) => {
+            Ok(wasmparser::Payload::TypeSection(reader)) if read_types => {
                 for group in reader {
                     match group {
                         Ok(group) => {
@@ -424,7 +436,7 @@ fn finish(
     Ok(CompiledModule {
         functions,
         sha256: sha,
-        sha256_hex: hex::encode(sha),
+        sha256_hex: super::values::encode_hex(sha),
         size,
         module,
         pre,
@@ -436,7 +448,7 @@ fn finish(
 
 #[cfg(test)]
 mod tests {
-    use super::headers;
+    use super::{headers, headers_but_types};
 
     fn stateless(wat: &str) -> bool {
         headers(&wat::parse_str(wat).unwrap()).stateless()
@@ -460,5 +472,21 @@ mod tests {
         }
         // Unreadable headers are never taken for stateless.
         assert!(!headers(b"\0asm\x01\0\0\0\x06\x05").stateless());
+    }
+
+    /// Skipping the type section changes nothing but `gc_types`.
+    #[test]
+    fn headers_but_types_reads_all_but_the_types() {
+        let wasm = wat::parse_str(
+            r#"(module (type (struct (field i32))) (import "m" "f" (func)) (memory 1) (table 2 funcref)
+                 (global (mut i32) (i32.const 0)) (func $s) (start $s))"#,
+        )
+        .unwrap();
+        let (all, but_types) = (headers(&wasm), headers_but_types(&wasm));
+        assert!(all.gc_types && !but_types.gc_types);
+        for h in [all, but_types] {
+            assert_eq!((h.memories, h.tables, h.imports), (1, 1, 1));
+            assert!(h.has_start && h.mutable_globals && !h.malformed);
+        }
     }
 }

@@ -26,13 +26,14 @@ use wasmi::{ResourceLimiter, TrapCode};
 use wasmi_core::LimiterError;
 use wasmtime::{ExternType, FuncType, GlobalType, MemoryType, Mutability, RefType, TableType, Trap, Val, ValType};
 
-use super::compile::{DefinedCaps, check_defined_counts, headers};
+use super::compile::{DefinedCaps, check_defined_counts, headers_but_types};
 use super::error::{EngineError, LimitHit, LimitKind, trap_name};
 use super::exec::{
     ALLOCATORS, CallFailure, CallOutcome, CallSpec, ExecStats, Exports, GlobalRead, PreparedArg, Tier, WasiResult,
     allocator_returned_null, bytes_len, micros, no_allocator, no_global, prepare,
 };
 use super::interp_engines::{Engines, Generation};
+use super::interp_types::{FuncTypes, to_wasmtime_type};
 use super::interp_wasi::{self, Halt, HasWasi, WasiWorld};
 use super::limits::{ExecLimits, StoreLimiter};
 use super::link::Linkable;
@@ -63,7 +64,7 @@ pub(crate) struct Interpreter {
     output_cap: usize,
     /// Function types are shown and checked as wasmtime's, so that messages
     /// and argument conversion are the compiled tier's own.
-    types: wasmtime::Engine,
+    types: Arc<FuncTypes>,
 }
 
 /// A module parsed and validated by the interpreter.
@@ -74,7 +75,7 @@ pub(crate) struct InterpModule {
     /// Its binary, to parse it again in another engine (see
     /// [`Interpreter::in_generation_of`]).
     wasm: Arc<[u8]>,
-    types: wasmtime::Engine,
+    types: Arc<FuncTypes>,
     /// Export names in the binary's order, which wasmi does not keep.
     export_order: Vec<String>,
 }
@@ -87,7 +88,7 @@ pub(crate) struct InterpModule {
 /// section headers only; a malformed module is not eligible and gets the
 /// compiled tier's error.
 pub(crate) fn eligible(wasm: &[u8], caps: DefinedCaps) -> bool {
-    let headers = headers(wasm);
+    let headers = headers_but_types(wasm);
     !headers.malformed && !headers.has_start && check_defined_counts(&headers, caps).is_ok()
 }
 
@@ -121,7 +122,7 @@ impl Interpreter {
         Interpreter {
             engines: Engines::new(config, define_wasi, engine_bytes),
             output_cap,
-            types: types.clone(),
+            types: Arc::new(FuncTypes::new(types)),
         }
     }
 
@@ -898,25 +899,9 @@ fn from_wasmi(val: &wasmi::Val) -> Val {
     }
 }
 
-fn to_wasmtime_type(ty: &wasmi::ValType) -> ValType {
-    match ty {
-        wasmi::ValType::I32 => ValType::I32,
-        wasmi::ValType::I64 => ValType::I64,
-        wasmi::ValType::F32 => ValType::F32,
-        wasmi::ValType::F64 => ValType::F64,
-        wasmi::ValType::V128 => ValType::V128,
-        wasmi::ValType::FuncRef => ValType::FUNCREF,
-        wasmi::ValType::ExternRef => ValType::EXTERNREF,
-    }
-}
-
 impl InterpModule {
     fn func_type(&self, ty: &wasmi::FuncType) -> FuncType {
-        FuncType::new(
-            &self.types,
-            ty.params().iter().map(to_wasmtime_type),
-            ty.results().iter().map(to_wasmtime_type),
-        )
+        self.types.get(ty)
     }
 
     /// Whether every call a live instance of this module could be asked

@@ -39,6 +39,7 @@ pub mod funcs;
 pub mod instance;
 pub mod interp;
 pub mod interp_engines;
+pub mod interp_types;
 pub mod interp_wasi;
 pub mod limits;
 pub mod link;
@@ -69,7 +70,7 @@ pub use limits::{ExecLimits, LimitOverrides};
 pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
 pub use settings::EngineSettings;
-pub use values::decode_hex;
+pub use values::{decode_hex, encode_hex};
 
 /// Inline code, with its SHA-256 when the caller has worked it out
 /// ([`WasmEngine::cached_inline`]), so that a call hashes it once.
@@ -782,7 +783,7 @@ pub struct InterpretedCode {
 impl InterpretedCode {
     fn new(module: interp::InterpModule, digest: Sha256Digest) -> Self {
         InterpretedCode {
-            sha256: hex::encode(digest),
+            sha256: values::encode_hex(digest),
             interface: module.interface(),
             whole: module.whole(),
             module: Arc::new(module),

@@ -838,7 +838,7 @@ impl Registry {
     ) -> Result<ModuleRecord, RegistryError> {
         let record = ModuleRecord {
             name: name.to_string(),
-            sha256: hex::encode(digest),
+            sha256: crate::engine::encode_hex(digest),
             size: wasm.len() as u64,
             host_modules,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),

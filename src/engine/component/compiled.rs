@@ -79,7 +79,7 @@ pub fn compile_blocking(
     };
     Ok(CompiledComponent {
         sha256,
-        sha256_hex: hex::encode(sha256),
+        sha256_hex: crate::engine::values::encode_hex(sha256),
         size: wasm.len(),
         component,
         world,
