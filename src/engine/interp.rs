@@ -19,7 +19,7 @@
 //! (`memory::copy_in`/`copy_out` and the memory messages, `exec::no_allocator` and friends).
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmi::{ResourceLimiter, TrapCode};
@@ -76,8 +76,9 @@ pub(crate) struct InterpModule {
     /// [`Interpreter::in_generation_of`]).
     wasm: Arc<[u8]>,
     types: Arc<FuncTypes>,
-    /// Export names in the binary's order, which wasmi does not keep.
-    export_order: Vec<String>,
+    /// Export names in the binary's order, which wasmi does not keep: read
+    /// from the binary when first asked for (a one-shot call never asks).
+    export_order: OnceLock<Vec<String>>,
 }
 
 /// Whether `wasm` may be of the shape the interpreter runs: no start
@@ -158,24 +159,12 @@ impl Interpreter {
         {
             return None;
         }
-        let mut export_order = Vec::new();
-        for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
-            match payload {
-                Ok(wasmparser::Payload::ExportSection(section)) => {
-                    export_order.extend(section.into_iter().flatten().map(|e| e.name.to_string()));
-                    break;
-                }
-                // Exports come before code: stop at the code section.
-                Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
-                _ => {}
-            }
-        }
         Some(InterpModule {
             module,
             generation,
             wasm,
             types: self.types.clone(),
-            export_order,
+            export_order: OnceLock::new(),
         })
     }
 
@@ -918,11 +907,30 @@ impl InterpModule {
     /// exports in the binary's order.
     pub(crate) fn interface(&self) -> ModuleInterface {
         let exports = self
-            .export_order
+            .export_order()
             .iter()
             .filter_map(|name| Some((name.as_str(), self.extern_type(&self.module.get_export(name)?))))
             .collect();
         ModuleInterface::of_exports(exports, self.import_list())
+    }
+
+    /// Export names in the binary's order.
+    fn export_order(&self) -> &[String] {
+        self.export_order.get_or_init(|| {
+            let mut names = Vec::new();
+            for payload in wasmparser::Parser::new(0).parse_all(&self.wasm) {
+                match payload {
+                    Ok(wasmparser::Payload::ExportSection(section)) => {
+                        names.extend(section.into_iter().flatten().map(|e| e.name.to_string()));
+                        break;
+                    }
+                    // Exports come before code: stop at the code section.
+                    Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
+                    _ => {}
+                }
+            }
+            names
+        })
     }
 
     /// Whether the module imports WASI.
@@ -975,7 +983,7 @@ impl Linkable for InterpModule {
     }
 
     fn export_names(&self) -> Vec<String> {
-        self.export_order.clone()
+        self.export_order().to_vec()
     }
 }
 
@@ -1047,5 +1055,23 @@ mod tests {
         assert_eq!(outcome.results.len(), 1);
         assert_eq!(outcome.results[0].get(), "8");
         assert_eq!(outcome.stats.tier, Tier::Interpreter);
+    }
+
+    /// Exports are listed in the binary's order (wasmi keeps them by
+    /// name), read when first asked for.
+    #[test]
+    fn exports_are_listed_in_the_binary_s_order() {
+        let types = wasmtime::Engine::default();
+        let interpreter = Interpreter::new(&types, 1024);
+        let module = parse(
+            &interpreter,
+            r#"(module (func (export "zeta")) (memory (export "mem") 1)
+                 (func (export "alpha") (param i64) (result f32) f32.const 1))"#,
+        );
+        assert!(module.export_order.get().is_none());
+        assert_eq!(module.export_names(), ["zeta", "mem", "alpha"]);
+        let interface = module.interface();
+        let names: Vec<&str> = interface.exports.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["zeta", "mem", "alpha"]);
     }
 }
