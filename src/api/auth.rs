@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::{ApiError, ErrorCode};
+use crate::engine::encode_hex;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -218,7 +219,7 @@ pub fn check_token(tokens: &Tokens, request: &mut Request) -> Option<Response> {
             .into_response(),
         );
     }
-    let fingerprint = crate::engine::encode_hex(&tokens.digests[id].0[..8]);
+    let fingerprint = encode_hex(&tokens.digests[id].0[..8]);
     request
         .extensions_mut()
         .insert(Caller::Token { id, scope, fingerprint });

@@ -16,6 +16,7 @@ use super::checks::{Expected, Observed, RunsBody};
 use super::error::{ApiError, ApiResult};
 use super::json_text;
 use super::metrics::{Endpoint, Metrics};
+use crate::engine::encode_hex;
 use crate::engine::{
     CacheOutcome, CallFailure, CallOutcome, CallSpec, ComponentCall, ComponentParams, ExecLimits, LimitOverrides,
     MemoryRead, MemoryWrite, WasiConfig, WasiOutput, decode_hex,
@@ -35,7 +36,7 @@ pub enum Encoding {
 impl Encoding {
     pub fn encode(self, bytes: &[u8]) -> String {
         match self {
-            Encoding::Hex => crate::engine::encode_hex(bytes),
+            Encoding::Hex => encode_hex(bytes),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
             Encoding::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
         }

@@ -22,7 +22,7 @@ use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{
-    CacheOutcome, Code, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, Sha256Digest, WasiConfig,
+    CacheOutcome, Code, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, Sha256Digest, WasiConfig, encode_hex,
 };
 use crate::registry::{Interpreted, ResolvedComponent, Runnable};
 use crate::resolve::{INLINE_LABEL, Resolved, Source, label, resolve, resolve_cached_inline, resolve_component};
@@ -522,7 +522,7 @@ async fn run_inline_elsewhere(
     };
     let ran = Ran {
         compile: None,
-        modules: ModulesRan::of(INLINE_NAME, &crate::engine::encode_hex(sha), []),
+        modules: ModulesRan::of(INLINE_NAME, &encode_hex(sha), []),
     };
     call.respond(result, ran, started, &app.metrics, *endpoint).map(Some)
 }

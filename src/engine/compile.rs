@@ -24,6 +24,7 @@ use super::error::{EngineError, LimitKind, chain_text};
 use super::spare::Spares;
 use super::store::StoreState;
 use super::types::{ModuleInterface, signature};
+use super::values::encode_hex;
 use super::wasi::WASI_MODULE;
 
 /// A SHA-256 digest of a module binary.
@@ -220,7 +221,7 @@ pub struct DigestHasher(Sha256);
 
 impl DigestHasher {
     pub fn hex(self) -> String {
-        super::values::encode_hex(self.0.finalize())
+        encode_hex(self.0.finalize())
     }
 }
 
@@ -436,7 +437,7 @@ fn finish(
     Ok(CompiledModule {
         functions,
         sha256: sha,
-        sha256_hex: super::values::encode_hex(sha),
+        sha256_hex: encode_hex(sha),
         size,
         module,
         pre,

@@ -783,7 +783,7 @@ pub struct InterpretedCode {
 impl InterpretedCode {
     fn new(module: interp::InterpModule, digest: Sha256Digest) -> Self {
         InterpretedCode {
-            sha256: values::encode_hex(digest),
+            sha256: encode_hex(digest),
             interface: module.interface(),
             whole: module.whole(),
             module: Arc::new(module),

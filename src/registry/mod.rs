@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::{
     CacheOutcome, CompiledComponent, CompiledModule, EngineError, InterpretedCode, LinkedComponent, LinkedModule,
-    ModuleInterface, Sha256Digest, TierMode, WasmEngine,
+    ModuleInterface, Sha256Digest, TierMode, WasmEngine, encode_hex,
 };
 pub use pg_store::PgStore;
 pub use redb_store::RedbStore;
@@ -838,7 +838,7 @@ impl Registry {
     ) -> Result<ModuleRecord, RegistryError> {
         let record = ModuleRecord {
             name: name.to_string(),
-            sha256: crate::engine::encode_hex(digest),
+            sha256: encode_hex(digest),
             size: wasm.len() as u64,
             host_modules,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),

@@ -8,6 +8,7 @@ use super::world::ComponentWorld;
 use crate::engine::compile::Sha256Digest;
 use crate::engine::error::{EngineError, chain_text};
 use crate::engine::store::StoreState;
+use crate::engine::values::encode_hex;
 
 /// A validated, compiled component, shared by every call that uses it.
 pub struct CompiledComponent {
@@ -79,7 +80,7 @@ pub fn compile_blocking(
     };
     Ok(CompiledComponent {
         sha256,
-        sha256_hex: crate::engine::values::encode_hex(sha256),
+        sha256_hex: encode_hex(sha256),
         size: wasm.len(),
         component,
         world,
