@@ -264,6 +264,15 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_CACHE_ENTRIES", default_value_t = 1024)]
     pub cache_entries: usize,
 
+    /// Bytes of compiled modules kept in memory, all together: each weighs
+    /// its machine code and data plus its binary. Past it (or past
+    /// --cache-entries) the least recently used are dropped and compiled
+    /// again, or loaded from their stored artifact, when next called.
+    /// Compiled components, and the interpreter's forms of registered
+    /// modules, are kept within the same two bounds, each on its own.
+    #[arg(long, env = "WASM_EXEC_CACHE_BYTES", default_value_t = 1 << 30)]
+    pub cache_bytes: usize,
+
     /// Modules compiled at once [default: one per CPU core].
     #[arg(long, env = "WASM_EXEC_COMPILE_THREADS", default_value_t = default_compile_threads(), hide_default_value = true)]
     pub compile_threads: usize,
@@ -319,6 +328,7 @@ impl Settings {
             max_module_bytes: self.max_module_bytes,
             max_stack_bytes: self.max_stack_bytes,
             cache_entries: self.cache_entries,
+            cache_bytes: self.cache_bytes,
             epoch_tick: Duration::from_millis(self.epoch_tick_ms.max(1)),
             compile_threads: self.compile_threads,
             compile_timeout: Duration::from_millis(self.compile_timeout_ms.max(1)),

@@ -287,6 +287,11 @@ impl Metrics {
             ConstGauge::new(cache.entries as i64),
         );
         registry.register(
+            "compile_cache_bytes",
+            "What the compiled modules held in memory weigh (machine code and data, plus their binaries), in bytes",
+            ConstGauge::new(cache.bytes as i64),
+        );
+        registry.register(
             "live_instances",
             "Stateful instances alive now",
             ConstGauge::new(gauges.live_instances as i64),

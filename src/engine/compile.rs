@@ -10,12 +10,10 @@
 //! CPU at once.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lru::LruCache;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport};
@@ -26,6 +24,7 @@ use super::store::StoreState;
 use super::types::{ModuleInterface, signature};
 use super::values::encode_hex;
 use super::wasi::WASI_MODULE;
+use super::weighed::WeighedLru;
 
 /// A SHA-256 digest of a module binary.
 pub type Sha256Digest = [u8; 32];
@@ -85,6 +84,15 @@ impl CompiledModule {
         self.size
     }
 
+    /// What keeping it in memory costs, in bytes, as the compile cache
+    /// counts it: its compiled image (machine code and data) and its
+    /// binary's size (for the module's own tables of types, exports and
+    /// the like, which grow with it).
+    pub(crate) fn weight(&self) -> usize {
+        let image = self.module.image_range();
+        (image.end as usize).saturating_sub(image.start as usize) + self.size
+    }
+
     /// Whether the module imports `wasi_snapshot_preview1`.
     pub fn imports_wasi(&self) -> bool {
         self.imports_wasi
@@ -139,7 +147,7 @@ pub enum CacheOutcome {
 /// Bounded LRU map from module hash to compiled module, plus the permits
 /// that bound concurrent compiles.
 pub(crate) struct CompileCache {
-    entries: Mutex<LruCache<Sha256Digest, Arc<CompiledModule>>>,
+    entries: Mutex<WeighedLru<Sha256Digest, Arc<CompiledModule>>>,
     /// One per compile allowed at once.
     pub(crate) permits: Arc<Semaphore>,
     counters: CacheCounters,
@@ -164,25 +172,30 @@ pub struct CacheStats {
     pub loaded: u64,
     /// Modules held in memory now.
     pub entries: u64,
+    /// What they weigh together (see [`CompiledModule::weight`]).
+    pub bytes: u64,
 }
 
 impl CompileCache {
-    pub(crate) fn new(entries: usize, compile_threads: usize) -> Self {
-        let capacity = NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN);
+    pub(crate) fn new(entries: usize, bytes: usize, compile_threads: usize) -> Self {
         CompileCache {
-            entries: Mutex::new(LruCache::new(capacity)),
+            entries: Mutex::new(WeighedLru::new(entries, bytes)),
             permits: Arc::new(Semaphore::new(compile_threads.max(1))),
             counters: CacheCounters::default(),
         }
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let (entries, bytes) = {
+            let kept = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            (kept.len(), kept.bytes())
+        };
         CacheStats {
             hits: self.counters.hits.load(Ordering::Relaxed),
             compiled: self.counters.compiled.load(Ordering::Relaxed),
             loaded: self.counters.loaded.load(Ordering::Relaxed),
             entries: entries as u64,
+            bytes: bytes as u64,
         }
     }
 
@@ -206,10 +219,11 @@ impl CompileCache {
     }
 
     pub(crate) fn insert(&self, module: Arc<CompiledModule>) {
+        let weight = module.weight();
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .put(module.sha256, module);
+            .put(module.sha256, module, weight);
     }
 }
 

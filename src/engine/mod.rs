@@ -51,6 +51,7 @@ pub mod tier;
 pub mod types;
 pub mod values;
 pub mod wasi;
+pub mod weighed;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,7 +130,7 @@ impl WasmEngine {
     pub fn new(settings: EngineSettings) -> Result<Self, EngineError> {
         let engine = settings::wasmtime_engine(&settings)?;
         settings::spawn_epoch_ticker(&engine, settings.epoch_tick)?;
-        let cache = compile::CompileCache::new(settings.cache_entries, settings.compile_threads);
+        let cache = compile::CompileCache::new(settings.cache_entries, settings.cache_bytes, settings.compile_threads);
         let mut base_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut base_linker, |s: &mut store::StoreState| s.wasi_ctx())
             .and_then(|()| wasi::define_proc_exit(&mut base_linker))
@@ -144,7 +145,7 @@ impl WasmEngine {
             hasher.hex()
         };
         let interpreter = interp::Interpreter::new(&engine, settings.max_output_bytes);
-        let cache_entries = settings.cache_entries;
+        let (cache_entries, cache_bytes) = (settings.cache_entries, settings.cache_bytes);
         let settings_max_env = settings.max_environment_instances;
         // Background compiles beyond what the compile pool runs at once would
         // only queue; a module refused now is compiled at a later sighting.
@@ -158,10 +159,10 @@ impl WasmEngine {
                 base_linker,
                 interpreter,
                 sightings,
-                registered: tier::Parsed::new(cache_entries),
+                registered: tier::Parsed::new(cache_entries, cache_bytes),
                 environment_budget: environment::Budget::new(settings_max_env),
                 component_linker,
-                components: tier::Parsed::new(cache_entries),
+                components: tier::Parsed::new(cache_entries, cache_bytes),
             }),
         })
     }
@@ -326,7 +327,8 @@ impl WasmEngine {
             let compiled = component::compile_blocking(&inner.engine, &inner.component_linker, sha, &wasm)?;
             let compiled = Arc::new(compiled);
             inner.cache.count_compiled();
-            inner.components.put(sha, compiled.clone());
+            let weight = compiled.weight();
+            inner.components.put(sha, compiled.clone(), weight);
             Ok((compiled, CacheOutcome::Compiled(started.elapsed())))
         })
         .await
@@ -581,7 +583,8 @@ impl WasmEngine {
         }
         let module = self.parse_for_interpreter(wasm).await?;
         let code = Arc::new(InterpretedCode::new(module, compile::sha256(wasm)));
-        self.inner.registered.put(code.digest, code.clone());
+        // Weighed by its binary: wasmi keeps the code bodies it parsed.
+        self.inner.registered.put(code.digest, code.clone(), wasm.len());
         Some(code)
     }
 

@@ -16,6 +16,11 @@ pub struct EngineSettings {
     pub max_stack_bytes: usize,
     /// How many compiled modules the cache keeps (least recently used go).
     pub cache_entries: usize,
+    /// How many bytes of compiled code the cache keeps, all modules
+    /// together (see [`crate::engine::compile::CompiledModule::weight`]);
+    /// compiled components and the interpreter's parsed registered
+    /// modules are each kept within the same two bounds.
+    pub cache_bytes: usize,
     /// How often the epoch advances: the granularity of the timeout and how
     /// long a guest can run before it yields the reactor thread.
     pub epoch_tick: Duration,

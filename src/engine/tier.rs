@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use lru::LruCache;
 
 use super::compile::Sha256Digest;
+use super::weighed::WeighedLru;
 
 /// The `--tier` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -102,27 +103,27 @@ impl Sightings {
     }
 }
 
-/// Code ready to run by its binary's hash, most recently used kept: the
-/// interpreter's parsed modules, and compiled components.
+/// Code ready to run by its binary's hash, most recently used kept, bounded
+/// in entries and in bytes: the interpreter's parsed modules, and compiled
+/// components.
 pub(crate) struct Parsed<T> {
-    entries: Mutex<LruCache<Sha256Digest, T>>,
+    entries: Mutex<WeighedLru<Sha256Digest, T>>,
 }
 
 impl<T: Clone> Parsed<T> {
-    pub(crate) fn new(entries: usize) -> Self {
+    pub(crate) fn new(entries: usize, bytes: usize) -> Self {
         Parsed {
-            entries: Mutex::new(LruCache::new(
-                NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN),
-            )),
+            entries: Mutex::new(WeighedLru::new(entries, bytes)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Sha256Digest, T>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WeighedLru<Sha256Digest, T>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn put(&self, sha: Sha256Digest, code: T) {
-        self.lock().put(sha, code);
+    /// Keeps `code`, which costs `weight` bytes to hold.
+    pub(crate) fn put(&self, sha: Sha256Digest, code: T, weight: usize) {
+        self.lock().put(sha, code, weight);
     }
 
     pub(crate) fn get(&self, sha: &Sha256Digest) -> Option<T> {
@@ -131,14 +132,6 @@ impl<T: Clone> Parsed<T> {
 
     /// Keeps only the entries `keep` says yes to.
     pub(crate) fn retain(&self, keep: impl Fn(&T) -> bool) {
-        let mut entries = self.lock();
-        let dropped: Vec<Sha256Digest> = entries
-            .iter()
-            .filter(|(_, code)| !keep(code))
-            .map(|(sha, _)| *sha)
-            .collect();
-        for sha in dropped {
-            entries.pop(&sha);
-        }
+        self.lock().retain(keep);
     }
 }

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{DOUBLE_HEX, spawn_app, spawn_compiled_app};
+use crate::helpers::{DOUBLE_HEX, spawn_app, spawn_app_with, spawn_compiled_app, test_settings};
 
 /// The value of the sample `name` with exactly these labels (in the order
 /// the server writes them), or `None`.
@@ -248,4 +248,43 @@ async fn the_log_line_carries_the_request_id() {
             .expect("no log line with the generated id")
             .contains("path=/readyz")
     );
+}
+
+/// A module returning `n`; every `n` in 1000..=1009 gives the same code
+/// size, so each weighs the same in the compile cache.
+fn constant_module(n: u32) -> String {
+    format!(r#"(module (func (export "get") (result i32) (i32.const {n})))"#)
+}
+
+async fn compile_state(app: &crate::helpers::TestApp, n: u32) -> String {
+    let (status, body) = app.run_wat(&constant_module(n), "get", json!([])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"], json!([n]));
+    crate::helpers::stats_of(&body)["compile"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn compile_cache_stays_within_its_byte_bound() {
+    // What one such module weighs, read off a server with the default bound.
+    let probe = spawn_compiled_app().await;
+    assert_eq!(compile_state(&probe, 1000).await, "compiled");
+    let weight = sample(&scrape(&probe).await, "wasm_exec_compile_cache_bytes").unwrap();
+    assert!(weight > 0.0, "a compiled module weighs something");
+
+    // Room for two and a half: the third module drops the least recently used.
+    let mut settings = test_settings();
+    settings.tier = wasm_exec_api::engine::TierMode::Compiled;
+    settings.cache_bytes = (weight * 2.5) as usize;
+    let app = spawn_app_with(settings).await;
+    for n in 1000..1005 {
+        assert_eq!(compile_state(&app, n).await, "compiled");
+    }
+    let text = scrape(&app).await;
+    assert_eq!(sample(&text, "wasm_exec_compile_cache_entries"), Some(2.0), "{text}");
+    let held = sample(&text, "wasm_exec_compile_cache_bytes").unwrap();
+    assert!(held <= weight * 2.5, "{held} bytes held, bound {}", weight * 2.5);
+    // The two most recent are kept; the first was dropped and compiles again.
+    assert_eq!(compile_state(&app, 1004).await, "cached");
+    assert_eq!(compile_state(&app, 1003).await, "cached");
+    assert_eq!(compile_state(&app, 1000).await, "compiled");
 }

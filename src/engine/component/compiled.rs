@@ -40,6 +40,13 @@ impl CompiledComponent {
         self.size
     }
 
+    /// What keeping it in memory costs, in bytes: its compiled image and
+    /// its binary's size (as [`crate::engine::compile::CompiledModule::weight`]).
+    pub(crate) fn weight(&self) -> usize {
+        let image = self.component.image_range();
+        (image.end as usize).saturating_sub(image.start as usize) + self.size
+    }
+
     /// Its imports and exports with their WIT types.
     pub fn world(&self) -> &ComponentWorld {
         &self.world
