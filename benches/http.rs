@@ -74,6 +74,10 @@ end
 const BATCH_100: &str = "POST /batch of 100 double";
 const BATCH_1000: &str = "POST /batch of 1000 double";
 const FLOOR_HEALTHZ: &str = "floor: GET /healthz";
+/// The same bare endpoint under 128 connections: what the HTTP stack and the
+/// kernel alone lose between 16 and 128 connections on these cores, beside
+/// which our never-seen 128/16 ratio is read.
+const FLOOR_HEALTHZ_128: &str = "floor: GET /healthz, 128 conns";
 const FLOOR_CALL: &str = "floor: POST /execute double (cached InstancePre)";
 const FLOOR_COMPILE: &str = "floor: POST / never-seen module (compiles each)";
 const FLOOR_FIB: &str = "floor: POST /execute fib(27), 1 conn";
@@ -351,6 +355,7 @@ fn main() {
     // (name, on the floor?, path, wrk script, connections, the floor row it is compared with)
     let scenarios: Vec<(&str, Target, &str, String, u64, &str)> = vec![
         (FLOOR_HEALTHZ, Target::Floor, "/healthz", String::new(), connections, ""),
+        (FLOOR_HEALTHZ_128, Target::Floor, "/healthz", String::new(), 128, ""),
         (
             FLOOR_CALL,
             Target::Floor,
@@ -842,6 +847,12 @@ fn print_table(rows: &[Row], native_fib_ms: f64, seconds: u64, connections: u64)
     ) {
         println!(
             "never-seen modules, 128 connections / {connections} connections: {:.2}",
+            many / few
+        );
+    }
+    if let (Some(many), Some(few)) = (rps(FLOOR_HEALTHZ_128), rps(FLOOR_HEALTHZ)) {
+        println!(
+            "the floor's bare endpoint, 128 connections / {connections} connections: {:.2} (the HTTP stack's own loss)",
             many / few
         );
     }
