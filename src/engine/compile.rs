@@ -29,6 +29,14 @@ use super::weighed::WeighedLru;
 /// A SHA-256 digest of a module binary.
 pub type Sha256Digest = [u8; 32];
 
+/// What a compiled module or component costs to keep in memory, in bytes,
+/// as the compile caches count it: its compiled `image` (machine code and
+/// data) plus its binary's size (for its own tables of types, exports and
+/// the like, which grow with it).
+pub(crate) fn compiled_weight(image: std::ops::Range<*const u8>, binary_bytes: usize) -> usize {
+    (image.end as usize).saturating_sub(image.start as usize) + binary_bytes
+}
+
 /// A validated, compiled module, shared by every execution that uses it.
 pub struct CompiledModule {
     sha256: Sha256Digest,
@@ -85,12 +93,9 @@ impl CompiledModule {
     }
 
     /// What keeping it in memory costs, in bytes, as the compile cache
-    /// counts it: its compiled image (machine code and data) and its
-    /// binary's size (for the module's own tables of types, exports and
-    /// the like, which grow with it).
+    /// counts it (see [`compiled_weight`]).
     pub(crate) fn weight(&self) -> usize {
-        let image = self.module.image_range();
-        (image.end as usize).saturating_sub(image.start as usize) + self.size
+        compiled_weight(self.module.image_range(), self.size)
     }
 
     /// Whether the module imports `wasi_snapshot_preview1`.

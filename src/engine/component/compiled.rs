@@ -5,7 +5,7 @@ use std::sync::Arc;
 use wasmtime::component::{Component, InstancePre};
 
 use super::world::ComponentWorld;
-use crate::engine::compile::Sha256Digest;
+use crate::engine::compile::{Sha256Digest, compiled_weight};
 use crate::engine::error::{EngineError, chain_text};
 use crate::engine::store::StoreState;
 use crate::engine::values::encode_hex;
@@ -40,11 +40,9 @@ impl CompiledComponent {
         self.size
     }
 
-    /// What keeping it in memory costs, in bytes: its compiled image and
-    /// its binary's size (as [`crate::engine::compile::CompiledModule::weight`]).
+    /// What keeping it in memory costs, in bytes (see [`compiled_weight`]).
     pub(crate) fn weight(&self) -> usize {
-        let image = self.component.image_range();
-        (image.end as usize).saturating_sub(image.start as usize) + self.size
+        compiled_weight(self.component.image_range(), self.size)
     }
 
     /// Its imports and exports with their WIT types.
