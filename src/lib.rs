@@ -22,7 +22,8 @@
 //! - [`registry`] — named modules over the `ModuleStore` trait, whose default
 //!   backend is an embedded redb file.
 //! - [`json_int`] — unsigned integers in bodies, also written `4096.0`.
-//! - [`telemetry`] — logging.
+//! - [`telemetry`] — logging: the line format and the request line.
+//! - [`log_buffer`] — log lines on their way to stdout, a buffer per thread.
 
 pub mod api;
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod engine;
 pub mod instances;
 pub mod json_int;
+pub mod log_buffer;
 pub mod registry;
 pub mod resolve;
 pub mod startup;

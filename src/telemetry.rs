@@ -9,19 +9,19 @@
 //! CPU as a whole `GET /healthz` of a bare server. Here the request id sits
 //! in a thread-local while the request's future is polled ([`in_request`]),
 //! where the formatter reads it, so every line logged while a request is
-//! handled carries it without a span; lines go into one buffer (one lock,
-//! no syscall), which a thread writes out every [`FLUSH_EVERY`] or when it
-//! passes [`FLUSH_BYTES`]. At exit,
-//! [`flush`] writes what is left. On a terminal lines are written at once:
+//! handled carries it without a span; lines go into the logging thread's
+//! own buffer (no syscall, no lock shared with other threads; see
+//! [`log_buffer`](crate::log_buffer)), which a thread writes out, all
+//! threads' lines merged in time order, every [`FLUSH_EVERY`] or when one
+//! passes [`FLUSH_BYTES`]. At exit, [`flush`] writes what is left. On a terminal lines are written at once:
 //! a person watching wants them now.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -30,11 +30,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// How often buffered lines are written out.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
-
-/// A buffer this large is written out at once by the thread that filled it.
-pub const FLUSH_BYTES: usize = 256 * 1024;
+pub use crate::log_buffer::{FLUSH_BYTES, FLUSH_EVERY, flush};
 
 thread_local! {
     /// The id of the request this thread is working for, while it is.
@@ -90,43 +86,18 @@ pub fn init() {
         .try_init();
 }
 
-/// Lines waiting to be written to stdout.
-static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-/// Whether lines go through [`PENDING`] (stdout is not a terminal; set by
-/// [`init`]) or straight to stdout.
+/// Whether lines go through [`log_buffer`](crate::log_buffer) (stdout is
+/// not a terminal; set by [`init`]) or straight to stdout.
 static BUFFERED: AtomicBool = AtomicBool::new(false);
 
-/// Hands one whole line (or several) to stdout: into [`PENDING`], written
-/// out at once when it has grown past [`FLUSH_BYTES`], or (`buffered`
-/// false) straight to stdout.
+/// Hands one whole line (or several) to stdout: into this thread's log
+/// buffer, or (`buffered` false) straight to stdout.
 fn emit(bytes: &[u8], buffered: bool) -> std::io::Result<()> {
     if !buffered {
         return std::io::stdout().lock().write_all(bytes);
     }
-    let full = {
-        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
-        pending.extend_from_slice(bytes);
-        pending.len() >= FLUSH_BYTES
-    };
-    if full {
-        flush();
-    }
+    crate::log_buffer::append(bytes);
     Ok(())
-}
-
-/// Writes every buffered line to stdout.
-pub fn flush() {
-    let lines = {
-        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.is_empty() {
-            return;
-        }
-        std::mem::take(&mut *pending)
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&lines);
-    let _ = out.flush();
 }
 
 /// The writer factory: one [`Line`] per event.
@@ -147,7 +118,7 @@ impl<'a> MakeWriter<'a> for Stdout {
 /// Where one formatted line goes. tracing-subscriber hands a line over in
 /// one `write_all`, which our `write` takes whole, so lines from different
 /// threads never interleave; a buffered line goes straight into
-/// [`PENDING`], with no buffer of its own.
+/// this thread's log buffer, with no buffer of its own.
 struct Line {
     buffered: bool,
 }
