@@ -2,7 +2,8 @@
 //! counters the request path feeds.
 //!
 //! Counters that change on every request (requests, executions, fuel) live
-//! in [`Metrics`] and cost an atomic add or two per request. Everything that
+//! in [`Metrics`] and cost an atomic add or two per request, each in a cell
+//! of the calling thread's own (`sharded`), so that cores do not contend. Everything that
 //! is a property of the server's state (live instances, registered modules,
 //! store size, compile-cache totals) is read at scrape time instead, so the
 //! hot path never maintains it.
@@ -15,9 +16,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::sharded::{ShardedCounter, ShardedHistogram};
 use crate::engine::CacheStats;
 
 /// Labels of `wasm_exec_http_requests`. All `'static`: counting a request
@@ -83,18 +85,18 @@ pub struct Metrics {
     /// router matches them: the front middleware, which labels requests,
     /// runs before routing.
     routes: matchit::Router<&'static str>,
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, ShardedCounter>,
     /// The `200` series of `requests` of every served method and route,
     /// made up front (so they show from the start, at zero): counting a
     /// request there skips the family's lock and its SipHash of the
     /// labels, which were about 1% of a small call's work.
-    answered: HashMap<(&'static str, &'static str), Counter, foldhash::fast::RandomState>,
-    durations: Family<ExecLabels, Histogram>,
+    answered: HashMap<(&'static str, &'static str), ShardedCounter, foldhash::fast::RandomState>,
+    durations: Family<ExecLabels, ShardedHistogram>,
     /// The `ok` series of `durations`, by [`Endpoint`], made up front: most
     /// executions succeed (a batch records thousands), and a series held
     /// here skips the family's lock and lookup.
-    ok: [Histogram; Endpoint::ALL.len()],
-    fuel: Counter,
+    ok: [ShardedHistogram; Endpoint::ALL.len()],
+    fuel: ShardedCounter,
     /// Process-unique prefix of generated request ids.
     id_prefix: String,
     next_id: AtomicU64,
@@ -144,7 +146,7 @@ impl Metrics {
     /// Counters for a server that serves `routes` (each a method and a
     /// route template).
     pub fn new(routes: &[(Method, &'static str)]) -> Self {
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, ShardedCounter>::default();
         let answered = routes
             .iter()
             .map(|(method, route)| {
@@ -164,8 +166,8 @@ impl Metrics {
         }
         let routes = matcher;
         // 50 µs to about 7 s, each bucket 2.5× the last.
-        let durations: Family<ExecLabels, Histogram> =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.5, 14)));
+        let durations: Family<ExecLabels, ShardedHistogram> =
+            Family::new_with_constructor(|| ShardedHistogram::new(exponential_buckets(0.000_05, 2.5, 14)));
         let ok = Endpoint::ALL.map(|endpoint| {
             let labels = ExecLabels {
                 endpoint: endpoint.label(),
@@ -179,7 +181,7 @@ impl Metrics {
             answered,
             durations,
             ok,
-            fuel: Counter::default(),
+            fuel: ShardedCounter::default(),
             id_prefix: format!("{:08x}", uuid::Uuid::new_v4().as_u128() as u32),
             next_id: AtomicU64::new(1),
         }

@@ -15,6 +15,8 @@
 //! - [`state`], [`admission`], [`routes`], [`metrics`], [`extract`], [`responses`] — shared
 //!   state, the route recorder, counters, the JSON body extractor, the
 //!   documented error responses.
+//! - `sharded` — counters and histograms kept per thread, added up when
+//!   scraped.
 //! - [`error`] — [`ApiError`](error::ApiError), the one
 //!   [`ErrorCode`](error::ErrorCode) enum, and every conversion into them.
 
@@ -44,6 +46,7 @@ pub mod quota;
 pub mod responses;
 pub mod router;
 pub mod routes;
+mod sharded;
 pub mod state;
 
 pub use router::{Api, router, served_routes};
