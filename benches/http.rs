@@ -289,6 +289,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
         .max(1);
+    // The floor first: building it can take minutes, longer than the live
+    // instances made below stay alive while idle (`--instance-idle-secs`).
+    let floor = start_floor();
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
     let client = reqwest::blocking::Client::new();
@@ -344,7 +347,6 @@ fn main() {
             "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [=[{body}]=]\n"
         )
     };
-    let floor = start_floor();
     // A batch of `n` calls of the registered `double`.
     let batch_of = |n: usize| {
         let call = r#"{"module_name":"double","function_name":"double","params":[2]}"#;
