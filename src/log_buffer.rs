@@ -107,16 +107,28 @@ pub fn append(bytes: &[u8]) {
 /// Writes every buffered line to stdout, in time order.
 pub fn flush() {
     let mut flushing = lock(&FLUSHING);
-    let Flushing { taken, merged } = &mut *flushing;
-    take_all(taken);
-    merge(taken, merged);
-    if !merged.is_empty() {
+    let lines = flushing.collect();
+    if !lines.is_empty() {
         let mut out = std::io::stdout().lock();
-        let _ = out.write_all(merged);
+        let _ = out.write_all(lines);
         let _ = out.flush();
     }
-    merged.clear();
-    taken.iter_mut().for_each(Vec::clear);
+    flushing.clear();
+}
+
+impl Flushing {
+    /// Takes every shard's lines and merges them: what a flush writes.
+    fn collect(&mut self) -> &[u8] {
+        take_all(&mut self.taken);
+        merge(&self.taken, &mut self.merged);
+        &self.merged
+    }
+
+    /// Empties the buffers, keeping their capacity for the next flush.
+    fn clear(&mut self) {
+        self.merged.clear();
+        self.taken.iter_mut().for_each(Vec::clear);
+    }
 }
 
 /// Swaps every shard's lines for an empty buffer of `taken`, and forgets
@@ -261,11 +273,8 @@ mod tests {
         let ended: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         append(line(30, &format!("{marker} main")).as_bytes());
         let mut flushing = lock(&FLUSHING);
-        let Flushing { taken, merged } = &mut *flushing;
-        take_all(taken);
-        merge(taken, merged);
-        let text = String::from_utf8(std::mem::take(merged)).unwrap();
-        taken.iter_mut().for_each(Vec::clear);
+        let text = String::from_utf8(flushing.collect().to_vec()).unwrap();
+        flushing.clear();
         let ours: Vec<&str> = text.lines().filter(|l| l.contains(marker)).collect();
         assert_eq!(ours.len(), 41, "{text}");
         for t in 0..4 {

@@ -13,8 +13,8 @@
 //! own buffer (no syscall, no lock shared with other threads; see
 //! [`log_buffer`](crate::log_buffer)), which a thread writes out, all
 //! threads' lines merged in time order, every [`FLUSH_EVERY`] or when one
-//! passes [`FLUSH_BYTES`]. At exit, [`flush`] writes what is left. On a terminal lines are written at once:
-//! a person watching wants them now.
+//! passes [`FLUSH_BYTES`]. At exit, [`flush`] writes what is left. On a
+//! terminal lines are written at once: a person watching wants them now.
 
 use std::cell::RefCell;
 use std::fmt;

@@ -3,10 +3,10 @@
 //!
 //! Counters that change on every request (requests, executions, fuel) live
 //! in [`Metrics`] and cost an atomic add or two per request, each in a cell
-//! of the calling thread's own (`sharded`), so that cores do not contend. Everything that
-//! is a property of the server's state (live instances, registered modules,
-//! store size, compile-cache totals) is read at scrape time instead, so the
-//! hot path never maintains it.
+//! of the calling thread's own (`sharded`), so that cores do not contend.
+//! Everything that is a property of the server's state (live instances,
+//! registered modules, store size, compile-cache totals) is read at scrape
+//! time instead, so the hot path never maintains it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

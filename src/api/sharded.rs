@@ -40,7 +40,8 @@ fn shard() -> usize {
 struct Padded<T>(T);
 
 /// A `u64` counter's value in per-shard cells, for
-/// `prometheus_client::metrics::counter::Counter<u64, Sharded>`.
+/// `prometheus_client::metrics::counter::Counter<u64, ShardedU64>`
+/// ([`ShardedCounter`]).
 #[derive(Default)]
 pub struct ShardedU64 {
     cells: [Padded<AtomicU64>; SHARDS],
