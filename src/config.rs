@@ -316,7 +316,9 @@ pub struct Settings {
     pub pooling: bool,
 
     /// Epoch tick in milliseconds: timeout granularity, and how long guest
-    /// code runs before yielding its thread to other requests.
+    /// code runs before yielding its thread to other requests (the first
+    /// yield of a guest may come up to 10 ticks late: the ticker sleeps
+    /// longer while no guest runs long).
     #[arg(long, env = "WASM_EXEC_EPOCH_TICK_MS", default_value_t = 1)]
     pub epoch_tick_ms: u64,
 }

@@ -91,6 +91,8 @@ pub(crate) fn new_store(
         if Instant::now() >= state.deadline {
             return Err(wasmtime::Error::new(LimitHit::time(state.timeout_ms)));
         }
+        // Keep the ticker fast while this guest runs.
+        super::settings::guest_ran_a_tick();
         // Let other requests run on this worker thread, then go on.
         Ok(UpdateDeadline::Yield(1))
     });
