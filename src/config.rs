@@ -114,8 +114,9 @@ pub struct Settings {
     pub max_fuel: u64,
 
     /// Wall-clock limit per request, in milliseconds, shared by
-    /// instantiation and the call, checked every epoch tick; a request may
-    /// lower it (`limits.timeout_ms`). Exceeded: `limit: "time"`.
+    /// instantiation and the call, checked at epoch ticks (see
+    /// `--epoch-tick-ms`); a request may lower it (`limits.timeout_ms`).
+    /// Exceeded: `limit: "time"`.
     #[arg(long, env = "WASM_EXEC_TIMEOUT_MS", default_value_t = 10_000)]
     pub timeout_ms: u64,
 

@@ -12,7 +12,8 @@
 //! - [`limits`] — [`ExecLimits`] and the resource limiter; [`values`] — exact
 //!   JSON ⇄ WebAssembly values; [`classify`] — wasmtime failures into
 //!   [`EngineError`]s, by trap code.
-//! - [`store`] — a store under limits: host state, the epoch callback, and
+//! - [`epoch`] — the epoch ticker thread, fast only while a guest runs long;
+//!   [`store`] — a store under limits: host state, the epoch callback, and
 //!   arming a request's one fuel and time budget.
 //! - [`compile`] — bytes → [`CompiledModule`] and the cache by SHA-256;
 //!   [`link`] — import checks with messages that name the import;
@@ -32,6 +33,7 @@ pub mod classify;
 pub mod compile;
 pub mod component;
 pub mod environment;
+pub mod epoch;
 pub mod error;
 pub mod exec;
 pub mod fncache;
@@ -129,7 +131,7 @@ impl WasmEngine {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(settings: EngineSettings) -> Result<Self, EngineError> {
         let engine = settings::wasmtime_engine(&settings)?;
-        settings::spawn_epoch_ticker(&engine, settings.epoch_tick)?;
+        epoch::spawn_epoch_ticker(&engine, settings.epoch_tick)?;
         let cache = compile::CompileCache::new(settings.cache_entries, settings.cache_bytes, settings.compile_threads);
         let mut base_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut base_linker, |s: &mut store::StoreState| s.wasi_ctx())

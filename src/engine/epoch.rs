@@ -1,0 +1,66 @@
+//! The epoch ticker: the one thread that advances the engine's epoch, by
+//! which guest code yields its worker thread and its timeout is checked.
+//!
+//! A module of its own so that the epoch callback (`store`) can tell the
+//! ticker that a guest runs long without importing the settings module.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::error::EngineError;
+
+/// While no guest has run through a whole tick, the ticker sleeps this many
+/// ticks between epochs instead of one.
+///
+/// Why: a wake-up every millisecond on an idle or short-call server is a
+/// context switch onto a core that is busy serving requests, a thousand
+/// times a second, for nothing: a call shorter than a tick never reaches its
+/// deadline callback. The cost of sleeping longer falls only on the first
+/// ticks of a long-running guest (see [`guest_ran_a_tick`]).
+const IDLE_TICKS: u32 = 10;
+
+/// Set by the epoch callback of a guest that ran through a tick; taken by
+/// the ticker, which keeps ticking fast while it finds it set.
+static GUEST_RAN_A_TICK: AtomicBool = AtomicBool::new(false);
+
+/// Tells the epoch ticker that guest code is running long, so that it ticks
+/// every `--epoch-tick-ms` (timeouts checked and the thread yielded at that
+/// granularity) rather than every [`IDLE_TICKS`] ticks. Called from the
+/// epoch callback, so at most once per tick per running guest; it writes the
+/// shared flag only when it is clear, so that guests on many cores do not
+/// all write the same cache line every tick.
+pub(crate) fn guest_ran_a_tick() {
+    if !GUEST_RAN_A_TICK.load(Ordering::Relaxed) {
+        GUEST_RAN_A_TICK.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Advances the engine's epoch on one shared thread: every `tick` while
+/// guest code runs long, every [`IDLE_TICKS`] ticks while none does.
+///
+/// One ticker for the whole process: a ticker per request costs a thread
+/// spawn per call. The thread holds only a weak handle, so it ends by itself
+/// once the engine is dropped (in tests, many engines come and go). The slow
+/// tick never stops, so a guest that starts while the ticker is slow still
+/// reaches its deadline callback, at most `IDLE_TICKS` ticks later; from
+/// then on it sets the flag at every tick and the ticker stays fast.
+pub(crate) fn spawn_epoch_ticker(engine: &wasmtime::Engine, tick: Duration) -> Result<(), EngineError> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                if !GUEST_RAN_A_TICK.swap(false, Ordering::Relaxed) {
+                    std::thread::sleep(tick * (IDLE_TICKS - 1));
+                }
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        // Without a ticker timeouts would never fire; refuse to run blind.
+        .map_err(|e| EngineError::Internal(format!("cannot start the epoch ticker thread: {e}")))?;
+    Ok(())
+}
