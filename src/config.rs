@@ -317,9 +317,10 @@ pub struct Settings {
     pub pooling: bool,
 
     /// Epoch tick in milliseconds: timeout granularity, and how long guest
-    /// code runs before yielding its thread to other requests (the first
-    /// yield of a guest may come up to 10 ticks late: the ticker sleeps
-    /// longer while no guest runs long).
+    /// code runs before yielding its thread to other requests. While no
+    /// guest runs longer than a tick the ticker ticks every 10 ticks, so a
+    /// guest's first two yields and timeout checks may each come up to 10
+    /// ticks late; from then on, every tick.
     #[arg(long, env = "WASM_EXEC_EPOCH_TICK_MS", default_value_t = 1)]
     pub epoch_tick_ms: u64,
 }

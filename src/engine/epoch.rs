@@ -42,18 +42,23 @@ pub(crate) fn guest_ran_a_tick() {
 /// spawn per call. The thread holds only a weak handle, so it ends by itself
 /// once the engine is dropped (in tests, many engines come and go). The slow
 /// tick never stops, so a guest that starts while the ticker is slow still
-/// reaches its deadline callback, at most `IDLE_TICKS` ticks later; from
-/// then on it sets the flag at every tick and the ticker stays fast.
+/// reaches its deadline callback, at most `IDLE_TICKS` ticks later, and
+/// its second one at most `IDLE_TICKS` after that; from then on every
+/// tick, for as long as it runs.
 pub(crate) fn spawn_epoch_ticker(engine: &wasmtime::Engine, tick: Duration) -> Result<(), EngineError> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
+            let mut fast = false;
             loop {
-                std::thread::sleep(tick);
-                if !GUEST_RAN_A_TICK.swap(false, Ordering::Relaxed) {
-                    std::thread::sleep(tick * (IDLE_TICKS - 1));
-                }
+                // One sleep per epoch, whichever its length (a tick, then
+                // the rest, was two wake-ups per slow epoch). The flag is
+                // taken just before the epoch moves, so it holds what the
+                // callbacks of the last epoch said: a long guest answers
+                // each epoch within the tick after it.
+                std::thread::sleep(if fast { tick } else { tick * IDLE_TICKS });
+                fast = GUEST_RAN_A_TICK.swap(false, Ordering::Relaxed);
                 match weak.upgrade() {
                     Some(engine) => engine.increment_epoch(),
                     None => break,
