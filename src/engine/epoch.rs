@@ -9,29 +9,33 @@ use std::time::Duration;
 
 use super::error::EngineError;
 
-/// While no guest has run through a whole tick, the ticker sleeps this many
-/// ticks between epochs instead of one.
+/// While no guest was running when the epoch last moved, the ticker sleeps
+/// this many ticks before moving it again, instead of one.
 ///
 /// Why: a wake-up every millisecond on an idle or short-call server is a
 /// context switch onto a core that is busy serving requests, a thousand
-/// times a second, for nothing: a call shorter than a tick never reaches its
-/// deadline callback. The cost of sleeping longer falls only on the first
-/// ticks of a long-running guest (see [`guest_ran_a_tick`]).
+/// times a second, for nothing: a call shorter than a tick reaches its
+/// deadline callback only if the epoch happens to move while it runs. The
+/// cost of sleeping longer falls only on the first ticks of a long-running
+/// guest (see [`guest_running`]).
 const IDLE_TICKS: u32 = 10;
 
-/// Set by the epoch callback of a guest that ran through a tick; taken by
-/// the ticker, which keeps ticking fast while it finds it set.
-static GUEST_RAN_A_TICK: AtomicBool = AtomicBool::new(false);
+/// Set by the epoch callback, that is by a guest running when the epoch
+/// moved (a long guest, at every epoch; a short call, only when the epoch
+/// moved during it); taken by the ticker, which ticks fast while it finds
+/// it set.
+static GUEST_RUNNING: AtomicBool = AtomicBool::new(false);
 
-/// Tells the epoch ticker that guest code is running long, so that it ticks
+/// Tells the epoch ticker that guest code was running when the epoch moved
+/// (a guest that runs long does so at every epoch), so that it ticks
 /// every `--epoch-tick-ms` (timeouts checked and the thread yielded at that
 /// granularity) rather than every [`IDLE_TICKS`] ticks. Called from the
 /// epoch callback, so at most once per tick per running guest; it writes the
 /// shared flag only when it is clear, so that guests on many cores do not
 /// all write the same cache line every tick.
-pub(crate) fn guest_ran_a_tick() {
-    if !GUEST_RAN_A_TICK.load(Ordering::Relaxed) {
-        GUEST_RAN_A_TICK.store(true, Ordering::Relaxed);
+pub(crate) fn guest_running() {
+    if !GUEST_RUNNING.load(Ordering::Relaxed) {
+        GUEST_RUNNING.store(true, Ordering::Relaxed);
     }
 }
 
@@ -58,7 +62,7 @@ pub(crate) fn spawn_epoch_ticker(engine: &wasmtime::Engine, tick: Duration) -> R
                 // callbacks of the last epoch said: a long guest answers
                 // each epoch within the tick after it.
                 std::thread::sleep(if fast { tick } else { tick * IDLE_TICKS });
-                fast = GUEST_RAN_A_TICK.swap(false, Ordering::Relaxed);
+                fast = GUEST_RUNNING.swap(false, Ordering::Relaxed);
                 match weak.upgrade() {
                     Some(engine) => engine.increment_epoch(),
                     None => break,

@@ -92,7 +92,7 @@ pub(crate) fn new_store(
             return Err(wasmtime::Error::new(LimitHit::time(state.timeout_ms)));
         }
         // Keep the ticker fast while this guest runs.
-        super::epoch::guest_ran_a_tick();
+        super::epoch::guest_running();
         // Let other requests run on this worker thread, then go on.
         Ok(UpdateDeadline::Yield(1))
     });
