@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use wasm_exec_api::cli::{Cli, Command};
 use wasm_exec_api::config::Settings;
-use wasm_exec_api::startup::Application;
+use wasm_exec_api::startup::{self, Application};
 use wasm_exec_api::telemetry;
 
 /// mimalloc instead of glibc's malloc: a request allocates and frees many
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
     telemetry::init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = startup::runtime_builder(&settings).build()?;
     runtime.block_on(async {
         let app = Application::build(settings).await?;
         app.run_until_stopped().await?;

@@ -8,9 +8,24 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
-use crate::engine::WasmEngine;
+use crate::engine::{self, WasmEngine};
 use crate::instances::Instances;
 use crate::registry::{ModuleStore, PgStore, RedbStore, Registry, TokenQuota};
+
+/// The builder of the multi-threaded runtime the server runs on. Its
+/// worker threads get stacks of [`engine::WORKER_STACK_BYTES`], with room
+/// for a guest's whole stack beside the server's frames, so that short
+/// calls of stateless modules can run on them without switching onto a
+/// fiber (see `engine::store::call_sync_first`).
+pub fn runtime_builder(settings: &Settings) -> tokio::runtime::Builder {
+    let max_stack_bytes = settings.max_stack_bytes;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .thread_stack_size(engine::WORKER_STACK_BYTES)
+        .on_thread_start(move || engine::allow_sync_calls(max_stack_bytes))
+        .enable_all();
+    builder
+}
 
 /// A bound, ready-to-serve server.
 pub struct Application {

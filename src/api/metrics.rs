@@ -133,6 +133,8 @@ pub struct Gauges {
     pub refused_client_queue: u64,
     pub refused_queue_full: u64,
     pub refused_queue_timeout: u64,
+    /// Calls begun synchronously and run again on a fiber since start.
+    pub sync_reruns: u64,
     /// Jobs queued and running in this process.
     pub jobs_queued: usize,
     pub jobs_running: usize,
@@ -292,6 +294,11 @@ impl Metrics {
             "compile_cache_bytes",
             "What the compiled modules held in memory weigh (machine code and data, plus their binaries), in bytes",
             ConstGauge::new(cache.bytes as i64),
+        );
+        registry.register(
+            "sync_calls_rerun",
+            "Calls of stateless modules begun on the request's thread that ran into an epoch and were run again on a fiber",
+            ConstCounter::new(gauges.sync_reruns),
         );
         registry.register(
             "live_instances",

@@ -81,6 +81,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         refused_client_queue: refusals.client_queue_full.load(Ordering::Relaxed),
         refused_queue_full: refusals.queue_full.load(Ordering::Relaxed),
         refused_queue_timeout: refusals.queue_timeout.load(Ordering::Relaxed),
+        sync_reruns: crate::engine::sync_reruns(),
         jobs_queued,
         jobs_running,
         registered_modules: app.registry.len(),

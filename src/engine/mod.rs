@@ -73,6 +73,7 @@ pub use limits::{ExecLimits, LimitOverrides};
 pub use link::LinkedModule;
 pub use memory::{MemoryRead, MemoryWrite};
 pub use settings::EngineSettings;
+pub use store::{WORKER_STACK_BYTES, allow_sync_calls, sync_reruns};
 pub use values::{decode_hex, encode_hex};
 
 /// Inline code, with its SHA-256 when the caller has worked it out

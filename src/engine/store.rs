@@ -23,6 +23,9 @@ pub struct StoreState {
     timeout_ms: u64,
     /// The fuel armed for the current request, to compute what it used.
     armed_fuel: u64,
+    /// Whether the guest runs synchronously on the thread that took the
+    /// request, which cannot yield (see [`call_sync_first`]).
+    sync_call: bool,
     pub(crate) wasi: Option<Box<WasiState>>,
     /// A component's WASI 0.2 world; every component store has one (its
     /// imports of `wasi:` interfaces resolve against it).
@@ -81,6 +84,7 @@ pub(crate) fn new_store(
         deadline: Instant::now(),
         timeout_ms: limits.timeout_ms,
         armed_fuel: 0,
+        sync_call: false,
         wasi,
         component_wasi: None,
     };
@@ -93,6 +97,11 @@ pub(crate) fn new_store(
         }
         // Keep the ticker fast while this guest runs.
         super::epoch::guest_running();
+        if state.sync_call {
+            // A synchronous call cannot yield: give the thread back now;
+            // the caller runs the call again on a fiber.
+            return Err(wasmtime::Error::new(MustYield));
+        }
         // Let other requests run on this worker thread, then go on.
         Ok(UpdateDeadline::Yield(1))
     });
@@ -117,6 +126,90 @@ pub(crate) fn arm_at(store: &mut Store<StoreState>, limits: &ExecLimits, now: In
     state.limiter.take_hits();
     store.set_epoch_deadline(1);
     now
+}
+
+thread_local! {
+    /// Whether this thread's stack has room for a guest's whole stack
+    /// (`--max-stack-bytes`) below the server's own frames, so that a guest
+    /// may run on it synchronously: a fiber's stack is sized for the guest,
+    /// a thread's is not unless the server made it so
+    /// ([`allow_sync_calls`]). Other threads (a test's, the main thread)
+    /// always call on a fiber.
+    static SYNC_CALLS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Native stack the server's worker threads get, and the most of it a
+/// guest's stack may take for synchronous calls to run on them: the rest
+/// is the server's own frames (a request's handler and the runtime's,
+/// tens of kilobytes) with room to spare.
+pub const WORKER_STACK_BYTES: usize = 4 << 20;
+const SYNC_GUEST_STACK_MAX: usize = 2 << 20;
+
+/// Called on each of the server's worker threads, whose stacks are
+/// [`WORKER_STACK_BYTES`]: synchronous calls may run on this thread when
+/// the guest's stack (`max_stack_bytes`) fits beside the server's frames.
+pub fn allow_sync_calls(max_stack_bytes: usize) {
+    SYNC_CALLS.set(max_stack_bytes <= SYNC_GUEST_STACK_MAX);
+}
+
+/// Calls begun synchronously and run again on a fiber, since start.
+static RERUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many calls began synchronously and were run again on a fiber since
+/// the process started (`wasm_exec_sync_calls_rerun` in `/metrics`).
+pub fn sync_reruns() -> u64 {
+    RERUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The epoch moved while a guest ran synchronously (see
+/// [`call_sync_first`]): the call was abandoned, to run again on a fiber.
+#[derive(Debug)]
+struct MustYield;
+
+impl std::fmt::Display for MustYield {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a synchronous call ran into an epoch and must yield")
+    }
+}
+
+impl std::error::Error for MustYield {}
+
+/// Calls `func` of a stateless module's instance (see
+/// `CompiledModule::stateless`): first synchronously, on the thread that
+/// took the request, and only if the epoch moves while it runs (the guest
+/// has run for up to a tick) again from the start, asynchronously on a
+/// fiber that yields at every tick. Most calls end long before a tick,
+/// and a synchronous call skips the switch onto and off a fiber stack and
+/// the future around it. Running it again is safe only because the
+/// instance has nowhere to keep state: the abandoned attempt left nothing
+/// behind, and the second attempt gets the request's whole fuel again
+/// (results and `fuel_consumed` are then what one uninterrupted call
+/// gives), while its time limit runs on from when the request was armed.
+pub(crate) async fn call_sync_first(
+    mut store: impl wasmtime::AsContextMut<Data = StoreState>,
+    func: wasmtime::Func,
+    params: &[wasmtime::Val],
+    results: &mut [wasmtime::Val],
+) -> wasmtime::Result<()> {
+    let mut ctx = store.as_context_mut();
+    if !SYNC_CALLS.get() {
+        return Box::pin(func.call_async(&mut ctx, params, results)).await;
+    }
+    ctx.data_mut().sync_call = true;
+    let first = func.call(&mut ctx, params, results);
+    ctx.data_mut().sync_call = false;
+    match first {
+        Err(e) if e.is::<MustYield>() => {
+            RERUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let fuel = ctx.data().armed_fuel;
+            let _ = ctx.set_fuel(fuel);
+            ctx.set_epoch_deadline(1);
+            // Boxed: wasmtime's call future is large, and the caller's
+            // future would otherwise carry it.
+            Box::pin(func.call_async(&mut ctx, params, results)).await
+        }
+        other => other,
+    }
 }
 
 /// Takes the exception a failed call left pending on the store, when

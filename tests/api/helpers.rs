@@ -75,9 +75,8 @@ async fn spawn_app_inner(mut settings: Settings, store: Option<Arc<dyn ModuleSto
     let (ready_tx, ready_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let runtime = wasm_exec_api::startup::runtime_builder(&settings)
             .worker_threads(2)
-            .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async move {

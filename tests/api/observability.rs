@@ -288,3 +288,41 @@ async fn compile_cache_stays_within_its_byte_bound() {
     assert_eq!(compile_state(&app, 1003).await, "cached");
     assert_eq!(compile_state(&app, 1000).await, "compiled");
 }
+
+/// Counts to its param: stateless (no memory, table, mutable global or
+/// import), so its calls begin on the request's thread.
+const COUNT_TO: &str = r#"(module (func (export "count") (param i32) (result i32) (local i32)
+    (loop (local.set 1 (i32.add (local.get 1) (i32.const 1))) (br_if 0 (i32.lt_u (local.get 1) (local.get 0))))
+    (local.get 1)))"#;
+
+#[tokio::test]
+async fn a_stateless_call_that_runs_into_a_tick_is_run_again_with_the_same_answer() {
+    // A call of a stateless module begins synchronously; one long enough to
+    // meet an epoch tick (1 to 10 ms; this one runs for tens of
+    // milliseconds) gives its thread back and runs again from the start on
+    // a fiber. Its results and fuel are then those of one uninterrupted
+    // call: the same as the same function's in a module with a memory,
+    // which is stateful and so always called on a fiber.
+    let app = spawn_compiled_app().await;
+    let reruns = |text: &str| sample(text, "wasm_exec_sync_calls_rerun_total").expect("the counter is there");
+    let before = reruns(&scrape(&app).await);
+    let n = 50_000_000;
+    let mut answers = Vec::new();
+    for wat in [
+        COUNT_TO.to_string(),
+        COUNT_TO.replacen("(module ", "(module (memory 1) ", 1),
+    ] {
+        let (status, body) = app.run_wat(&wat, "count", json!([n])).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"], json!([n]), "{body}");
+        assert_eq!(body["stats"]["tier"], "compiled", "{body}");
+        answers.push(body["stats"]["fuel_consumed"].as_u64().unwrap());
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "fuel of the rerun stateless call and of the stateful one"
+    );
+    // The counter is the process's: other tests' calls may add to it, so
+    // only its growth is checked.
+    assert!(reruns(&scrape(&app).await) > before, "the stateless call was run again");
+}
