@@ -16,7 +16,7 @@ use crate::registry::{ModuleStore, PgStore, RedbStore, Registry, TokenQuota};
 /// worker threads get stacks of [`engine::WORKER_STACK_BYTES`], with room
 /// for a guest's whole stack beside the server's frames, so that short
 /// calls of stateless modules can run on them without switching onto a
-/// fiber (see `engine::store::call_sync_first`).
+/// fiber (see `engine::store::call`).
 pub fn runtime_builder(settings: &Settings) -> tokio::runtime::Builder {
     let max_stack_bytes = settings.max_stack_bytes;
     let mut builder = tokio::runtime::Builder::new_multi_thread();

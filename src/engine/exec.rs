@@ -675,15 +675,8 @@ impl Target<'_> {
             };
         }
         let mut results = vec![Val::I32(0); ty.results().len()];
-        let called = if self.module.stateless() {
-            store::call_sync_first(&mut scope, func, &params, &mut results).await
-        } else {
-            // Boxed: wasmtime's call future is large, and every future
-            // above this one would otherwise carry it (and copy it when
-            // moved).
-            Box::pin(func.call_async(&mut scope, &params, &mut results)).await
-        };
-        if let Err(e) = called {
+        let restart = self.module.stateless();
+        if let Err(e) = store::call(&mut scope, func, &params, &mut results, restart).await {
             store::drop_uncaught(&mut scope, &e);
             return Err(e);
         }

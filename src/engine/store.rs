@@ -24,7 +24,7 @@ pub struct StoreState {
     /// The fuel armed for the current request, to compute what it used.
     armed_fuel: u64,
     /// Whether the guest runs synchronously on the thread that took the
-    /// request, which cannot yield (see [`call_sync_first`]).
+    /// request, which cannot yield (see [`call`]).
     sync_call: bool,
     pub(crate) wasi: Option<Box<WasiState>>,
     /// A component's WASI 0.2 world; every component store has one (its
@@ -156,13 +156,13 @@ pub fn allow_sync_calls(max_stack_bytes: usize) {
 static RERUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many calls began synchronously and were run again on a fiber since
-/// the process started (`wasm_exec_sync_calls_rerun` in `/metrics`).
+/// the process started (`wasm_exec_sync_calls_rerun_total` in `/metrics`).
 pub fn sync_reruns() -> u64 {
     RERUNS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The epoch moved while a guest ran synchronously (see
-/// [`call_sync_first`]): the call was abandoned, to run again on a fiber.
+/// [`call`]): the call was abandoned, to run again on a fiber.
 #[derive(Debug)]
 struct MustYield;
 
@@ -174,42 +174,42 @@ impl std::fmt::Display for MustYield {
 
 impl std::error::Error for MustYield {}
 
-/// Calls `func` of a stateless module's instance (see
-/// `CompiledModule::stateless`): first synchronously, on the thread that
-/// took the request, and only if the epoch moves while it runs (the guest
-/// has run for up to a tick) again from the start, asynchronously on a
-/// fiber that yields at every tick. Most calls end long before a tick,
-/// and a synchronous call skips the switch onto and off a fiber stack and
-/// the future around it. Running it again is safe only because the
+/// Calls `func` on a fiber that yields at every tick. A call that may
+/// `restart` (one of a stateless module's instance: see
+/// `CompiledModule::stateless`) first runs synchronously, on the thread
+/// that took the request, and only if the epoch moves while it runs (the
+/// guest has run for up to a tick) again from the start on the fiber. Most
+/// calls end long before a tick, and a synchronous call skips the switch
+/// onto and off a fiber stack. Running it again is safe only because the
 /// instance has nowhere to keep state: the abandoned attempt left nothing
 /// behind, and the second attempt gets the request's whole fuel again
 /// (results and `fuel_consumed` are then what one uninterrupted call
 /// gives), while its time limit runs on from when the request was armed.
-pub(crate) async fn call_sync_first(
+pub(crate) async fn call(
     mut store: impl wasmtime::AsContextMut<Data = StoreState>,
     func: wasmtime::Func,
     params: &[wasmtime::Val],
     results: &mut [wasmtime::Val],
+    restart: bool,
 ) -> wasmtime::Result<()> {
     let mut ctx = store.as_context_mut();
-    if !SYNC_CALLS.get() {
-        return Box::pin(func.call_async(&mut ctx, params, results)).await;
-    }
-    ctx.data_mut().sync_call = true;
-    let first = func.call(&mut ctx, params, results);
-    ctx.data_mut().sync_call = false;
-    match first {
-        Err(e) if e.is::<MustYield>() => {
-            RERUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let fuel = ctx.data().armed_fuel;
-            let _ = ctx.set_fuel(fuel);
-            ctx.set_epoch_deadline(1);
-            // Boxed: wasmtime's call future is large, and the caller's
-            // future would otherwise carry it.
-            Box::pin(func.call_async(&mut ctx, params, results)).await
+    if restart && SYNC_CALLS.get() {
+        ctx.data_mut().sync_call = true;
+        let first = func.call(&mut ctx, params, results);
+        ctx.data_mut().sync_call = false;
+        match first {
+            Err(e) if e.is::<MustYield>() => {
+                RERUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let fuel = ctx.data().armed_fuel;
+                let _ = ctx.set_fuel(fuel);
+                ctx.set_epoch_deadline(1);
+            }
+            other => return other,
         }
-        other => other,
     }
+    // Boxed: wasmtime's call future is large, and every future above this
+    // one would otherwise carry it (and copy it when moved).
+    Box::pin(func.call_async(&mut ctx, params, results)).await
 }
 
 /// Takes the exception a failed call left pending on the store, when
