@@ -20,7 +20,7 @@ use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport};
 
 use super::error::{EngineError, LimitKind, chain_text};
 use super::spare::Spares;
-use super::store::StoreState;
+use super::store::{StoreState, SyncFirst};
 use super::types::{ModuleInterface, signature};
 use super::values::encode_hex;
 use super::wasi::WASI_MODULE;
@@ -61,9 +61,17 @@ pub struct CompiledModule {
     /// Instances of a stateless module that one-shot calls left behind,
     /// for later ones to take (see `engine::spare`).
     spares: Spares,
+    /// Whether its calls begin synchronously (stateless modules only).
+    sync_first: SyncFirst,
 }
 
 impl CompiledModule {
+    /// How its calls begin, when they may begin synchronously (see
+    /// `store::call`): `None` unless it is stateless.
+    pub(crate) fn sync_first(&self) -> Option<&SyncFirst> {
+        self.stateless.then_some(&self.sync_first)
+    }
+
     /// Instances kept for later one-shot calls (stateless modules only).
     pub(crate) fn spares(&self) -> &Spares {
         &self.spares
@@ -463,6 +471,7 @@ fn finish(
         imports_wasi,
         stateless,
         spares: Spares::default(),
+        sync_first: SyncFirst::default(),
     })
 }
 

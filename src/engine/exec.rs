@@ -87,6 +87,17 @@ pub struct CallSpec<'a> {
     pub armed_at: Option<Instant>,
 }
 
+/// A call tried without awaiting ([`crate::WasmEngine::run_now`]): its
+/// answer, or that it has to run the usual way, on a fiber; then, if it
+/// began, the moment its budget was armed, from which the time limit of
+/// the call run again goes on ([`CallSpec::armed_at`]). Not boxed: it is
+/// returned once per call, and a box would cost the hot path an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Now {
+    Done(Result<CallOutcome, CallFailure>),
+    Later(Option<Instant>),
+}
+
 /// Measurements of one execution.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ExecStats {
@@ -427,6 +438,32 @@ impl CompiledInstance {
         self.call_on_same_budget(prepared, spec, armed).await
     }
 
+    /// [`Self::call`] without awaiting, for a caller that
+    /// `store::SyncFirst::now` let begin so, when the call can run so (see
+    /// [`Target::call_now`]): [`Now::Later`] when it has to run on a fiber,
+    /// with the moment its budget was armed if it began here.
+    pub(crate) fn call_now(&mut self, spec: &CallSpec<'_>) -> Now {
+        let module = self.root_module.clone();
+        let prepared = match prepare(&*module, &self.root_label, spec) {
+            Ok(prepared) => prepared,
+            Err(error) => return Now::Done(Err(error.into())),
+        };
+        let plain = spec.writes.is_empty() && prepared.args.iter().all(|a| matches!(a, PreparedArg::Value(_)));
+        if !plain {
+            return Now::Later(spec.armed_at);
+        }
+        let armed = store::arm_at(
+            &mut self.store,
+            &spec.limits,
+            spec.armed_at.unwrap_or_else(Instant::now),
+        );
+        let stats = self.pending.take().unwrap_or_default();
+        match self.target().call_now(prepared, spec, stats, armed) {
+            Some(done) => Now::Done(done),
+            None => Now::Later(Some(armed)),
+        }
+    }
+
     /// Runs a call whose arguments [`prepare`] has already checked, on the
     /// budget armed last (by instantiation, for a one-shot execution), its
     /// time counted from `started`. `stats.fuel_consumed` is then
@@ -450,6 +487,16 @@ impl CompiledInstance {
 struct Returned {
     json: Vec<Box<RawValue>>,
     pair: Option<(u64, u64)>,
+}
+
+/// A call's `results` as [`Returned`], inside the call's root scope.
+fn returned(scope: &mut RootScope<&mut Store<StoreState>>, results: &[Val]) -> Returned {
+    let pair = match results {
+        [Val::I32(ptr), Val::I32(len)] => Some((*ptr as u32 as u64, *len as u32 as u64)),
+        _ => None,
+    };
+    let json = results.iter().map(|v| value_json(&mut *scope, v)).collect();
+    Returned { json, pair }
 }
 
 /// A value as JSON: a host reference a request made shows its number again
@@ -544,25 +591,81 @@ impl Target<'_> {
         mut self,
         prepared: Prepared<'_>,
         spec: CallSpec<'_>,
-        mut stats: ExecStats,
+        stats: ExecStats,
         started: Instant,
     ) -> Result<CallOutcome, CallFailure> {
         let Prepared { name, ty, args } = prepared;
-        let func = match self.funcs.as_deref().and_then(|funcs| funcs.get(name)) {
-            Some(func) => func,
-            None => {
-                let func = (self.module.function_export(name))
-                    .and_then(|at| self.root.get_module_export(&mut *self.store, at))
-                    .or_else(|| self.root.get_export(&mut *self.store, name))
-                    .and_then(wasmtime::Extern::into_func)
-                    .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
-                if let Some(funcs) = self.funcs.as_deref_mut() {
-                    funcs.keep(name, func);
-                }
-                func
+        let func = self.func(name)?;
+        let outcome = self.call_inner(name, func, &ty, args, &spec).await;
+        self.finish(outcome, &ty, &spec, stats, started)
+    }
+
+    /// [`Self::call`] run synchronously, for a call whose arguments are all
+    /// numbers and that writes no memory, by a caller that may run it again
+    /// from the start (see [`store::call_now`]): `None` when it must be.
+    pub fn call_now(
+        mut self,
+        prepared: Prepared<'_>,
+        spec: &CallSpec<'_>,
+        stats: ExecStats,
+        started: Instant,
+    ) -> Option<Result<CallOutcome, CallFailure>> {
+        if !spec.writes.is_empty() {
+            return None;
+        }
+        let Prepared { name, ty, args } = prepared;
+        let func = match self.func(name) {
+            Ok(func) => func,
+            Err(error) => return Some(Err(error.into())),
+        };
+        let params: Vec<Val> = (args.into_iter())
+            .map(|arg| match arg {
+                PreparedArg::Value(val) => Some(val),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let mut scope = RootScope::new(&mut *self.store);
+        let mut results = vec![Val::I32(0); ty.results().len()];
+        let sync = self.module.sync_first()?;
+        let outcome = match store::call_now(&mut scope, func, &params, &mut results, sync)? {
+            Ok(()) => Ok(returned(&mut scope, &results)),
+            Err(e) => {
+                store::drop_uncaught(&mut scope, &e);
+                Err(e)
             }
         };
-        let outcome = self.call_inner(name, func, &ty, args, &spec).await;
+        drop(scope);
+        Some(self.finish(outcome, &ty, spec, stats, started))
+    }
+
+    /// The exported function `name` of the root instance.
+    fn func(&mut self, name: &str) -> Result<Func, EngineError> {
+        if let Some(func) = self.funcs.as_deref().and_then(|funcs| funcs.get(name)) {
+            return Ok(func);
+        }
+        let func = (self.module.function_export(name))
+            .and_then(|at| self.root.get_module_export(&mut *self.store, at))
+            .or_else(|| self.root.get_export(&mut *self.store, name))
+            .and_then(wasmtime::Extern::into_func)
+            .ok_or_else(|| EngineError::Internal(format!("export `{name}` vanished after instantiation")))?;
+        if let Some(funcs) = self.funcs.as_deref_mut() {
+            funcs.keep(name, func);
+        }
+        Ok(func)
+    }
+
+    /// What a call that ended with `outcome` answers: its stats, WASI
+    /// output and memory reads, or its failure with them. (The result the
+    /// async calls return too, moved once to the one caller.)
+    #[allow(clippy::result_large_err)]
+    fn finish(
+        &mut self,
+        outcome: wasmtime::Result<Returned>,
+        ty: &FuncType,
+        spec: &CallSpec<'_>,
+        mut stats: ExecStats,
+        started: Instant,
+    ) -> Result<CallOutcome, CallFailure> {
         let ended = Instant::now();
         stats.call_us = micros(ended.saturating_duration_since(started));
         stats.fuel_consumed = store::fuel_used(self.store);
@@ -675,17 +778,11 @@ impl Target<'_> {
             };
         }
         let mut results = vec![Val::I32(0); ty.results().len()];
-        let restart = self.module.stateless();
-        if let Err(e) = store::call(&mut scope, func, &params, &mut results, restart).await {
+        if let Err(e) = store::call(&mut scope, func, &params, &mut results, self.module.sync_first()).await {
             store::drop_uncaught(&mut scope, &e);
             return Err(e);
         }
-        let pair = match results.as_slice() {
-            [Val::I32(ptr), Val::I32(len)] => Some((*ptr as u32 as u64, *len as u32 as u64)),
-            _ => None,
-        };
-        let json = results.iter().map(|v| value_json(&mut scope, v)).collect();
-        Ok(Returned { json, pair })
+        Ok(returned(&mut scope, &results))
     }
 
     /// Copies a byte argument into memory the guest allocated for it.

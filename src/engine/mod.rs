@@ -66,7 +66,7 @@ pub use component::{
 };
 pub use environment::{Environment, Member, MemberSpec};
 pub use error::{EngineError, LimitKind};
-pub use exec::{CallFailure, CallOutcome, CallSpec, Code, ExecStats, GlobalRead, InstanceSpec, Tier, WasiResult};
+pub use exec::{CallFailure, CallOutcome, CallSpec, Code, ExecStats, GlobalRead, InstanceSpec, Now, Tier, WasiResult};
 pub use instance::LiveInstance;
 
 pub use limits::{ExecLimits, LimitOverrides};
@@ -755,6 +755,28 @@ impl WasmEngine {
             result
         })
         .await
+    }
+
+    /// [`Self::run`] of a call of `root` alone (named `label` in messages)
+    /// with no WASI world, made without awaiting when it can be: `root` is
+    /// stateless, an earlier call left an instance of it (`engine::spare`),
+    /// the call passes only numbers and this thread may run guest code
+    /// synchronously. Such a call needs nothing a future would hold, so the
+    /// request that makes it need not build one; [`Now::Later`] sends it the
+    /// usual way.
+    pub fn run_now(&self, root: &Arc<CompiledModule>, label: &str, call: &CallSpec<'_>) -> Now {
+        if !root.sync_first().is_some_and(store::SyncFirst::now) {
+            return Now::Later(call.armed_at);
+        }
+        let Some(spare) = root.spares().take() else {
+            return Now::Later(call.armed_at);
+        };
+        let mut live = exec::CompiledInstance::from_spare(spare, root.clone(), label.to_string());
+        live.set_idle(false);
+        let now = live.call_now(call);
+        live.set_idle(true);
+        live.into_spare();
+        now
     }
 }
 

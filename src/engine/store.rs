@@ -175,41 +175,101 @@ impl std::fmt::Display for MustYield {
 impl std::error::Error for MustYield {}
 
 /// Calls `func` on a fiber that yields at every tick. A call that may
-/// `restart` (one of a stateless module's instance: see
-/// `CompiledModule::stateless`) first runs synchronously, on the thread
-/// that took the request, and only if the epoch moves while it runs (the
-/// guest has run for up to a tick) again from the start on the fiber. Most
-/// calls end long before a tick, and a synchronous call skips the switch
-/// onto and off a fiber stack. Running it again is safe only because the
-/// instance has nowhere to keep state: the abandoned attempt left nothing
-/// behind, and the second attempt gets the request's whole fuel again
-/// (results and `fuel_consumed` are then what one uninterrupted call
-/// gives), while its time limit runs on from when the request was armed.
+/// begin synchronously (`sync`: one of a stateless module's instance, see
+/// `CompiledModule::sync_first`) first runs on the thread that took the
+/// request, and only if the epoch moves while it runs (the guest has run
+/// for up to a tick) again from the start on the fiber. Most calls end long
+/// before a tick, and a synchronous call skips the switch onto and off a
+/// fiber stack. Running it again is safe only because the instance has
+/// nowhere to keep state: the abandoned attempt left nothing behind, and
+/// the second attempt gets the request's whole fuel again (results and
+/// `fuel_consumed` are then what one uninterrupted call gives), while its
+/// time limit runs on from when the request was armed.
 pub(crate) async fn call(
     mut store: impl wasmtime::AsContextMut<Data = StoreState>,
     func: wasmtime::Func,
     params: &[wasmtime::Val],
     results: &mut [wasmtime::Val],
-    restart: bool,
+    sync: Option<&SyncFirst>,
 ) -> wasmtime::Result<()> {
     let mut ctx = store.as_context_mut();
-    if restart && SYNC_CALLS.get() {
-        ctx.data_mut().sync_call = true;
-        let first = func.call(&mut ctx, params, results);
-        ctx.data_mut().sync_call = false;
-        match first {
-            Err(e) if e.is::<MustYield>() => {
-                RERUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(sync) = sync.filter(|sync| sync.now()) {
+        match call_now(&mut ctx, func, params, results, sync) {
+            Some(done) => return done,
+            None => {
                 let fuel = ctx.data().armed_fuel;
                 let _ = ctx.set_fuel(fuel);
                 ctx.set_epoch_deadline(1);
             }
-            other => return other,
         }
     }
     // Boxed: wasmtime's call future is large, and every future above this
     // one would otherwise carry it (and copy it when moved).
     Box::pin(func.call_async(&mut ctx, params, results)).await
+}
+
+/// The synchronous attempt of [`call`], for a caller that [`SyncFirst::now`]
+/// let begin so and that may run the call again from the start: `None`
+/// when the epoch moved while it ran (counted in [`sync_reruns`], and
+/// remembered in `sync`); the store's fuel and epoch deadline are then the
+/// abandoned attempt's, to be armed again.
+pub(crate) fn call_now(
+    mut store: impl wasmtime::AsContextMut<Data = StoreState>,
+    func: wasmtime::Func,
+    params: &[wasmtime::Val],
+    results: &mut [wasmtime::Val],
+    sync: &SyncFirst,
+) -> Option<wasmtime::Result<()>> {
+    let mut ctx = store.as_context_mut();
+    ctx.data_mut().sync_call = true;
+    let first = func.call(&mut ctx, params, results);
+    ctx.data_mut().sync_call = false;
+    match first {
+        Err(e) if e.is::<MustYield>() => {
+            RERUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sync.ran_long();
+            None
+        }
+        done => Some(done),
+    }
+}
+
+/// How many times a module's calls are sent onto a fiber from the start
+/// after one of its calls begun synchronously ran into an epoch (a call
+/// may be asked twice: once before it is made without awaiting, once
+/// before its fiber). A module whose calls run long (a `fib(30)`, a
+/// benchmark loop) would otherwise lose up to a tick to every call's
+/// abandoned first attempt; now it loses that once in 8 to 16 calls.
+const SYNC_SKIPS: u32 = 16;
+
+/// Whether a stateless module's next call may begin synchronously (see
+/// [`call`]): on a worker thread that allows it ([`allow_sync_calls`]),
+/// unless one of its calls ran into an epoch within its last
+/// [`SYNC_SKIPS`] calls. Read on every call, written only after a long
+/// one, so that modules whose calls are short share no written cache line.
+#[derive(Default)]
+pub(crate) struct SyncFirst(std::sync::atomic::AtomicU32);
+
+impl SyncFirst {
+    /// Whether this call begins synchronously (one skipped counts).
+    pub(crate) fn now(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !SYNC_CALLS.get() {
+            return false;
+        }
+        let skips = self.0.load(Relaxed);
+        if skips == 0 {
+            return true;
+        }
+        // Racing calls may count one skip twice; a skip more or less is
+        // of no account.
+        self.0.store(skips - 1, Relaxed);
+        false
+    }
+
+    fn ran_long(&self) {
+        self.0.store(SYNC_SKIPS, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Takes the exception a failed call left pending on the store, when
@@ -228,4 +288,29 @@ pub(crate) fn drop_uncaught(mut store: impl wasmtime::AsContextMut, error: &wasm
 pub(crate) fn fuel_used(store: &Store<StoreState>) -> u64 {
     let armed = store.data().armed_fuel;
     armed.saturating_sub(store.get_fuel().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SYNC_SKIPS, SyncFirst, allow_sync_calls};
+
+    #[test]
+    fn a_module_whose_call_ran_long_begins_its_next_calls_on_a_fiber() {
+        let sync = SyncFirst::default();
+        // A thread the server did not make never runs guest code
+        // synchronously.
+        assert!(!sync.now());
+        allow_sync_calls(512 << 10);
+        assert!(sync.now() && sync.now(), "short calls keep beginning synchronously");
+        sync.ran_long();
+        for skip in 0..SYNC_SKIPS {
+            assert!(!sync.now(), "ask {skip} after a long call");
+        }
+        assert!(sync.now(), "then it is tried again");
+        allow_sync_calls(4 << 20);
+        assert!(
+            !sync.now(),
+            "not with a guest stack larger than the thread has room for"
+        );
+    }
 }

@@ -473,6 +473,18 @@ impl Registry {
         Ok(Runnable::Compiled { root, compile, graph })
     }
 
+    /// What [`Self::runnable`] finds for `name` when it can tell without
+    /// awaiting: the module is in the index, compiled in memory (so neither
+    /// a component nor interpreted) and links nothing. `None` when any of
+    /// that is not so; the caller then asks [`Self::runnable`].
+    pub fn compiled_now(&self, name: &str) -> Option<Arc<CompiledModule>> {
+        let entry = self.entry(name)?;
+        if !entry.record.host_modules.is_empty() {
+            return None;
+        }
+        self.engine.cached(&entry.digest)
+    }
+
     async fn compile_entry(
         &self,
         name: &str,

@@ -312,6 +312,11 @@ async fn a_stateless_call_that_runs_into_a_tick_is_run_again_with_the_same_answe
         COUNT_TO.to_string(),
         COUNT_TO.replacen("(module ", "(module (memory 1) ", 1),
     ] {
+        // A short call first leaves an instance for the long one, which is
+        // then tried without awaiting (`WasmEngine::run_now`) before it
+        // runs again on a fiber.
+        let (status, body) = app.run_wat(&wat, "count", json!([10])).await;
+        assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([10])), "{body}");
         let (status, body) = app.run_wat(&wat, "count", json!([n])).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["results"], json!([n]), "{body}");
@@ -325,4 +330,44 @@ async fn a_stateless_call_that_runs_into_a_tick_is_run_again_with_the_same_answe
     // The counter is the process's: other tests' calls may add to it, so
     // only its growth is checked.
     assert!(reruns(&scrape(&app).await) > before, "the stateless call was run again");
+}
+
+#[tokio::test]
+async fn calls_made_without_awaiting_answer_as_the_first_call_did() {
+    // The first call of a stateless module instantiates it and leaves the
+    // instance behind; later calls are made on it without awaiting
+    // (`WasmEngine::run_now`). Each answer, success or failure, is the
+    // same on both paths but for the timings.
+    let app = spawn_compiled_app().await;
+    let wat = r#"(module
+        (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2)))
+        (func (export "boom") (unreachable))
+        (func (export "spin") (loop (br 0))))"#;
+    let (status, body) = app.register_wat("at_once", wat, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let calls = [
+        json!({"module_name": "at_once", "function_name": "double", "params": [21]}),
+        json!({"module_name": "at_once", "function_name": "double", "params": ["-0x80000000"]}),
+        json!({"module_name": "at_once", "function_name": "boom"}),
+        json!({"module_name": "at_once", "function_name": "spin", "limits": {"fuel": 10000}}),
+        json!({"module_name": "at_once", "function_name": "double", "params": [1.5]}),
+        json!({"module_name": "at_once", "function_name": "nope"}),
+    ];
+    for call in calls {
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let (status, mut body) = app.post("/execute", &call).await;
+            // Timings differ from call to call.
+            for at in ["/stats", "/error/stats"] {
+                if let Some(stats) = body.pointer_mut(at).and_then(|s| s.as_object_mut()) {
+                    for timing in ["wall_time_us", "call_us", "instantiate_us"] {
+                        stats.remove(timing);
+                    }
+                }
+            }
+            answers.push((status, body));
+        }
+        assert_eq!(answers[0], answers[1], "{call}");
+        assert_eq!(answers[1], answers[2], "{call}");
+    }
 }
