@@ -24,7 +24,7 @@ use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{
     CacheOutcome, Code, CompiledModule, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, Now, Sha256Digest,
-    WasiConfig, encode_hex,
+    WasiConfig, encode_hex, is_component,
 };
 use crate::registry::{Interpreted, ResolvedComponent, Runnable};
 use crate::resolve::{INLINE_LABEL, Resolved, Source, label, resolve, resolve_cached_inline, resolve_component};
@@ -566,8 +566,14 @@ async fn run_inline_elsewhere(
     checked: &Checked,
     started: Instant,
 ) -> ApiResult<Option<ExecResponse>> {
-    if let Some(component) = resolve_component(&app.engine, &app.registry, source).await? {
-        return run_component(app, INLINE_NAME, component, checked, started)
+    // Components' futures are boxed, as the rarer path: inline, they would
+    // make this future, boxed for every never-seen module, some 3 KB.
+    let maybe_component = match source {
+        Source::Inline { wasm, .. } => is_component(wasm),
+        _ => true,
+    };
+    if maybe_component && let Some(component) = Box::pin(resolve_component(&app.engine, &app.registry, source)).await? {
+        return Box::pin(run_component(app, INLINE_NAME, component, checked, started))
             .await
             .map(Some);
     }

@@ -210,14 +210,16 @@ impl Interpreter {
             .or_else(|| needs_wasi.then(WasiConfig::default))
             .map(|config| WasiWorld::new(config, self.output_cap));
         let hosts = self.in_generation_of(&module, hosts)?;
-        let mut store = wasmi::Store::new(
+        // Boxed: a wasmi store is some 1,700 bytes, and by value it would
+        // be copied into, and held by, every future and move on its way.
+        let mut store = Box::new(wasmi::Store::new(
             &module.generation.engine,
             Limited {
                 limiter: StoreLimiter::new(&limits),
                 refused: None,
                 wasi,
             },
-        );
+        ));
         store.limiter(|state| state as &mut dyn ResourceLimiter);
         let mut budget = Budget::new(limits);
         budget.refill(&mut store, 0);
@@ -357,7 +359,7 @@ fn numeric(ty: &FuncType) -> bool {
 /// A module instantiated on the interpreter: its own store, kept across
 /// calls by a live instance.
 pub(crate) struct InterpInstance {
-    store: wasmi::Store<Limited>,
+    store: Box<wasmi::Store<Limited>>,
     root: wasmi::Instance,
     /// Host module instances by name, for `host:export` memory access.
     hosts: Vec<(String, wasmi::Instance)>,
@@ -379,17 +381,17 @@ impl InterpInstance {
 
     /// The current value of the root's exported global `name`.
     pub(crate) fn global(&mut self, name: &str) -> Result<GlobalRead, EngineError> {
-        let Some(global) = self.root.get_global(&self.store, name) else {
+        let Some(global) = self.root.get_global(&*self.store, name) else {
             let globals = self
                 .root
-                .exports(&self.store)
+                .exports(&*self.store)
                 .filter(|e| e.clone().into_extern().into_global().is_some())
                 .map(|e| e.name().to_string())
                 .collect();
             return Err(no_global(&self.label, name, globals));
         };
-        let ty = global.ty(&self.store);
-        let value = global.get(&self.store);
+        let ty = global.ty(&*self.store);
+        let value = global.get(&*self.store);
         if !matches!(
             value,
             wasmi::Val::I32(_) | wasmi::Val::I64(_) | wasmi::Val::F32(_) | wasmi::Val::F64(_)
@@ -418,7 +420,7 @@ impl InterpInstance {
     pub(crate) fn memory_size(&self) -> Option<usize> {
         resolve(&self.store, self.live(), None)
             .ok()
-            .map(|(_, memory)| memory.data(&self.store).len())
+            .map(|(_, memory)| memory.data(&*self.store).len())
     }
 
     /// Calls one export as a request of its own, with a fresh budget.
@@ -458,7 +460,7 @@ impl InterpInstance {
             root: self.root,
             hosts: &self.hosts,
         };
-        let (store, budget) = (&mut self.store, &mut self.budget);
+        let (store, budget) = (&mut *self.store, &mut self.budget);
         let outcome = call_inner(store, instance, name, args, &mut results, spec, budget).await;
         stats.call_us = micros(started.elapsed());
         let exited = *outcome.as_ref().unwrap_or(&None);
