@@ -479,6 +479,7 @@ impl Plan {
 
 /// The part `POST /` and `/execute` share: resolve the code, run the call
 /// on one budget, respond. In a batch, what is resolved goes into `seen`.
+/// (The common call has run without this, in [`run_now`].)
 async fn run_one_shot(
     app: &AppState,
     source: Source,
@@ -549,7 +550,10 @@ async fn run_one_shot(
         modules,
         kept: KeptInstance::default(),
     };
-    let answer = plan.run(app, resolved.compile, checked, started, found.armed_at).await;
+    // Boxed: the compiled call's future is some 1,600 bytes, and inline it
+    // would be copied into the box of every call that comes this way (a
+    // never-seen module's included, which runs on the interpreter).
+    let answer = Box::pin(plan.run(app, resolved.compile, checked, started, found.armed_at)).await;
     if let (Some(seen), Some(name)) = (seen, resolved.name) {
         seen.plans.insert(name, plan);
     }
