@@ -350,7 +350,7 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
         Ok(spec) => spec,
         Err(error) => return Some(Err(error)),
     };
-    let result = match app.engine.run_now(&root, &label(name), &spec) {
+    let result = match app.engine.run_now(&root, label(name), &spec) {
         Now::Done(result) => result,
         Now::Later(armed_at) => {
             ready.found.armed_at = armed_at;

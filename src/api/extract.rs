@@ -150,8 +150,17 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    // Compared without allocating: this runs on every request with a body.
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let has = |at: usize, part: &str| {
+        essence
+            .get(at..at + part.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(part))
+    };
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() >= "application/+json".len()
+            && has(0, "application/")
+            && has(essence.len() - "+json".len(), "+json"))
 }
 
 /// `#[serde(default, deserialize_with = "object")]` for an optional nested
@@ -185,4 +194,33 @@ where
         .into_iter()
         .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_media_types_are_told_from_others_in_any_case() {
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;q=1",
+            "application/merge-patch+json",
+            "APPLICATION/VND.API+JSON",
+        ] {
+            assert!(is_json(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "text/json",
+            "application/jsonx",
+            "application/xml",
+            "text/plain+json",
+            "application/json5",
+            "applicatión/json",
+        ] {
+            assert!(!is_json(no), "{no}");
+        }
+    }
 }

@@ -764,14 +764,14 @@ impl WasmEngine {
     /// synchronously. Such a call needs nothing a future would hold, so the
     /// request that makes it need not build one; [`Now::Later`] sends it the
     /// usual way.
-    pub fn run_now(&self, root: &Arc<CompiledModule>, label: &str, call: &CallSpec<'_>) -> Now {
+    pub fn run_now(&self, root: &Arc<CompiledModule>, label: String, call: &CallSpec<'_>) -> Now {
         if !root.sync_first().is_some_and(store::SyncFirst::now) {
             return Now::Later(call.armed_at);
         }
         let Some(spare) = root.spares().take() else {
             return Now::Later(call.armed_at);
         };
-        let mut live = exec::CompiledInstance::from_spare(spare, root.clone(), label.to_string());
+        let mut live = exec::CompiledInstance::from_spare(spare, root.clone(), label);
         live.set_idle(false);
         let now = live.call_now(call);
         live.set_idle(true);
