@@ -237,10 +237,13 @@ pub(crate) fn call_now(
 /// How many times a module's calls are sent onto a fiber from the start
 /// after one of its calls begun synchronously ran into an epoch (a call
 /// may be asked twice: once before it is made without awaiting, once
-/// before its fiber). A module whose calls run long (a `fib(30)`, a
+/// before its fiber). A module whose calls run long (a `fib(27)`, a
 /// benchmark loop) would otherwise lose up to a tick to every call's
-/// abandoned first attempt; now it loses that once in 8 to 16 calls.
-const SYNC_SKIPS: u32 = 16;
+/// abandoned first attempt, since the ticker is fast while such calls run:
+/// `fib(27)`'s median call took 1.7 times the floor server's so
+/// (BENCHMARKS.md, 2026-12-03, evening). Now it loses that once in 32 to
+/// 64 calls.
+const SYNC_SKIPS: u32 = 64;
 
 /// Whether a stateless module's next call may begin synchronously (see
 /// [`call`]): on a worker thread that allows it ([`allow_sync_calls`]),
