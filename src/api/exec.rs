@@ -162,6 +162,9 @@ struct Found {
     /// Inline code's lookup in the compile cache, by its SHA-256
     /// ([`crate::engine::WasmEngine::cached_inline`]).
     inline: Option<(Option<Arc<CompiledModule>>, Option<Sha256Digest>)>,
+    /// A registered module found compiled, linking nothing
+    /// ([`crate::registry::Registry::compiled_now`]).
+    registered: Option<Arc<CompiledModule>>,
     /// When the call's budget was armed, if it began to run: run again, it
     /// keeps its time limit from then.
     armed_at: Option<Instant>,
@@ -331,7 +334,11 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
         return None;
     }
     let (root, name) = match &ready.source {
-        Source::Registered(name) => (app.registry.compiled_now(name)?, Some(name.as_str())),
+        Source::Registered(name) => {
+            let root = app.registry.compiled_now(name)?;
+            ready.found.registered = Some(root.clone());
+            (root, Some(name.as_str()))
+        }
         Source::Inline { wasm, host_modules } if host_modules.is_empty() => {
             let lookup = app.engine.cached_inline(wasm);
             let root = lookup.0.clone();
@@ -493,6 +500,15 @@ async fn run_one_shot(
     // as often as it is moved).
     let resolved = match source {
         // A registered module: where it runs is decided from one lookup.
+        // A registered module `run_now` found compiled, linking nothing
+        // (the cache hit counted once, there).
+        Source::Registered(name) if let Some(root) = found.registered => Resolved {
+            root,
+            compile: CacheOutcome::Cached,
+            graph: Vec::new(),
+            host_modules: Vec::new(),
+            name: Some(name),
+        },
         Source::Registered(name) => match Box::pin(app.registry.runnable(&name)).await? {
             Runnable::Compiled { root, compile, graph } => Resolved {
                 root,
