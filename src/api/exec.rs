@@ -499,7 +499,6 @@ async fn run_one_shot(
     // would make every call's future as large as the largest (and copied
     // as often as it is moved).
     let resolved = match source {
-        // A registered module: where it runs is decided from one lookup.
         // A registered module `run_now` found compiled, linking nothing
         // (the cache hit counted once, there).
         Source::Registered(name) if let Some(root) = found.registered => Resolved {
@@ -509,6 +508,7 @@ async fn run_one_shot(
             host_modules: Vec::new(),
             name: Some(name),
         },
+        // Another registered module: where it runs is decided from one lookup.
         Source::Registered(name) => match Box::pin(app.registry.runnable(&name)).await? {
             Runnable::Compiled { root, compile, graph } => Resolved {
                 root,
