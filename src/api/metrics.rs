@@ -84,11 +84,6 @@ pub struct Metrics {
     /// runs before routing), to label requests with a `&'static str`
     /// instead of a fresh `String`.
     routes: matchit::Router<&'static str>,
-    /// The templates without parameters, looked up first by the path
-    /// itself: a hash lookup is a tenth of matchit's walk down a tree of
-    /// some thirty routes, and the hot paths (`/`, `/execute`, `/healthz`)
-    /// are all such.
-    statics: HashMap<&'static str, &'static str, foldhash::fast::RandomState>,
     requests: Family<RequestLabels, ShardedCounter>,
     /// The `200` series of `requests` of every served method and route,
     /// made up front (so they show from the start, at zero): counting a
@@ -164,10 +159,6 @@ impl Metrics {
                 ((labels.method, *route), requests.get_or_create(&labels).clone())
             })
             .collect();
-        let statics = (routes.iter())
-            .filter(|(_, route)| !route.contains('{'))
-            .map(|(_, route)| (*route, *route))
-            .collect();
         let mut matcher = matchit::Router::new();
         for (_, route) in routes {
             // A template served under several methods is inserted once;
@@ -187,7 +178,6 @@ impl Metrics {
         });
         Metrics {
             routes,
-            statics,
             requests,
             answered,
             durations,
@@ -220,9 +210,6 @@ impl Metrics {
     /// (`/modules/{name}`) for our routes, `/docs` for the Swagger UI's
     /// pages, else `unmatched`.
     pub fn route_label(&self, path: &str) -> &'static str {
-        if let Some(route) = self.statics.get(path) {
-            return route;
-        }
         match self.routes.at(path) {
             Ok(found) => found.value,
             Err(_) if path == "/docs" || path.starts_with("/docs/") => "/docs",
@@ -400,8 +387,9 @@ mod tests {
         }
     }
 
-    /// Static routes, found by the path itself, and templates, found by
-    /// matching, label requests alike; anything else is `unmatched`.
+    /// A request is labelled by the template its path matches, with or
+    /// without parameters; the Swagger UI's pages by `/docs`; anything
+    /// else is `unmatched`.
     #[test]
     fn requests_are_labelled_by_the_route_they_match() {
         use axum::http::Method;
