@@ -24,6 +24,8 @@
 //! - [`json_int`] — unsigned integers in bodies, also written `4096.0`.
 //! - [`telemetry`] — logging: the line format and the request line.
 //! - [`log_buffer`] — log lines on their way to stdout, a buffer per thread.
+//! - [`per_thread`] — counters and lists each thread writes in a cell of
+//!   its own, so that cores do not contend on the request path.
 
 pub mod api;
 pub mod cli;
@@ -32,6 +34,7 @@ pub mod engine;
 pub mod instances;
 pub mod json_int;
 pub mod log_buffer;
+pub mod per_thread;
 pub mod registry;
 pub mod resolve;
 pub mod startup;

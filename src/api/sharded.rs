@@ -1,51 +1,28 @@
-//! Counters and histograms that every core updates without writing the
-//! same cache line: each holds one cell per shard, a thread updates the
-//! cell of its own shard, and a scrape adds the cells up.
+//! The metrics' counters and histograms, kept per thread
+//! (`crate::per_thread`): a thread updates its own cell, and a scrape
+//! adds the cells up.
 //!
-//! Why: prometheus-client's counter is one atomic and its histogram one
-//! lock, and the request path updates the same few series on every
-//! request (the `200` series of a route, the `ok` duration of an
-//! endpoint, the fuel total). On one or two cores that is an uncontended
-//! add; on eight, every request moves those cache lines from the core that
-//! wrote them last, and waits for the histogram's lock while another core
+//! Why not prometheus-client's own: its counter is one atomic and its
+//! histogram one lock, and the request path updates the same few series on
+//! every request (the `200` series of a route, the `ok` duration of an
+//! endpoint, the fuel total), so on eight cores every request would move
+//! those cache lines and wait for the histogram's lock while another core
 //! holds it. A scrape reads a few dozen cells more, which costs nothing
 //! that matters.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Atomic;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Cells per counter or histogram: a thread past this many shares a cell
-/// with another (still correct, only contended again).
-const SHARDS: usize = 16;
+use crate::per_thread::{Counter, Padded, SHARDS, shard};
 
-/// The shard of the calling thread, handed out in turn as threads first
-/// count something, so that the runtime's few worker threads get a cell
-/// each.
-fn shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    SHARD.try_with(|shard| *shard).unwrap_or(0)
-}
-
-/// One cell on a cache line (and its neighbour, which x86 fetches along)
-/// of its own.
-#[derive(Default)]
-#[repr(align(128))]
-struct Padded<T>(T);
-
-/// A `u64` counter's value in per-shard cells, for
+/// A `u64` counter's value in per-thread cells, for
 /// `prometheus_client::metrics::counter::Counter<u64, ShardedU64>`
 /// ([`ShardedCounter`]).
 #[derive(Default)]
-pub struct ShardedU64 {
-    cells: [Padded<AtomicU64>; SHARDS],
-}
+pub struct ShardedU64(Counter);
 
 impl std::fmt::Debug for ShardedU64 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,13 +38,11 @@ impl Atomic<u64> for ShardedU64 {
     /// Returns this shard's value before the add, not the total: nothing
     /// here reads it, and the total would read every cell.
     fn inc_by(&self, v: u64) -> u64 {
-        self.cells[shard()].0.fetch_add(v, Ordering::Relaxed)
+        self.0.add(v)
     }
 
     fn get(&self) -> u64 {
-        self.cells
-            .iter()
-            .fold(0u64, |sum, cell| sum.wrapping_add(cell.0.load(Ordering::Relaxed)))
+        self.0.total()
     }
 }
 
@@ -193,25 +168,6 @@ mod tests {
     use prometheus_client::registry::Registry;
 
     use super::*;
-
-    /// Counts from many threads (more than there are shards) add up.
-    #[test]
-    fn a_sharded_counter_adds_up_every_thread_s_counts() {
-        let counter = ShardedCounter::default();
-        std::thread::scope(|scope| {
-            for t in 0..(SHARDS as u64 + 3) {
-                let counter = &counter;
-                scope.spawn(move || {
-                    for _ in 0..1000 {
-                        counter.inc();
-                    }
-                    counter.inc_by(t);
-                });
-            }
-        });
-        let threads = SHARDS as u64 + 3;
-        assert_eq!(counter.get(), threads * 1000 + threads * (threads - 1) / 2);
-    }
 
     /// A sharded histogram fed from several threads is exposed exactly as
     /// prometheus-client's own histogram fed the same values.

@@ -169,7 +169,8 @@ pub(crate) struct CompileCache {
 /// Running totals of how modules were obtained, for `/metrics`.
 #[derive(Default)]
 struct CacheCounters {
-    hits: AtomicU64,
+    /// Per thread: every cached call counts one.
+    hits: crate::per_thread::Counter,
     compiled: AtomicU64,
     loaded: AtomicU64,
 }
@@ -204,7 +205,7 @@ impl CompileCache {
             (kept.len(), kept.bytes())
         };
         CacheStats {
-            hits: self.counters.hits.load(Ordering::Relaxed),
+            hits: self.counters.hits.total(),
             compiled: self.counters.compiled.load(Ordering::Relaxed),
             loaded: self.counters.loaded.load(Ordering::Relaxed),
             entries: entries as u64,
@@ -214,7 +215,7 @@ impl CompileCache {
 
     pub(crate) fn hit(&self, module: Option<Arc<CompiledModule>>) -> Option<Arc<CompiledModule>> {
         if module.is_some() {
-            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            self.counters.hits.add(1);
         }
         module
     }
