@@ -8,27 +8,38 @@
 //! making a store, allocating the instance in the pool, registering it and
 //! tearing it all down again, about a tenth of a small request's work.
 //!
-//! The instances kept are bounded twice: [`PER_MODULE`] for one module
-//! (about the number of calls of it running at once on a small server),
-//! and [`IN_ALL`] for the process, since each holds one of the pooling
-//! allocator's instance slots, which executions need.
+//! Kept per thread (`crate::per_thread`): a call takes an instance its
+//! own thread kept, and keeps it there again. One list per module shared
+//! by every thread (the first design) put a lock, and a process-wide
+//! count, that every core writes twice per call on the path of every small
+//! call; on eight cores those cache lines move between cores on nearly
+//! every call. A thread without an instance of its own for a module makes
+//! one (the usual path), as a call did when the list was empty.
+//!
+//! The instances kept are bounded twice per thread: [`PER_MODULE`] for one
+//! module (a thread runs one call at a time, a few more while calls wait
+//! on their fibers), and [`PER_THREAD`] for all modules, since each holds
+//! one of the pooling allocator's instance slots, which executions need:
+//! at most [`SHARDS`] × [`PER_THREAD`] of its 1,000 slots, and in practice
+//! the worker threads' share of that.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use wasmtime::{Instance, Store};
 
 use super::funcs::Funcs;
 use super::store::StoreState;
+use crate::per_thread::{Padded, SHARDS, shard};
 
-/// Most instances kept for one module.
+/// Most instances of one module a thread keeps.
 const PER_MODULE: usize = 4;
 
-/// Most instances kept in the whole process (of the pool's 1,000 slots).
-const IN_ALL: usize = 32;
+/// Most instances a thread keeps, of all modules.
+const PER_THREAD: usize = 8;
 
-/// Instances kept in the whole process.
-static HELD: AtomicUsize = AtomicUsize::new(0);
+/// Instances kept, per thread.
+static HELD: [Padded<AtomicUsize>; SHARDS] = [const { Padded(AtomicUsize::new(0)) }; SHARDS];
 
 /// A stateless module's instance between calls, with its store.
 pub(crate) struct Spare {
@@ -40,40 +51,122 @@ pub(crate) struct Spare {
     pub funcs: Funcs,
 }
 
-/// One module's kept instances.
+/// One module's kept instances, a list per thread; the lists are made at
+/// the first instance kept (most modules, those with state, never keep
+/// one).
 #[derive(Default)]
-pub(crate) struct Spares(Mutex<Vec<Spare>>);
+pub(crate) struct Spares(OnceLock<Box<[Padded<Mutex<Vec<Spare>>>; SHARDS]>>);
 
 impl Spares {
-    /// A kept instance, if there is one.
+    /// An instance the calling thread kept, if there is one.
     pub fn take(&self) -> Option<Spare> {
-        let spare = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let at = shard();
+        let spare = lock(&self.0.get()?[at].0).pop();
         if spare.is_some() {
-            HELD.fetch_sub(1, Ordering::Relaxed);
+            HELD[at].0.fetch_sub(1, Ordering::Relaxed);
         }
         spare
     }
 
-    /// Keeps an instance that has finished its call, if there is room;
-    /// otherwise it is dropped (and its slot freed).
+    /// Keeps an instance that has finished its call, in the calling
+    /// thread's list, if there is room; otherwise it is dropped (and its
+    /// slot freed).
     pub fn keep(&self, spare: Spare) {
-        let mut spares = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let at = shard();
+        let lists = self
+            .0
+            .get_or_init(|| Box::new(std::array::from_fn(|_| Padded::default())));
+        let mut spares = lock(&lists[at].0);
         if spares.len() >= PER_MODULE {
             return;
         }
-        if HELD.fetch_add(1, Ordering::Relaxed) >= IN_ALL {
-            HELD.fetch_sub(1, Ordering::Relaxed);
+        if HELD[at].0.fetch_add(1, Ordering::Relaxed) >= PER_THREAD {
+            HELD[at].0.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         spares.push(spare);
     }
 }
 
+/// Locks one thread's list, also after a panic elsewhere (a list of
+/// instances that finished their calls stays valid).
+fn lock(list: &Mutex<Vec<Spare>>) -> MutexGuard<'_, Vec<Spare>> {
+    list.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The module's kept instances go with it (when it leaves the compile
-/// cache), and leave the process's count.
+/// cache), and leave their threads' counts.
 impl Drop for Spares {
     fn drop(&mut self) {
-        let kept = self.0.get_mut().unwrap_or_else(|p| p.into_inner()).len();
-        HELD.fetch_sub(kept, Ordering::Relaxed);
+        let Some(lists) = self.0.get_mut() else { return };
+        for (at, list) in lists.iter_mut().enumerate() {
+            let kept = list.0.get_mut().unwrap_or_else(|p| p.into_inner()).len();
+            HELD[at].0.fetch_sub(kept, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::limits::ExecLimits;
+
+    /// A stateless instance of an empty module, as a call leaves it.
+    fn spare(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Spare {
+        let limits = ExecLimits {
+            fuel: 1,
+            timeout_ms: 1,
+            memory_bytes: 0,
+            table_elements: 0,
+        };
+        let mut store = super::super::store::new_store(engine, &limits, None);
+        let root = Instance::new(&mut store, module, &[]).unwrap();
+        Spare {
+            store,
+            root,
+            funcs: Funcs::default(),
+        }
+    }
+
+    /// What a thread keeps it takes back, up to the bounds, and another
+    /// thread does not see it.
+    #[test]
+    fn a_thread_takes_back_what_it_kept_within_the_bounds() {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, b"\0asm\x01\0\0\0").unwrap();
+        let modules: Vec<Spares> = (0..3).map(|_| Spares::default()).collect();
+        assert!(modules[0].take().is_none(), "nothing kept yet");
+        for _ in 0..PER_MODULE + 1 {
+            modules[0].keep(spare(&engine, &module));
+        }
+        // Another thread's shard (the next threads' shards differ from
+        // this one's unless sixteen threads were handed one in between).
+        let mine = shard();
+        let seen_elsewhere = std::thread::scope(|scope| {
+            (0..64)
+                .map(|_| scope.spawn(|| (shard(), modules[0].take().is_some())).join().unwrap())
+                .find(|(theirs, _)| *theirs != mine)
+                .expect("a thread with another shard")
+                .1
+        });
+        assert!(!seen_elsewhere, "another thread took this thread's instance");
+        let taken = std::iter::from_fn(|| modules[0].take()).count();
+        assert_eq!(taken, PER_MODULE, "one module's instances kept by a thread");
+        // Across modules, a thread keeps PER_THREAD at most.
+        for spares in &modules {
+            for _ in 0..PER_MODULE {
+                spares.keep(spare(&engine, &module));
+            }
+        }
+        let taken: usize = modules
+            .iter()
+            .map(|spares| std::iter::from_fn(|| spares.take()).count())
+            .sum();
+        assert_eq!(taken, PER_THREAD, "instances kept by one thread, all modules");
+        // Dropped with instances still kept, a module gives their count back.
+        modules[1].keep(spare(&engine, &module));
+        assert_eq!(HELD[mine].0.load(Ordering::Relaxed), 1);
+        drop(modules);
+        assert_eq!(HELD[mine].0.load(Ordering::Relaxed), 0);
     }
 }
