@@ -51,11 +51,14 @@ pub(crate) struct Spare {
     pub funcs: Funcs,
 }
 
+/// One thread's kept instances of one module.
+type List = Padded<Mutex<Vec<Spare>>>;
+
 /// One module's kept instances, a list per thread; the lists are made at
 /// the first instance kept (most modules, those with state, never keep
 /// one).
 #[derive(Default)]
-pub(crate) struct Spares(OnceLock<Box<[Padded<Mutex<Vec<Spare>>>; SHARDS]>>);
+pub(crate) struct Spares(OnceLock<Box<[List; SHARDS]>>);
 
 impl Spares {
     /// An instance the calling thread kept, if there is one.
