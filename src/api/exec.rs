@@ -333,18 +333,21 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
     if ready.runs.is_some() || ready.checked.wasi.is_some() {
         return None;
     }
-    let (root, name) = match &ready.source {
-        Source::Registered(name) => {
-            let root = app.registry.compiled_now(name)?;
-            ready.found.registered = Some(root.clone());
-            (root, Some(name.as_str()))
-        }
-        Source::Inline { wasm, host_modules } if host_modules.is_empty() => {
-            let lookup = app.engine.cached_inline(wasm);
-            let root = lookup.0.clone();
-            ready.found.inline = Some(lookup);
-            (root?, None)
-        }
+    // The module's `Arc` is cloned once (out of the cache) and goes into
+    // `found` only when the call goes to `run`: on many cores every clone
+    // and drop of it moves one cache line between them.
+    let Ready {
+        source, checked, found, ..
+    } = ready;
+    let (root, name, digest) = match source {
+        Source::Registered(name) => (app.registry.compiled_now(name)?, Some(name.as_str()), None),
+        Source::Inline { wasm, host_modules } if host_modules.is_empty() => match app.engine.cached_inline(wasm) {
+            (Some(root), digest) => (root, None, digest),
+            missed => {
+                found.inline = Some(missed);
+                return None;
+            }
+        },
         _ => return None,
     };
     let Checked {
@@ -352,7 +355,7 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
         limits,
         call,
         wasi: _,
-    } = &ready.checked;
+    } = checked;
     let spec = match call.spec(*limits) {
         Ok(spec) => spec,
         Err(error) => return Some(Err(error)),
@@ -360,7 +363,11 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
     let result = match app.engine.run_now(&root, label(name), &spec) {
         Now::Done(result) => result,
         Now::Later(armed_at) => {
-            ready.found.armed_at = armed_at;
+            found.armed_at = armed_at;
+            match name {
+                Some(_) => found.registered = Some(root),
+                None => found.inline = Some((Some(root), digest)),
+            }
             return None;
         }
     };

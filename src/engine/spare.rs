@@ -13,8 +13,9 @@
 //! by every thread (the first design) put a lock, and a process-wide
 //! count, that every core writes twice per call on the path of every small
 //! call; on eight cores those cache lines move between cores on nearly
-//! every call. A thread without an instance of its own for a module makes
-//! one (the usual path), as a call did when the list was empty.
+//! every call. A thread without an instance of its own for a module takes
+//! another thread's, and makes one (the usual path) only when no thread
+//! keeps one, as a call did when the one list was empty.
 //!
 //! The instances kept are bounded twice per thread: [`PER_MODULE`] for one
 //! module (a thread runs one call at a time, a few more while calls wait
@@ -61,14 +62,24 @@ type List = Padded<Mutex<Vec<Spare>>>;
 pub(crate) struct Spares(OnceLock<Box<[List; SHARDS]>>);
 
 impl Spares {
-    /// An instance the calling thread kept, if there is one.
+    /// An instance the calling thread kept, else one another thread kept
+    /// (a thread's first call of the module, or one after a burst of its
+    /// calls), so that an instance is made only when none is kept
+    /// anywhere. Once each thread running the module's calls keeps its
+    /// own, calls take from their own thread's list only.
     pub fn take(&self) -> Option<Spare> {
-        let at = shard();
-        let spare = lock(&self.0.get()?[at].0).pop();
-        if spare.is_some() {
-            HELD[at].0.fetch_sub(1, Ordering::Relaxed);
+        let lists = self.0.get()?;
+        let mine = shard();
+        if let Some(spare) = lock(&lists[mine].0).pop() {
+            HELD[mine].0.fetch_sub(1, Ordering::Relaxed);
+            return Some(spare);
         }
-        spare
+        // Another thread's list in use now is passed over, not waited for.
+        (1..SHARDS).map(|i| (mine + i) % SHARDS).find_map(|at| {
+            let spare = lists[at].0.try_lock().ok()?.pop()?;
+            HELD[at].0.fetch_sub(1, Ordering::Relaxed);
+            Some(spare)
+        })
     }
 
     /// Keeps an instance that has finished its call, in the calling
@@ -131,8 +142,8 @@ mod tests {
         }
     }
 
-    /// What a thread keeps it takes back, up to the bounds, and another
-    /// thread does not see it.
+    /// What a thread keeps it takes back, up to the bounds; a thread that
+    /// kept none takes another thread's.
     #[test]
     fn a_thread_takes_back_what_it_kept_within_the_bounds() {
         let engine = wasmtime::Engine::default();
@@ -142,19 +153,21 @@ mod tests {
         for _ in 0..PER_MODULE + 1 {
             modules[0].keep(spare(&engine, &module));
         }
-        // Another thread's shard (the next threads' shards differ from
-        // this one's unless sixteen threads were handed one in between).
+        // A thread of another shard (the next threads' shards differ from
+        // this one's unless sixteen threads were handed one in between)
+        // has none of its own, and takes one of this thread's.
         let mine = shard();
-        let seen_elsewhere = std::thread::scope(|scope| {
+        let taken_elsewhere = std::thread::scope(|scope| {
             (0..64)
-                .map(|_| scope.spawn(|| (shard(), modules[0].take().is_some())).join().unwrap())
-                .find(|(theirs, _)| *theirs != mine)
+                .find_map(|_| {
+                    let other = || (shard() != mine).then(|| modules[0].take().is_some());
+                    scope.spawn(other).join().unwrap()
+                })
                 .expect("a thread with another shard")
-                .1
         });
-        assert!(!seen_elsewhere, "another thread took this thread's instance");
+        assert!(taken_elsewhere, "a thread with none of its own took none");
         let taken = std::iter::from_fn(|| modules[0].take()).count();
-        assert_eq!(taken, PER_MODULE, "one module's instances kept by a thread");
+        assert_eq!(taken, PER_MODULE - 1, "one module's instances kept by a thread");
         // Across modules, a thread keeps PER_THREAD at most.
         for spares in &modules {
             for _ in 0..PER_MODULE {
