@@ -333,9 +333,9 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
     if ready.runs.is_some() || ready.checked.wasi.is_some() {
         return None;
     }
-    // The module's `Arc` is cloned once (out of the cache) and goes into
-    // `found` only when the call goes to `run`: on many cores every clone
-    // and drop of it moves one cache line between them.
+    // The module's `Arc` taken out of the cache is moved into `found` when
+    // the call goes on to `run`, not cloned beside it: on many cores every
+    // clone and drop of it moves one cache line between them.
     let Ready {
         source, checked, found, ..
     } = ready;
