@@ -8,9 +8,13 @@
 //! So what every request writes is kept per thread ([`shard`]) and added
 //! up, or looked through, only when someone reads it: `/metrics`
 //! (`api::sharded`) and the instances kept between calls
-//! (`engine::spare`).
+//! (`engine::spare`). What every request reads under a lock (a registered
+//! name's entry, the compile cache's module) is remembered per thread
+//! ([`Memo`]), so that a hot lookup takes no lock every core writes.
 
+use std::borrow::Borrow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// Cells per sharded value: a thread past this many shares a cell with
 /// another (still correct, only contended again).
@@ -53,6 +57,104 @@ impl Counter {
     }
 }
 
+/// Answers a thread remembers, per memo.
+const REMEMBERED: usize = 4;
+
+/// The last few answers of a lookup made under a lock that every thread
+/// takes (a read lock writes its lock word too), remembered by each
+/// thread on a line of its own, and all forgotten at once whenever the
+/// looked-up state changes.
+///
+/// A lookup reads the memo's version (a line no request writes while
+/// nothing changes) and its own thread's answers; only a thread that
+/// remembers nothing valid looks up under the shared lock. The owner calls
+/// [`Memo::changed`] after every change, and a thread remembers an answer
+/// under the version it read *before* looking it up: an answer looked up
+/// across a change is then remembered under the older version, so it is
+/// never taken for current.
+pub struct Memo<K, V> {
+    version: Padded<AtomicU64>,
+    cells: Box<[Padded<Mutex<Remembered<K, V>>>; SHARDS]>,
+}
+
+/// One thread's answers, all of one version, the newest last.
+struct Remembered<K, V> {
+    version: u64,
+    answers: Vec<(K, V)>,
+}
+
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Memo {
+            version: Padded::default(),
+            cells: Box::new(std::array::from_fn(|_| {
+                Padded(Mutex::new(Remembered {
+                    version: 0,
+                    answers: Vec::new(),
+                }))
+            })),
+        }
+    }
+}
+
+impl<K, V> Memo<K, V> {
+    /// The answer this thread remembers for `key`, if nothing has changed
+    /// since it was looked up. `key` is any form the memo's key borrows
+    /// as (a `&str` for a `Box<str>`).
+    pub fn recall<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        V: Clone,
+    {
+        let now = self.version();
+        let mut mine = self.mine();
+        if mine.version != now {
+            mine.answers.clear();
+            mine.version = now;
+            return None;
+        }
+        mine.answers
+            .iter()
+            .rev()
+            .find(|(known, _)| known.borrow() == key)
+            .map(|(_, value)| value.clone())
+    }
+
+    /// The version to remember an answer under: read it before looking
+    /// the answer up.
+    pub fn version(&self) -> u64 {
+        self.version.0.load(Ordering::Acquire)
+    }
+
+    /// Remembers `value` for `key` in the calling thread's answers, if
+    /// `version` (read before `value` was looked up) is still current.
+    pub fn remember(&self, version: u64, key: K, value: V) {
+        let mut mine = self.mine();
+        if version < mine.version {
+            return;
+        }
+        if version > mine.version {
+            mine.answers.clear();
+            mine.version = version;
+        }
+        if mine.answers.len() >= REMEMBERED {
+            mine.answers.remove(0);
+        }
+        mine.answers.push((key, value));
+    }
+
+    /// Forgets every thread's answers: call it after each change to what
+    /// the answers were looked up in, once the change is visible there.
+    pub fn changed(&self) {
+        self.version.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn mine(&self) -> MutexGuard<'_, Remembered<K, V>> {
+        self.cells[shard()].0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +184,51 @@ mod tests {
         let first = shard();
         assert_eq!(shard(), first);
         assert!(first < SHARDS);
+    }
+
+    /// A thread recalls what it remembered until the memo changes, and
+    /// an answer looked up across a change is never recalled.
+    #[test]
+    fn a_memo_forgets_at_a_change_what_was_looked_up_before_it() {
+        let memo: Memo<Box<str>, u32> = Memo::default();
+        assert_eq!(memo.recall("a"), None);
+        let before = memo.version();
+        memo.remember(before, "a".into(), 1);
+        assert_eq!(memo.recall("a"), Some(1));
+        assert_eq!(memo.recall("b"), None);
+
+        memo.changed();
+        assert_eq!(memo.recall("a"), None, "a change forgets every answer");
+        // Looked up before the change, remembered after it: not recalled.
+        memo.remember(before, "a".into(), 1);
+        assert_eq!(memo.recall("a"), None);
+        memo.remember(memo.version(), "a".into(), 2);
+        assert_eq!(memo.recall("a"), Some(2));
+
+        // Only the newest few answers are kept.
+        let now = memo.version();
+        for (i, key) in ["b", "c", "d", "e"].into_iter().enumerate() {
+            memo.remember(now, key.into(), i as u32);
+        }
+        assert_eq!(memo.recall("a"), None, "the oldest of five answers is forgotten");
+        assert_eq!(memo.recall("b"), Some(0));
+        assert_eq!(memo.recall("e"), Some(3));
+
+        // A thread of another shard remembers nothing of this thread's.
+        let here = shard();
+        std::thread::scope(|scope| {
+            let memo = &memo;
+            let elsewhere = (0..SHARDS)
+                .map(|_| {
+                    scope
+                        .spawn(move || (shard() != here).then(|| memo.recall("e")))
+                        .join()
+                        .unwrap()
+                })
+                .find_map(|recalled| recalled)
+                .expect("a thread of another shard");
+            assert_eq!(elsewhere, None);
+        });
+        assert_eq!(memo.recall("e"), Some(3));
     }
 }

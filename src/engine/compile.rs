@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -25,6 +25,7 @@ use super::types::{ModuleInterface, signature};
 use super::values::encode_hex;
 use super::wasi::WASI_MODULE;
 use super::weighed::WeighedLru;
+use crate::per_thread::Memo;
 
 /// A SHA-256 digest of a module binary.
 pub type Sha256Digest = [u8; 32];
@@ -161,6 +162,15 @@ pub enum CacheOutcome {
 /// that bound concurrent compiles.
 pub(crate) struct CompileCache {
     entries: Mutex<WeighedLru<Sha256Digest, Arc<CompiledModule>>>,
+    /// Each thread's last few modules found in `entries`, so that a hot
+    /// module's call takes no lock every core writes, nor reorders the
+    /// LRU list every core reads (see [`crate::per_thread`]). Weak, so
+    /// that a module dropped from `entries` is not kept alive by a thread
+    /// that remembers it. Forgotten whenever an entry leaves `entries`:
+    /// a module a thread remembers is then found under the lock again,
+    /// which marks it recently used, so a hot module still stays in the
+    /// cache (it is marked at least once between two evictions).
+    recent: Memo<Sha256Digest, Weak<CompiledModule>>,
     /// One per compile allowed at once.
     pub(crate) permits: Arc<Semaphore>,
     counters: CacheCounters,
@@ -194,6 +204,7 @@ impl CompileCache {
     pub(crate) fn new(entries: usize, bytes: usize, compile_threads: usize) -> Self {
         CompileCache {
             entries: Mutex::new(WeighedLru::new(entries, bytes)),
+            recent: Memo::default(),
             permits: Arc::new(Semaphore::new(compile_threads.max(1))),
             counters: CacheCounters::default(),
         }
@@ -201,7 +212,7 @@ impl CompileCache {
 
     pub(crate) fn stats(&self) -> CacheStats {
         let (entries, bytes) = {
-            let kept = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let kept = self.lock();
             (kept.len(), kept.bytes())
         };
         CacheStats {
@@ -221,7 +232,13 @@ impl CompileCache {
     }
 
     pub(crate) fn get(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(sha).cloned()
+        if let Some(module) = self.recent.recall(sha).and_then(|known| known.upgrade()) {
+            return Some(module);
+        }
+        let version = self.recent.version();
+        let found = self.lock().get(sha).cloned()?;
+        self.recent.remember(version, *sha, Arc::downgrade(&found));
+        Some(found)
     }
 
     pub(crate) fn count_compiled(&self) {
@@ -234,10 +251,21 @@ impl CompileCache {
 
     pub(crate) fn insert(&self, module: Arc<CompiledModule>) {
         let weight = module.weight();
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(module.sha256, module, weight);
+        let dropped = {
+            let mut entries = self.lock();
+            let before = entries.len();
+            entries.put(module.sha256, module, weight);
+            // Fewer or as many entries after a put: it replaced or
+            // dropped one.
+            entries.len() <= before
+        };
+        if dropped {
+            self.recent.changed();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WeighedLru<Sha256Digest, Arc<CompiledModule>>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -478,7 +506,11 @@ fn finish(
 
 #[cfg(test)]
 mod tests {
-    use super::{headers, headers_but_types};
+    use std::sync::Arc;
+
+    use wasmtime::{Linker, Module};
+
+    use super::{CompileCache, CompiledModule, finish, headers, headers_but_types, sha256};
 
     fn stateless(wat: &str) -> bool {
         headers(&wat::parse_str(wat).unwrap()).stateless()
@@ -518,5 +550,32 @@ mod tests {
             assert_eq!((h.memories, h.tables, h.imports), (1, 1, 1));
             assert!(h.has_start && h.mutable_globals && !h.malformed);
         }
+    }
+
+    /// A module that left the cache is not found there, though a call
+    /// still holds it and this thread remembers finding it; put back, it
+    /// is found again.
+    #[test]
+    fn a_module_dropped_from_the_cache_is_not_found_though_remembered() {
+        let engine = wasmtime::Engine::default();
+        let linker = Linker::new(&engine);
+        let compiled = |n: i32| -> Arc<CompiledModule> {
+            let wasm = wat::parse_str(format!(r#"(module (func (export "f") (result i32) (i32.const {n})))"#)).unwrap();
+            let module = Module::new(&engine, &wasm).unwrap();
+            Arc::new(finish(&linker, sha256(&wasm), wasm.len(), module, true).unwrap())
+        };
+        let (a, b) = (compiled(1), compiled(2));
+        let cache = CompileCache::new(1, usize::MAX, 1);
+        cache.insert(a.clone());
+        for _ in 0..2 {
+            assert!(Arc::ptr_eq(&cache.get(&a.sha256).unwrap(), &a));
+        }
+        // One entry at most: `b` drops `a`, which `a` here keeps alive.
+        cache.insert(b.clone());
+        assert!(cache.get(&a.sha256).is_none(), "a dropped module was found");
+        assert!(Arc::ptr_eq(&cache.get(&b.sha256).unwrap(), &b));
+        cache.insert(a.clone());
+        assert!(Arc::ptr_eq(&cache.get(&a.sha256).unwrap(), &a));
+        assert!(cache.get(&b.sha256).is_none(), "a dropped module was found");
     }
 }

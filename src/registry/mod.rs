@@ -23,6 +23,7 @@ use crate::engine::{
     CacheOutcome, CompiledComponent, CompiledModule, EngineError, InterpretedCode, LinkedComponent, LinkedModule,
     ModuleInterface, Sha256Digest, TierMode, WasmEngine, encode_hex,
 };
+use crate::per_thread::Memo;
 pub use pg_store::PgStore;
 pub use redb_store::RedbStore;
 pub use seal::ArtifactSeal;
@@ -151,6 +152,10 @@ pub struct Registry {
     engine: WasmEngine,
     quota: TokenQuota,
     index: RwLock<Index>,
+    /// Each thread's last few names looked up by [`Self::compiled_now`],
+    /// with their digests (`None`: the module links others), forgotten at
+    /// every change to the index ([`Self::change_index`]).
+    recent: Memo<Box<str>, Option<Sha256Digest>>,
     /// The store version the index reflects (see [`Self::sync`]).
     version: AtomicU64,
     artifacts: Artifacts,
@@ -263,6 +268,7 @@ impl Registry {
             engine,
             quota,
             index: RwLock::new(index),
+            recent: Memo::default(),
             version: AtomicU64::new(version),
             artifacts,
             artifacts_rejected: AtomicU64::new(0),
@@ -272,6 +278,14 @@ impl Registry {
 
     fn entry(&self, name: &str) -> Option<Arc<Entry>> {
         self.index.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Changes the index, then has every thread forget the names it
+    /// remembered from it: every write to the index goes through here.
+    fn change_index<R>(&self, change: impl FnOnce(&mut Index) -> R) -> R {
+        let changed = change(&mut self.index.write().unwrap_or_else(|p| p.into_inner()));
+        self.recent.changed();
+        changed
     }
 
     /// The entry of `name`: from the index, else (on a store other nodes
@@ -303,16 +317,17 @@ impl Registry {
     /// should never need.
     fn index_record(&self, record: ModuleRecord) -> Result<Arc<Entry>, RegistryError> {
         let digest = digest_of(&record)?;
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = index.get(&record.name)
-            && known.record == record
-        {
-            return Ok(known.clone());
-        }
-        let name = record.name.clone();
-        let entry = Arc::new(Entry::new(record, digest));
-        index.insert(name, entry.clone());
-        Ok(entry)
+        Ok(self.change_index(|index| {
+            if let Some(known) = index.get(&record.name)
+                && known.record == record
+            {
+                return known.clone();
+            }
+            let name = record.name.clone();
+            let entry = Arc::new(Entry::new(record, digest));
+            index.insert(name, entry.clone());
+            entry
+        }))
     }
 
     /// Keeps the index in step with a store that other nodes write to:
@@ -358,7 +373,7 @@ impl Registry {
                             self.index_record(record)?;
                         }
                         None => {
-                            self.index.write().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                            self.change_index(|index| index.remove(&name));
                         }
                     }
                 }
@@ -366,17 +381,17 @@ impl Registry {
             }
             Changes::Gap => {
                 let (version, mut index) = read_index(&self.store).await?;
-                let mut kept = self.index.write().unwrap_or_else(|p| p.into_inner());
-                // Unchanged records keep their entries (see `index_record`).
-                for (name, entry) in index.iter_mut() {
-                    if let Some(known) = kept.get(name)
-                        && known.record == entry.record
-                    {
-                        *entry = known.clone();
+                self.change_index(|kept| {
+                    // Unchanged records keep their entries (see `index_record`).
+                    for (name, entry) in index.iter_mut() {
+                        if let Some(known) = kept.get(name)
+                            && known.record == entry.record
+                        {
+                            *entry = known.clone();
+                        }
                     }
-                }
-                *kept = index;
-                drop(kept);
+                    *kept = index;
+                });
                 self.version.store(version, Ordering::Release);
                 tracing::info!(version, "registry index read again from the store");
             }
@@ -476,13 +491,21 @@ impl Registry {
     /// What [`Self::runnable`] finds for `name` when it can tell without
     /// awaiting: the module is in the index, compiled in memory (so neither
     /// a component nor interpreted) and links nothing. `None` when any of
-    /// that is not so; the caller then asks [`Self::runnable`].
+    /// that is not so; the caller then asks [`Self::runnable`]. The name is
+    /// looked up in the calling thread's memo first, not under the index's
+    /// lock, which every core would write (see [`crate::per_thread`]).
     pub fn compiled_now(&self, name: &str) -> Option<Arc<CompiledModule>> {
-        let entry = self.entry(name)?;
-        if !entry.record.host_modules.is_empty() {
-            return None;
-        }
-        self.engine.cached(&entry.digest)
+        let digest = match self.recent.recall(name) {
+            Some(known) => known,
+            None => {
+                let version = self.recent.version();
+                let entry = self.entry(name)?;
+                let digest = entry.record.host_modules.is_empty().then_some(entry.digest);
+                self.recent.remember(version, name.into(), digest);
+                digest
+            }
+        }?;
+        self.engine.cached(&digest)
     }
 
     async fn compile_entry(
@@ -869,10 +892,7 @@ impl Registry {
         let entry = Entry::new(record.clone(), digest);
         let _ = entry.component.set(component);
         let entry = Arc::new(entry);
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), entry);
+        self.change_index(|index| index.insert(name.to_string(), entry));
         Ok(record)
     }
 
@@ -897,7 +917,7 @@ impl Registry {
         let store = self.store.clone();
         let owned = name.to_string();
         blocking(move || store.remove(&owned)).await?;
-        self.index.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.change_index(|index| index.remove(name));
         Ok(())
     }
 }

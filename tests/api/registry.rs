@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{DOUBLE_HEX, code, spawn_app};
+use crate::helpers::{DOUBLE_HEX, code, spawn_app, spawn_compiled_app};
 
 #[tokio::test]
 async fn a_registered_module_is_listed_described_downloaded_and_executed() {
@@ -67,6 +67,34 @@ async fn deleting_a_module_removes_it() {
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "module_not_found"));
     let (status, body) = app.execute("gone", "double", json!([1])).await;
     assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "module_not_found"));
+}
+
+/// A name's module is remembered per thread on the hot path
+/// (`Registry::compiled_now`); deleting the name, or registering other
+/// code under it, is seen by the very next call, though the old code stays
+/// compiled in memory.
+#[tokio::test]
+async fn a_name_deleted_or_registered_again_runs_what_it_names_now() {
+    let app = spawn_compiled_app().await;
+    let constant = |n: i32| format!(r#"(module (func (export "f") (result i32) i32.const {n}))"#);
+    assert_eq!(app.register_wat("m", &constant(1), &[]).await.0, StatusCode::CREATED);
+    for _ in 0..3 {
+        let (status, body) = app.execute("m", "f", json!([])).await;
+        assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([1])), "{body}");
+    }
+    assert_eq!(app.delete("/modules/m").await.0, StatusCode::NO_CONTENT);
+    let (status, body) = app.execute("m", "f", json!([])).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "module_not_found"),
+        "{body}"
+    );
+
+    assert_eq!(app.register_wat("m", &constant(2), &[]).await.0, StatusCode::CREATED);
+    for _ in 0..3 {
+        let (status, body) = app.execute("m", "f", json!([])).await;
+        assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([2])), "{body}");
+    }
 }
 
 #[tokio::test]
