@@ -53,6 +53,19 @@ pub struct Settings {
     #[arg(long, env = "WASM_EXEC_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
 
+    /// A load balancer or proxy (an address, or a network such as
+    /// `10.0.0.0/8`) whose connections say which client they carry: for
+    /// its requests the client is the rightmost `X-Forwarded-For` address
+    /// that is not a trusted proxy's. Repeat it, or separate with commas.
+    /// None by default (the header is ignored: any client can write it).
+    #[arg(
+        long = "trusted-proxy",
+        env = "WASM_EXEC_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::api::proxies::parse_network
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Bytes of the registry file's pages kept in memory.
     #[arg(long, env = "WASM_EXEC_STORE_CACHE_BYTES", default_value_t = 64 << 20)]
     pub store_cache_bytes: usize,

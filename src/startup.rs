@@ -110,7 +110,8 @@ impl Application {
             tracing::info!(tokens = tokens.len(), "access control on: requests need a bearer token");
         }
         let rate_limits = api::quota::RateLimits::new(settings.rate_limit);
-        let api = api::router(state, tokens, rate_limits);
+        let proxies = api::proxies::TrustedProxies::new(settings.trusted_proxies.clone());
+        let api = api::router(state, tokens, rate_limits, proxies);
         let listener = TcpListener::bind((settings.bind, settings.port))
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind {}:{}: {e}", settings.bind, settings.port))?;

@@ -35,6 +35,7 @@ use tracing::Level;
 use super::auth::{self, Tokens};
 use super::error::{ApiError, ErrorCode};
 use super::metrics::Metrics;
+use super::proxies::TrustedProxies;
 use super::quota::{self, RateLimits};
 use crate::telemetry::{self, RequestLine};
 
@@ -58,6 +59,7 @@ pub struct Front {
     pub metrics: Arc<Metrics>,
     pub tokens: Tokens,
     pub rate_limits: RateLimits,
+    pub proxies: TrustedProxies,
 }
 
 /// [`Front`] around `inner` (the router): what every request passes
@@ -90,8 +92,9 @@ where
     }
 
     /// Per request: a request id (the client's, else a new one) echoed in
-    /// `x-request-id`, in scope for every line logged meanwhile; the token
-    /// check, then the rate limit counted per caller; then the routes.
+    /// `x-request-id`, in scope for every line logged meanwhile; the
+    /// client behind a trusted proxy; the token check, then the rate limit
+    /// counted per caller; then the routes.
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let front = self.front.clone();
@@ -106,6 +109,7 @@ where
         // Nothing here logs (the checks are plain functions, and routing
         // only builds the handler's future), so the id is put in scope
         // only when the future is polled.
+        front.proxies.apply(&mut request);
         let refused =
             auth::check_token(&front.tokens, &mut request).or_else(|| quota::check_rate(&front.rate_limits, &request));
         let answer = match refused {

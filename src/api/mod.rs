@@ -10,8 +10,8 @@
 //!   handlers, by resource.
 //! - [`call`], [`code`] — the request parts handlers share: the call and
 //!   its response, and the code fields.
-//! - [`logging`], [`auth`], [`quota`] — middleware: request log and span,
-//!   tokens, rate limits.
+//! - [`logging`], [`auth`], [`quota`], [`proxies`] — middleware: request
+//!   log and span, tokens, rate limits, the client behind a trusted proxy.
 //! - [`state`], [`admission`], [`routes`], [`metrics`], [`extract`], [`responses`] — shared
 //!   state, the route recorder, counters, the JSON body extractor, the
 //!   documented error responses.
@@ -42,6 +42,7 @@ pub mod modules;
 pub mod openapi;
 pub mod ops;
 pub mod playground;
+pub mod proxies;
 pub mod quota;
 pub mod responses;
 pub mod router;

@@ -12,7 +12,9 @@ use super::error::{ApiError, ErrorCode};
 use super::logging::FrontService;
 use super::routes::Routes;
 use super::state::AppState;
-use super::{auth, batch, environments, exec, instances, jobs, logging, modules, openapi, ops, playground, quota};
+use super::{
+    auth, batch, environments, exec, instances, jobs, logging, modules, openapi, ops, playground, proxies, quota,
+};
 
 /// Every endpoint, with the method and path of each.
 pub fn routes() -> Routes {
@@ -58,11 +60,17 @@ impl Api {
 }
 
 /// Builds the API over `state`.
-pub fn router(state: AppState, tokens: auth::Tokens, rate_limits: quota::RateLimits) -> Api {
+pub fn router(
+    state: AppState,
+    tokens: auth::Tokens,
+    rate_limits: quota::RateLimits,
+    proxies: proxies::TrustedProxies,
+) -> Api {
     let front = logging::Front {
         metrics: state.metrics.clone(),
         tokens,
         rate_limits,
+        proxies,
     };
     let routed = routes()
         .into_router()

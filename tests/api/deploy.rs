@@ -155,6 +155,8 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_wasm-exec-api"))
             .args(["--port", &port.to_string(), "--store", store, "--node-id", name])
             .args(["--advertise-url", &format!("http://127.0.0.1:{port}")])
+            // As docs/DEPLOY.md runs them: nginx's connections carry the client.
+            .args(["--trusted-proxy", "127.0.0.1"])
             .env("WASM_EXEC_ARTIFACT_KEY", "deploy-test-key-0123456789abcdef")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

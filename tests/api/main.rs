@@ -28,6 +28,7 @@ mod openapi;
 mod persistence;
 mod pg;
 mod process;
+mod proxies;
 mod registry;
 mod schemathesis;
 mod settings_doc;
