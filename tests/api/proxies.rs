@@ -4,6 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use wasm_exec_api::api::proxies::parse_network;
 
 use crate::helpers::{DOUBLE_HEX, TestApp, code, spawn_app_with, test_settings};
 
@@ -30,7 +31,7 @@ fn message(body: &Value) -> &str {
 fn one_instance_each(trusted: &[&str]) -> wasm_exec_api::config::Settings {
     let mut settings = test_settings();
     settings.max_instances_per_client = Some(1);
-    settings.trusted_proxies = trusted.iter().map(|net| net.parse().unwrap()).collect();
+    settings.trusted_proxies = trusted.iter().map(|net| parse_network(net).unwrap()).collect();
     settings
 }
 
