@@ -74,8 +74,11 @@ const REMEMBERED: usize = 4;
 /// never taken for current.
 pub struct Memo<K, V> {
     version: Padded<AtomicU64>,
-    cells: Box<[Padded<Mutex<Remembered<K, V>>>; SHARDS]>,
+    cells: Box<[Cell<K, V>; SHARDS]>,
 }
+
+/// One thread's answers, on a line of its own.
+type Cell<K, V> = Padded<Mutex<Remembered<K, V>>>;
 
 /// One thread's answers, all of one version, the newest last.
 struct Remembered<K, V> {
