@@ -1,6 +1,8 @@
 //! Who a request is counted against, for rate limits and fair shares of
 //! the execution slots: its token when access control is on, else the
-//! address it came from.
+//! address it came from (behind a trusted proxy, the address the proxy
+//! forwards, which the front service puts in place of the proxy's:
+//! `api::proxies`).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
