@@ -42,7 +42,11 @@ impl TrustedProxies {
     /// end, the first address that is not a trusted proxy's (or, if every
     /// one is, the leftmost). An entry that is not an address (`unknown`,
     /// an obfuscated name) ends the walk at the hop before it.
+    /// Addresses are compared in their canonical form: on a dual-stack
+    /// socket (`--bind ::`) an IPv4 peer arrives as `::ffff:10.0.0.2`,
+    /// which `--trusted-proxy 10.0.0.2` names too.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
@@ -87,9 +91,11 @@ impl TrustedProxies {
 /// (`192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]:4711`).
 fn address(hop: &[u8]) -> Option<IpAddr> {
     let hop = std::str::from_utf8(hop).ok()?.trim();
-    hop.parse::<IpAddr>()
+    let ip = hop
+        .parse::<IpAddr>()
         .ok()
-        .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))?;
+    Some(ip.to_canonical())
 }
 
 /// A `--trusted-proxy` value: a network (`10.0.0.0/8`) or one address.
@@ -144,6 +150,13 @@ mod tests {
         let peer = ip("198.51.100.1");
         assert_eq!(proxies(&["10.0.0.0/8"]).client(peer, &headers), peer);
         assert_eq!(proxies(&[]).client(peer, &headers), peer);
+    }
+
+    #[test]
+    fn an_ipv4_peer_on_a_dual_stack_socket_is_its_ipv4_address() {
+        let trusted = proxies(&["10.0.0.2"]);
+        let headers = forwarded(&[b"::ffff:192.0.2.7"]);
+        assert_eq!(trusted.client(ip("::ffff:10.0.0.2"), &headers), ip("192.0.2.7"));
     }
 
     #[test]
