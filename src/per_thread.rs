@@ -101,10 +101,35 @@ impl<K, V> Default for Memo<K, V> {
 }
 
 impl<K, V> Memo<K, V> {
+    /// The answer for `key`: the one this thread remembers, if nothing has
+    /// changed since and `usable` takes it (a `Weak` that still upgrades,
+    /// say); else `look_up`'s, which gives the answer and what to remember
+    /// of it, or `None` (nothing is remembered then). `key` is any form the
+    /// memo's key borrows as (a `&str` for a `String`).
+    pub fn answer<Q, T>(
+        &self,
+        key: &Q,
+        usable: impl FnOnce(V) -> Option<T>,
+        look_up: impl FnOnce() -> Option<(T, V)>,
+    ) -> Option<T>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ToOwned<Owned = K> + ?Sized,
+        V: Clone,
+    {
+        if let Some(answer) = self.recall(key).and_then(usable) {
+            return Some(answer);
+        }
+        // Read before looking up (see the type's doc).
+        let version = self.version();
+        let (answer, kept) = look_up()?;
+        self.remember(version, key.to_owned(), kept);
+        Some(answer)
+    }
+
     /// The answer this thread remembers for `key`, if nothing has changed
-    /// since it was looked up. `key` is any form the memo's key borrows
-    /// as (a `&str` for a `Box<str>`).
-    pub fn recall<Q>(&self, key: &Q) -> Option<V>
+    /// since it was looked up.
+    fn recall<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -126,13 +151,13 @@ impl<K, V> Memo<K, V> {
 
     /// The version to remember an answer under: read it before looking
     /// the answer up.
-    pub fn version(&self) -> u64 {
+    fn version(&self) -> u64 {
         self.version.0.load(Ordering::Acquire)
     }
 
     /// Remembers `value` for `key` in the calling thread's answers, if
     /// `version` (read before `value` was looked up) is still current.
-    pub fn remember(&self, version: u64, key: K, value: V) {
+    fn remember(&self, version: u64, key: K, value: V) {
         let mut mine = self.mine();
         if version < mine.version {
             return;

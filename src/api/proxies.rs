@@ -50,14 +50,15 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        // Several headers are one list, in order (RFC 9110, 5.3).
-        let hops: Vec<&[u8]> = headers
+        // Several headers are one list, in order (RFC 9110, 5.3), walked
+        // from its end without collecting it: behind a balancer every
+        // request comes this way.
+        let hops = headers
             .get_all(FORWARDED_FOR)
             .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-            .collect();
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','));
         let mut client = peer;
-        for hop in hops.into_iter().rev() {
+        for hop in hops.rev() {
             let Some(ip) = address(hop) else { break };
             client = ip;
             if !self.trusts(ip) {

@@ -232,13 +232,15 @@ impl CompileCache {
     }
 
     pub(crate) fn get(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
-        if let Some(module) = self.recent.recall(sha).and_then(|known| known.upgrade()) {
-            return Some(module);
-        }
-        let version = self.recent.version();
-        let found = self.lock().get(sha).cloned()?;
-        self.recent.remember(version, *sha, Arc::downgrade(&found));
-        Some(found)
+        self.recent.answer(
+            sha,
+            |known| known.upgrade(),
+            || {
+                let found = self.lock().get(sha).cloned()?;
+                let kept = Arc::downgrade(&found);
+                Some((found, kept))
+            },
+        )
     }
 
     pub(crate) fn count_compiled(&self) {

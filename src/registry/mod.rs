@@ -155,7 +155,7 @@ pub struct Registry {
     /// Each thread's last few names looked up by [`Self::compiled_now`],
     /// with their digests (`None`: the module links others), forgotten at
     /// every change to the index ([`Self::change_index`]).
-    recent: Memo<Box<str>, Option<Sha256Digest>>,
+    recent: Memo<String, Option<Sha256Digest>>,
     /// The store version the index reflects (see [`Self::sync`]).
     version: AtomicU64,
     artifacts: Artifacts,
@@ -495,16 +495,14 @@ impl Registry {
     /// looked up in the calling thread's memo first, not under the index's
     /// lock, which every core would write (see [`crate::per_thread`]).
     pub fn compiled_now(&self, name: &str) -> Option<Arc<CompiledModule>> {
-        let digest = match self.recent.recall(name) {
-            Some(known) => known,
-            None => {
-                let version = self.recent.version();
+        let digest = self
+            .recent
+            .answer(name, Some, || {
                 let entry = self.entry(name)?;
                 let digest = entry.record.host_modules.is_empty().then_some(entry.digest);
-                self.recent.remember(version, name.into(), digest);
-                digest
-            }
-        }?;
+                Some((digest, digest))
+            })
+            .flatten()?;
         self.engine.cached(&digest)
     }
 
