@@ -11,16 +11,15 @@
 use std::sync::Arc;
 
 use crate::engine::{
-    CacheOutcome, CodeInterface, CompiledModule, ExecLimits, InstanceSpec, LinkedModule, WasiConfig, WasmEngine,
-    check_component_imports, is_component,
+    CacheOutcome, CodeInterface, CodeLabel, CompiledModule, ExecLimits, InstanceSpec, LinkedModule, WasiConfig,
+    WasmEngine, check_component_imports, is_component,
 };
 use crate::registry::{ModuleRecord, Registry, RegistryError, ResolvedComponent};
 
 /// `argv[0]` of an inline WASI program.
 pub const INLINE_PROGRAM: &str = "main";
 
-/// How messages name inline code (a registered module is "module `name`").
-pub const INLINE_LABEL: &str = "the module";
+pub use crate::engine::INLINE_LABEL;
 
 /// Where the code of a request comes from.
 #[derive(Clone)]
@@ -98,10 +97,7 @@ impl Resolved {
 /// How messages name code: "module `name`" for a registered module, "the
 /// module" for inline code.
 pub fn label(name: Option<&str>) -> String {
-    match name {
-        Some(name) => format!("module `{name}`"),
-        None => INLINE_LABEL.into(),
-    }
+    CodeLabel(name).to_string()
 }
 
 /// Resolves `source` into everything a call needs (see the module docs).

@@ -23,8 +23,8 @@ use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{
-    CacheOutcome, Code, CompiledModule, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, Now, Sha256Digest,
-    WasiConfig, encode_hex, is_component,
+    CacheOutcome, Code, CodeLabel, CompiledModule, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, Now,
+    Sha256Digest, WasiConfig, encode_hex, is_component,
 };
 use crate::registry::{Interpreted, ResolvedComponent, Runnable};
 use crate::resolve::{INLINE_LABEL, Resolved, Source, label, resolve, resolve_cached_inline, resolve_component};
@@ -360,7 +360,7 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
         Ok(spec) => spec,
         Err(error) => return Some(Err(error)),
     };
-    let result = match app.engine.run_now(&root, label(name), &spec) {
+    let result = match app.engine.run_now(&root, &CodeLabel(name), &spec) {
         Now::Done(result) => result,
         Now::Later(armed_at) => {
             found.armed_at = armed_at;

@@ -10,6 +10,7 @@
 //! blocking pool is needed (such a hop halved throughput when measured).
 
 use std::borrow::Cow;
+use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,8 +175,27 @@ pub struct GlobalRead {
     pub mutable: bool,
 }
 
+/// How messages name inline code (a registered module is "module `name`").
+pub const INLINE_LABEL: &str = "the module";
+
+/// How messages name the module a request calls: "module `name`" for a
+/// registered one, [`INLINE_LABEL`] for inline code. Written out only when
+/// a message is: the label was a `String` formatted on every call, and
+/// read by no call that succeeded.
+#[derive(Clone, Copy)]
+pub struct CodeLabel<'a>(pub Option<&'a str>);
+
+impl std::fmt::Display for CodeLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(name) => write!(f, "module `{name}`"),
+            None => f.write_str(INLINE_LABEL),
+        }
+    }
+}
+
 /// No exported global `name` in `label`, naming the ones there are.
-pub(crate) fn no_global(label: &str, name: &str, mut globals: Vec<String>) -> EngineError {
+pub(crate) fn no_global(label: &dyn Display, name: &str, mut globals: Vec<String>) -> EngineError {
     globals.sort();
     let there = if globals.is_empty() {
         "it exports no globals".to_string()
@@ -438,32 +458,6 @@ impl CompiledInstance {
         self.call_on_same_budget(prepared, spec, armed).await
     }
 
-    /// [`Self::call`] without awaiting, for a caller that
-    /// `store::SyncFirst::now` let begin so, when the call can run so (see
-    /// [`Target::call_now`]): [`Now::Later`] when it has to run on a fiber,
-    /// with the moment its budget was armed if it began here.
-    pub(crate) fn call_now(&mut self, spec: &CallSpec<'_>) -> Now {
-        let module = self.root_module.clone();
-        let prepared = match prepare(&*module, &self.root_label, spec) {
-            Ok(prepared) => prepared,
-            Err(error) => return Now::Done(Err(error.into())),
-        };
-        let plain = spec.writes.is_empty() && prepared.args.iter().all(|a| matches!(a, PreparedArg::Value(_)));
-        if !plain {
-            return Now::Later(spec.armed_at);
-        }
-        let armed = store::arm_at(
-            &mut self.store,
-            &spec.limits,
-            spec.armed_at.unwrap_or_else(Instant::now),
-        );
-        let stats = self.pending.take().unwrap_or_default();
-        match self.target().call_now(prepared, spec, stats, armed) {
-            Some(done) => Now::Done(done),
-            None => Now::Later(Some(armed)),
-        }
-    }
-
     /// Runs a call whose arguments [`prepare`] has already checked, on the
     /// budget armed last (by instantiation, for a one-shot execution), its
     /// time counted from `started`. `stats.fuel_consumed` is then
@@ -478,6 +472,48 @@ impl CompiledInstance {
     ) -> impl Future<Output = Result<CallOutcome, CallFailure>> + 'a {
         let stats = self.pending.take().unwrap_or_default();
         self.target().call(prepared, spec, stats, started)
+    }
+}
+
+/// A call of the kept instance `spare` of the stateless module `module`
+/// (see `engine::spare`) without awaiting, for a caller that
+/// `store::SyncFirst::now` let begin so, when the call passes only numbers
+/// and writes no memory (see [`Target::call_now`]): [`Now::Later`] when it
+/// has to run on a fiber, with the moment its budget was armed if it began
+/// here. No instance is made around the spare, so its calls report no
+/// instantiation; and the module is borrowed, not cloned into one: every
+/// clone and drop of its `Arc` writes a count that the calls of that
+/// module on every core write too.
+pub(crate) fn call_spare_now(
+    spare: &mut Spare,
+    module: &CompiledModule,
+    label: &(dyn Display + Sync),
+    spec: &CallSpec<'_>,
+) -> Now {
+    let prepared = match prepare(module, label, spec) {
+        Ok(prepared) => prepared,
+        Err(error) => return Now::Done(Err(error.into())),
+    };
+    let plain = spec.writes.is_empty() && prepared.args.iter().all(|a| matches!(a, PreparedArg::Value(_)));
+    if !plain {
+        return Now::Later(spec.armed_at);
+    }
+    let armed = store::arm_at(
+        &mut spare.store,
+        &spec.limits,
+        spec.armed_at.unwrap_or_else(Instant::now),
+    );
+    let target = Target {
+        store: &mut spare.store,
+        root: spare.root,
+        module,
+        label,
+        hosts: &[],
+        funcs: Some(&mut spare.funcs),
+    };
+    match target.call_now(prepared, spec, ExecStats::default(), armed) {
+        Some(done) => Now::Done(done),
+        None => Now::Later(Some(armed)),
     }
 }
 
@@ -545,7 +581,7 @@ pub(crate) struct Target<'a> {
     pub root: Instance,
     pub module: &'a CompiledModule,
     /// How messages name the instance.
-    pub label: &'a str,
+    pub label: &'a (dyn Display + Sync),
     pub hosts: &'a [(String, Instance)],
     /// Where the instance keeps the functions it was called through, if it
     /// lives on after this call.
@@ -853,7 +889,7 @@ pub(crate) enum PreparedArg {
 /// types. Done before instantiation, so a bad request costs no guest code.
 pub(crate) fn prepare<'a>(
     module: &'a dyn Exports,
-    label: &str,
+    label: &dyn Display,
     spec: &CallSpec<'a>,
 ) -> Result<Prepared<'a>, EngineError> {
     let name = match spec.function {

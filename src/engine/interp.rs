@@ -291,7 +291,7 @@ impl Interpreter {
         spec: &CallSpec<'_>,
         wasi: Option<WasiConfig>,
     ) -> Option<Result<CallOutcome, CallFailure>> {
-        let prepared = match prepare(&*module, label, spec) {
+        let prepared = match prepare(&*module, &label, spec) {
             Ok(prepared) => prepared,
             Err(e) => return Some(Err(e.into())),
         };

@@ -66,7 +66,10 @@ pub use component::{
 };
 pub use environment::{Environment, Member, MemberSpec};
 pub use error::{EngineError, LimitKind};
-pub use exec::{CallFailure, CallOutcome, CallSpec, Code, ExecStats, GlobalRead, InstanceSpec, Now, Tier, WasiResult};
+pub use exec::{
+    CallFailure, CallOutcome, CallSpec, Code, CodeLabel, ExecStats, GlobalRead, INLINE_LABEL, InstanceSpec, Now, Tier,
+    WasiResult,
+};
 pub use instance::LiveInstance;
 
 pub use limits::{ExecLimits, LimitOverrides};
@@ -764,18 +767,18 @@ impl WasmEngine {
     /// synchronously. Such a call needs nothing a future would hold, so the
     /// request that makes it need not build one; [`Now::Later`] sends it the
     /// usual way.
-    pub fn run_now(&self, root: &Arc<CompiledModule>, label: String, call: &CallSpec<'_>) -> Now {
+    pub fn run_now(&self, root: &CompiledModule, label: &(dyn std::fmt::Display + Sync), call: &CallSpec<'_>) -> Now {
         if !root.sync_first().is_some_and(store::SyncFirst::now) {
             return Now::Later(call.armed_at);
         }
-        let Some(spare) = root.spares().take() else {
+        let Some(mut spare) = root.spares().take() else {
             return Now::Later(call.armed_at);
         };
-        let mut live = exec::CompiledInstance::from_spare(spare, root.clone(), label);
-        live.set_idle(false);
-        let now = live.call_now(call);
-        live.set_idle(true);
-        live.into_spare();
+        // Kept again whatever the call did: a stateless instance is as good
+        // as new after any call, and a call made without awaiting cannot
+        // be cut short midway.
+        let now = exec::call_spare_now(&mut spare, root, label, call);
+        root.spares().keep(spare);
         now
     }
 }

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{DOUBLE_HEX, code, spawn_app};
+use crate::helpers::{DOUBLE_HEX, code, spawn_app, spawn_compiled_app};
 
 const DOUBLE_WAT: &str =
     r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
@@ -150,6 +150,42 @@ async fn an_unknown_function_is_function_not_found_listing_exports() {
             .as_str()
             .unwrap()
             .contains("double (i32) -> (i32)")
+    );
+}
+
+/// The hot path of a compiled stateless module, a call made without
+/// awaiting on an instance an earlier call kept (`WasmEngine::run_now`),
+/// names the module in its messages as every other path does: its label
+/// is written out only for a message.
+#[tokio::test]
+async fn a_hot_call_names_its_module_in_errors() {
+    let app = spawn_compiled_app().await;
+    assert_eq!(app.register_wat("twice", DOUBLE_WAT, &[]).await.0, StatusCode::CREATED);
+    for call in 0..4 {
+        let (status, body) = app.execute("twice", "double", json!([21])).await;
+        assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([42])), "{body}");
+        if call > 0 {
+            // Ran on a kept instance: none was made for it.
+            assert_eq!(body["stats"]["instantiate_us"], 0, "call {call}: {body}");
+        }
+    }
+    let (status, body) = app.execute("twice", "triple", json!([1])).await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "function_not_found"));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("module `twice` has no exported function `triple`; it exports: double"),
+        "{message}"
+    );
+
+    for _ in 0..3 {
+        assert_eq!(app.run_wat(DOUBLE_WAT, "double", json!([1])).await.0, StatusCode::OK);
+    }
+    let (status, body) = app.run_wat(DOUBLE_WAT, "triple", json!([1])).await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "function_not_found"));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the module has no exported function `triple`"),
+        "{message}"
     );
 }
 
