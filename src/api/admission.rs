@@ -86,19 +86,24 @@ struct Waiter {
 }
 
 /// A slot held by one client's request; given back when dropped.
-pub struct ExecPermit {
-    admission: Arc<Inner>,
-    client: ClientId,
+///
+/// It borrows the admission and the client rather than holding an `Arc`
+/// and a copy: the request that holds it holds both anyway, and a clone
+/// and a drop of the `Arc` were two more writes per request on a count
+/// that every request on every core writes.
+pub struct ExecPermit<'a> {
+    admission: &'a Inner,
+    client: &'a ClientId,
 }
 
-impl Drop for ExecPermit {
+impl Drop for ExecPermit<'_> {
     fn drop(&mut self) {
         let mut state = self.admission.lock();
-        if let Some(client) = state.clients.get_mut(&self.client) {
+        if let Some(client) = state.clients.get_mut(self.client) {
             client.running -= 1;
         }
         state.free += 1;
-        state.forget_if_idle(&self.client);
+        state.forget_if_idle(self.client);
         self.admission.hand_out(&mut state);
     }
 }
@@ -144,7 +149,7 @@ impl Admission {
     /// under its share, else after waiting its turn; `429
     /// concurrency_limit` if the client's queue is full, `503 overloaded`
     /// if all queues together are, or the wait outlasts the deadline.
-    pub async fn admit(&self, client: &ClientId) -> Result<ExecPermit, ApiError> {
+    pub async fn admit<'a>(&'a self, client: &'a ClientId) -> Result<ExecPermit<'a>, ApiError> {
         let inner = &self.0;
         let settings = &inner.settings;
         let (id, mut woken) = {
@@ -221,10 +226,10 @@ impl Admission {
         Ok(self.permit(client))
     }
 
-    fn permit(&self, client: &ClientId) -> ExecPermit {
+    fn permit<'a>(&'a self, client: &'a ClientId) -> ExecPermit<'a> {
         ExecPermit {
-            admission: self.0.clone(),
-            client: client.clone(),
+            admission: &self.0,
+            client,
         }
     }
 }

@@ -102,7 +102,7 @@ impl AppState {
 
     /// Takes an execution slot for `client`, waiting its turn if none is
     /// free to it (see [`Admission::admit`]).
-    pub async fn exec_permit(&self, client: &ClientId) -> Result<ExecPermit, ApiError> {
+    pub async fn exec_permit<'a>(&'a self, client: &'a ClientId) -> Result<ExecPermit<'a>, ApiError> {
         self.admission.admit(client).await
     }
 }
