@@ -79,6 +79,10 @@ pub(crate) struct InterpModule {
     /// Export names in the binary's order, which wasmi does not keep: read
     /// from the binary when first asked for (a one-shot call never asks).
     export_order: OnceLock<Vec<String>>,
+    /// The initial bytes of each memory it defines, in order, checked
+    /// against the limit before it is instantiated (see
+    /// `StoreLimiter::check_memories`).
+    memory_bytes: Vec<u64>,
 }
 
 /// Whether `wasm` may be of the shape the interpreter runs: no start
@@ -162,6 +166,7 @@ impl Interpreter {
         Some(InterpModule {
             module,
             generation,
+            memory_bytes: defined_memory_bytes(&wasm),
             wasm,
             types: self.types.clone(),
             export_order: OnceLock::new(),
@@ -260,6 +265,7 @@ impl Interpreter {
         let mut linker = std::borrow::Cow::Borrowed(&root.generation.linker);
         let mut live = Vec::with_capacity(hosts.len());
         for (name, host) in hosts {
+            check_memories(store, host)?;
             let instance = linker
                 .instantiate_and_start(&mut *store, &host.module)
                 .map_err(|e| classify(store, &e, &limits))?;
@@ -270,6 +276,7 @@ impl Interpreter {
             initialize(store, instance, budget).await?;
             live.push((name.clone(), instance));
         }
+        check_memories(store, root)?;
         let instance = linker
             .instantiate_and_start(&mut *store, &root.module)
             .map_err(|e| classify(store, &e, &limits))?;
@@ -829,6 +836,35 @@ impl ResourceLimiter for Limited {
     fn memories(&self) -> usize {
         usize::MAX
     }
+}
+
+/// Refuses `module` for its memories, as wasmtime would, before wasmi
+/// creates its tables (see `StoreLimiter::check_memories`).
+fn check_memories(store: &wasmi::Store<Limited>, module: &InterpModule) -> Result<(), EngineError> {
+    store
+        .data()
+        .limiter
+        .check_memories(&module.memory_bytes)
+        .map_err(EngineError::from)
+}
+
+/// The initial bytes of each memory `wasm` defines (not imports), in
+/// order. Reads section headers up to the code; `wasm` is valid.
+fn defined_memory_bytes(wasm: &[u8]) -> Vec<u64> {
+    let mut bytes = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(wasmparser::Payload::MemorySection(section)) => {
+                for memory in section.into_iter().flatten() {
+                    let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                    bytes.push(memory.initial.saturating_mul(page));
+                }
+            }
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    bytes
 }
 
 /// A wasmi failure as the compiled tier would report it: our limit first,

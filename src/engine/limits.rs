@@ -142,6 +142,25 @@ impl StoreLimiter {
         Ok(true)
     }
 
+    /// Whether memories of `sizes` bytes could be created now, one after
+    /// another, without creating them: the first refusal
+    /// [`Self::grant_memory`] would give. The interpreter asks it before
+    /// each instantiation, because wasmtime creates a module's memories
+    /// before its tables and wasmi its tables first: a module over both
+    /// limits must be refused for its memory on both tiers.
+    pub(crate) fn check_memories(&self, sizes: &[u64]) -> Result<(), LimitHit> {
+        let mut trial = StoreLimiter {
+            memory_bytes: self.memory_bytes,
+            table_elements: self.table_elements,
+            memory_in_use: self.memory_in_use,
+            hits: Vec::new(),
+        };
+        for &size in sizes {
+            trial.grant_memory(0, usize::try_from(size).unwrap_or(usize::MAX), None)?;
+        }
+        Ok(())
+    }
+
     /// Whether a table may grow (or be created, from 0) to `desired`
     /// elements: the one rule both tiers' limiters apply.
     pub(crate) fn grant_table(
@@ -226,5 +245,19 @@ mod tests {
             err.contains("limits.timeout_ms = 5000 exceeds the server maximum of 1000"),
             "{err}"
         );
+    }
+
+    /// The dry run refuses what creating would, with the same message, and
+    /// grants nothing: the memory in use after it is what it was.
+    #[test]
+    fn checking_memories_refuses_as_creating_would_and_grants_nothing() {
+        let mut limiter = StoreLimiter::new(&SERVER);
+        assert!(limiter.grant_memory(0, 32768, None).unwrap());
+        assert!(limiter.check_memories(&[16384, 16384]).is_ok());
+        let checked = limiter.check_memories(&[16384, 16385]).unwrap_err();
+        assert_eq!(limiter.memory_in_use(), 32768);
+        limiter.grant_memory(0, 16384, None).unwrap();
+        let created = limiter.grant_memory(0, 16385, None).unwrap_err();
+        assert_eq!((checked.kind, checked.message), (created.kind, created.message));
     }
 }

@@ -29,6 +29,7 @@ mod persistence;
 mod pg;
 mod process;
 mod proxies;
+mod random_modules;
 mod registry;
 mod schemathesis;
 mod settings_doc;
