@@ -24,7 +24,8 @@ use crate::tiers::{ask_both, comparable, f32_text, f64_text, server};
 /// How many modules are made. Each is a few hundred bytes; both servers
 /// run it, so the test takes seconds. (When it was written, 2,000 from
 /// these seeds and 2,000 from others with functions of up to 200
-/// instructions agreed too, once the order of limit checks was fixed.)
+/// instructions agreed too, once the order of limit checks was fixed, and
+/// 3,000 from yet others, corrupted ones included.)
 const MODULES: u64 = 400;
 
 /// Loop iterations and calls a module may make before its counter traps.
@@ -190,6 +191,20 @@ fn calls(seed: u64, wasm: &[u8]) -> Vec<Value> {
     calls
 }
 
+/// `wasm` with one to three bytes past its header replaced: mostly a
+/// module that no longer decodes or validates, sometimes one that still
+/// does and runs differently. Hostile bytes must get the same answer from
+/// both tiers too (the interpreter's validator is not wasmtime's).
+fn corrupted(seed: u64, wasm: &[u8]) -> Vec<u8> {
+    let mut rng = Rng(seed ^ 0x2d35_8dcc_aa6c_78a5);
+    let mut bytes = wasm.to_vec();
+    for _ in 0..=rng.next() % 3 {
+        let at = 8 + (rng.next() as usize) % (bytes.len() - 8);
+        bytes[at] = rng.next() as u8;
+    }
+    bytes
+}
+
 /// A live instance of `wasm` on `app`, and every call made on it in turn:
 /// the answers that must agree between tiers, and the tier each ran on.
 async fn on_an_instance(app: &TestApp, wasm: &str, calls: &[Value]) -> (Vec<Value>, Vec<Option<String>>) {
@@ -217,14 +232,16 @@ async fn random_modules_answer_alike_on_both_tiers() {
     let compiled = server(TierMode::Compiled).await;
     let (mut made, mut one_shot, mut interpreted, mut ran, mut trapped, mut refused) = (0, 0, 0, 0, 0, 0);
     let mut instance_calls = 0;
+    // Corrupted modules refused as invalid, and those that still ran.
+    let (mut corrupt_refused, mut corrupt_ran) = (0, 0);
     for seed in 0..MODULES {
         let Some(wasm) = module(seed) else { continue };
         made += 1;
         let calls = calls(seed, &wasm);
-        let wasm = base64::engine::general_purpose::STANDARD.encode(&wasm);
+        let wasm_base64 = base64::engine::general_purpose::STANDARD.encode(&wasm);
         for call in &calls {
             let mut body = call.clone();
-            body["wasm_base64"] = json!(wasm);
+            body["wasm_base64"] = json!(wasm_base64);
             let (status, answer_i, answer_c) = ask_both(&interpreter, &compiled, &body).await;
             one_shot += 1;
             match status {
@@ -241,8 +258,17 @@ async fn random_modules_answer_alike_on_both_tiers() {
                 "seed {seed}: {answer_c}"
             );
         }
-        let (answers_i, tiers_i) = on_an_instance(&interpreter, &wasm, &calls).await;
-        let (answers_c, _) = on_an_instance(&compiled, &wasm, &calls).await;
+        // The first call again, of the module with bytes replaced.
+        let mut body = calls.first().cloned().unwrap_or_else(|| json!({"function_name": "f"}));
+        body["wasm_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(corrupted(seed, &wasm)));
+        let (status, answer_i, _) = ask_both(&interpreter, &compiled, &body).await;
+        match answer_i["error"]["code"].as_str() {
+            Some("invalid_module") => corrupt_refused += 1,
+            _ if status == StatusCode::OK || tier_of(&answer_i).is_some() => corrupt_ran += 1,
+            _ => {}
+        }
+        let (answers_i, tiers_i) = on_an_instance(&interpreter, &wasm_base64, &calls).await;
+        let (answers_c, _) = on_an_instance(&compiled, &wasm_base64, &calls).await;
         assert_eq!(
             answers_i, answers_c,
             "seed {seed}: the tiers disagree on an instance's calls {calls:?}; tiers {tiers_i:?}"
@@ -251,7 +277,8 @@ async fn random_modules_answer_alike_on_both_tiers() {
     }
     eprintln!(
         "{made} modules: {one_shot} one-shot calls ({interpreted} on the interpreter; {ran} ran, {trapped} \
-         trapped, {refused} refused), {instance_calls} calls on instances"
+         trapped, {refused} refused), {instance_calls} calls on instances; corrupted: {corrupt_refused} \
+         refused as invalid, {corrupt_ran} ran"
     );
     // The corpus must have reached every kind of answer, mostly on the
     // interpreter, or it shows nothing.
@@ -268,4 +295,8 @@ async fn random_modules_answer_alike_on_both_tiers() {
         "ran {ran}, trapped {trapped}, refused {refused}"
     );
     assert!(instance_calls >= 100, "only {instance_calls} calls on instances");
+    assert!(
+        corrupt_refused >= 100 && corrupt_ran >= 5,
+        "corrupted modules: {corrupt_refused} refused, {corrupt_ran} ran"
+    );
 }
