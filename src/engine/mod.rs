@@ -38,6 +38,7 @@ pub mod error;
 pub mod exec;
 pub mod fncache;
 pub mod funcs;
+mod inline_hash;
 pub mod instance;
 pub mod interp;
 pub mod interp_engines;
@@ -463,8 +464,15 @@ impl WasmEngine {
         if self.inner.settings.tier == TierMode::Interpreter {
             return (None, None);
         }
-        let sha = compile::sha256(wasm);
-        (self.cached(&sha), Some(sha))
+        // Hashing is most of a cached inline call's own work on a CPU
+        // without SHA instructions: a thread sent the same small code
+        // lately compares it instead (see `inline_hash`).
+        let (sha, recalled) = inline_hash::hash(wasm);
+        let cached = self.cached(&sha);
+        if cached.is_some() && !recalled {
+            inline_hash::remember(wasm, sha);
+        }
+        (cached, Some(sha))
     }
 
     /// Whether the tier setting and the code send inline `wasm` (whose
