@@ -126,6 +126,8 @@ impl StoreLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> Result<bool, LimitHit> {
+        // The module's maximum first: wasmi asks no limiter for a grow
+        // past it, so our limit is not what refused it.
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
@@ -169,7 +171,12 @@ impl StoreLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> Result<bool, LimitHit> {
-        if maximum.is_some_and(|max| desired > max) {
+        // Our limit before the table's maximum, as both engines ask the
+        // limiter first for a table (wasmtime's pooling allocator passes
+        // its slot's size as `maximum`, which is not the module's). A grow
+        // to 2^32 elements or more, which wasmi refuses without asking, is
+        // past any table's size, not our limit's doing.
+        if current > 0 && desired as u64 >= 1 << 32 {
             return Ok(false);
         }
         if desired as u64 > self.table_elements {
@@ -179,6 +186,9 @@ impl StoreLimiter {
                     "a table of {desired} elements cannot be created; the limit is {limit} elements (limits.table_elements, --max-table-elements)"
                 )
             });
+        }
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
         }
         Ok(true)
     }
