@@ -1033,11 +1033,13 @@ impl Exports for InterpModule {
         }
     }
 
+    /// In the binary's order, as wasmtime lists them (wasmi keeps them by
+    /// name): a message naming them is the same on both tiers.
     fn exported_functions(&self) -> Vec<String> {
-        self.module
-            .exports()
-            .filter_map(|e| match e.ty() {
-                wasmi::ExternType::Func(ty) => Some(format!("{} {}", e.name(), signature(&self.func_type(ty)))),
+        self.export_order()
+            .iter()
+            .filter_map(|name| match self.module.get_export(name)? {
+                wasmi::ExternType::Func(ty) => Some(format!("{name} {}", signature(&self.func_type(&ty)))),
                 _ => None,
             })
             .collect()
