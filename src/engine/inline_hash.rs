@@ -33,7 +33,7 @@ struct Recent {
 }
 
 /// The hash of `wasm` if this thread remembers it.
-pub(crate) fn recall(wasm: &[u8]) -> Option<Sha256Digest> {
+fn recall(wasm: &[u8]) -> Option<Sha256Digest> {
     if wasm.len() > MAX_BYTES {
         return None;
     }

@@ -5,23 +5,7 @@
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::helpers::{DOUBLE_HEX, spawn_app};
-
-/// A small deterministic generator (xorshift64*), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::helpers::{DOUBLE_HEX, Rng, spawn_app};
 
 /// Random bytes, or the `double` module with a few bytes flipped, cut or
 /// inserted, which reaches deeper into the parser than noise does.

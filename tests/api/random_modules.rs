@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use wasm_exec_api::engine::TierMode;
 use wasmparser::{CompositeInnerType, ExternalKind, Parser, Payload, ValType};
 
-use crate::helpers::{TestApp, tier_of};
+use crate::helpers::{Rng, TestApp, tier_of};
 use crate::tiers::{ask_both, comparable, f32_text, f64_text, server};
 
 /// How many modules are made. Each is a few hundred bytes; both servers
@@ -69,23 +69,6 @@ fn config() -> wasm_smith::Config {
 /// the interpreter's time.
 const CORRUPTED_FUEL: u64 = 10_000_000;
 
-/// xorshift64*: the same modules and params on every run, so a failure
-/// reproduces from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn pick<T: Copy>(&mut self, choices: &[T]) -> T {
-        choices[(self.next() % choices.len() as u64) as usize]
-    }
-}
-
 /// A module made from `seed`, or `None` if wasm-smith could not make one
 /// from its bytes.
 fn module(seed: u64) -> Option<Vec<u8>> {
@@ -98,11 +81,21 @@ fn module(seed: u64) -> Option<Vec<u8>> {
     Some(module.to_bytes())
 }
 
-/// Each exported function's name and param types, read from the binary.
-fn exported_functions(wasm: &[u8]) -> Vec<(String, Vec<ValType>)> {
+/// What the calls of a module are made from, read from its binary in one
+/// pass: each exported function's name and param types, and the name its
+/// memory is exported under if it has one of at least a page to begin
+/// with (so that reading its first KiB cannot fail).
+struct Shape {
+    functions: Vec<(String, Vec<ValType>)>,
+    readable_memory: Option<String>,
+}
+
+fn shape(wasm: &[u8]) -> Shape {
     let mut types = Vec::new();
     let mut functions = Vec::new();
     let mut exports = Vec::new();
+    let mut pages = 0;
+    let mut memory = None;
     for payload in Parser::new(0).parse_all(wasm) {
         match payload.expect("wasm-smith makes valid modules") {
             Payload::TypeSection(section) => {
@@ -122,50 +115,35 @@ fn exported_functions(wasm: &[u8]) -> Vec<(String, Vec<ValType>)> {
             Payload::FunctionSection(section) => {
                 functions.extend(section.into_iter().map(|t| t.expect("a function")));
             }
+            Payload::MemorySection(section) => {
+                if let Some(first) = section.into_iter().next() {
+                    pages = first.expect("a memory").initial;
+                }
+            }
             Payload::ExportSection(section) => {
                 for export in section {
                     let export = export.expect("an export");
-                    if export.kind == ExternalKind::Func {
-                        exports.push((export.name.to_string(), export.index));
+                    match export.kind {
+                        ExternalKind::Func => exports.push((export.name.to_string(), export.index)),
+                        ExternalKind::Memory if export.index == 0 => memory = Some(export.name.to_string()),
+                        _ => {}
                     }
                 }
             }
             _ => {}
         }
     }
-    exports
+    let functions = exports
         .into_iter()
         .map(|(name, index)| {
             let ty = functions[index as usize] as usize;
             (name, types[ty].clone().expect("a function's type is a function type"))
         })
-        .collect()
-}
-
-/// The name a module's memory is exported under, if it has one of at
-/// least a page to begin with, so that reading its first KiB cannot fail.
-fn readable_memory(wasm: &[u8]) -> Option<String> {
-    let mut pages = 0;
-    let mut name = None;
-    for payload in Parser::new(0).parse_all(wasm) {
-        match payload.expect("wasm-smith makes valid modules") {
-            Payload::MemorySection(section) => {
-                if let Some(memory) = section.into_iter().next() {
-                    pages = memory.expect("a memory").initial;
-                }
-            }
-            Payload::ExportSection(section) => {
-                for export in section {
-                    let export = export.expect("an export");
-                    if export.kind == ExternalKind::Memory && export.index == 0 {
-                        name = Some(export.name.to_string());
-                    }
-                }
-            }
-            _ => {}
-        }
+        .collect();
+    Shape {
+        functions,
+        readable_memory: memory.filter(|_| pages >= 1),
     }
-    name.filter(|_| pages >= 1)
 }
 
 /// A param of type `ty` as the API takes it: an edge of the type's range
@@ -211,9 +189,12 @@ fn param(rng: &mut Rng, ty: ValType) -> Value {
 /// different params.
 fn calls(seed: u64, wasm: &[u8]) -> Vec<Value> {
     let mut rng = Rng(seed ^ 0x5851_f42d_4c95_7f2d);
-    let memory = readable_memory(wasm);
+    let Shape {
+        functions,
+        readable_memory: memory,
+    } = shape(wasm);
     let mut calls = Vec::new();
-    for (name, params) in exported_functions(wasm) {
+    for (name, params) in functions {
         for _ in 0..2 {
             let params: Vec<Value> = params.iter().map(|&ty| param(&mut rng, ty)).collect();
             let mut call = json!({"function_name": name, "params": params});

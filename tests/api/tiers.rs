@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wasm_exec_api::engine::TierMode;
 
-use crate::helpers::{TestApp, spawn_app_with, stats_of, test_settings, tier_of};
+use crate::helpers::{Rng, TestApp, spawn_app_with, stats_of, test_settings, tier_of};
 
 pub(crate) async fn server(tier: TierMode) -> TestApp {
     let mut settings = test_settings();
@@ -419,14 +419,8 @@ async fn values_round_trip_bit_for_bit_on_both_tiers() {
         (local.get 0) (i32.reinterpret_f32 (local.get 0))
         (local.get 1) (i64.reinterpret_f64 (local.get 1))
         (local.get 2) (local.get 3)))"#;
-    // xorshift64*: a fixed sequence, so a failure reproduces.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next();
     let specials32 = [
         0u32,
         0x8000_0000,
