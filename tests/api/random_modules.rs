@@ -5,7 +5,9 @@
 //! tables meets the next. The hand-written corpus in `tiers.rs` reaches
 //! the cases we thought of; these reach instruction mixes nobody wrote
 //! (control flow, traps in the middle of stores, segments out of bounds,
-//! memories and tables over the server's caps).
+//! memories and tables over the server's caps). Link graphs too: a module
+//! made to import from a registered random host, called inline, by name
+//! and on an instance of its graph.
 //!
 //! Each module is made to terminate (wasm-smith's `ensure_termination`: a
 //! counter in a global, decremented at every loop head and function entry,
@@ -16,10 +18,10 @@ use arbitrary::Unstructured;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wasm_exec_api::engine::TierMode;
-use wasmparser::{CompositeInnerType, ExternalKind, Parser, Payload, ValType};
+use wasmparser::{CompositeInnerType, ExternalKind, Parser, Payload, RefType, TypeRef, ValType};
 
 use crate::helpers::{Rng, TestApp, tier_of};
-use crate::tiers::{ask_both, comparable, f32_text, f64_text, server};
+use crate::tiers::{ask_both, ask_both_at, comparable, f32_text, f64_text, server};
 
 /// How many modules are made. Each is a few hundred bytes; both servers
 /// run it, so the test takes seconds. (When it was written, 12,000 from
@@ -72,30 +74,172 @@ const CORRUPTED_FUEL: u64 = 10_000_000;
 /// A module made from `seed`, or `None` if wasm-smith could not make one
 /// from its bytes.
 fn module(seed: u64) -> Option<Vec<u8>> {
+    made(seed, config())
+}
+
+/// A module made from `seed` that may import what `available` imports
+/// (see [`imports_of`]), up to eight of them.
+fn linked_module(seed: u64, available: Vec<u8>) -> Option<Vec<u8>> {
+    made(
+        seed,
+        wasm_smith::Config {
+            available_imports: Some(available),
+            max_imports: 8,
+            ..config()
+        },
+    )
+}
+
+fn made(seed: u64, config: wasm_smith::Config) -> Option<Vec<u8>> {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let bytes: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
-    let mut module = wasm_smith::Module::new(config(), &mut Unstructured::new(&bytes)).ok()?;
+    let mut module = wasm_smith::Module::new(config, &mut Unstructured::new(&bytes)).ok()?;
     module
         .ensure_termination(TERMINATION_FUEL)
         .expect("wasm-smith made every function body");
     Some(module.to_bytes())
 }
 
+/// A module that imports every export of `wasm` from the registered module
+/// `host`: what a module linked to it may import (wasm-smith's
+/// `available_imports`). Most are imported with the type they are
+/// exported with; one in `1 / wrong` is not (another signature, a memory
+/// or table larger than the host's, a global's mutability flipped) or
+/// names an export the host does not have, so that some graphs fail to
+/// link, and both tiers must say why in the same words. Exports of a type
+/// the shapes above do not make are left out.
+fn imports_of(host: &str, wasm: &[u8], rng: &mut Rng, wrong: usize) -> Vec<u8> {
+    // Names may be any UTF-8: every byte escaped.
+    let text = |name: &str| -> String { name.bytes().map(|b| format!("\\{b:02x}")).collect() };
+    let value = |ty: ValType| match ty {
+        ValType::I32 => Some("i32"),
+        ValType::I64 => Some("i64"),
+        ValType::F32 => Some("f32"),
+        ValType::F64 => Some("f64"),
+        ValType::Ref(r) if r == RefType::FUNCREF => Some("funcref"),
+        ValType::Ref(r) if r == RefType::EXTERNREF => Some("externref"),
+        _ => None,
+    };
+    let limits = |initial: u64, maximum: Option<u64>| match maximum {
+        Some(max) => format!("{initial} {max}"),
+        None => initial.to_string(),
+    };
+    // Larger than the host's: a minimum one more (and a maximum no less).
+    let larger = |initial: u64, maximum: Option<u64>| limits(initial + 1, maximum.map(|max| max.max(initial + 1)));
+    let (mut types, mut functions, mut tables, mut memories, mut globals) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut wat = String::from("(module");
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.expect("wasm-smith makes valid modules") {
+            Payload::TypeSection(section) => {
+                for group in section {
+                    for sub in group.expect("a type").into_types() {
+                        types.push(match sub.composite_type.inner {
+                            CompositeInnerType::Func(f) => {
+                                let all = |tys: &[ValType]| tys.iter().map(|&t| value(t)).collect::<Option<Vec<_>>>();
+                                all(f.params()).zip(all(f.results())).map(|(params, results)| {
+                                    format!("(func (param {}) (result {}))", params.join(" "), results.join(" "))
+                                })
+                            }
+                            _ => None,
+                        });
+                    }
+                }
+            }
+            Payload::FunctionSection(section) => {
+                functions.extend(section.into_iter().map(|t| {
+                    let ty: &Option<String> = &types[t.expect("a function") as usize];
+                    ty.clone()
+                        .map(|ty| [ty, "(func (param i64 f32 i32 f64 i64) (result f64 i32))".to_string()])
+                }));
+            }
+            Payload::TableSection(section) => {
+                for table in section {
+                    let ty = table.expect("a table").ty;
+                    tables.push(
+                        value(ValType::Ref(ty.element_type))
+                            .filter(|_| !ty.table64 && !ty.shared)
+                            .map(|elem| {
+                                [
+                                    format!("(table {} {elem})", limits(ty.initial, ty.maximum)),
+                                    format!("(table {} {elem})", larger(ty.initial, ty.maximum)),
+                                ]
+                            }),
+                    );
+                }
+            }
+            Payload::MemorySection(section) => {
+                for memory in section {
+                    let ty = memory.expect("a memory");
+                    let plain = !ty.memory64 && !ty.shared && ty.page_size_log2.is_none();
+                    memories.push(plain.then(|| {
+                        [
+                            format!("(memory {})", limits(ty.initial, ty.maximum)),
+                            format!("(memory {})", larger(ty.initial, ty.maximum)),
+                        ]
+                    }));
+                }
+            }
+            Payload::GlobalSection(section) => {
+                for global in section {
+                    let ty = global.expect("a global").ty;
+                    globals.push(value(ty.content_type).filter(|_| !ty.shared).map(|v| {
+                        let (constant, mutable) = (format!("(global {v})"), format!("(global (mut {v}))"));
+                        match ty.mutable {
+                            true => [mutable, constant],
+                            false => [constant, mutable],
+                        }
+                    }));
+                }
+            }
+            Payload::ExportSection(section) => {
+                for export in section {
+                    let export = export.expect("an export");
+                    let list = match export.kind {
+                        ExternalKind::Func | ExternalKind::FuncExact => &functions,
+                        ExternalKind::Table => &tables,
+                        ExternalKind::Memory => &memories,
+                        ExternalKind::Global => &globals,
+                        ExternalKind::Tag => continue,
+                    };
+                    let Some(Some([right, wrong_type])) = list.get(export.index as usize) else {
+                        continue;
+                    };
+                    let (name, ty) = match rng.below(wrong * 2) {
+                        0 => (format!("{}!", export.name), right),
+                        1 => (export.name.to_string(), wrong_type),
+                        _ => (export.name.to_string(), right),
+                    };
+                    wat.push_str(&format!(" (import \"{}\" \"{}\" {ty})", text(host), text(&name)));
+                }
+            }
+            _ => {}
+        }
+    }
+    wat.push(')');
+    wat::parse_str(&wat).unwrap_or_else(|e| panic!("{e}: {wat}"))
+}
+
 /// What the calls of a module are made from, read from its binary in one
-/// pass: each exported function's name and param types, and the name its
-/// memory is exported under if it has one of at least a page to begin
-/// with (so that reading its first KiB cannot fail).
+/// pass: each exported function's name and param types (an imported
+/// function re-exported too), and the name its memory is exported under
+/// if it has one of at least a page to begin with (so that reading its
+/// first KiB cannot fail), its own or imported.
 struct Shape {
     functions: Vec<(String, Vec<ValType>)>,
     readable_memory: Option<String>,
+    /// Whether it imports anything.
+    imports: bool,
 }
 
 fn shape(wasm: &[u8]) -> Shape {
     let mut types = Vec::new();
+    // Every function's type, imported ones first (the index space's order).
     let mut functions = Vec::new();
     let mut exports = Vec::new();
-    let mut pages = 0;
+    let mut memories = Vec::new();
     let mut memory = None;
+    let mut imports = false;
     for payload in Parser::new(0).parse_all(wasm) {
         match payload.expect("wasm-smith makes valid modules") {
             Payload::TypeSection(section) => {
@@ -108,17 +252,21 @@ fn shape(wasm: &[u8]) -> Shape {
                     }
                 }
             }
-            // wasm-smith may write the section with nothing in it.
             Payload::ImportSection(section) => {
-                assert_eq!(section.count(), 0, "the config allows no imports");
+                for import in section.into_imports() {
+                    imports = true;
+                    match import.expect("an import").ty {
+                        TypeRef::Func(ty) | TypeRef::FuncExact(ty) => functions.push(ty),
+                        TypeRef::Memory(ty) => memories.push(ty.initial),
+                        _ => {}
+                    }
+                }
             }
             Payload::FunctionSection(section) => {
                 functions.extend(section.into_iter().map(|t| t.expect("a function")));
             }
             Payload::MemorySection(section) => {
-                if let Some(first) = section.into_iter().next() {
-                    pages = first.expect("a memory").initial;
-                }
+                memories.extend(section.into_iter().map(|m| m.expect("a memory").initial));
             }
             Payload::ExportSection(section) => {
                 for export in section {
@@ -142,7 +290,8 @@ fn shape(wasm: &[u8]) -> Shape {
         .collect();
     Shape {
         functions,
-        readable_memory: memory.filter(|_| pages >= 1),
+        readable_memory: memory.filter(|_| memories.first().is_some_and(|&pages| pages >= 1)),
+        imports,
     }
 }
 
@@ -192,6 +341,7 @@ fn calls(seed: u64, wasm: &[u8]) -> Vec<Value> {
     let Shape {
         functions,
         readable_memory: memory,
+        ..
     } = shape(wasm);
     let mut calls = Vec::new();
     for (name, params) in functions {
@@ -223,10 +373,11 @@ fn corrupted(seed: u64, wasm: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// A live instance of `wasm` on `app`, and every call made on it in turn:
-/// the answers that must agree between tiers, and the tier each ran on.
-async fn on_an_instance(app: &TestApp, wasm: &str, calls: &[Value]) -> (Vec<Value>, Vec<Option<String>>) {
-    let (status, created) = app.post("/instances", &json!({"wasm_base64": wasm})).await;
+/// A live instance made on `app` from `create` (a `POST /instances`
+/// body), and every call made on it in turn: the answers that must agree
+/// between tiers, and the tier each ran on.
+async fn on_an_instance(app: &TestApp, create: &Value, calls: &[Value]) -> (Vec<Value>, Vec<Option<String>>) {
+    let (status, created) = app.post("/instances", create).await;
     let mut answers = vec![comparable(status, &created)];
     let mut tiers = vec![tier_of(&created)];
     if status != StatusCode::CREATED {
@@ -243,9 +394,25 @@ async fn on_an_instance(app: &TestApp, wasm: &str, calls: &[Value]) -> (Vec<Valu
     (answers, tiers)
 }
 
+/// [`on_an_instance`] on both tiers, whose answers must agree; how many
+/// calls were made.
+async fn on_instances_of_both(interpreter: &TestApp, compiled: &TestApp, create: &Value, calls: &[Value]) -> usize {
+    let (answers_i, tiers_i) = on_an_instance(interpreter, create, calls).await;
+    let (answers_c, _) = on_an_instance(compiled, create, calls).await;
+    assert_eq!(
+        answers_i, answers_c,
+        "the tiers disagree on an instance of {create}'s calls {calls:?}; tiers {tiers_i:?}"
+    );
+    answers_i.len() - 1
+}
+
+fn base64(wasm: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(wasm)
+}
+
 #[tokio::test]
 async fn random_modules_answer_alike_on_both_tiers() {
-    use base64::Engine as _;
     let interpreter = server(TierMode::Interpreter).await;
     let compiled = server(TierMode::Compiled).await;
     let (mut made, mut one_shot, mut interpreted, mut ran, mut trapped, mut refused) = (0, 0, 0, 0, 0, 0);
@@ -258,7 +425,7 @@ async fn random_modules_answer_alike_on_both_tiers() {
         let Some(wasm) = module(seed) else { continue };
         made += 1;
         let calls = calls(seed, &wasm);
-        let wasm_base64 = base64::engine::general_purpose::STANDARD.encode(&wasm);
+        let wasm_base64 = base64(&wasm);
         for call in &calls {
             let mut body = call.clone();
             body["wasm_base64"] = json!(wasm_base64);
@@ -283,7 +450,7 @@ async fn random_modules_answer_alike_on_both_tiers() {
         }
         // The first call again, of the module with bytes replaced.
         let mut body = calls.first().cloned().unwrap_or_else(|| json!({"function_name": "f"}));
-        body["wasm_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(corrupted(seed, &wasm)));
+        body["wasm_base64"] = json!(base64(&corrupted(seed, &wasm)));
         // A replaced byte may undo the termination counter (a count that
         // starts at -980 runs 2^32 times): such a call must end on fuel,
         // in milliseconds on either tier, not on the time limit, which
@@ -295,13 +462,8 @@ async fn random_modules_answer_alike_on_both_tiers() {
             _ if status == StatusCode::OK || tier_of(&answer_i).is_some() => corrupt_ran += 1,
             _ => {}
         }
-        let (answers_i, tiers_i) = on_an_instance(&interpreter, &wasm_base64, &calls).await;
-        let (answers_c, _) = on_an_instance(&compiled, &wasm_base64, &calls).await;
-        assert_eq!(
-            answers_i, answers_c,
-            "seed {seed}: the tiers disagree on an instance's calls {calls:?}; tiers {tiers_i:?}"
-        );
-        instance_calls += answers_i.len() - 1;
+        let create = json!({"wasm_base64": wasm_base64});
+        instance_calls += on_instances_of_both(&interpreter, &compiled, &create, &calls).await;
     }
     eprintln!(
         "{made} modules: {one_shot} one-shot calls ({interpreted} on the interpreter; {ran} ran, {trapped} \
@@ -327,5 +489,107 @@ async fn random_modules_answer_alike_on_both_tiers() {
     assert!(
         corrupt_refused >= 100 && corrupt_ran >= 5,
         "corrupted modules: {corrupt_refused} refused, {corrupt_ran} ran"
+    );
+}
+
+/// How many link graphs are made: a registered host module and a module
+/// that may import anything it exports (functions, memory, tables,
+/// globals, mutable ones included).
+const GRAPHS: u64 = 150;
+
+/// Seeds of the host modules, apart from the single modules' above.
+const HOST_SEEDS: u64 = 1 << 20;
+
+/// One import in this many is of the wrong type or name (see
+/// [`imports_of`]).
+const WRONG_IMPORTS: usize = 20;
+
+/// Random link graphs answer alike on both tiers: a module that imports
+/// from a registered one, called inline (`POST /` with `host_modules`),
+/// registered itself (`/execute`) and on a live instance of its graph, so
+/// that the tiers' linking (types checked, a memory or a mutable global
+/// shared, a host's memory or table over the caps, a host's data segment
+/// out of bounds) meets random code.
+#[tokio::test]
+async fn random_link_graphs_answer_alike_on_both_tiers() {
+    let interpreter = server(TierMode::Interpreter).await;
+    let compiled = server(TierMode::Compiled).await;
+    let (mut graphs, mut importing, mut one_shot, mut interpreted, mut executed) = (0, 0, 0, 0, 0);
+    let (mut ran, mut trapped, mut refused, mut ran_linked, mut instance_calls) = (0, 0, 0, 0, 0);
+    // Graphs refused for an import of the wrong type or name.
+    let mut unlinked = 0;
+    for seed in 0..GRAPHS {
+        let Some(host) = module(HOST_SEEDS + seed) else { continue };
+        let host_name = format!("host{seed}");
+        let register = json!({"module_name": host_name, "wasm_base64": base64(&host)});
+        let (status, answer, _) = ask_both_at(&interpreter, &compiled, "/register", &register).await;
+        assert_eq!(status, StatusCode::CREATED, "seed {seed}: {answer}");
+        let mut rng = Rng(seed ^ 0x1405_7b7e_f767_814f);
+        let Some(wasm) = linked_module(seed, imports_of(&host_name, &host, &mut rng, WRONG_IMPORTS)) else {
+            continue;
+        };
+        graphs += 1;
+        let imports = shape(&wasm).imports;
+        if imports {
+            importing += 1;
+        }
+        let calls = calls(seed, &wasm);
+        let code = base64(&wasm);
+        for call in &calls {
+            let mut body = call.clone();
+            body["wasm_base64"] = json!(code);
+            body["host_modules"] = json!([host_name]);
+            let (status, answer_i, _) = ask_both(&interpreter, &compiled, &body).await;
+            one_shot += 1;
+            match status {
+                StatusCode::OK => ran += 1,
+                _ if answer_i["error"]["code"] == "trap" => trapped += 1,
+                _ => refused += 1,
+            }
+            if tier_of(&answer_i).as_deref() == Some("interpreter") {
+                interpreted += 1;
+            }
+            if status == StatusCode::OK && imports {
+                ran_linked += 1;
+            }
+        }
+        // The same module registered, its calls made by name.
+        let name = format!("linked{seed}");
+        let register = json!({"module_name": name, "wasm_base64": code, "host_modules": [host_name]});
+        let (status, answer, _) = ask_both_at(&interpreter, &compiled, "/register", &register).await;
+        if answer["error"]["code"] == "link_error" {
+            unlinked += 1;
+            continue;
+        }
+        assert_eq!(status, StatusCode::CREATED, "seed {seed}: {answer}");
+        for call in &calls {
+            let mut body = call.clone();
+            body["module_name"] = json!(name);
+            ask_both_at(&interpreter, &compiled, "/execute", &body).await;
+            executed += 1;
+        }
+        let create = json!({"wasm_base64": code, "host_modules": [host_name]});
+        instance_calls += on_instances_of_both(&interpreter, &compiled, &create, &calls).await;
+    }
+    eprintln!(
+        "{graphs} link graphs ({importing} import from their host, {unlinked} refused as link_error): {one_shot} \
+         one-shot calls ({interpreted} on the \
+         interpreter; {ran} ran, {ran_linked} of them importing, {trapped} trapped, {refused} \
+         refused), {executed} by name, {instance_calls} on instances"
+    );
+    assert!(graphs >= GRAPHS * 3 / 4, "wasm-smith made only {graphs} of {GRAPHS} graphs");
+    assert!(importing * 2 >= graphs, "only {importing} of {graphs} modules import");
+    assert!(
+        interpreted * 2 >= one_shot,
+        "only {interpreted} of {one_shot} calls ran on the interpreter"
+    );
+    assert!(
+        ran >= 30 && ran_linked >= 20 && trapped >= 10 && refused >= 5,
+        "ran {ran} ({ran_linked} linked), trapped {trapped}, refused {refused}"
+    );
+    assert!(instance_calls >= 100, "only {instance_calls} calls on instances");
+    assert!(
+        unlinked >= 5 && unlinked * 4 <= graphs,
+        "{unlinked} of {graphs} graphs refused as link_error"
     );
 }

@@ -263,12 +263,22 @@ fn corpus() -> Vec<Value> {
 /// Sends `body` to `POST /` of both servers, checks that the answers agree
 /// where they must, and returns the interpreter's status and both answers.
 pub(crate) async fn ask_both(interpreter: &TestApp, compiled: &TestApp, body: &Value) -> (StatusCode, Value, Value) {
-    let (status_i, answer_i) = interpreter.post("/", body).await;
-    let (status_c, answer_c) = compiled.post("/", body).await;
+    ask_both_at(interpreter, compiled, "/", body).await
+}
+
+/// [`ask_both`] of a `POST` to `path`.
+pub(crate) async fn ask_both_at(
+    interpreter: &TestApp,
+    compiled: &TestApp,
+    path: &str,
+    body: &Value,
+) -> (StatusCode, Value, Value) {
+    let (status_i, answer_i) = interpreter.post(path, body).await;
+    let (status_c, answer_c) = compiled.post(path, body).await;
     assert_eq!(
         comparable(status_i, &answer_i),
         comparable(status_c, &answer_c),
-        "the tiers disagree on {body}:\ninterpreter: {answer_i}\ncompiled: {answer_c}"
+        "the tiers disagree on {path} {body}:\ninterpreter: {answer_i}\ncompiled: {answer_c}"
     );
     (status_i, answer_i, answer_c)
 }
