@@ -41,6 +41,12 @@ impl std::ops::Deref for AppState {
 }
 
 /// What [`AppState`] shares.
+///
+/// Aligned to 128 bytes, so that the `Arc`'s counts, which axum's clone of
+/// the state writes on every request on every core, are not on the line
+/// (or its neighbour, which x86 fetches along) that every handler reads
+/// these fields from.
+#[repr(align(128))]
 pub struct Shared {
     pub engine: WasmEngine,
     pub registry: Arc<Registry>,
