@@ -519,7 +519,9 @@ async fn random_link_graphs_answer_alike_on_both_tiers() {
     // Graphs refused for an import of the wrong type or name.
     let mut unlinked = 0;
     for seed in 0..GRAPHS {
-        let Some(host) = module(HOST_SEEDS + seed) else { continue };
+        let Some(host) = module(HOST_SEEDS + seed) else {
+            continue;
+        };
         let host_name = format!("host{seed}");
         let register = json!({"module_name": host_name, "wasm_base64": base64(&host)});
         let (status, answer, _) = ask_both_at(&interpreter, &compiled, "/register", &register).await;
@@ -577,7 +579,10 @@ async fn random_link_graphs_answer_alike_on_both_tiers() {
          interpreter; {ran} ran, {ran_linked} of them importing, {trapped} trapped, {refused} \
          refused), {executed} by name, {instance_calls} on instances"
     );
-    assert!(graphs >= GRAPHS * 3 / 4, "wasm-smith made only {graphs} of {GRAPHS} graphs");
+    assert!(
+        graphs >= GRAPHS * 3 / 4,
+        "wasm-smith made only {graphs} of {GRAPHS} graphs"
+    );
     assert!(importing * 2 >= graphs, "only {importing} of {graphs} modules import");
     assert!(
         interpreted * 2 >= one_shot,
