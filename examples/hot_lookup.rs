@@ -1,9 +1,11 @@
 //! How many lookups, and calls, of a hot registered module threads make
 //! per second together, each thread in a loop on the same module:
-//! - `lookup`: `Registry::compiled_now`, the name-to-compiled-module step
-//!   of every `/execute`. It used to write cache lines every core shares
-//!   (the index's read lock, the compile cache's mutex and LRU list) and
-//!   now reads a memo per thread (`per_thread::Memo`);
+//! - `lookup`: `Registry::with_compiled_now`, the name-to-compiled-module
+//!   step of every `/execute`. It used to write cache lines every core
+//!   shares (the index's read lock, the compile cache's mutex and LRU
+//!   list), then read a memo per thread (`per_thread::Memo`) but still
+//!   wrote the module's count, and now borrows the module the thread
+//!   called last (`engine::hot`);
 //! - `call`: that step and the call itself, as `/execute` makes it without
 //!   awaiting (`WasmEngine::run_now` of `double(21)` on a kept instance).
 //!
@@ -49,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(registry.compiled_now("double").is_some(), "not compiled in memory");
 
     let lookup = || {
-        std::hint::black_box(registry.compiled_now(std::hint::black_box("double")));
+        std::hint::black_box(registry.with_compiled_now(std::hint::black_box("double"), |m| m.sha256()[0]));
     };
     let params = [serde_json::value::to_raw_value(&21)?];
     let limits = settings.engine().limits;
@@ -66,23 +68,27 @@ async fn main() -> anyhow::Result<()> {
     // the usual way (on a fiber, leaving one kept): a thread's first call.
     let later = AtomicU64::new(0);
     let call = || {
-        let root = registry.compiled_now("double").expect("compiled");
-        let outcome = match engine.run_now(&root, &CodeLabel(Some("double")), &spec()) {
-            Now::Done(done) => done,
-            Now::Later(_) => {
-                later.fetch_add(1, Ordering::Relaxed);
-                let code = Code {
-                    root,
-                    root_label: "module `double`".into(),
-                    graph: Vec::new(),
+        registry
+            .with_compiled_now("double", |root| {
+                let outcome = match engine.run_now(root, &CodeLabel(Some("double")), &spec()) {
+                    Now::Done(done) => done,
+                    Now::Later(_) => {
+                        later.fetch_add(1, Ordering::Relaxed);
+                        let code = Code {
+                            root: root.clone(),
+                            root_label: "module `double`".into(),
+                            graph: Vec::new(),
+                        };
+                        let mut kept = KeptInstance::default();
+                        futures::executor::block_on(engine.run(&code, limits, None, spec(), &mut kept))
+                    }
                 };
-                futures::executor::block_on(engine.run(&code, limits, None, spec(), &mut KeptInstance::default()))
-            }
-        };
-        match outcome {
-            Ok(outcome) => assert_eq!(outcome.results[0].get(), "42"),
-            Err(failure) => panic!("the call failed: {:?}", failure.error),
-        }
+                match outcome {
+                    Ok(outcome) => assert_eq!(outcome.results[0].get(), "42"),
+                    Err(failure) => panic!("the call failed: {:?}", failure.error),
+                }
+            })
+            .expect("compiled");
     };
     let steps: [(&str, &(dyn Fn() + Sync)); 2] = [("lookups", &lookup), ("calls", &call)];
     for (what, step) in steps {

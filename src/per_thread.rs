@@ -150,8 +150,8 @@ impl<K, V> Memo<K, V> {
     }
 
     /// The version to remember an answer under: read it before looking
-    /// the answer up.
-    fn version(&self) -> u64 {
+    /// the answer up. It changes whenever what the answers come from does.
+    pub fn version(&self) -> u64 {
         self.version.0.load(Ordering::Acquire)
     }
 

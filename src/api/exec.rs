@@ -333,23 +333,46 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
     if ready.runs.is_some() || ready.checked.wasi.is_some() {
         return None;
     }
-    // The module's `Arc` taken out of the cache is moved into `found` when
-    // the call goes on to `run`, not cloned beside it: on many cores every
-    // clone and drop of it moves one cache line between them.
+    // The module is borrowed for the call, not counted (see
+    // `engine::hot`); only a call that goes on to `run` clones its `Arc`
+    // into `found`.
     let Ready {
-        source, checked, found, ..
+        source,
+        checked,
+        found,
+        started,
+        ..
     } = ready;
-    let (root, name, digest) = match source {
-        Source::Registered(name) => (app.registry.compiled_now(name)?, Some(name.as_str()), None),
-        Source::Inline { wasm, host_modules } if host_modules.is_empty() => match app.engine.cached_inline(wasm) {
-            (Some(root), digest) => (root, None, digest),
-            missed => {
-                found.inline = Some(missed);
-                return None;
+    match source {
+        Source::Registered(name) => app.registry.with_compiled_now(name, |root| {
+            call_now(app, root, Some(name), None, checked, found, *started)
+        })?,
+        Source::Inline { wasm, host_modules } if host_modules.is_empty() => {
+            match app.engine.with_cached_inline(wasm, |root, digest| {
+                call_now(app, root, None, Some(digest), checked, found, *started)
+            }) {
+                Ok(answer) => answer,
+                Err(digest) => {
+                    found.inline = Some((None, digest));
+                    None
+                }
             }
-        },
-        _ => return None,
-    };
+        }
+        _ => None,
+    }
+}
+
+/// [`run_now`] on the module it found, `root` (registered as `name`, or
+/// inline code with this `digest`).
+fn call_now(
+    app: &AppState,
+    root: &Arc<CompiledModule>,
+    name: Option<&str>,
+    digest: Option<Sha256Digest>,
+    checked: &Checked,
+    found: &mut Found,
+    started: Instant,
+) -> Option<ApiResult<ExecResponse>> {
     let Checked {
         endpoint,
         limits,
@@ -360,13 +383,13 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
         Ok(spec) => spec,
         Err(error) => return Some(Err(error)),
     };
-    let result = match app.engine.run_now(&root, &CodeLabel(name), &spec) {
+    let result = match app.engine.run_now(root, &CodeLabel(name), &spec) {
         Now::Done(result) => result,
         Now::Later(armed_at) => {
             found.armed_at = armed_at;
             match name {
-                Some(_) => found.registered = Some(root),
-                None => found.inline = Some((Some(root), digest)),
+                Some(_) => found.registered = Some(Arc::clone(root)),
+                None => found.inline = Some((Some(Arc::clone(root)), digest)),
             }
             return None;
         }
@@ -375,7 +398,7 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
         compile: Some(CacheOutcome::Cached),
         modules: ModulesRan::of(name.unwrap_or(INLINE_NAME), root.sha256_hex(), []),
     };
-    Some(call.respond(result, ran, ready.started, &app.metrics, *endpoint))
+    Some(call.respond(result, ran, started, &app.metrics, *endpoint))
 }
 
 /// Runs the checked call `runs` times, each on a fresh instance of the

@@ -231,9 +231,19 @@ impl CompileCache {
 
     pub(crate) fn hit(&self, module: Option<Arc<CompiledModule>>) -> Option<Arc<CompiledModule>> {
         if module.is_some() {
-            self.counters.hits.add(1);
+            self.count_hit();
         }
         module
+    }
+
+    pub(crate) fn count_hit(&self) {
+        self.counters.hits.add(1);
+    }
+
+    /// Changes whenever an entry is added or leaves: read it before
+    /// [`Self::get`], to know later whether what it found is still current.
+    pub(crate) fn version(&self) -> u64 {
+        self.recent.version()
     }
 
     pub(crate) fn get(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
@@ -511,13 +521,19 @@ fn finish(
     })
 }
 
+/// A module returning `n` from its export `f`, compiled for a unit test.
+#[cfg(test)]
+pub(crate) fn returning(engine: &wasmtime::Engine, n: i32) -> Arc<CompiledModule> {
+    let wasm = wat::parse_str(format!(r#"(module (func (export "f") (result i32) (i32.const {n})))"#)).unwrap();
+    let module = Module::new(engine, &wasm).unwrap();
+    Arc::new(finish(&Linker::new(engine), sha256(&wasm), wasm.len(), module, true).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use wasmtime::{Linker, Module};
-
-    use super::{CompileCache, CompiledModule, finish, headers, headers_but_types, sha256};
+    use super::{CompileCache, headers, headers_but_types, returning};
 
     fn stateless(wat: &str) -> bool {
         headers(&wat::parse_str(wat).unwrap()).stateless()
@@ -565,13 +581,7 @@ mod tests {
     #[test]
     fn a_module_dropped_from_the_cache_is_not_found_though_remembered() {
         let engine = wasmtime::Engine::default();
-        let linker = Linker::new(&engine);
-        let compiled = |n: i32| -> Arc<CompiledModule> {
-            let wasm = wat::parse_str(format!(r#"(module (func (export "f") (result i32) (i32.const {n})))"#)).unwrap();
-            let module = Module::new(&engine, &wasm).unwrap();
-            Arc::new(finish(&linker, sha256(&wasm), wasm.len(), module, true).unwrap())
-        };
-        let (a, b) = (compiled(1), compiled(2));
+        let (a, b) = (returning(&engine, 1), returning(&engine, 2));
         let cache = CompileCache::new(1, usize::MAX, 1);
         cache.insert(a.clone());
         for _ in 0..2 {

@@ -38,6 +38,7 @@ pub mod error;
 pub mod exec;
 pub mod fncache;
 pub mod funcs;
+mod hot;
 mod inline_hash;
 pub mod instance;
 pub mod interp;
@@ -112,6 +113,9 @@ pub struct WasmEngine {
 
 struct Inner {
     engine: wasmtime::Engine,
+    /// Tells this engine's modules from other engines' in a thread's
+    /// [`hot`] hold.
+    id: hot::EngineId,
     settings: EngineSettings,
     cache: compile::CompileCache,
     /// Hex SHA-256 of the engine's compatibility hash: artifacts made by an
@@ -160,6 +164,7 @@ impl WasmEngine {
         Ok(WasmEngine {
             inner: Arc::new(Inner {
                 engine,
+                id: hot::EngineId::new(),
                 settings,
                 cache,
                 compatibility_hash,
@@ -219,6 +224,20 @@ impl WasmEngine {
     /// The compiled module with this hash, if the cache has it.
     pub fn cached(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
         self.inner.cache.hit(self.inner.cache.get(sha))
+    }
+
+    /// `f` of the compiled module with this hash, if the cache has it (a
+    /// hit, counted as one): the call path's [`Self::cached`], which
+    /// borrows the module from the thread's hold when the thread called
+    /// it last, so that a hot module's calls write no count every core
+    /// calling it writes (see [`hot`]).
+    pub fn with_cached<R>(&self, sha: &Sha256Digest, f: impl FnOnce(&Arc<CompiledModule>) -> R) -> Option<R> {
+        let cache = &self.inner.cache;
+        // Read before the cache is looked up (see `hot::with`).
+        let version = cache.version();
+        let answer = hot::with(self.inner.id, version, sha, || cache.get(sha), f)?;
+        cache.count_hit();
+        Some(answer)
     }
 
     /// Whether the compile cache holds the module with this hash (without
@@ -473,6 +492,25 @@ impl WasmEngine {
             inline_hash::remember(wasm, sha);
         }
         (cached, Some(sha))
+    }
+
+    /// [`Self::cached_inline`] for the call path: `f` of the compiled form
+    /// of inline `wasm` and its SHA-256, borrowed as [`Self::with_cached`]
+    /// does; on a miss, the hash when it was worked out.
+    pub fn with_cached_inline<R>(
+        &self,
+        wasm: &[u8],
+        f: impl FnOnce(&Arc<CompiledModule>, Sha256Digest) -> R,
+    ) -> Result<R, Option<Sha256Digest>> {
+        if self.inner.settings.tier == TierMode::Interpreter {
+            return Err(None);
+        }
+        let (sha, recalled) = inline_hash::hash(wasm);
+        let answer = self.with_cached(&sha, |root| f(root, sha)).ok_or(Some(sha))?;
+        if !recalled {
+            inline_hash::remember(wasm, sha);
+        }
+        Ok(answer)
     }
 
     /// Whether the tier setting and the code send inline `wasm` (whose

@@ -495,15 +495,26 @@ impl Registry {
     /// looked up in the calling thread's memo first, not under the index's
     /// lock, which every core would write (see [`crate::per_thread`]).
     pub fn compiled_now(&self, name: &str) -> Option<Arc<CompiledModule>> {
-        let digest = self
-            .recent
+        self.engine.cached(&self.digest_now(name)?)
+    }
+
+    /// [`Self::compiled_now`] for the call path: `f` of the module,
+    /// borrowed from the thread's hold when the thread called it last
+    /// (see [`WasmEngine::with_cached`]).
+    pub fn with_compiled_now<R>(&self, name: &str, f: impl FnOnce(&Arc<CompiledModule>) -> R) -> Option<R> {
+        self.engine.with_cached(&self.digest_now(name)?, f)
+    }
+
+    /// The digest of `name` when it is in the index and links nothing,
+    /// from the calling thread's memo when it can.
+    fn digest_now(&self, name: &str) -> Option<Sha256Digest> {
+        self.recent
             .answer(name, Some, || {
                 let entry = self.entry(name)?;
                 let digest = entry.record.host_modules.is_empty().then_some(entry.digest);
                 Some((digest, digest))
             })
-            .flatten()?;
-        self.engine.cached(&digest)
+            .flatten()
     }
 
     async fn compile_entry(
