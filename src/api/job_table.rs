@@ -108,6 +108,12 @@ pub struct Jobs {
     table: Mutex<HashMap<String, Live>>,
     /// Each client's finished jobs this process recorded, oldest first.
     finished: Mutex<HashMap<ClientId, VecDeque<String>>>,
+    /// Held by a job while it finishes (its last record stored, then the
+    /// oldest finished jobs forgotten): one at a time, so that jobs are
+    /// recorded as finished in the order they finished, and none is
+    /// forgotten while its last record is still being stored (which
+    /// would store it again).
+    pub(super) finishing: tokio::sync::Mutex<()>,
 }
 
 pub(super) struct Live {
@@ -124,6 +130,7 @@ impl Jobs {
             running: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             table: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashMap::new()),
+            finishing: tokio::sync::Mutex::new(()),
         }
     }
 

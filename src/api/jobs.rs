@@ -177,6 +177,10 @@ fn spawn_runner(app: &AppState, id: String, work: Work, client: ClientId) {
         })
         .await;
         let (status, result) = run(&app, &id, work, &client).await;
+        // A job that finished later used to be recorded first when its
+        // last record was stored sooner, and then the wrong job was the
+        // oldest (see `Jobs::finishing`).
+        let _finishing = app.jobs.finishing.lock().await;
         update(&app, &id, |r| {
             finish(r, status);
             r.result = result;
