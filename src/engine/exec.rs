@@ -663,7 +663,7 @@ impl Target<'_> {
         let mut scope = RootScope::new(&mut *self.store);
         let mut results = vec![Val::I32(0); ty.results().len()];
         let sync = self.module.sync_first()?;
-        let outcome = match store::call_now(&mut scope, func, &params, &mut results, sync)? {
+        let outcome = match store::call_now(&mut scope, func, Some(&ty), &params, &mut results, sync)? {
             Ok(()) => Ok(returned(&mut scope, &results)),
             Err(e) => {
                 store::drop_uncaught(&mut scope, &e);

@@ -194,7 +194,7 @@ pub(crate) async fn call(
 ) -> wasmtime::Result<()> {
     let mut ctx = store.as_context_mut();
     if let Some(sync) = sync.filter(|sync| sync.now()) {
-        match call_now(&mut ctx, func, params, results, sync) {
+        match call_now(&mut ctx, func, None, params, results, sync) {
             Some(done) => return done,
             None => {
                 let fuel = ctx.data().armed_fuel;
@@ -212,17 +212,22 @@ pub(crate) async fn call(
 /// let begin so and that may run the call again from the start: `None`
 /// when the epoch moved while it ran (counted in [`sync_reruns`], and
 /// remembered in `sync`); the store's fuel and epoch deadline are then the
-/// abandoned attempt's, to be armed again.
+/// abandoned attempt's, to be armed again. `ty`, when the caller has it,
+/// is `func`'s type (see [`call_numbers`]).
 pub(crate) fn call_now(
     mut store: impl wasmtime::AsContextMut<Data = StoreState>,
     func: wasmtime::Func,
+    ty: Option<&wasmtime::FuncType>,
     params: &[wasmtime::Val],
     results: &mut [wasmtime::Val],
     sync: &SyncFirst,
 ) -> Option<wasmtime::Result<()>> {
     let mut ctx = store.as_context_mut();
     ctx.data_mut().sync_call = true;
-    let first = func.call(&mut ctx, params, results);
+    let first = match ty {
+        Some(ty) if numbers_only(ty, params, results.len()) => call_numbers(&mut ctx, func, ty, params, results),
+        _ => func.call(&mut ctx, params, results),
+    };
     ctx.data_mut().sync_call = false;
     match first {
         Err(e) if e.is::<MustYield>() => {
@@ -232,6 +237,100 @@ pub(crate) fn call_now(
         }
         done => Some(done),
     }
+}
+
+/// Whether `params` are values of `ty`'s params, and `ty`'s params and
+/// its `results` results are all numbers (no references).
+fn numbers_only(ty: &wasmtime::FuncType, params: &[wasmtime::Val], results: usize) -> bool {
+    use wasmtime::{Val, ValType};
+    ty.params().len() == params.len()
+        && ty.results().len() == results
+        && ty.params().zip(params).all(|(ty, val)| {
+            matches!(
+                (ty, val),
+                (ValType::I32, Val::I32(_))
+                    | (ValType::I64, Val::I64(_))
+                    | (ValType::F32, Val::F32(_))
+                    | (ValType::F64, Val::F64(_))
+                    | (ValType::V128, Val::V128(_))
+            )
+        })
+        && ty.results().all(|ty| {
+            matches!(
+                ty,
+                ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64 | ValType::V128
+            )
+        })
+}
+
+/// Parameters and results of a call of numbers passed on the stack; more
+/// take a vector.
+const RAW_ON_STACK: usize = 16;
+
+/// `func.call` of a function of numbers only, through
+/// `Func::call_unchecked` with the type the caller already holds.
+///
+/// Why: `Func::call` loads the function's type from the engine's type
+/// registry twice per call (to check the arguments, then to read the
+/// results), and each load takes the registry's read lock, clones the
+/// `Engine` and counts a reference to the type: some sixteen atomic
+/// writes per call on cache lines every core calling any module shares,
+/// which kept two threads' calls from adding up (docs/BENCHMARKS.md).
+fn call_numbers(
+    ctx: &mut wasmtime::StoreContextMut<'_, StoreState>,
+    func: wasmtime::Func,
+    ty: &wasmtime::FuncType,
+    params: &[wasmtime::Val],
+    results: &mut [wasmtime::Val],
+) -> wasmtime::Result<()> {
+    use wasmtime::{Val, ValRaw, ValType};
+    // The check `call_unchecked` leaves out, made where it costs nothing
+    // that counts: in debug builds, that is in every test.
+    debug_assert!(func.matches_ty(&*ctx, ty), "a call's type is not its function's");
+    let len = params.len().max(results.len());
+    let mut on_stack = [ValRaw::i32(0); RAW_ON_STACK];
+    let mut on_heap = Vec::new();
+    let raw: &mut [ValRaw] = if len <= RAW_ON_STACK {
+        &mut on_stack[..len]
+    } else {
+        on_heap.resize(len, ValRaw::i32(0));
+        &mut on_heap
+    };
+    for (slot, val) in raw.iter_mut().zip(params) {
+        *slot = match *val {
+            Val::I32(v) => ValRaw::i32(v),
+            Val::I64(v) => ValRaw::i64(v),
+            Val::F32(bits) => ValRaw::f32(bits),
+            Val::F64(bits) => ValRaw::f64(bits),
+            Val::V128(v) => ValRaw::v128(v.as_u128()),
+            _ => unreachable!("numbers_only admits numbers only"),
+        };
+    }
+    // SAFETY: `call_unchecked`'s contract, point by point:
+    // - `raw` is a valid slice with room for every param and every result
+    //   (`len` is the larger count);
+    // - it holds the params, each of its type: `numbers_only` checked
+    //   them against `ty`, which is `func`'s own type (the caller's
+    //   `CompiledModule` recorded it for this export; the debug assertion
+    //   above checks it in every test);
+    // - no param or result is a reference, so none needs rooting or
+    //   tracing by the store;
+    // - the call is not made from within a `call_async` (nor from any host
+    //   function): this is the synchronous attempt a worker thread makes
+    //   before any fiber exists for the call, as `func.call` was, which
+    //   checks that too.
+    unsafe { func.call_unchecked(&mut *ctx, raw as *mut [ValRaw]) }?;
+    for ((slot, raw), ty) in results.iter_mut().zip(raw.iter()).zip(ty.results()) {
+        *slot = match ty {
+            ValType::I32 => Val::I32(raw.get_i32()),
+            ValType::I64 => Val::I64(raw.get_i64()),
+            ValType::F32 => Val::F32(raw.get_f32()),
+            ValType::F64 => Val::F64(raw.get_f64()),
+            ValType::V128 => Val::V128(raw.get_v128().into()),
+            _ => unreachable!("numbers_only admits numbers only"),
+        };
+    }
+    Ok(())
 }
 
 /// How many times a module's calls are sent onto a fiber from the start
@@ -295,7 +394,85 @@ pub(crate) fn fuel_used(store: &Store<StoreState>) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{SYNC_SKIPS, SyncFirst, allow_sync_calls};
+    use super::{SYNC_SKIPS, SyncFirst, allow_sync_calls, arm, call_numbers, new_store, numbers_only};
+    use crate::engine::limits::ExecLimits;
+    use wasmtime::{AsContextMut, V128, Val};
+
+    /// A call of numbers made unchecked answers, bit for bit, what
+    /// `Func::call` answers (NaN payloads, -0, i64 extremes, v128); a
+    /// function of references is not made so.
+    #[test]
+    fn a_call_of_numbers_answers_what_func_call_answers() {
+        let mut config = wasmtime::Config::new();
+        config.consume_fuel(true).epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let wasm = wat::parse_str(
+            r#"(module
+                 (func (export "swap") (param i32 i64 f32 f64 v128) (result v128 f64 f32 i64 i32)
+                   local.get 4 local.get 3 local.get 2 local.get 1 local.get 0)
+                 (func (export "div") (param i32 i32) (result i32) (i32.div_s (local.get 0) (local.get 1)))
+                 (func (export "refs") (param externref) (result externref) local.get 0))"#,
+        )
+        .unwrap();
+        let module = wasmtime::Module::new(&engine, &wasm).unwrap();
+        let limits = ExecLimits {
+            fuel: 1_000_000,
+            timeout_ms: 10_000,
+            memory_bytes: 1 << 20,
+            table_elements: 1000,
+        };
+        let mut store = new_store(&engine, &limits, None);
+        arm(&mut store, &limits);
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let swap = instance.get_func(&mut store, "swap").unwrap();
+        let ty = swap.ty(&store);
+        let params = [
+            Val::I32(i32::MIN),
+            Val::I64(i64::MAX),
+            Val::F32(0xffc0_0001),
+            Val::F64(1 << 63),
+            Val::V128(V128::from(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210)),
+        ];
+        assert!(numbers_only(&ty, &params, 5));
+        let (mut checked, mut unchecked) = (vec![Val::I32(0); 5], vec![Val::I32(0); 5]);
+        swap.call(&mut store, &params, &mut checked).unwrap();
+        call_numbers(&mut store.as_context_mut(), swap, &ty, &params, &mut unchecked).unwrap();
+        let bits = |vals: &[Val]| -> Vec<u128> {
+            vals.iter()
+                .map(|v| match *v {
+                    Val::I32(x) => x as u32 as u128,
+                    Val::I64(x) => x as u64 as u128,
+                    Val::F32(x) => x as u128,
+                    Val::F64(x) => x as u128,
+                    Val::V128(x) => x.as_u128(),
+                    _ => panic!("not a number"),
+                })
+                .collect()
+        };
+        assert_eq!(bits(&unchecked), bits(&checked));
+        assert_eq!(bits(&unchecked)[4], i32::MIN as u32 as u128);
+        // A trap is the same error.
+        let div = instance.get_func(&mut store, "div").unwrap();
+        let div_ty = div.ty(&store);
+        let mut out = [Val::I32(0)];
+        let trap = call_numbers(
+            &mut store.as_context_mut(),
+            div,
+            &div_ty,
+            &[Val::I32(1), Val::I32(0)],
+            &mut out,
+        )
+        .unwrap_err();
+        assert_eq!(
+            trap.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::IntegerDivisionByZero)
+        );
+        // Params of the wrong type, or references, are not for it.
+        assert!(!numbers_only(&div_ty, &[Val::I64(1), Val::I32(0)], 1));
+        assert!(!numbers_only(&div_ty, &[Val::I32(1)], 1));
+        let refs = instance.get_func(&mut store, "refs").unwrap();
+        assert!(!numbers_only(&refs.ty(&store), &[Val::ExternRef(None)], 1));
+    }
 
     #[test]
     fn a_module_whose_call_ran_long_begins_its_next_calls_on_a_fiber() {
