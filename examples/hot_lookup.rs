@@ -48,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
     registry
         .insert("double", wasm, *compiled.sha256(), Some(&compiled), Vec::new(), None)
         .await?;
-    anyhow::ensure!(registry.compiled_now("double").is_some(), "not compiled in memory");
+    anyhow::ensure!(
+        registry.with_compiled_now("double", |_| ()).is_some(),
+        "not compiled in memory"
+    );
 
     let lookup = || {
         std::hint::black_box(registry.with_compiled_now(std::hint::black_box("double"), |m| m.sha256()[0]));

@@ -163,7 +163,7 @@ struct Found {
     /// ([`crate::engine::WasmEngine::cached_inline`]).
     inline: Option<(Option<Arc<CompiledModule>>, Option<Sha256Digest>)>,
     /// A registered module found compiled, linking nothing
-    /// ([`crate::registry::Registry::compiled_now`]).
+    /// ([`crate::registry::Registry::with_compiled_now`]).
     registered: Option<Arc<CompiledModule>>,
     /// When the call's budget was armed, if it began to run: run again, it
     /// keeps its time limit from then.

@@ -41,8 +41,9 @@ pub(crate) fn compiled_weight(image: std::ops::Range<*const u8>, binary_bytes: u
 /// A validated, compiled module, shared by every execution that uses it.
 ///
 /// Aligned to 128 bytes, so that the counts of the `Arc` it is shared in,
-/// which every call of it writes (a lookup upgrades the thread's `Weak`),
-/// are on a line of their own, away from the fields every call reads.
+/// which a call writes when its thread did not call the module last (the
+/// memo's `Weak` upgraded; see `engine::hot`), are on a line of their own,
+/// away from the fields every call reads.
 #[repr(align(128))]
 pub struct CompiledModule {
     sha256: Sha256Digest,

@@ -24,9 +24,9 @@ use super::compile::{CompiledModule, Sha256Digest};
 
 /// A module held by a thread, and what it must match to be handed out.
 struct Held {
-    /// The engine's [`EngineId`]: a module runs only in its own engine's
-    /// stores, and tests run several engines in one process.
-    engine: u64,
+    /// A module runs only in its own engine's stores, and tests run
+    /// several engines in one process.
+    engine: EngineId,
     /// The compile cache's version when the module was looked up.
     version: u64,
     digest: Sha256Digest,
@@ -67,7 +67,7 @@ pub(crate) fn with<R>(
         if let Ok(slot) = held.try_borrow()
             && let Some(held) = slot
                 .as_ref()
-                .filter(|h| h.engine == engine.0 && h.version == version && h.digest == *digest)
+                .filter(|h| h.engine == engine && h.version == version && h.digest == *digest)
         {
             return Some(f(&held.module));
         }
@@ -75,7 +75,7 @@ pub(crate) fn with<R>(
         let answer = f(&module);
         if let Ok(mut slot) = held.try_borrow_mut() {
             *slot = Some(Held {
-                engine: engine.0,
+                engine,
                 version,
                 digest: *digest,
                 module,

@@ -152,7 +152,7 @@ pub struct Registry {
     engine: WasmEngine,
     quota: TokenQuota,
     index: RwLock<Index>,
-    /// Each thread's last few names looked up by [`Self::compiled_now`],
+    /// Each thread's last few names looked up by [`Self::with_compiled_now`],
     /// with their digests (`None`: the module links others), forgotten at
     /// every change to the index ([`Self::change_index`]).
     recent: Memo<String, Option<Sha256Digest>>,
@@ -488,33 +488,24 @@ impl Registry {
         Ok(Runnable::Compiled { root, compile, graph })
     }
 
-    /// What [`Self::runnable`] finds for `name` when it can tell without
-    /// awaiting: the module is in the index, compiled in memory (so neither
-    /// a component nor interpreted) and links nothing. `None` when any of
-    /// that is not so; the caller then asks [`Self::runnable`]. The name is
-    /// looked up in the calling thread's memo first, not under the index's
-    /// lock, which every core would write (see [`crate::per_thread`]).
-    pub fn compiled_now(&self, name: &str) -> Option<Arc<CompiledModule>> {
-        self.engine.cached(&self.digest_now(name)?)
-    }
-
-    /// [`Self::compiled_now`] for the call path: `f` of the module,
-    /// borrowed from the thread's hold when the thread called it last
-    /// (see [`WasmEngine::with_cached`]).
+    /// `f` of what [`Self::runnable`] finds for `name` when it can tell
+    /// without awaiting: the module is in the index, compiled in memory (so
+    /// neither a component nor interpreted) and links nothing. `None` when
+    /// any of that is not so; the caller then asks [`Self::runnable`]. The
+    /// name is looked up in the calling thread's memo first, not under the
+    /// index's lock, which every core would write (see
+    /// [`crate::per_thread`]), and the module is borrowed from the thread's
+    /// hold when the thread called it last (see [`WasmEngine::with_cached`]).
     pub fn with_compiled_now<R>(&self, name: &str, f: impl FnOnce(&Arc<CompiledModule>) -> R) -> Option<R> {
-        self.engine.with_cached(&self.digest_now(name)?, f)
-    }
-
-    /// The digest of `name` when it is in the index and links nothing,
-    /// from the calling thread's memo when it can.
-    fn digest_now(&self, name: &str) -> Option<Sha256Digest> {
-        self.recent
+        let digest = self
+            .recent
             .answer(name, Some, || {
                 let entry = self.entry(name)?;
                 let digest = entry.record.host_modules.is_empty().then_some(entry.digest);
                 Some((digest, digest))
             })
-            .flatten()
+            .flatten()?;
+        self.engine.with_cached(&digest, f)
     }
 
     async fn compile_entry(

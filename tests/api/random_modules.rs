@@ -336,13 +336,13 @@ fn param(rng: &mut Rng, ty: ValType) -> Value {
 
 /// The calls made of a module: each exported function twice, with
 /// different params.
-fn calls(seed: u64, wasm: &[u8]) -> Vec<Value> {
+fn calls(seed: u64, shape: Shape) -> Vec<Value> {
     let mut rng = Rng(seed ^ 0x5851_f42d_4c95_7f2d);
     let Shape {
         functions,
         readable_memory: memory,
         ..
-    } = shape(wasm);
+    } = shape;
     let mut calls = Vec::new();
     for (name, params) in functions {
         for _ in 0..2 {
@@ -406,6 +406,48 @@ async fn on_instances_of_both(interpreter: &TestApp, compiled: &TestApp, create:
     answers_i.len() - 1
 }
 
+/// How the one-shot calls went, as the interpreter server answered them
+/// (the compiled server answered the same, or the call failed the test).
+#[derive(Default)]
+struct OneShots {
+    calls: usize,
+    ran: usize,
+    trapped: usize,
+    refused: usize,
+    interpreted: usize,
+}
+
+impl OneShots {
+    fn count(&mut self, status: StatusCode, answer: &Value) {
+        self.calls += 1;
+        match status {
+            StatusCode::OK => self.ran += 1,
+            _ if answer["error"]["code"] == "trap" => self.trapped += 1,
+            _ => self.refused += 1,
+        }
+        if tier_of(answer).as_deref() == Some("interpreter") {
+            self.interpreted += 1;
+        }
+    }
+
+    /// That most calls ran on the interpreter, and that at least this
+    /// many ran, trapped and were refused.
+    fn assert_reached(&self, ran: usize, trapped: usize, refused: usize) {
+        let OneShots { calls, interpreted, .. } = *self;
+        assert!(
+            interpreted * 2 >= calls,
+            "only {interpreted} of {calls} calls ran on the interpreter"
+        );
+        assert!(
+            self.ran >= ran && self.trapped >= trapped && self.refused >= refused,
+            "ran {}, trapped {}, refused {}",
+            self.ran,
+            self.trapped,
+            self.refused
+        );
+    }
+}
+
 fn base64(wasm: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(wasm)
@@ -415,8 +457,8 @@ fn base64(wasm: &[u8]) -> String {
 async fn random_modules_answer_alike_on_both_tiers() {
     let interpreter = server(TierMode::Interpreter).await;
     let compiled = server(TierMode::Compiled).await;
-    let (mut made, mut one_shot, mut interpreted, mut ran, mut trapped, mut refused) = (0, 0, 0, 0, 0, 0);
-    let mut instance_calls = 0;
+    let (mut made, mut instance_calls) = (0, 0);
+    let mut one_shot = OneShots::default();
     // One-shot calls whose answer carried the memory read after them.
     let mut memory_read = 0;
     // Corrupted modules refused as invalid, and those that still ran.
@@ -424,21 +466,13 @@ async fn random_modules_answer_alike_on_both_tiers() {
     for seed in 0..MODULES {
         let Some(wasm) = module(seed) else { continue };
         made += 1;
-        let calls = calls(seed, &wasm);
+        let calls = calls(seed, shape(&wasm));
         let wasm_base64 = base64(&wasm);
         for call in &calls {
             let mut body = call.clone();
             body["wasm_base64"] = json!(wasm_base64);
             let (status, answer_i, answer_c) = ask_both(&interpreter, &compiled, &body).await;
-            one_shot += 1;
-            match status {
-                StatusCode::OK => ran += 1,
-                _ if answer_i["error"]["code"] == "trap" => trapped += 1,
-                _ => refused += 1,
-            }
-            if tier_of(&answer_i).as_deref() == Some("interpreter") {
-                interpreted += 1;
-            }
+            one_shot.count(status, &answer_i);
             if answer_i["memory"].is_array() || answer_i["error"]["memory"].is_array() {
                 memory_read += 1;
             }
@@ -465,8 +499,15 @@ async fn random_modules_answer_alike_on_both_tiers() {
         let create = json!({"wasm_base64": wasm_base64});
         instance_calls += on_instances_of_both(&interpreter, &compiled, &create, &calls).await;
     }
+    let OneShots {
+        calls,
+        ran,
+        trapped,
+        refused,
+        interpreted,
+    } = one_shot;
     eprintln!(
-        "{made} modules: {one_shot} one-shot calls ({interpreted} on the interpreter; {ran} ran, {trapped} \
+        "{made} modules: {calls} one-shot calls ({interpreted} on the interpreter; {ran} ran, {trapped} \
          trapped, {refused} refused; {memory_read} read memory after), {instance_calls} calls on instances; \
          corrupted: {corrupt_refused} refused as invalid, {corrupt_ran} ran"
     );
@@ -476,14 +517,7 @@ async fn random_modules_answer_alike_on_both_tiers() {
         made >= MODULES * 3 / 4,
         "wasm-smith made only {made} of {MODULES} modules"
     );
-    assert!(
-        interpreted * 2 >= one_shot,
-        "only {interpreted} of {one_shot} calls ran on the interpreter"
-    );
-    assert!(
-        ran >= 50 && trapped >= 20 && refused >= 5,
-        "ran {ran}, trapped {trapped}, refused {refused}"
-    );
+    one_shot.assert_reached(50, 20, 5);
     assert!(instance_calls >= 100, "only {instance_calls} calls on instances");
     assert!(memory_read >= 50, "only {memory_read} calls read memory after");
     assert!(
@@ -514,8 +548,8 @@ const WRONG_IMPORTS: usize = 20;
 async fn random_link_graphs_answer_alike_on_both_tiers() {
     let interpreter = server(TierMode::Interpreter).await;
     let compiled = server(TierMode::Compiled).await;
-    let (mut graphs, mut importing, mut one_shot, mut interpreted, mut executed) = (0, 0, 0, 0, 0);
-    let (mut ran, mut trapped, mut refused, mut ran_linked, mut instance_calls) = (0, 0, 0, 0, 0);
+    let (mut graphs, mut importing, mut executed, mut ran_linked, mut instance_calls) = (0, 0, 0, 0, 0);
+    let mut one_shot = OneShots::default();
     // Graphs refused for an import of the wrong type or name.
     let mut unlinked = 0;
     for seed in 0..GRAPHS {
@@ -531,26 +565,19 @@ async fn random_link_graphs_answer_alike_on_both_tiers() {
             continue;
         };
         graphs += 1;
-        let imports = shape(&wasm).imports;
+        let shape = shape(&wasm);
+        let imports = shape.imports;
         if imports {
             importing += 1;
         }
-        let calls = calls(seed, &wasm);
+        let calls = calls(seed, shape);
         let code = base64(&wasm);
         for call in &calls {
             let mut body = call.clone();
             body["wasm_base64"] = json!(code);
             body["host_modules"] = json!([host_name]);
             let (status, answer_i, _) = ask_both(&interpreter, &compiled, &body).await;
-            one_shot += 1;
-            match status {
-                StatusCode::OK => ran += 1,
-                _ if answer_i["error"]["code"] == "trap" => trapped += 1,
-                _ => refused += 1,
-            }
-            if tier_of(&answer_i).as_deref() == Some("interpreter") {
-                interpreted += 1;
-            }
+            one_shot.count(status, &answer_i);
             if status == StatusCode::OK && imports {
                 ran_linked += 1;
             }
@@ -573,25 +600,25 @@ async fn random_link_graphs_answer_alike_on_both_tiers() {
         let create = json!({"wasm_base64": code, "host_modules": [host_name]});
         instance_calls += on_instances_of_both(&interpreter, &compiled, &create, &calls).await;
     }
+    let OneShots {
+        calls,
+        ran,
+        trapped,
+        refused,
+        interpreted,
+    } = one_shot;
     eprintln!(
-        "{graphs} link graphs ({importing} import from their host, {unlinked} refused as link_error): {one_shot} \
-         one-shot calls ({interpreted} on the \
-         interpreter; {ran} ran, {ran_linked} of them importing, {trapped} trapped, {refused} \
-         refused), {executed} by name, {instance_calls} on instances"
+        "{graphs} link graphs ({importing} import from their host, {unlinked} refused as link_error): {calls} \
+         one-shot calls ({interpreted} on the interpreter; {ran} ran, {ran_linked} of them importing, {trapped} \
+         trapped, {refused} refused), {executed} by name, {instance_calls} on instances"
     );
     assert!(
         graphs >= GRAPHS * 3 / 4,
         "wasm-smith made only {graphs} of {GRAPHS} graphs"
     );
     assert!(importing * 2 >= graphs, "only {importing} of {graphs} modules import");
-    assert!(
-        interpreted * 2 >= one_shot,
-        "only {interpreted} of {one_shot} calls ran on the interpreter"
-    );
-    assert!(
-        ran >= 30 && ran_linked >= 20 && trapped >= 10 && refused >= 5,
-        "ran {ran} ({ran_linked} linked), trapped {trapped}, refused {refused}"
-    );
+    one_shot.assert_reached(30, 10, 5);
+    assert!(ran_linked >= 20, "only {ran_linked} calls ran through an import");
     assert!(instance_calls >= 100, "only {instance_calls} calls on instances");
     assert!(
         unlinked >= 5 && unlinked * 4 <= graphs,

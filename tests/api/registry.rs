@@ -70,7 +70,7 @@ async fn deleting_a_module_removes_it() {
 }
 
 /// A name's module is remembered per thread on the hot path
-/// (`Registry::compiled_now`); deleting the name, or registering other
+/// (`Registry::with_compiled_now`); deleting the name, or registering other
 /// code under it, is seen by the very next call, though the old code stays
 /// compiled in memory.
 #[tokio::test]
