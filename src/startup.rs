@@ -143,6 +143,23 @@ impl Application {
         self.addr
     }
 
+    /// The service the listener's connections would be served by, for
+    /// driving the whole API in process (`examples/front_scaling.rs`).
+    /// Its requests need the `ConnectInfo<SocketAddr>` extension that
+    /// [`Application::run_until`] gives each connection's requests.
+    pub fn into_service(
+        self,
+    ) -> impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        self.api.into_service()
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight requests
     /// finish and background compiles keep their artifacts (for up to
     /// [`BACKGROUND_GRACE`]).

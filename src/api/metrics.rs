@@ -21,7 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::sharded::{ShardedCounter, ShardedHistogram};
 use crate::engine::CacheStats;
-use crate::per_thread::Padded;
+use crate::per_thread::{Padded, SHARDS, shard};
 
 /// Labels of `wasm_exec_http_requests`. All `'static`: counting a request
 /// allocates nothing.
@@ -99,9 +99,9 @@ pub struct Metrics {
     fuel: ShardedCounter,
     /// Process-unique prefix of generated request ids.
     id_prefix: String,
-    /// On a line of its own: every request adds to it, and the fields
-    /// beside it are read on every request.
-    next_id: Padded<AtomicU64>,
+    /// The next request id's count, per thread (see [`Metrics::request_id`]),
+    /// each cell on a line of its own.
+    next_ids: [Padded<AtomicU64>; SHARDS],
 }
 
 /// A request method as its label.
@@ -187,15 +187,20 @@ impl Metrics {
             ok,
             fuel: ShardedCounter::default(),
             id_prefix: format!("{:08x}", uuid::Uuid::new_v4().as_u128() as u32),
-            next_id: Padded(AtomicU64::new(1)),
+            next_ids: Default::default(),
         }
     }
 
     /// A new request id: unique within this process and, by its random
-    /// prefix, across restarts. A counter, not a random UUID per request,
-    /// because it costs one atomic add.
+    /// prefix, across restarts. A count, not a random UUID per request,
+    /// because it costs one atomic add; and the add is to the calling
+    /// thread's own cell (`per_thread::shard`), not to one counter every
+    /// core writes. Cell `s`'s `k`-th id is `k * SHARDS + s + 1`, so no two
+    /// cells make the same number, and one thread's ids still rise.
     pub fn request_id(&self) -> String {
-        let n = self.next_id.0.fetch_add(1, Ordering::Relaxed);
+        let cell = shard();
+        let k = self.next_ids[cell].0.fetch_add(1, Ordering::Relaxed);
+        let n = k * SHARDS as u64 + cell as u64 + 1;
         // `{prefix}-{n:010}`, written without a formatter.
         let mut digits = itoa::Buffer::new();
         let digits = digits.format(n);
@@ -417,19 +422,39 @@ mod tests {
     }
 
     /// Generated ids are the process prefix, a dash and the count padded to
-    /// ten digits, as `format!("{prefix}-{n:010}")` writes them.
+    /// ten digits, as `format!("{prefix}-{n:010}")` writes them; a thread's
+    /// count steps by the number of cells.
     #[test]
     fn request_ids_are_the_prefix_and_a_padded_count() {
+        use crate::per_thread::{SHARDS, shard};
         let metrics = super::Metrics::new(&[]);
+        let cell = shard();
         let first = metrics.request_id();
         let (prefix, count) = first.split_once('-').unwrap();
         assert_eq!(prefix.len(), 8, "{first}");
-        assert_eq!(count, "0000000001");
-        assert_eq!(metrics.request_id(), format!("{prefix}-0000000002"));
-        metrics
-            .next_id
+        assert_eq!(count, format!("{:010}", cell + 1));
+        assert_eq!(metrics.request_id(), format!("{prefix}-{:010}", SHARDS + cell + 1));
+        metrics.next_ids[cell]
             .0
-            .store(12_345_678_901, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(metrics.request_id(), format!("{prefix}-12345678901"));
+            .store(1_000_000_000, std::sync::atomic::Ordering::Relaxed);
+        let big = 1_000_000_000 * SHARDS as u64 + cell as u64 + 1;
+        assert_eq!(metrics.request_id(), format!("{prefix}-{big}"));
+    }
+
+    /// Threads that count in cells of their own (or share one, past
+    /// `SHARDS` threads) never make the same id.
+    #[test]
+    fn request_ids_made_on_many_threads_are_all_different() {
+        let metrics = super::Metrics::new(&[]);
+        let threads = crate::per_thread::SHARDS + 4;
+        let ids: Vec<String> = std::thread::scope(|scope| {
+            let made: Vec<_> = (0..threads)
+                .map(|_| scope.spawn(|| (0..500).map(|_| metrics.request_id()).collect::<Vec<_>>()))
+                .collect();
+            made.into_iter().flat_map(|m| m.join().unwrap()).collect()
+        });
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(ids.len(), threads * 500);
+        assert_eq!(distinct.len(), ids.len(), "some request ids were made twice");
     }
 }

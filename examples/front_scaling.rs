@@ -1,0 +1,152 @@
+//! How many requests threads push through the whole service together per
+//! second, without sockets: the front (request id, token and rate checks,
+//! metrics, the access log), the router, the handler (admission, lookup,
+//! the call, the JSON answer).
+//!
+//! Each thread runs its own single-threaded runtime and sends its requests
+//! one after another, as one worker of the server's runtime serves one
+//! connection. With 1 thread it shows a request's own cost, without the
+//! kernel's; with N threads on N cores, a path that writes nothing that
+//! other cores also write makes N times the 1-thread total, and one that
+//! does (a shared count, a lock) falls short of it. The HTTP benchmark
+//! cannot show this on a 2-core machine, where wrk needs the second core.
+//!
+//! A bare axum router (one handler, no state, nothing around it) runs in
+//! the same run, as the floor to compare with.
+//!
+//! `cargo run --release --example front_scaling -- [THREADS] [SECONDS] > /dev/null`
+//! (figures go to stderr, the access log to stdout; default: one thread
+//! per core, 3 s). Figures are in docs/BENCHMARKS.md.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{Method, StatusCode, header};
+use clap::Parser;
+use http_body_util::BodyExt;
+use tower::{Service, ServiceExt};
+use wasm_exec_api::config::Settings;
+use wasm_exec_api::startup::Application;
+
+/// As the server's binary does (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DOUBLE: &str =
+    r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(cores);
+    let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+
+    wasm_exec_api::telemetry::init();
+    let settings = Settings::parse_from(["wasm-exec-api", "--memory", "--port", "0", "--tier", "compiled"]);
+    let max_stack = settings.max_stack_bytes;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let service = runtime.block_on(async {
+        let service = Application::build(settings).await?.into_service();
+        let wat = serde_json::json!({"module_name": "double", "wat": DOUBLE}).to_string();
+        let (status, text) = send(service.clone(), Method::POST, "/register", wat).await;
+        anyhow::ensure!(status.is_success(), "registration failed: {status} {text}");
+        anyhow::Ok(service)
+    })?;
+
+    let bare = axum::Router::new().route("/healthz", axum::routing::get(|| async { r#"{"status":"ok"}"# }));
+    for n in [1, threads] {
+        let per_second = rate(n, seconds, max_stack, || {
+            let service = bare.clone();
+            async move {
+                let (status, _) = send(service, Method::GET, "/healthz", String::new()).await;
+                assert_eq!(status, StatusCode::OK);
+            }
+        });
+        eprintln!(
+            "bare axum GET /healthz, {n} thread(s): {:.0} k requests/s in all",
+            per_second / 1e3
+        );
+    }
+    let execute = r#"{"module_name":"double","function_name":"double","params":[21]}"#;
+    let requests: [(&str, Method, &str, &str); 2] = [
+        ("GET /healthz", Method::GET, "/healthz", ""),
+        ("POST /execute double", Method::POST, "/execute", execute),
+    ];
+    for (what, method, path, body) in requests {
+        for n in [1, threads] {
+            let per_second = rate(n, seconds, max_stack, || {
+                let (service, method) = (service.clone(), method.clone());
+                async move {
+                    let (status, text) = send(service, method, path, body.to_string()).await;
+                    assert_eq!(status, StatusCode::OK, "{what}: {text}");
+                }
+            });
+            eprintln!("{what}, {n} thread(s): {:.0} k requests/s in all", per_second / 1e3);
+        }
+    }
+    Ok(())
+}
+
+/// One request through `service`, as a connection from loopback brings it.
+async fn send<S>(service: S, method: Method, path: &str, body: String) -> (StatusCode, String)
+where
+    S: Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>,
+{
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("a valid request");
+    let peer: SocketAddr = ([127, 0, 0, 1], 40_000).into();
+    request.extensions_mut().insert(ConnectInfo(peer));
+    let response = service.oneshot(request).await.unwrap_or_else(|e| match e {});
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("a whole body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// How many requests `n` threads make per second together in `seconds`,
+/// each on a runtime of its own whose thread may run guest code
+/// synchronously, as the server's workers do.
+fn rate<F, Fut>(n: usize, seconds: u64, max_stack: usize, request: F) -> f64
+where
+    F: Fn() -> Fut + Sync,
+    Fut: Future<Output = ()>,
+{
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let counts: Vec<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..n)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(wasm_exec_api::engine::WORKER_STACK_BYTES)
+                    .spawn_scoped(scope, || {
+                        wasm_exec_api::engine::allow_sync_calls(max_stack);
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("a runtime");
+                        runtime.block_on(async {
+                            let mut count = 0u64;
+                            while !stop.load(Ordering::Relaxed) {
+                                for _ in 0..64 {
+                                    request().await;
+                                }
+                                count += 64;
+                            }
+                            count
+                        })
+                    })
+                    .expect("a thread")
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    counts.iter().sum::<u64>() as f64 / started.elapsed().as_secs_f64()
+}
