@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use clap::Parser;
 use http_body_util::BodyExt;
@@ -48,18 +48,21 @@ fn main() -> anyhow::Result<()> {
     let settings = Settings::parse_from(["wasm-exec-api", "--memory", "--port", "0", "--tier", "compiled"]);
     let max_stack = settings.max_stack_bytes;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let service = runtime.block_on(async {
-        let service = Application::build(settings).await?.into_service();
+    let peer: SocketAddr = ([127, 0, 0, 1], 40_000).into();
+    let api = runtime.block_on(async {
+        let api = Application::build(settings).await?.into_api();
         let wat = serde_json::json!({"module_name": "double", "wat": DOUBLE}).to_string();
-        let (status, text) = send(service.clone(), Method::POST, "/register", wat).await;
+        let (status, text) = send(api.connection(Some(peer)), Method::POST, "/register", wat).await;
         anyhow::ensure!(status.is_success(), "registration failed: {status} {text}");
-        anyhow::Ok(service)
+        anyhow::Ok(api)
     })?;
 
     let bare = axum::Router::new().route("/healthz", axum::routing::get(|| async { r#"{"status":"ok"}"# }));
     for n in [1, threads] {
-        let per_second = rate(n, seconds, max_stack, || {
-            let service = bare.clone();
+        // Per connection, as axum's own `serve` does.
+        let connect = || bare.clone().with_state(());
+        let per_second = rate(n, seconds, max_stack, connect, |connection| {
+            let service = connection.clone();
             async move {
                 let (status, _) = send(service, Method::GET, "/healthz", String::new()).await;
                 assert_eq!(status, StatusCode::OK);
@@ -77,8 +80,9 @@ fn main() -> anyhow::Result<()> {
     ];
     for (what, method, path, body) in requests {
         for n in [1, threads] {
-            let per_second = rate(n, seconds, max_stack, || {
-                let (service, method) = (service.clone(), method.clone());
+            let connect = || api.connection(Some(peer));
+            let per_second = rate(n, seconds, max_stack, connect, |connection| {
+                let (service, method) = (connection.clone(), method.clone());
                 async move {
                     let (status, text) = send(service, method, path, body.to_string()).await;
                     assert_eq!(status, StatusCode::OK, "{what}: {text}");
@@ -90,19 +94,17 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One request through `service`, as a connection from loopback brings it.
+/// One request through `service` (a connection's).
 async fn send<S>(service: S, method: Method, path: &str, body: String) -> (StatusCode, String)
 where
     S: Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>,
 {
-    let mut request = Request::builder()
+    let request = Request::builder()
         .method(method)
         .uri(path)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body))
         .expect("a valid request");
-    let peer: SocketAddr = ([127, 0, 0, 1], 40_000).into();
-    request.extensions_mut().insert(ConnectInfo(peer));
     let response = service.oneshot(request).await.unwrap_or_else(|e| match e {});
     let status = response.status();
     let bytes = response.into_body().collect().await.expect("a whole body").to_bytes();
@@ -111,10 +113,12 @@ where
 
 /// How many requests `n` threads make per second together in `seconds`,
 /// each on a runtime of its own whose thread may run guest code
-/// synchronously, as the server's workers do.
-fn rate<F, Fut>(n: usize, seconds: u64, max_stack: usize, request: F) -> f64
+/// synchronously, as the server's workers do, over a connection of its
+/// own (`connect`).
+fn rate<C, M, F, Fut>(n: usize, seconds: u64, max_stack: usize, connect: M, request: F) -> f64
 where
-    F: Fn() -> Fut + Sync,
+    M: Fn() -> C + Sync,
+    F: Fn(&C) -> Fut + Sync,
     Fut: Future<Output = ()>,
 {
     let stop = AtomicBool::new(false);
@@ -130,11 +134,12 @@ where
                             .enable_all()
                             .build()
                             .expect("a runtime");
+                        let connection = connect();
                         runtime.block_on(async {
                             let mut count = 0u64;
                             while !stop.load(Ordering::Relaxed) {
                                 for _ in 0..64 {
-                                    request().await;
+                                    request(&connection).await;
                                 }
                                 count += 64;
                             }

@@ -143,21 +143,11 @@ impl Application {
         self.addr
     }
 
-    /// The service the listener's connections would be served by, for
-    /// driving the whole API in process (`examples/front_scaling.rs`).
-    /// Its requests need the `ConnectInfo<SocketAddr>` extension that
-    /// [`Application::run_until`] gives each connection's requests.
-    pub fn into_service(
-        self,
-    ) -> impl tower::Service<
-        axum::extract::Request,
-        Response = axum::response::Response,
-        Error = std::convert::Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static {
-        self.api.into_service()
+    /// The API the listener's connections would be served by, for driving
+    /// it in process (`examples/front_scaling.rs`): each
+    /// [`api::Api::connection`] serves as one connection does.
+    pub fn into_api(self) -> api::Api {
+        self.api
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests
@@ -165,9 +155,9 @@ impl Application {
     /// [`BACKGROUND_GRACE`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, "listening");
-        // Connect info gives the rate limiter each client's address.
-        let service = axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(self.api.into_service());
-        axum::serve(self.listener, service)
+        // Each connection gets its own service, which knows the client's
+        // address (for the rate limiter and fair shares).
+        axum::serve(self.listener, self.api.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await?;
         self.registry.finish_background(BACKGROUND_GRACE).await;

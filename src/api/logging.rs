@@ -20,13 +20,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use tower::Service;
@@ -57,9 +58,9 @@ fn client_request_id(request: &Request) -> Option<String> {
 /// What the front middleware needs.
 ///
 /// Aligned to 128 bytes so that the `Arc` it lives in keeps its counts on
-/// a cache line of their own: every request clones and drops that `Arc`
-/// (a write every core makes), and reads these fields, which would
-/// otherwise be fetched again on each core after every other core's write.
+/// a cache line of their own: each new connection writes them, and every
+/// request reads these fields, which would otherwise be fetched again on
+/// each core after every such write.
 #[repr(align(128))]
 pub struct Front {
     pub metrics: Arc<Metrics>,
@@ -68,18 +69,36 @@ pub struct Front {
     pub proxies: TrustedProxies,
 }
 
-/// [`Front`] around `inner` (the router): what every request passes
-/// through first.
+/// What one connection's requests share: the server's [`Front`] and the
+/// address the connection came from. One per connection, so that the
+/// count that every request's clone of the service writes is written by
+/// the core serving the connection alone (see `AppState`).
+pub struct Connection {
+    front: Arc<Front>,
+    peer: Option<ConnectInfo<SocketAddr>>,
+}
+
+impl Connection {
+    pub fn new(front: Arc<Front>, peer: Option<SocketAddr>) -> Self {
+        Connection {
+            front,
+            peer: peer.map(ConnectInfo),
+        }
+    }
+}
+
+/// [`Front`] around `inner` (a connection's router): what every request
+/// passes through first.
 #[derive(Clone)]
 pub struct FrontService<S> {
-    front: Arc<Front>,
+    connection: Arc<Connection>,
     inner: S,
 }
 
 impl<S> FrontService<S> {
-    pub fn new(front: Front, inner: S) -> Self {
+    pub fn new(connection: Connection, inner: S) -> Self {
         FrontService {
-            front: Arc::new(front),
+            connection: Arc::new(connection),
             inner,
         }
     }
@@ -99,11 +118,13 @@ where
 
     /// Per request: a request id (the client's, else a new one) echoed in
     /// `x-request-id`, in scope for every line logged meanwhile; the
-    /// client behind a trusted proxy; the token check, then the rate limit
+    /// connection's address (`ConnectInfo`), or the client's behind a
+    /// trusted proxy; the token check, then the rate limit
     /// counted per caller; then the routes.
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
-        let front = self.front.clone();
+        let connection = self.connection.clone();
+        let front = &connection.front;
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let route = front.metrics.route_label(&path);
@@ -112,10 +133,13 @@ where
         // future it returns owns what it needs. (Tower's usual exchange of
         // a clone for the service made ready is for a call made later, in
         // a future; here it only cost an increment and a decrement of the
-        // router's count, a cache line every core writes, per request.)
+        // router's count per request.)
         // Nothing here logs (the checks are plain functions, and routing
         // only builds the handler's future), so the id is put in scope
         // only when the future is polled.
+        if let Some(peer) = connection.peer {
+            request.extensions_mut().insert(peer);
+        }
         front.proxies.apply(&mut request);
         let refused =
             auth::check_token(&front.tokens, &mut request).or_else(|| quota::check_rate(&front.rate_limits, &request));
@@ -134,7 +158,7 @@ where
         FrontFuture {
             answer,
             done: Some(Done {
-                front,
+                connection,
                 started,
                 method,
                 path,
@@ -170,7 +194,7 @@ pin_project_lite::pin_project! {
 
 /// What the request line and the counters need once the answer is ready.
 struct Done {
-    front: Arc<Front>,
+    connection: Arc<Connection>,
     started: Instant,
     method: Method,
     path: String,
@@ -209,7 +233,7 @@ where
             };
             let micros = done.started.elapsed().as_micros() as u64;
             let status = response.status().as_u16();
-            done.front.metrics.request(&done.method, done.route, status);
+            done.connection.front.metrics.request(&done.method, done.route, status);
             let code = response.extensions().get::<ErrorCode>().map(|c| c.as_str());
             // Written by the telemetry module directly, filtered by
             // `RUST_LOG` as this module's events are (see

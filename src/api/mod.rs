@@ -50,5 +50,5 @@ pub mod routes;
 mod sharded;
 pub mod state;
 
-pub use router::{Api, router, served_routes};
+pub use router::{Api, ConnectionService, MakeConnection, router, served_routes};
 pub use state::AppState;

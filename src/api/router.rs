@@ -1,11 +1,14 @@
 //! Every route and the front service around them.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::Request;
 use axum::http::Method;
-use axum::response::Response;
+use axum::serve::IncomingStream;
+use tokio::net::TcpListener;
 use tower::Service;
 
 use super::error::{ApiError, ErrorCode};
@@ -44,18 +47,54 @@ pub fn served_routes() -> &'static [(Method, &'static str)] {
 /// (`logging`); the body limit is not a layer but applied by the one body
 /// reader (`extract::read_json`). The front runs before routing, so it
 /// labels requests by route itself (`Metrics::route_label`).
+///
+/// Each connection gets a router and a state of its own
+/// ([`Api::connection`]), so that the counts a request writes (the
+/// router's, the state's, the front's) are written by the one core that
+/// serves the connection and not by every core (see [`AppState`]).
+#[derive(Clone)]
 pub struct Api {
-    front: logging::Front,
-    routed: Router,
+    front: Arc<logging::Front>,
+    routes: Router<AppState>,
+    state: AppState,
 }
 
 impl Api {
-    /// The service every connection's requests go to.
-    pub fn into_service(
-        self,
-    ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static
-    {
-        FrontService::new(self.front, self.routed)
+    /// The service one connection's requests go to; `peer` is the
+    /// address it came from (none for callers in process).
+    ///
+    /// It costs about as much as axum's own per-connection setup, which
+    /// turns every route into a service with its state (measured in
+    /// docs/BENCHMARKS.md).
+    pub fn connection(&self, peer: Option<SocketAddr>) -> ConnectionService {
+        let routed = self.routes.clone().with_state(self.state.for_connection());
+        FrontService::new(logging::Connection::new(self.front.clone(), peer), routed)
+    }
+
+    /// What `axum::serve` asks for a service per accepted connection.
+    pub fn into_make_service(self) -> MakeConnection {
+        MakeConnection(self)
+    }
+}
+
+/// The service of one connection: the front around its router.
+pub type ConnectionService = FrontService<Router>;
+
+/// Makes each accepted connection's service ([`Api::connection`]).
+#[derive(Clone)]
+pub struct MakeConnection(Api);
+
+impl<'a> Service<IncomingStream<'a, TcpListener>> for MakeConnection {
+    type Response = ConnectionService;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<ConnectionService, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'a, TcpListener>) -> Self::Future {
+        std::future::ready(Ok(self.0.connection(Some(*stream.remote_addr()))))
     }
 }
 
@@ -66,19 +105,18 @@ pub fn router(
     rate_limits: quota::RateLimits,
     proxies: proxies::TrustedProxies,
 ) -> Api {
-    let front = logging::Front {
+    let front = Arc::new(logging::Front {
         metrics: state.metrics.clone(),
         tokens,
         rate_limits,
         proxies,
-    };
-    let routed = routes()
+    });
+    let routes = routes()
         .into_router()
         .merge(openapi::docs_ui())
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
-    Api { front, routed }
+        .method_not_allowed_fallback(method_not_allowed);
+    Api { front, routes, state }
 }
 
 async fn not_found() -> ApiError {

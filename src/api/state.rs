@@ -26,11 +26,20 @@ pub struct CallBounds {
     pub max_runs: u32,
 }
 
-/// State shared by every handler: one `Arc`, because axum clones the state
-/// for every request and a struct of several `Arc`s costs an atomic
-/// increment and decrement per field per request.
+/// State shared by every handler.
+///
+/// An `Arc` of an `Arc`: the outer one is a connection's own
+/// ([`AppState::for_connection`]), the inner one the server's. axum
+/// clones the state twice per request (the route's handler service, then
+/// the `State` extractor); counting those in one count that every core
+/// writes made the count's cache line travel between cores on every
+/// request, which measured about a sixth of `GET /healthz`'s throughput on
+/// two threads (docs/BENCHMARKS.md). A connection's requests run on one
+/// core at a time, so its own count stays in that core's cache; the
+/// server's count is written only when a connection opens and closes (and
+/// when a task that outlives its request keeps the state).
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(Arc<Arc<Shared>>);
 
 impl std::ops::Deref for AppState {
     type Target = Shared;
@@ -42,10 +51,9 @@ impl std::ops::Deref for AppState {
 
 /// What [`AppState`] shares.
 ///
-/// Aligned to 128 bytes, so that the `Arc`'s counts, which axum's clone of
-/// the state writes on every request on every core, are not on the line
-/// (or its neighbour, which x86 fetches along) that every handler reads
-/// these fields from.
+/// Aligned to 128 bytes, so that the `Arc`'s counts, which each new
+/// connection writes, are not on the line (or its neighbour, which x86
+/// fetches along) that every handler reads these fields from.
 #[repr(align(128))]
 pub struct Shared {
     pub engine: WasmEngine,
@@ -83,7 +91,7 @@ impl AppState {
         body_rules: BodyRules,
         served: &'static [(Method, &'static str)],
     ) -> Self {
-        AppState(Arc::new(Shared {
+        AppState(Arc::new(Arc::new(Shared {
             engine,
             registry,
             instances,
@@ -93,7 +101,13 @@ impl AppState {
             bounds,
             jobs,
             body_rules,
-        }))
+        })))
+    }
+
+    /// The same state under a count of its own, for one connection's
+    /// requests (see [`AppState`]).
+    pub fn for_connection(&self) -> Self {
+        AppState(Arc::new(Arc::clone(&self.0)))
     }
 
     /// Executions (and registrations) running now.
