@@ -63,9 +63,8 @@ impl Api {
     /// The service one connection's requests go to; `peer` is the
     /// address it came from (none for callers in process).
     ///
-    /// It costs about as much as axum's own per-connection setup, which
-    /// turns every route into a service with its state (measured in
-    /// docs/BENCHMARKS.md).
+    /// It costs what axum's own per-connection setup costs: every route
+    /// is turned into a service with its state once per connection.
     pub fn connection(&self, peer: Option<SocketAddr>) -> ConnectionService {
         let routed = self.routes.clone().with_state(self.state.for_connection());
         FrontService::new(logging::Connection::new(self.front.clone(), peer), routed)

@@ -34,7 +34,7 @@ pub struct CallBounds {
 /// the `State` extractor); counting those in one count that every core
 /// writes made the count's cache line travel between cores on every
 /// request, which measured about a sixth of `GET /healthz`'s throughput on
-/// two threads (docs/BENCHMARKS.md). A connection's requests run on one
+/// two threads (docs/DESIGN.md). A connection's requests run on one
 /// core at a time, so its own count stays in that core's cache; the
 /// server's count is written only when a connection opens and closes (and
 /// when a task that outlives its request keeps the state).
