@@ -39,6 +39,10 @@ pub struct CallBounds {
 /// server's count is written only when a connection opens and closes (and
 /// when a task that outlives its request keeps the state).
 #[derive(Clone)]
+#[expect(
+    clippy::redundant_allocation,
+    reason = "the outer allocation is a connection's own count, the point of this type"
+)]
 pub struct AppState(Arc<Arc<Shared>>);
 
 impl std::ops::Deref for AppState {
