@@ -36,8 +36,9 @@ pub struct CallBounds {
 /// request, which measured about a sixth of `GET /healthz`'s throughput on
 /// two threads (docs/DESIGN.md). A connection's requests run on one
 /// core at a time, so its own count stays in that core's cache; the
-/// server's count is written only when a connection opens and closes (and
-/// when a task that outlives its request keeps the state).
+/// server's count is written only when a connection opens and closes (a
+/// task that outlives its request keeps the connection's count, not the
+/// server's).
 #[derive(Clone)]
 #[expect(
     clippy::redundant_allocation,
