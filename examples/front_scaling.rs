@@ -14,9 +14,10 @@
 //! A bare axum router (one handler, no state, nothing around it) runs in
 //! the same run, as the floor to compare with.
 //!
-//! `cargo run --release --example front_scaling -- [THREADS] [SECONDS] > /dev/null`
+//! `cargo run --release --example front_scaling -- [THREADS] [SECONDS] [ONLY] > /dev/null`
 //! (figures go to stderr, the access log to stdout; default: one thread
-//! per core, 3 s). Figures are in docs/BENCHMARKS.md.
+//! per core, 3 s, every scenario; with `ONLY`, the scenarios whose name
+//! contains it, for a profiler). Figures are in docs/BENCHMARKS.md.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,8 @@ fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(cores);
     let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let only = args.next().unwrap_or_default();
+    let wanted = |name: &str| name.contains(only.as_str());
 
     wasm_exec_api::telemetry::init();
     let settings = Settings::parse_from(["wasm-exec-api", "--memory", "--port", "0", "--tier", "compiled"]);
@@ -58,7 +61,11 @@ fn main() -> anyhow::Result<()> {
     })?;
 
     let bare = axum::Router::new().route("/healthz", axum::routing::get(|| async { r#"{"status":"ok"}"# }));
-    for n in [1, threads] {
+    let report = |what: &str, n: usize, per_second: f64| {
+        eprintln!("{what}, {n} thread(s): {:.0} k requests/s in all", per_second / 1e3);
+    };
+    let what = "bare axum GET /healthz";
+    for n in [1, threads].into_iter().filter(|_| wanted(what)) {
         // Per connection, as axum's own `serve` does.
         let connect = || bare.clone().with_state(());
         let per_second = rate(n, seconds, max_stack, connect, |connection| {
@@ -68,10 +75,43 @@ fn main() -> anyhow::Result<()> {
                 assert_eq!(status, StatusCode::OK);
             }
         });
-        eprintln!(
-            "bare axum GET /healthz, {n} thread(s): {:.0} k requests/s in all",
-            per_second / 1e3
+        report(what, n, per_second);
+    }
+    // A client that opens a connection per request pays for the
+    // connection's setup (its router and state) on every request.
+    let what = "bare axum GET /healthz, a connection per request";
+    for n in [1, threads].into_iter().filter(|_| wanted(what)) {
+        let per_second = rate(
+            n,
+            seconds,
+            max_stack,
+            || (),
+            |()| {
+                let service = bare.clone().with_state(());
+                async move {
+                    let (status, _) = send(service, Method::GET, "/healthz", String::new()).await;
+                    assert_eq!(status, StatusCode::OK);
+                }
+            },
         );
+        report(what, n, per_second);
+    }
+    let what = "GET /healthz, a connection per request";
+    for n in [1, threads].into_iter().filter(|_| wanted(what)) {
+        let per_second = rate(
+            n,
+            seconds,
+            max_stack,
+            || (),
+            |()| {
+                let service = api.connection(Some(peer));
+                async move {
+                    let (status, text) = send(service, Method::GET, "/healthz", String::new()).await;
+                    assert_eq!(status, StatusCode::OK, "{text}");
+                }
+            },
+        );
+        report(what, n, per_second);
     }
     let execute = r#"{"module_name":"double","function_name":"double","params":[21]}"#;
     let requests: [(&str, Method, &str, &str); 2] = [
@@ -79,7 +119,7 @@ fn main() -> anyhow::Result<()> {
         ("POST /execute double", Method::POST, "/execute", execute),
     ];
     for (what, method, path, body) in requests {
-        for n in [1, threads] {
+        for n in [1, threads].into_iter().filter(|_| wanted(what)) {
             let connect = || api.connection(Some(peer));
             let per_second = rate(n, seconds, max_stack, connect, |connection| {
                 let (service, method) = (connection.clone(), method.clone());
@@ -88,7 +128,7 @@ fn main() -> anyhow::Result<()> {
                     assert_eq!(status, StatusCode::OK, "{what}: {text}");
                 }
             });
-            eprintln!("{what}, {n} thread(s): {:.0} k requests/s in all", per_second / 1e3);
+            report(what, n, per_second);
         }
     }
     Ok(())

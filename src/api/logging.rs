@@ -38,6 +38,7 @@ use super::error::{ApiError, ErrorCode};
 use super::metrics::Metrics;
 use super::proxies::TrustedProxies;
 use super::quota::{self, RateLimits};
+use super::router_pool::LentRouter;
 use crate::telemetry::{self, RequestLine};
 
 /// The header carrying a request's id, both ways.
@@ -76,13 +77,17 @@ pub struct Front {
 pub struct Connection {
     front: Arc<Front>,
     peer: Option<ConnectInfo<SocketAddr>>,
+    /// The connection's router, kept for a later connection when this
+    /// one ends (`router_pool`); the requests use their own copies.
+    _router: LentRouter,
 }
 
 impl Connection {
-    pub fn new(front: Arc<Front>, peer: Option<SocketAddr>) -> Self {
+    pub fn new(front: Arc<Front>, peer: Option<SocketAddr>, router: LentRouter) -> Self {
         Connection {
             front,
             peer: peer.map(ConnectInfo),
+            _router: router,
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   its response, and the code fields.
 //! - [`logging`], [`auth`], [`quota`], [`proxies`] — middleware: request
 //!   log and span, tokens, rate limits, the client behind a trusted proxy.
+//! - [`router_pool`] — connection routers kept for later connections.
 //! - [`state`], [`admission`], [`routes`], [`metrics`], [`extract`], [`responses`] — shared
 //!   state, the route recorder, counters, the JSON body extractor, the
 //!   documented error responses.
@@ -46,6 +47,7 @@ pub mod proxies;
 pub mod quota;
 pub mod responses;
 pub mod router;
+pub mod router_pool;
 pub mod routes;
 mod sharded;
 pub mod state;

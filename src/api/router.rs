@@ -13,6 +13,7 @@ use tower::Service;
 
 use super::error::{ApiError, ErrorCode};
 use super::logging::FrontService;
+use super::router_pool::{LentRouter, RouterPool};
 use super::routes::Routes;
 use super::state::AppState;
 use super::{
@@ -57,17 +58,24 @@ pub struct Api {
     front: Arc<logging::Front>,
     routes: Router<AppState>,
     state: AppState,
+    /// Routers of ended connections, for the next ones.
+    kept: Arc<RouterPool>,
 }
 
 impl Api {
     /// The service one connection's requests go to; `peer` is the
     /// address it came from (none for callers in process).
     ///
-    /// It costs what axum's own per-connection setup costs: every route
-    /// is turned into a service with its state once per connection.
+    /// Building a connection's router turns every route into a service
+    /// with its state; a router whose connection has ended is kept and
+    /// taken again instead (`router_pool`).
     pub fn connection(&self, peer: Option<SocketAddr>) -> ConnectionService {
-        let routed = self.routes.clone().with_state(self.state.for_connection());
-        FrontService::new(logging::Connection::new(self.front.clone(), peer), routed)
+        let routed = self
+            .kept
+            .take()
+            .unwrap_or_else(|| self.routes.clone().with_state(self.state.for_connection()));
+        let lent = LentRouter::new(routed.clone(), self.kept.clone());
+        FrontService::new(logging::Connection::new(self.front.clone(), peer, lent), routed)
     }
 
     /// What `axum::serve` asks for a service per accepted connection.
@@ -115,7 +123,12 @@ pub fn router(
         .merge(openapi::docs_ui())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    Api { front, routes, state }
+    Api {
+        front,
+        routes,
+        state,
+        kept: Arc::default(),
+    }
 }
 
 async fn not_found() -> ApiError {
