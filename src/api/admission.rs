@@ -15,9 +15,24 @@
 //! past it `429 concurrency_limit`: that client should slow down), in
 //! length overall (`--queue-depth`, past it `503 overloaded`: the server
 //! is full) and in time (`--queue-timeout-ms`, `503 overloaded`).
+//!
+//! Taking and giving back a slot under one lock wrote that lock's cache
+//! line twice per call from every core: on two threads in process,
+//! `POST /execute` made 620k calls/s with it and 770k without any
+//! admission (docs/BENCHMARKS.md, 2026-12-05). So while nothing goes
+//! through the queues, each thread takes slots on its own, from a small
+//! allowance on a line of its own ([`Inner::per_thread`]: the smaller of
+//! the slots and the share, divided among `per_thread::SHARDS` threads, so
+//! that all allowances together never exceed a client's share or the
+//! slots). A request that finds its thread's allowance used, or anyone
+//! already in the shared path, goes through the lock as before, and while
+//! any request holds or waits for a slot that way, no thread takes one on
+//! its own: the shared path counts the slots threads hold (and whose
+//! client holds each) and hands out only what is really free, so the
+//! share, the slots and the turns hold exactly as before.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,6 +40,7 @@ use tokio::sync::oneshot;
 
 use super::client::ClientId;
 use super::error::{ApiError, ErrorCode};
+use crate::per_thread::{Padded, SHARDS, shard};
 
 /// How the slots are shared.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +63,15 @@ pub struct Admission(Arc<Inner>);
 
 struct Inner {
     settings: AdmissionSettings,
+    /// Slots a thread may hold on its own (0: every request goes through
+    /// `state`).
+    per_thread: usize,
+    /// Requests deciding, holding or waiting for a slot through `state`.
+    /// While it is above zero no thread takes a slot on its own; while it
+    /// is zero, it is a line that requests only read.
+    shared_users: Padded<AtomicUsize>,
+    /// The clients of the slots each thread holds on its own.
+    own: Box<[Padded<Mutex<Vec<ClientId>>>; SHARDS]>,
     state: Mutex<State>,
     refused: Refusals,
 }
@@ -61,7 +86,9 @@ pub struct Refusals {
 
 #[derive(Default)]
 struct State {
-    free: usize,
+    /// Slots held through this state (not those threads hold on their
+    /// own).
+    running: usize,
     waiting: usize,
     last_waiter: u64,
     /// Hashed with foldhash (seeded per process), not SipHash: every
@@ -72,7 +99,7 @@ struct State {
     turns: VecDeque<ClientId>,
 }
 
-/// One client's running and waiting requests.
+/// One client's running (through the shared state) and waiting requests.
 #[derive(Default)]
 struct Client {
     running: usize,
@@ -94,17 +121,37 @@ struct Waiter {
 pub struct ExecPermit<'a> {
     admission: &'a Inner,
     client: &'a ClientId,
+    /// The thread list it was taken from on its own, if it was.
+    own: Option<usize>,
 }
 
 impl Drop for ExecPermit<'_> {
     fn drop(&mut self) {
-        let mut state = self.admission.lock();
+        let inner = self.admission;
+        if let Some(list) = self.own {
+            {
+                let mut own = lock(&inner.own[list].0);
+                if let Some(at) = own.iter().position(|c| c == self.client) {
+                    own.swap_remove(at);
+                }
+            }
+            // Read after the slot is given back: a request that entered
+            // the shared path before that counted it as held, and is told
+            // here that it is free.
+            if inner.shared_users.0.load(Ordering::SeqCst) > 0 {
+                inner.hand_out(&mut inner.lock());
+            }
+            return;
+        }
+        let mut state = inner.lock();
         if let Some(client) = state.clients.get_mut(self.client) {
             client.running -= 1;
         }
-        state.free += 1;
+        state.running -= 1;
         state.forget_if_idle(self.client);
-        self.admission.hand_out(&mut state);
+        inner.hand_out(&mut state);
+        drop(state);
+        inner.leave();
     }
 }
 
@@ -115,13 +162,12 @@ impl Admission {
             client_share: settings.client_share.clamp(1, settings.max_slots.max(1)),
             ..settings
         };
-        let state = State {
-            free: settings.max_slots,
-            ..State::default()
-        };
         Admission(Arc::new(Inner {
+            per_thread: settings.max_slots.min(settings.client_share) / SHARDS,
             settings,
-            state: Mutex::new(state),
+            shared_users: Padded(AtomicUsize::new(0)),
+            own: Box::new(std::array::from_fn(|_| Padded(Mutex::new(Vec::new())))),
+            state: Mutex::new(State::default()),
             refused: Refusals::default(),
         }))
     }
@@ -132,7 +178,8 @@ impl Admission {
 
     /// Slots in use now.
     pub fn in_flight(&self) -> usize {
-        self.0.settings.max_slots - self.0.lock().free
+        let state = self.0.lock();
+        state.running + self.0.held_on_their_own().len()
     }
 
     /// Requests waiting for a slot now.
@@ -152,21 +199,31 @@ impl Admission {
     pub async fn admit<'a>(&'a self, client: &'a ClientId) -> Result<ExecPermit<'a>, ApiError> {
         let inner = &self.0;
         let settings = &inner.settings;
+        if let Some(permit) = self.admit_on_own(client) {
+            return Ok(permit);
+        }
+        // Counted before anything is read, so that no thread takes a slot
+        // on its own from here on without this request seeing it.
+        inner.shared_users.0.fetch_add(1, Ordering::SeqCst);
         let (id, mut woken) = {
             let mut state = inner.lock();
-            let free = state.free;
+            let own = inner.held_on_their_own();
+            let free = settings.max_slots.saturating_sub(state.running + own.len());
+            let held_on_own = own.iter().filter(|c| *c == client).count();
             let mine = state.clients.entry(client.clone()).or_default();
-            // The hot path: a free slot, under the share, nobody of this
-            // client ahead in its queue.
-            if free > 0 && mine.running < settings.client_share && mine.waiters.is_empty() {
+            let running = mine.running + held_on_own;
+            // A free slot, under the share, nobody of this client ahead in
+            // its queue.
+            if free > 0 && running < settings.client_share && mine.waiters.is_empty() {
                 mine.running += 1;
-                state.free -= 1;
-                return Ok(self.permit(client));
+                state.running += 1;
+                return Ok(self.permit(client, None));
             }
             let queued_by_client = mine.waiters.len();
-            let running = mine.running;
             if state.waiting >= settings.queue_depth {
                 state.forget_if_idle(client);
+                drop(state);
+                inner.leave();
                 inner.refused.queue_full.fetch_add(1, Ordering::Relaxed);
                 return Err(ApiError::overloaded(format!(
                     "all {} execution slots are busy and {} requests are already queued (--queue-depth); retry shortly",
@@ -175,6 +232,8 @@ impl Admission {
             }
             if queued_by_client >= settings.client_queue_depth {
                 state.forget_if_idle(client);
+                drop(state);
+                inner.leave();
                 inner.refused.client_queue_full.fetch_add(1, Ordering::Relaxed);
                 return Err(ApiError::new(
                     ErrorCode::ConcurrencyLimit,
@@ -208,13 +267,15 @@ impl Admission {
         let handed = tokio::time::timeout(settings.queue_timeout, &mut woken).await;
         waiting.settled = true;
         if let Ok(Ok(())) = handed {
-            return Ok(self.permit(client));
+            return Ok(self.permit(client, None));
         }
         // The deadline passed (or the sender went): still queued means no
         // slot came; else one was handed over just now, and it is ours.
         let mut state = inner.lock();
         if state.remove_waiter(client, id) {
             state.forget_if_idle(client);
+            drop(state);
+            inner.leave();
             inner.refused.queue_timeout.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::overloaded(format!(
                 "all {} execution slots stayed busy for {} ms while this request was queued (--queue-timeout-ms); retry shortly",
@@ -223,15 +284,41 @@ impl Admission {
             )));
         }
         drop(state);
-        Ok(self.permit(client))
+        Ok(self.permit(client, None))
     }
 
-    fn permit<'a>(&'a self, client: &'a ClientId) -> ExecPermit<'a> {
+    /// A slot from this thread's own allowance, if it has one left and no
+    /// request is in the shared path.
+    fn admit_on_own<'a>(&'a self, client: &'a ClientId) -> Option<ExecPermit<'a>> {
+        let inner = &self.0;
+        if inner.per_thread == 0 || inner.shared_users.0.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let list = shard();
+        let mut own = lock(&inner.own[list].0);
+        // Read again under the list's lock: a request entering the shared
+        // path counts itself before it reads this list under the same
+        // lock, so either it sees this slot taken or this sees it.
+        if own.len() >= inner.per_thread || inner.shared_users.0.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        own.push(client.clone());
+        Some(self.permit(client, Some(list)))
+    }
+
+    fn permit<'a>(&'a self, client: &'a ClientId, own: Option<usize>) -> ExecPermit<'a> {
         ExecPermit {
             admission: &self.0,
             client,
+            own,
         }
     }
+}
+
+/// Locks a thread's list, also after a panic elsewhere: it is a list of
+/// clients.
+fn lock(list: &Mutex<Vec<ClientId>>) -> MutexGuard<'_, Vec<ClientId>> {
+    list.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A request in a client's queue; leaves it when dropped unsettled.
@@ -254,10 +341,12 @@ impl Drop for Waiting<'_> {
             if let Some(client) = state.clients.get_mut(self.client) {
                 client.running -= 1;
             }
-            state.free += 1;
+            state.running -= 1;
             inner.hand_out(&mut state);
         }
         state.forget_if_idle(self.client);
+        drop(state);
+        inner.leave();
     }
 }
 
@@ -266,11 +355,32 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// One request fewer in the shared path.
+    fn leave(&self) {
+        self.shared_users.0.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The client of every slot threads hold on their own now. Once a
+    /// request is in the shared path no thread takes more, so what this
+    /// answers can only shrink meanwhile, and each slot given back then
+    /// calls [`Inner::hand_out`].
+    fn held_on_their_own(&self) -> Vec<ClientId> {
+        if self.per_thread == 0 {
+            return Vec::new();
+        }
+        self.own.iter().flat_map(|list| lock(&list.0).clone()).collect()
+    }
+
     /// Hands free slots to waiting requests: each to the next client in
     /// turn that is under its share, which then goes to the back.
     fn hand_out(&self, state: &mut State) {
+        if state.turns.is_empty() {
+            return;
+        }
         let share = self.settings.client_share;
-        while state.free > 0 {
+        let own = self.held_on_their_own();
+        let mut free = self.settings.max_slots.saturating_sub(state.running + own.len());
+        while free > 0 {
             let mut handed = false;
             for _ in 0..state.turns.len() {
                 let Some(id) = state.turns.pop_front() else { break };
@@ -280,7 +390,7 @@ impl Inner {
                 if client.waiters.is_empty() {
                     continue;
                 }
-                if client.running >= share {
+                if client.running + own.iter().filter(|c| **c == id).count() >= share {
                     state.turns.push_back(id);
                     continue;
                 }
@@ -290,7 +400,8 @@ impl Inner {
                 // guard is about to find it gone and gives nothing back).
                 if waiter.wake.send(()).is_ok() {
                     client.running += 1;
-                    state.free -= 1;
+                    state.running += 1;
+                    free -= 1;
                     handed = true;
                 }
                 let more = !client.waiters.is_empty();
@@ -337,5 +448,104 @@ impl State {
         {
             self.clients.remove(client);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::pin::pin;
+
+    use super::*;
+
+    fn admission(max_slots: usize, client_share: usize, queue_timeout_ms: u64) -> Admission {
+        Admission::new(AdmissionSettings {
+            max_slots,
+            client_share,
+            client_queue_depth: client_share,
+            queue_depth: 1024,
+            queue_timeout: Duration::from_millis(queue_timeout_ms),
+        })
+    }
+
+    fn client(last: u8) -> ClientId {
+        ClientId::Address(Ipv4Addr::new(127, 0, 0, last).into())
+    }
+
+    fn shared_users(admission: &Admission) -> usize {
+        admission.0.shared_users.0.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_threads_own_slot_counts_toward_its_clients_share() {
+        // 16 of 32 slots per client: one slot per thread on its own.
+        let admission = admission(32, 16, 20);
+        assert_eq!(admission.0.per_thread, 1);
+        let (a, b) = (client(1), client(2));
+        let first = admission.admit(&a).await.unwrap();
+        assert!(first.own.is_some(), "the first slot is the thread's own");
+        assert_eq!(shared_users(&admission), 0);
+        let mut more = Vec::new();
+        for _ in 0..15 {
+            let permit = admission.admit(&a).await.unwrap();
+            assert!(permit.own.is_none(), "past the thread's own slot, the shared path");
+            more.push(permit);
+        }
+        assert_eq!(admission.in_flight(), 16);
+        // The client's share is full, counting the slot held on its own.
+        let refused = admission
+            .admit(&a)
+            .await
+            .err()
+            .expect("over the share: queued, then refused");
+        assert_eq!(refused.code, ErrorCode::Overloaded);
+        // Another client still gets a slot.
+        let other = admission.admit(&b).await.unwrap();
+        assert_eq!(admission.in_flight(), 17);
+        drop((first, more, other));
+        assert_eq!(admission.in_flight(), 0);
+        assert_eq!(shared_users(&admission), 0, "nobody left in the shared path");
+        let again = admission.admit(&a).await.unwrap();
+        assert!(
+            again.own.is_some(),
+            "with the shared path empty, the thread's own slot again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slot_given_back_from_a_threads_own_goes_to_the_next_waiter() {
+        let admission = admission(16, 16, 60_000);
+        let a = client(1);
+        let own = admission.admit(&a).await.unwrap();
+        assert!(own.own.is_some());
+        let mut shared = Vec::new();
+        for _ in 0..15 {
+            shared.push(admission.admit(&a).await.unwrap());
+        }
+        // Every slot is taken: the next request waits.
+        let mut waiting = pin!(admission.admit(&a));
+        assert!(futures::poll!(&mut waiting).is_pending());
+        assert_eq!(admission.queued(), 1);
+        drop(own);
+        let handed = waiting.await.expect("the slot given back is handed over");
+        assert!(handed.own.is_none());
+        assert_eq!(admission.queued(), 0);
+        assert_eq!(admission.in_flight(), 16);
+        drop((handed, shared));
+        assert_eq!(admission.in_flight(), 0);
+        assert_eq!(shared_users(&admission), 0);
+    }
+
+    #[tokio::test]
+    async fn with_fewer_slots_than_threads_every_request_takes_the_shared_path() {
+        let admission = admission(4, 2, 20);
+        assert_eq!(admission.0.per_thread, 0);
+        let a = client(1);
+        let permits = [admission.admit(&a).await.unwrap(), admission.admit(&a).await.unwrap()];
+        assert!(permits.iter().all(|p| p.own.is_none()));
+        let refused = admission.admit(&a).await.err().expect("over the share of 2");
+        assert_eq!(refused.code, ErrorCode::Overloaded);
+        drop(permits);
+        assert_eq!((admission.in_flight(), shared_users(&admission)), (0, 0));
     }
 }
