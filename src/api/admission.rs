@@ -70,10 +70,29 @@ struct Inner {
     /// While it is above zero no thread takes a slot on its own; while it
     /// is zero, it is a line that requests only read.
     shared_users: Padded<AtomicUsize>,
-    /// The clients of the slots each thread holds on its own.
-    own: Box<[Padded<Mutex<Vec<ClientId>>>; SHARDS]>,
+    /// The slots each thread holds on its own.
+    own: Box<[Padded<OwnSlots>; SHARDS]>,
     state: Mutex<State>,
     refused: Refusals,
+}
+
+/// The slots one thread holds on its own.
+#[derive(Default)]
+struct OwnSlots {
+    /// How many: the shared path reads this first and takes the lock only
+    /// of the threads that hold some, so that a shared path busy for a
+    /// while does not write every thread's line at every decision.
+    held: AtomicUsize,
+    /// Their clients.
+    clients: Mutex<Vec<ClientId>>,
+}
+
+impl OwnSlots {
+    /// Locks the clients, also after a panic elsewhere: it is a list of
+    /// clients.
+    fn lock(&self) -> MutexGuard<'_, Vec<ClientId>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Requests refused, by reason, since start (for `/metrics`).
@@ -130,10 +149,12 @@ impl Drop for ExecPermit<'_> {
         let inner = self.admission;
         if let Some(list) = self.own {
             {
-                let mut own = lock(&inner.own[list].0);
-                if let Some(at) = own.iter().position(|c| c == self.client) {
-                    own.swap_remove(at);
+                let slots = &inner.own[list].0;
+                let mut clients = slots.lock();
+                if let Some(at) = clients.iter().position(|c| c == self.client) {
+                    clients.swap_remove(at);
                 }
+                slots.held.store(clients.len(), Ordering::SeqCst);
             }
             // Read after the slot is given back: a request that entered
             // the shared path before that counted it as held, and is told
@@ -166,7 +187,7 @@ impl Admission {
             per_thread: settings.max_slots.min(settings.client_share) / SHARDS,
             settings,
             shared_users: Padded(AtomicUsize::new(0)),
-            own: Box::new(std::array::from_fn(|_| Padded(Mutex::new(Vec::new())))),
+            own: Box::default(),
             state: Mutex::new(State::default()),
             refused: Refusals::default(),
         }))
@@ -295,14 +316,24 @@ impl Admission {
             return None;
         }
         let list = shard();
-        let mut own = lock(&inner.own[list].0);
-        // Read again under the list's lock: a request entering the shared
-        // path counts itself before it reads this list under the same
-        // lock, so either it sees this slot taken or this sees it.
-        if own.len() >= inner.per_thread || inner.shared_users.0.load(Ordering::SeqCst) > 0 {
+        let slots = &inner.own[list].0;
+        let mut clients = slots.lock();
+        if clients.len() >= inner.per_thread {
             return None;
         }
-        own.push(client.clone());
+        clients.push(client.clone());
+        slots.held.store(clients.len(), Ordering::SeqCst);
+        // Written, then read again: a request entering the shared path
+        // counts itself, then reads `held`, so either it sees this slot
+        // taken or this sees it coming. If this sees it, the slot is given
+        // back and told to it (it may have counted the slot as held).
+        if inner.shared_users.0.load(Ordering::SeqCst) > 0 {
+            clients.pop();
+            slots.held.store(clients.len(), Ordering::SeqCst);
+            drop(clients);
+            inner.hand_out(&mut inner.lock());
+            return None;
+        }
         Some(self.permit(client, Some(list)))
     }
 
@@ -313,12 +344,6 @@ impl Admission {
             own,
         }
     }
-}
-
-/// Locks a thread's list, also after a panic elsewhere: it is a list of
-/// clients.
-fn lock(list: &Mutex<Vec<ClientId>>) -> MutexGuard<'_, Vec<ClientId>> {
-    list.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A request in a client's queue; leaves it when dropped unsettled.
@@ -368,7 +393,11 @@ impl Inner {
         if self.per_thread == 0 {
             return Vec::new();
         }
-        self.own.iter().flat_map(|list| lock(&list.0).clone()).collect()
+        self.own
+            .iter()
+            .filter(|slots| slots.0.held.load(Ordering::SeqCst) > 0)
+            .flat_map(|slots| slots.0.lock().clone())
+            .collect()
     }
 
     /// Hands free slots to waiting requests: each to the next client in
@@ -533,6 +562,82 @@ mod tests {
         assert_eq!(admission.in_flight(), 16);
         drop((handed, shared));
         assert_eq!(admission.in_flight(), 0);
+        assert_eq!(shared_users(&admission), 0);
+    }
+
+    #[test]
+    fn under_concurrent_use_no_client_passes_its_share_and_no_slot_is_lost() {
+        use std::sync::atomic::AtomicUsize;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let admission = Admission::new(AdmissionSettings {
+            max_slots: 32,
+            client_share: 16,
+            client_queue_depth: 4096,
+            queue_depth: 4096,
+            queue_timeout: Duration::from_secs(60),
+        });
+        let clients = [client(1), client(2), client(3)];
+        let running: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        let most: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        let total = Arc::new(AtomicUsize::new(0));
+        let most_total = Arc::new(AtomicUsize::new(0));
+        // Permits taken on a thread's own and through the shared path.
+        let ways: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..3_000)
+                .map(|i| {
+                    let (admission, which) = (admission.clone(), i % 3);
+                    let client = clients[which].clone();
+                    let (running, most, total, most_total, ways) = (
+                        running.clone(),
+                        most.clone(),
+                        total.clone(),
+                        most_total.clone(),
+                        ways.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let permit = admission
+                            .admit(&client)
+                            .await
+                            .expect("the queue is deep and long enough");
+                        ways[usize::from(permit.own.is_none())].fetch_add(1, Ordering::SeqCst);
+                        let now = running[which].fetch_add(1, Ordering::SeqCst) + 1;
+                        most[which].fetch_max(now, Ordering::SeqCst);
+                        let all = total.fetch_add(1, Ordering::SeqCst) + 1;
+                        most_total.fetch_max(all, Ordering::SeqCst);
+                        // Some hold their slot across an await, as a call on
+                        // a fiber does, so that the shared path is taken.
+                        if i % 5 == 0 {
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        } else {
+                            tokio::task::yield_now().await;
+                        }
+                        running[which].fetch_sub(1, Ordering::SeqCst);
+                        total.fetch_sub(1, Ordering::SeqCst);
+                        drop(permit);
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        for (which, most) in most.iter().enumerate() {
+            let most = most.load(Ordering::SeqCst);
+            assert!((1..=16).contains(&most), "client {which} held {most} slots at once");
+        }
+        assert!(most_total.load(Ordering::SeqCst) <= 32);
+        let [own, shared] = [0, 1].map(|way| ways[way].load(Ordering::SeqCst));
+        assert!(
+            own > 0 && shared > 0,
+            "both ways were taken: {own} own, {shared} shared"
+        );
+        assert_eq!(admission.in_flight(), 0);
+        assert_eq!(admission.queued(), 0);
         assert_eq!(shared_users(&admission), 0);
     }
 
