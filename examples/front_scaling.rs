@@ -68,49 +68,18 @@ fn main() -> anyhow::Result<()> {
     for n in [1, threads].into_iter().filter(|_| wanted(what)) {
         // Per connection, as axum's own `serve` does.
         let connect = || bare.clone().with_state(());
-        let per_second = rate(n, seconds, max_stack, connect, |connection| {
-            let service = connection.clone();
-            async move {
-                let (status, _) = send(service, Method::GET, "/healthz", String::new()).await;
-                assert_eq!(status, StatusCode::OK);
-            }
-        });
-        report(what, n, per_second);
+        report(what, n, rate(n, seconds, max_stack, connect, |c| healthz(c.clone())));
     }
     // A client that opens a connection per request pays for the
     // connection's setup (its router and state) on every request.
     let what = "bare axum GET /healthz, a connection per request";
     for n in [1, threads].into_iter().filter(|_| wanted(what)) {
-        let per_second = rate(
-            n,
-            seconds,
-            max_stack,
-            || (),
-            |()| {
-                let service = bare.clone().with_state(());
-                async move {
-                    let (status, _) = send(service, Method::GET, "/healthz", String::new()).await;
-                    assert_eq!(status, StatusCode::OK);
-                }
-            },
-        );
+        let per_second = rate(n, seconds, max_stack, || (), |()| healthz(bare.clone().with_state(())));
         report(what, n, per_second);
     }
     let what = "GET /healthz, a connection per request";
     for n in [1, threads].into_iter().filter(|_| wanted(what)) {
-        let per_second = rate(
-            n,
-            seconds,
-            max_stack,
-            || (),
-            |()| {
-                let service = api.connection(Some(peer));
-                async move {
-                    let (status, text) = send(service, Method::GET, "/healthz", String::new()).await;
-                    assert_eq!(status, StatusCode::OK, "{text}");
-                }
-            },
-        );
+        let per_second = rate(n, seconds, max_stack, || (), |()| healthz(api.connection(Some(peer))));
         report(what, n, per_second);
     }
     let execute = r#"{"module_name":"double","function_name":"double","params":[21]}"#;
@@ -132,6 +101,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `GET /healthz` through `service`, which must answer 200.
+async fn healthz<S>(service: S)
+where
+    S: Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>,
+{
+    let (status, text) = send(service, Method::GET, "/healthz", String::new()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
 }
 
 /// One request through `service` (a connection's).
