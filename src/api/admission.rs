@@ -229,6 +229,10 @@ impl Admission {
         let (id, mut woken) = {
             let mut state = inner.lock();
             let own = inner.held_on_their_own();
+            // A slot a thread gave back may not have been handed out yet
+            // (its hand-out waits for this lock): the requests already
+            // waiting get it first.
+            inner.hand_out_counted(&mut state, &own);
             let free = settings.max_slots.saturating_sub(state.running + own.len());
             let held_on_own = own.iter().filter(|c| *c == client).count();
             let mine = state.clients.entry(client.clone()).or_default();
@@ -406,8 +410,13 @@ impl Inner {
         if state.turns.is_empty() {
             return;
         }
+        self.hand_out_counted(state, &self.held_on_their_own());
+    }
+
+    /// [`Inner::hand_out`], with the slots threads hold on their own
+    /// already counted (`own`).
+    fn hand_out_counted(&self, state: &mut State, own: &[ClientId]) {
         let share = self.settings.client_share;
-        let own = self.held_on_their_own();
         let mut free = self.settings.max_slots.saturating_sub(state.running + own.len());
         while free > 0 {
             let mut handed = false;
