@@ -148,20 +148,7 @@ impl Drop for ExecPermit<'_> {
     fn drop(&mut self) {
         let inner = self.admission;
         if let Some(list) = self.own {
-            {
-                let slots = &inner.own[list].0;
-                let mut clients = slots.lock();
-                if let Some(at) = clients.iter().position(|c| c == self.client) {
-                    clients.swap_remove(at);
-                }
-                slots.held.store(clients.len(), Ordering::SeqCst);
-            }
-            // Read after the slot is given back: a request that entered
-            // the shared path before that counted it as held, and is told
-            // here that it is free.
-            if inner.shared_users.0.load(Ordering::SeqCst) > 0 {
-                inner.hand_out(&mut inner.lock());
-            }
+            inner.give_back_own(list, self.client);
             return;
         }
         let mut state = inner.lock();
@@ -327,15 +314,13 @@ impl Admission {
         }
         clients.push(client.clone());
         slots.held.store(clients.len(), Ordering::SeqCst);
+        drop(clients);
         // Written, then read again: a request entering the shared path
         // counts itself, then reads `held`, so either it sees this slot
         // taken or this sees it coming. If this sees it, the slot is given
         // back and told to it (it may have counted the slot as held).
         if inner.shared_users.0.load(Ordering::SeqCst) > 0 {
-            clients.pop();
-            slots.held.store(clients.len(), Ordering::SeqCst);
-            drop(clients);
-            inner.hand_out(&mut inner.lock());
+            inner.give_back_own(list, client);
             return None;
         }
         Some(self.permit(client, Some(list)))
@@ -382,6 +367,25 @@ impl Drop for Waiting<'_> {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives back a slot `client` held on its own from thread list
+    /// `list`; if a request is in the shared path, hands it out there.
+    fn give_back_own(&self, list: usize, client: &ClientId) {
+        {
+            let slots = &self.own[list].0;
+            let mut clients = slots.lock();
+            if let Some(at) = clients.iter().position(|c| c == client) {
+                clients.swap_remove(at);
+            }
+            slots.held.store(clients.len(), Ordering::SeqCst);
+        }
+        // Read after the slot is given back: a request that entered the
+        // shared path before that counted it as held, and is told here
+        // that it is free.
+        if self.shared_users.0.load(Ordering::SeqCst) > 0 {
+            self.hand_out(&mut self.lock());
+        }
     }
 
     /// One request fewer in the shared path.

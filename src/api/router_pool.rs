@@ -55,12 +55,9 @@ impl RouterPool {
     }
 
     /// Routers kept now, on every thread.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lists.iter().map(|list| lock(&list.0).len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -105,7 +102,7 @@ mod tests {
         let lent: Vec<_> = (0..PER_THREAD + 3)
             .map(|_| LentRouter::new(Router::new(), pool.clone()))
             .collect();
-        assert!(pool.is_empty(), "a router lent out is not kept");
+        assert_eq!(pool.len(), 0, "a router lent out is not kept");
         drop(lent);
         assert_eq!(pool.len(), PER_THREAD, "a thread keeps at most PER_THREAD routers");
         assert!(pool.take().is_some());
@@ -121,6 +118,6 @@ mod tests {
             .unwrap();
         assert_eq!(pool.len(), 1);
         assert!(pool.take().is_some(), "the other thread's router is taken");
-        assert!(pool.is_empty());
+        assert_eq!(pool.len(), 0);
     }
 }

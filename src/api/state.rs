@@ -36,9 +36,9 @@ pub struct CallBounds {
 /// request, which measured about a sixth of `GET /healthz`'s throughput on
 /// two threads (docs/DESIGN.md). A connection's requests run on one
 /// core at a time, so its own count stays in that core's cache; the
-/// server's count is written only when a connection opens and closes (a
-/// task that outlives its request keeps the connection's count, not the
-/// server's).
+/// server's count is written only when a connection's router is built or
+/// dropped (`router_pool` keeps routers between connections; a task that
+/// outlives its request keeps the connection's count, not the server's).
 #[derive(Clone)]
 #[expect(
     clippy::redundant_allocation,
