@@ -39,6 +39,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DOUBLE: &str =
     r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
 
+/// The origin's linking example: `utils` exports `double`, and the inline
+/// module's `double_twice` imports it and calls it twice.
+const UTILS_HEX: &str = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
+const DOUBLE_TWICE_HEX: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -54,9 +59,15 @@ fn main() -> anyhow::Result<()> {
     let peer: SocketAddr = ([127, 0, 0, 1], 40_000).into();
     let api = runtime.block_on(async {
         let api = Application::build(settings).await?.into_api();
-        let wat = serde_json::json!({"module_name": "double", "wat": DOUBLE}).to_string();
-        let (status, text) = send(api.connection(Some(peer)), Method::POST, "/register", wat).await;
-        anyhow::ensure!(status.is_success(), "registration failed: {status} {text}");
+        for (name, code) in [
+            ("double", serde_json::json!({"wat": DOUBLE})),
+            ("utils", serde_json::json!({"wasm_hex": UTILS_HEX})),
+        ] {
+            let mut body = code;
+            body["module_name"] = name.into();
+            let (status, text) = send(api.connection(Some(peer)), Method::POST, "/register", body.to_string()).await;
+            anyhow::ensure!(status.is_success(), "registration of {name} failed: {status} {text}");
+        }
         anyhow::Ok(api)
     })?;
 
@@ -83,9 +94,16 @@ fn main() -> anyhow::Result<()> {
         report(what, n, per_second);
     }
     let execute = r#"{"module_name":"double","function_name":"double","params":[21]}"#;
-    let requests: [(&str, Method, &str, &str); 2] = [
+    let inline = serde_json::json!({"wat": DOUBLE, "function_name": "double", "params": [21]}).to_string();
+    let linking = serde_json::json!({
+        "wasm_hex": DOUBLE_TWICE_HEX, "function_name": "double_twice", "params": [2], "host_modules": ["utils"]
+    })
+    .to_string();
+    let requests: [(&str, Method, &str, &str); 4] = [
         ("GET /healthz", Method::GET, "/healthz", ""),
         ("POST /execute double", Method::POST, "/execute", execute),
+        ("POST / cached inline double", Method::POST, "/", &inline),
+        ("POST / linking example", Method::POST, "/", &linking),
     ];
     for (what, method, path, body) in requests {
         for n in [1, threads].into_iter().filter(|_| wanted(what)) {

@@ -59,6 +59,9 @@ pub struct CompiledModule {
     /// Whether an instance of it keeps nothing from one call to the next
     /// (see [`Headers::stateless`]).
     stateless: bool,
+    /// Whether it keeps nothing either when it imports functions from
+    /// modules that keep nothing (see [`Headers::stateless_when_linked`]).
+    stateless_when_linked: bool,
     /// Each exported function's type and export index, looked up once:
     /// wasmtime makes a new `FuncType` (registering its signature) and
     /// searches the export names on every lookup by name. Hashed with
@@ -100,6 +103,14 @@ impl CompiledModule {
     /// stored artifact, whose binary was not read, counts as stateful.
     pub fn stateless(&self) -> bool {
         self.stateless
+    }
+
+    /// Whether an instance of this module, linked to host modules that
+    /// are all so too, keeps nothing from one call to the next: as
+    /// [`Self::stateless`], but it may import functions (see
+    /// [`Headers::stateless_when_linked`]).
+    pub fn stateless_when_linked(&self) -> bool {
+        self.stateless_when_linked
     }
 
     /// Size of the module binary in bytes.
@@ -333,6 +344,10 @@ pub(crate) struct Headers {
     pub memories: usize,
     pub tables: usize,
     pub imports: usize,
+    /// It imports something other than a function of another module: a
+    /// memory, table, global or tag, or a WASI function (whose host state
+    /// an instance could reach).
+    pub imports_state: bool,
     pub has_start: bool,
     /// It defines a mutable global.
     pub mutable_globals: bool,
@@ -352,10 +367,19 @@ impl Headers {
     /// up in the store). Its instance after a call, even a trapped one, is
     /// then indistinguishable from a fresh one.
     pub fn stateless(&self) -> bool {
+        self.stateless_when_linked() && self.imports == 0
+    }
+
+    /// [`Self::stateless`] but for imports, which may be functions of
+    /// other modules. A graph of such modules linked together keeps
+    /// nothing anywhere: an imported function is another such module's
+    /// code, with nowhere to keep state either. The instances of a whole
+    /// graph may then be shared by calls that each promise fresh ones.
+    pub fn stateless_when_linked(&self) -> bool {
         !self.malformed
             && self.memories == 0
             && self.tables == 0
-            && self.imports == 0
+            && !self.imports_state
             && !self.has_start
             && !self.mutable_globals
             && !self.gc_types
@@ -381,7 +405,18 @@ fn read_headers(wasm: &[u8], read_types: bool) -> Headers {
         match payload {
             Ok(wasmparser::Payload::MemorySection(reader)) => h.memories += reader.count() as usize,
             Ok(wasmparser::Payload::TableSection(reader)) => h.tables += reader.count() as usize,
-            Ok(wasmparser::Payload::ImportSection(reader)) => h.imports += reader.count() as usize,
+            Ok(wasmparser::Payload::ImportSection(reader)) => {
+                h.imports += reader.count() as usize;
+                for import in reader.into_imports() {
+                    match import {
+                        Ok(i) => {
+                            h.imports_state |= i.module == WASI_MODULE
+                                || !matches!(i.ty, wasmparser::TypeRef::Func(_) | wasmparser::TypeRef::FuncExact(_))
+                        }
+                        Err(_) => h.malformed = true,
+                    }
+                }
+            }
             Ok(wasmparser::Payload::StartSection { .. }) => h.has_start = true,
             Ok(wasmparser::Payload::GlobalSection(reader)) => {
                 for global in reader {
@@ -459,7 +494,7 @@ pub(crate) fn compile_blocking(
     check_defined_counts(&headers, caps)?;
     let module = Module::from_binary(engine, wasm)
         .map_err(|e| EngineError::InvalidModule(format!("invalid WebAssembly module: {}", chain_text(&e))))?;
-    finish(linker, sha, wasm.len(), module, headers.stateless())
+    finish(linker, sha, wasm.len(), module, &headers)
 }
 
 /// Loads a module from an artifact made by `Module::serialize` (blocking).
@@ -478,7 +513,12 @@ pub(crate) fn deserialize_blocking(
     // SAFETY: see the contract above; that is what `deserialize` asks for.
     let module = unsafe { Module::deserialize(engine, artifact) }
         .map_err(|e| EngineError::Internal(format!("cannot load artifact: {e}")))?;
-    finish(linker, sha, size, module, false)
+    // Nothing is known of its state: it counts as having some.
+    let unknown = Headers {
+        malformed: true,
+        ..Headers::default()
+    };
+    finish(linker, sha, size, module, &unknown)
 }
 
 /// Wraps a validated module, pre-linking it when it needs only WASI.
@@ -487,7 +527,7 @@ fn finish(
     sha: Sha256Digest,
     size: usize,
     module: Module,
-    stateless: bool,
+    headers: &Headers,
 ) -> Result<CompiledModule, EngineError> {
     let imports_wasi = module.imports().any(|i| i.module() == WASI_MODULE);
     let pre = if module.imports().all(|i| i.module() == WASI_MODULE) {
@@ -516,7 +556,8 @@ fn finish(
         module,
         pre,
         imports_wasi,
-        stateless,
+        stateless: headers.stateless(),
+        stateless_when_linked: headers.stateless_when_linked(),
         spares: Spares::default(),
         sync_first: SyncFirst::default(),
     })
@@ -527,7 +568,16 @@ fn finish(
 pub(crate) fn returning(engine: &wasmtime::Engine, n: i32) -> Arc<CompiledModule> {
     let wasm = wat::parse_str(format!(r#"(module (func (export "f") (result i32) (i32.const {n})))"#)).unwrap();
     let module = Module::new(engine, &wasm).unwrap();
-    Arc::new(finish(&Linker::new(engine), sha256(&wasm), wasm.len(), module, true).unwrap())
+    Arc::new(
+        finish(
+            &Linker::new(engine),
+            sha256(&wasm),
+            wasm.len(),
+            module,
+            &Headers::default(),
+        )
+        .unwrap(),
+    )
 }
 
 #[cfg(test)]
@@ -558,6 +608,32 @@ mod tests {
         }
         // Unreadable headers are never taken for stateless.
         assert!(!headers(b"\0asm\x01\0\0\0\x06\x05").stateless());
+    }
+
+    /// Importing functions keeps a module stateless when linked, and only
+    /// then; importing anything else, or from WASI, never does.
+    #[test]
+    fn a_module_importing_only_functions_is_stateless_when_linked() {
+        let linked = |wat: &str| {
+            let h = headers(&wat::parse_str(wat).unwrap());
+            (h.stateless(), h.stateless_when_linked())
+        };
+        let calls_utils = r#"(module (import "utils" "double" (func $d (param i32) (result i32)))
+            (func (export "f") (param i32) (result i32) (call $d (local.get 0))))"#;
+        assert_eq!(linked(calls_utils), (false, true));
+        assert_eq!(linked(r#"(module (func (export "f")))"#), (true, true));
+        for wat in [
+            r#"(module (import "m" "mem" (memory 1)))"#,
+            r#"(module (import "m" "t" (table 1 funcref)))"#,
+            r#"(module (import "m" "g" (global i32)))"#,
+            r#"(module (import "m" "g" (global (mut i32))))"#,
+            r#"(module (import "wasi_snapshot_preview1" "sched_yield" (func (result i32))))"#,
+            r#"(module (import "m" "f" (func)) (memory 1))"#,
+            r#"(module (import "m" "f" (func)) (global (mut i32) (i32.const 0)))"#,
+            r#"(module (import "m" "f" (func)) (start 0))"#,
+        ] {
+            assert_eq!(linked(wat), (false, false), "{wat} counts as stateless when linked");
+        }
     }
 
     /// Skipping the type section changes nothing but `gc_types`.

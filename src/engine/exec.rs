@@ -22,7 +22,7 @@ use wasmtime::{
 };
 
 use super::classify;
-use super::compile::CompiledModule;
+use super::compile::{CompiledModule, Sha256Digest};
 use super::error::{EngineError, LimitKind};
 use super::funcs::Funcs;
 use super::limits::ExecLimits;
@@ -239,6 +239,11 @@ pub(crate) struct CompiledInstance {
     root_label: String,
     /// Host module instances by name, for `host:export` memory access.
     hosts: Vec<(String, Instance)>,
+    /// The SHA-256 of each host module, in the order of `hosts`, when no
+    /// module of the graph keeps state (see [`keeps_nothing`]): such an
+    /// instance may be kept for later one-shot calls linking the same
+    /// graph. `None` otherwise.
+    stateless_graph: Option<Box<[Sha256Digest]>>,
     /// Fuel and time spent instantiating, reported with the first call.
     pending: Option<ExecStats>,
     /// The root's functions called so far, by export name.
@@ -257,7 +262,9 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
     // A graph that imports WASI always gets a context: the request's, or
     // an empty world (no args, no env, empty stdin).
     let needs_wasi = spec.root.imports_wasi() || spec.graph.iter().any(|m| m.compiled.imports_wasi());
-    let config = spec.wasi.take().or_else(|| needs_wasi.then(WasiConfig::default));
+    let config = spec.wasi.take();
+    let config_was_none = config.is_none();
+    let config = config.or_else(|| needs_wasi.then(WasiConfig::default));
     let wasi = config.map(|config| WasiState::new(config, rt.output_cap));
     let mut store = store::new_store(rt.engine, &spec.limits, wasi);
     let started = store::arm(&mut store, &spec.limits);
@@ -279,16 +286,39 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
             });
         }
     };
+    let stateless_graph = (config_was_none && keeps_nothing(&spec.root, &spec.graph))
+        .then(|| spec.graph.iter().map(|node| *node.compiled.sha256()).collect());
     Ok(CompiledInstance {
         store,
         root,
         root_module: spec.root,
         root_label: spec.root_label,
         hosts,
+        stateless_graph,
         pending: Some(stats),
         funcs: Funcs::default(),
         idle: true,
     })
+}
+
+/// Whether no module of `root`'s link `graph` keeps anything from one call
+/// to the next (see `CompiledModule::stateless_when_linked`), so that the
+/// graph's instances, as a call leaves them, are as good as fresh ones.
+pub(crate) fn keeps_nothing(root: &CompiledModule, graph: &[LinkedModule]) -> bool {
+    if graph.is_empty() {
+        root.stateless()
+    } else {
+        root.stateless_when_linked() && graph.iter().all(|node| node.compiled.stateless_when_linked())
+    }
+}
+
+/// Whether the kept instance `spare` was linked to exactly `graph`: the
+/// same host modules, by name and code, in the same order.
+pub(crate) fn links(spare: &Spare, graph: &[LinkedModule]) -> bool {
+    spare.hosts.len() == graph.len()
+        && (spare.hosts.iter().zip(&*spare.graph))
+            .zip(graph)
+            .all(|((host, digest), node)| host.0 == node.name && digest == node.compiled.sha256())
 }
 
 /// Refuses a graph with more instances than the server allows, before any
@@ -371,17 +401,24 @@ pub(crate) fn allocator_returned_null(len: i32, function: &str) -> EngineError {
 }
 
 impl CompiledInstance {
-    /// A kept instance of the stateless module `root`, named `root_label`
-    /// in messages (see `engine::spare`). Its calls report no
-    /// instantiation: none was made for them.
+    /// A kept instance of the stateless module `root` (and of the graph it
+    /// links), named `root_label` in messages (see `engine::spare`). Its
+    /// calls report no instantiation: none was made for them.
     pub(crate) fn from_spare(spare: Spare, root_module: Arc<CompiledModule>, root_label: String) -> Self {
-        let Spare { store, root, funcs } = spare;
+        let Spare {
+            store,
+            root,
+            funcs,
+            hosts,
+            graph,
+        } = spare;
         CompiledInstance {
             store,
             root,
             root_module,
             root_label,
-            hosts: Vec::new(),
+            hosts,
+            stateless_graph: Some(graph),
             pending: None,
             funcs,
             idle: true,
@@ -389,20 +426,28 @@ impl CompiledInstance {
     }
 
     /// Keeps this instance for a later one-shot call of its module, when
-    /// the module is stateless, it links nothing and no call of it was
-    /// cut short; otherwise it is dropped.
+    /// no module of its graph keeps state, it has no WASI world and no
+    /// call of it was cut short; otherwise it is dropped.
     pub(crate) fn into_spare(self) {
         let CompiledInstance {
             store,
             root,
             root_module,
             hosts,
+            stateless_graph,
             idle,
             funcs,
             ..
         } = self;
-        if idle && hosts.is_empty() && root_module.stateless() {
-            root_module.spares().keep(Spare { store, root, funcs });
+        if idle && let Some(graph) = stateless_graph {
+            let spare = Spare {
+                store,
+                root,
+                funcs,
+                hosts,
+                graph,
+            };
+            root_module.spares().keep(spare);
         }
     }
 

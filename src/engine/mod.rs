@@ -757,10 +757,11 @@ impl WasmEngine {
     /// instantiated, so a bad request costs no guest code.
     ///
     /// For one of many one-shot calls in a row (a batch's), `kept` carries
-    /// an instance from one to the next: when the code is one stateless
-    /// module (see [`CompiledModule::stateless`]) and the call needs no
-    /// WASI world, the instance is kept there and serves the next such call
-    /// of the same module with a fresh budget. Each call still sees exactly
+    /// an instance from one to the next: when no module of the code keeps
+    /// state (one stateless module, see [`CompiledModule::stateless`], or a
+    /// graph of modules each [`CompiledModule::stateless_when_linked`])
+    /// and the call needs no WASI world, the instances are kept there and
+    /// serve the next such call of the same code with a fresh budget. Each call still sees exactly
     /// what a fresh instance would show it; only instantiation is saved
     /// (`stats.instantiate_us` is 0 for the calls that reuse it).
     pub async fn run(
@@ -771,10 +772,10 @@ impl WasmEngine {
         call: CallSpec<'_>,
         kept: &mut KeptInstance,
     ) -> Result<CallOutcome, CallFailure> {
-        let reusable = code.graph.is_empty() && wasi.is_none() && code.root.stateless();
+        let reusable = wasi.is_none() && exec::keeps_nothing(&code.root, &code.graph);
         if reusable && kept.0.is_none() {
             // An instance an earlier one-shot call left (`engine::spare`).
-            kept.0 = (code.root.spares().take())
+            kept.0 = (code.root.spares().take(|spare| exec::links(spare, &code.graph)))
                 .map(|spare| exec::CompiledInstance::from_spare(spare, code.root.clone(), code.root_label.clone()));
         }
         if reusable && let Some(live) = kept.0.as_mut().filter(|live| live.runs(&code.root)) {
@@ -817,7 +818,7 @@ impl WasmEngine {
         if !root.sync_first().is_some_and(store::SyncFirst::now) {
             return Now::Later(call.armed_at);
         }
-        let Some(mut spare) = root.spares().take() else {
+        let Some(mut spare) = root.spares().take(|spare| spare.hosts.is_empty()) else {
             return Now::Later(call.armed_at);
         };
         // Kept again whatever the call did: a stateless instance is as good

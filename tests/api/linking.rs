@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{code, spawn_app};
+use crate::helpers::{DOUBLE_HEX, DOUBLE_TWICE_HEX, code, spawn_app, spawn_compiled_app};
 
 #[tokio::test]
 async fn a_three_deep_chain_links_recursively() {
@@ -187,4 +187,64 @@ async fn a_memory_import_larger_than_the_export_is_a_link_error_at_registration(
         .register_wat("ok", r#"(module (import "mem" "memory" (memory 1 3)))"#, &["mem"])
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// A link graph in which no module keeps state (here the origin's
+/// example: `double_twice` imports `utils.double`) serves one-shot calls
+/// from instances an earlier call left, as a lone stateless module does:
+/// later calls make none (`instantiate_us` 0). A host module registered
+/// again with other code makes another graph, whose calls never run on
+/// the old one's instances; a graph with state anywhere is never shared.
+#[tokio::test]
+async fn a_stateless_link_graph_is_reused_only_for_the_same_graph() {
+    let app = spawn_compiled_app().await;
+    let utils = json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX});
+    assert_eq!(app.post("/register", &utils).await.0, StatusCode::CREATED);
+    let linking = json!({"wasm_hex": DOUBLE_TWICE_HEX, "function_name": "double_twice", "params": [2], "host_modules": ["utils"]});
+    for call in 0..4 {
+        let (status, body) = app.post("/", &linking).await;
+        assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([8])), "{body}");
+        if call > 0 {
+            assert_eq!(body["stats"]["instantiate_us"], 0, "call {call}: {body}");
+        }
+    }
+
+    // `utils.double` now triples: the same inline code links another graph.
+    let (status, body) = app.delete("/modules/utils").await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let triple = r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 3))))"#;
+    assert_eq!(app.register_wat("utils", triple, &[]).await.0, StatusCode::CREATED);
+    for call in 0..4 {
+        let (status, body) = app.post("/", &linking).await;
+        assert_eq!(
+            (status, &body["results"]),
+            (StatusCode::OK, &json!([18])),
+            "call {call}: {body}"
+        );
+    }
+
+    // A host that keeps a count: every call sees a fresh one.
+    app.register_wat(
+        "counter",
+        r#"(module (global $n (mut i32) (i32.const 0))
+            (func (export "bump") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#,
+        &[],
+    )
+    .await;
+    let (status, body) = app
+        .register_wat(
+            "bumper",
+            r#"(module (import "counter" "bump" (func $bump (result i32))) (func (export "go") (result i32) (call $bump)))"#,
+            &["counter"],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for call in 0..4 {
+        let (status, body) = app.execute("bumper", "go", json!([])).await;
+        assert_eq!(
+            (status, &body["results"]),
+            (StatusCode::OK, &json!([1])),
+            "call {call}: {body}"
+        );
+    }
 }
