@@ -566,18 +566,18 @@ fn finish(
 /// A module returning `n` from its export `f`, compiled for a unit test.
 #[cfg(test)]
 pub(crate) fn returning(engine: &wasmtime::Engine, n: i32) -> Arc<CompiledModule> {
-    let wasm = wat::parse_str(format!(r#"(module (func (export "f") (result i32) (i32.const {n})))"#)).unwrap();
-    let module = Module::new(engine, &wasm).unwrap();
-    Arc::new(
-        finish(
-            &Linker::new(engine),
-            sha256(&wasm),
-            wasm.len(),
-            module,
-            &Headers::default(),
-        )
-        .unwrap(),
+    from_wat(
+        engine,
+        &format!(r#"(module (func (export "f") (result i32) (i32.const {n})))"#),
     )
+}
+
+/// The module `wat`, compiled for a unit test.
+#[cfg(test)]
+pub(crate) fn from_wat(engine: &wasmtime::Engine, wat: &str) -> Arc<CompiledModule> {
+    let wasm = wat::parse_str(wat).unwrap();
+    let module = Module::new(engine, &wasm).unwrap();
+    Arc::new(finish(&Linker::new(engine), sha256(&wasm), wasm.len(), module, &headers(&wasm)).unwrap())
 }
 
 #[cfg(test)]

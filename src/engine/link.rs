@@ -5,11 +5,12 @@
 //! import nothing satisfies is an error here, before any guest code runs,
 //! with a message that names the import and what was expected.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use wasmtime::{ExternType, Mutability};
 
-use super::compile::CompiledModule;
+use super::compile::{CompiledModule, Sha256Digest};
 use super::error::EngineError;
 use super::types::describe_with_kind as describe;
 use super::wasi::WASI_MODULE;
@@ -127,12 +128,65 @@ impl Linkable for LiveExports {
 /// matching rules, so that a mismatch is reported at registration with both
 /// types shown rather than at every later call. (Wasmtime checks again at
 /// instantiation; a memory grown past its declared minimum only fits better.)
+///
+/// The answer depends only on the module's code and its hosts' names and
+/// code, so each thread remembers the last few links it found sound
+/// ([`PASSED`]) and answers them again without looking: inline code that
+/// links host modules is checked on every request, and the check (which
+/// asks wasmtime for every import's and export's type) was a tenth of the
+/// origin's linking example once its instances were kept.
 pub fn check_imports(who: &str, module: &CompiledModule, hosts: &[LinkedModule]) -> Result<(), EngineError> {
-    let hosts: Vec<(&str, &dyn Linkable)> = hosts
+    if passed_before(module, hosts) {
+        return Ok(());
+    }
+    let linkable: Vec<(&str, &dyn Linkable)> = hosts
         .iter()
         .map(|h| (h.name.as_str(), &*h.compiled as &dyn Linkable))
         .collect();
-    check_linkable(who, module, &hosts)
+    check_linkable(who, module, &linkable)?;
+    remember_passed(module, hosts);
+    Ok(())
+}
+
+/// Links a thread remembers as sound.
+const REMEMBERED: usize = 8;
+
+/// A sound link: the module's SHA-256, and each host's name and SHA-256.
+type Link = (Sha256Digest, Box<[(String, Sha256Digest)]>);
+
+thread_local! {
+    /// The links this thread found sound last, replaced in turn.
+    static PASSED: RefCell<(Vec<Link>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+}
+
+/// Whether this thread found `module` linked to `hosts` sound lately.
+fn passed_before(module: &CompiledModule, hosts: &[LinkedModule]) -> bool {
+    let same = |link: &Link| {
+        link.0 == *module.sha256()
+            && link.1.len() == hosts.len()
+            && (link.1.iter().zip(hosts)).all(|((name, sha), host)| *name == host.name && sha == host.compiled.sha256())
+    };
+    PASSED
+        .try_with(|passed| passed.borrow().0.iter().any(same))
+        .unwrap_or(false)
+}
+
+/// Remembers that `module` linked to `hosts` is sound, in place of the
+/// link remembered longest.
+fn remember_passed(module: &CompiledModule, hosts: &[LinkedModule]) {
+    let link: Link = (
+        *module.sha256(),
+        hosts.iter().map(|h| (h.name.clone(), *h.compiled.sha256())).collect(),
+    );
+    let _ = PASSED.try_with(|passed| {
+        let (links, next) = &mut *passed.borrow_mut();
+        if links.len() < REMEMBERED {
+            links.push(link);
+        } else {
+            links[*next] = link;
+            *next = (*next + 1) % REMEMBERED;
+        }
+    });
 }
 
 /// [`check_imports`] for either tier's modules.
@@ -169,17 +223,19 @@ pub(crate) fn check_linkable_with(
         if import_module == WASI_MODULE {
             continue;
         }
-        let shown = format!("`{import_module}`.`{import_name}` ({})", describe(&wanted));
+        let shown = || format!("`{import_module}`.`{import_name}` ({})", describe(&wanted));
         let Some((host_name, host)) = hosts.iter().find(|(name, _)| *name == import_module) else {
             return Err(EngineError::Link(format!(
-                "{who} imports {shown}, but {}",
+                "{who} imports {}, but {}",
+                shown(),
                 unlinked(&import_module)
             )));
         };
         let Some(found) = host.export_type(&import_name) else {
             let exports = host.export_names();
             return Err(EngineError::Link(format!(
-                "{who} imports {shown}, but {} has no export named `{import_name}` (it exports: {})",
+                "{who} imports {}, but {} has no export named `{import_name}` (it exports: {})",
+                shown(),
                 host.shown_as(host_name),
                 if exports.is_empty() {
                     "nothing".to_string()
@@ -190,11 +246,55 @@ pub(crate) fn check_linkable_with(
         };
         if !satisfies(&found, &wanted) {
             return Err(EngineError::Link(format!(
-                "{who} imports {shown}, but {} exports `{import_name}` as {}",
+                "{who} imports {}, but {} exports `{import_name}` as {}",
+                shown(),
                 host.shown_as(host_name),
                 describe(&found)
             )));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::compile::from_wat;
+
+    /// A sound link is remembered; an unsound one never is, and a link to
+    /// other host code is looked at afresh.
+    #[test]
+    fn only_sound_links_are_remembered() {
+        let engine = wasmtime::Engine::default();
+        let root = from_wat(
+            &engine,
+            r#"(module (import "utils" "double" (func (param i32) (result i32))))"#,
+        );
+        let host = |wat: &str| LinkedModule {
+            name: "utils".into(),
+            compiled: from_wat(&engine, wat),
+        };
+        let good = [host(
+            r#"(module (func (export "double") (param i32) (result i32) (local.get 0)))"#,
+        )];
+        let bad = [host(
+            r#"(module (func (export "double") (param i64) (result i64) (local.get 0)))"#,
+        )];
+        assert!(!passed_before(&root, &good));
+        check_imports("the module", &root, &good).unwrap();
+        assert!(passed_before(&root, &good), "a sound link is remembered");
+        for _ in 0..2 {
+            let error = check_imports("the module", &root, &bad).unwrap_err().to_string();
+            assert!(error.contains("exports `double` as"), "{error}");
+            assert!(!passed_before(&root, &bad), "an unsound link is not remembered");
+        }
+        let renamed = [LinkedModule {
+            name: "other".into(),
+            compiled: good[0].compiled.clone(),
+        }];
+        assert!(
+            check_imports("the module", &root, &renamed).is_err(),
+            "the same code under another name"
+        );
+    }
 }
