@@ -6,6 +6,10 @@ use serde_json::json;
 
 use crate::helpers::{DOUBLE_HEX, DOUBLE_TWICE_HEX, code, spawn_app, spawn_compiled_app};
 
+/// A module that keeps a count in a global: `bump` adds one and returns it.
+const COUNTER: &str = r#"(module (global $n (mut i32) (i32.const 0))
+    (func (export "bump") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#;
+
 #[tokio::test]
 async fn a_three_deep_chain_links_recursively() {
     let app = spawn_app().await;
@@ -53,13 +57,7 @@ async fn a_diamond_instantiates_the_shared_module_once() {
     let app = spawn_app().await;
     // `counter` keeps state in a global; if `left` and `right` got separate
     // instances of it, the second bump would return 1 again.
-    app.register_wat(
-        "counter",
-        r#"(module (global $n (mut i32) (i32.const 0))
-            (func (export "bump") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#,
-        &[],
-    )
-    .await;
+    app.register_wat("counter", COUNTER, &[]).await;
     for side in ["left", "right"] {
         let (status, body) = app
             .register_wat(
@@ -224,13 +222,7 @@ async fn a_stateless_link_graph_is_reused_only_for_the_same_graph() {
     }
 
     // A host that keeps a count: every call sees a fresh one.
-    app.register_wat(
-        "counter",
-        r#"(module (global $n (mut i32) (i32.const 0))
-            (func (export "bump") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#,
-        &[],
-    )
-    .await;
+    app.register_wat("counter", COUNTER, &[]).await;
     let (status, body) = app
         .register_wat(
             "bumper",
