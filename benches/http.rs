@@ -32,6 +32,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DOUBLE_HEX: &str = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
+/// The origin's `double_twice`, which imports `utils.double` and calls it twice.
+const DOUBLE_TWICE_HEX: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
 
 const FIB_WAT: &str = r#"(module (func $fib (export "fib") (param i32) (result i32)
   (if (result i32) (i32.lt_u (local.get 0) (i32.const 2))
@@ -310,6 +312,11 @@ fn main() {
         "/register",
         serde_json::json!({"module_name": "double", "wasm_hex": DOUBLE_HEX}),
     );
+    // The origin's linking example imports `double` from `utils`.
+    post(
+        "/register",
+        serde_json::json!({"module_name": "utils", "wasm_hex": DOUBLE_HEX}),
+    );
     post(
         "/register",
         serde_json::json!({"module_name": "c", "wat": "(module (func (export \"f\") (param i32) (result i32) (i32.add (local.get 0) (i32.const 1))))"}),
@@ -403,6 +410,16 @@ fn main() {
         ),
         (BATCH_100, Target::Ours, "/batch", batch_of(100), connections, ""),
         (BATCH_1000, Target::Ours, "/batch", batch_of(1000), connections, ""),
+        (
+            "POST / linking example",
+            Target::Ours,
+            "/",
+            json_post(format!(
+                r#"{{"wasm_hex":"{DOUBLE_TWICE_HEX}","function_name":"double_twice","params":[2],"host_modules":["utils"]}}"#
+            )),
+            connections,
+            FLOOR_CALL,
+        ),
         (
             "POST /execute 3-deep chain",
             Target::Ours,
