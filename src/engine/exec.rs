@@ -26,7 +26,7 @@ use super::compile::{CompiledModule, Sha256Digest};
 use super::error::{EngineError, LimitKind};
 use super::funcs::Funcs;
 use super::limits::ExecLimits;
-use super::link::LinkedModule;
+use super::link::{self, LinkedModule};
 use super::memory::{self, MemoryRead, MemoryWrite};
 use super::spare::Spare;
 use super::store::{self, StoreState};
@@ -262,9 +262,10 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
     // A graph that imports WASI always gets a context: the request's, or
     // an empty world (no args, no env, empty stdin).
     let needs_wasi = spec.root.imports_wasi() || spec.graph.iter().any(|m| m.compiled.imports_wasi());
-    let config = spec.wasi.take();
-    let config_was_none = config.is_none();
-    let config = config.or_else(|| needs_wasi.then(WasiConfig::default));
+    // Kept for later calls only without a WASI world of the request's.
+    let stateless_graph = (spec.wasi.is_none() && keeps_nothing(&spec.root, &spec.graph))
+        .then(|| spec.graph.iter().map(|node| *node.compiled.sha256()).collect());
+    let config = spec.wasi.take().or_else(|| needs_wasi.then(WasiConfig::default));
     let wasi = config.map(|config| WasiState::new(config, rt.output_cap));
     let mut store = store::new_store(rt.engine, &spec.limits, wasi);
     let started = store::arm(&mut store, &spec.limits);
@@ -286,8 +287,6 @@ pub(crate) async fn instantiate(rt: &Runtime<'_>, mut spec: InstanceSpec) -> Res
             });
         }
     };
-    let stateless_graph = (config_was_none && keeps_nothing(&spec.root, &spec.graph))
-        .then(|| spec.graph.iter().map(|node| *node.compiled.sha256()).collect());
     Ok(CompiledInstance {
         store,
         root,
@@ -315,10 +314,8 @@ pub(crate) fn keeps_nothing(root: &CompiledModule, graph: &[LinkedModule]) -> bo
 /// Whether the kept instance `spare` was linked to exactly `graph`: the
 /// same host modules, by name and code, in the same order.
 pub(crate) fn links(spare: &Spare, graph: &[LinkedModule]) -> bool {
-    spare.hosts.len() == graph.len()
-        && (spare.hosts.iter().zip(&*spare.graph))
-            .zip(graph)
-            .all(|((host, digest), node)| host.0 == node.name && digest == node.compiled.sha256())
+    let linked = spare.hosts.iter().zip(&*spare.graph);
+    link::same_graph(linked.map(|((name, _), sha)| (name.as_str(), sha)), graph)
 }
 
 /// Refuses a graph with more instances than the server allows, before any

@@ -159,12 +159,24 @@ thread_local! {
     static PASSED: RefCell<(Vec<Link>, usize)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
+/// Whether `linked` (each host module's name and SHA-256, in link order)
+/// is exactly `graph`: the same modules, by name and code, in the same
+/// order. Both what a thread remembers of sound links and what a kept
+/// instance remembers of its graph are matched so.
+pub(crate) fn same_graph<'a>(
+    linked: impl ExactSizeIterator<Item = (&'a str, &'a Sha256Digest)>,
+    graph: &[LinkedModule],
+) -> bool {
+    linked.len() == graph.len()
+        && linked
+            .zip(graph)
+            .all(|((name, sha), node)| name == node.name && sha == node.compiled.sha256())
+}
+
 /// Whether this thread found `module` linked to `hosts` sound lately.
 fn passed_before(module: &CompiledModule, hosts: &[LinkedModule]) -> bool {
     let same = |link: &Link| {
-        link.0 == *module.sha256()
-            && link.1.len() == hosts.len()
-            && (link.1.iter().zip(hosts)).all(|((name, sha), host)| *name == host.name && sha == host.compiled.sha256())
+        link.0 == *module.sha256() && same_graph(link.1.iter().map(|(name, sha)| (name.as_str(), sha)), hosts)
     };
     PASSED
         .try_with(|passed| passed.borrow().0.iter().any(same))
