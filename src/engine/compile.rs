@@ -71,7 +71,11 @@ pub struct CompiledModule {
     /// Instances of a stateless module that one-shot calls left behind,
     /// for later ones to take (see `engine::spare`).
     spares: Spares,
-    /// Whether its calls begin synchronously (stateless modules only).
+    /// What its binary's section headers say, kept with its artifact
+    /// (`engine::artifact`).
+    headers: Headers,
+    /// Whether its calls begin synchronously (stateless modules, and
+    /// roots of link graphs that keep nothing).
     sync_first: SyncFirst,
 }
 
@@ -80,6 +84,14 @@ impl CompiledModule {
     /// `store::call`): `None` unless it is stateless.
     pub(crate) fn sync_first(&self) -> Option<&SyncFirst> {
         self.stateless.then_some(&self.sync_first)
+    }
+
+    /// [`Self::sync_first`] for a call of an instance linked into a graph
+    /// that keeps nothing anywhere (see `exec::keeps_nothing`): such a
+    /// call may be run again from the start as safely as a stateless
+    /// module's. `None` unless it is [`Self::stateless_when_linked`].
+    pub(crate) fn sync_first_when_linked(&self) -> Option<&SyncFirst> {
+        self.stateless_when_linked.then_some(&self.sync_first)
     }
 
     /// Instances kept for later one-shot calls (stateless modules only).
@@ -99,8 +111,8 @@ impl CompiledModule {
 
     /// Whether an instance of this module keeps nothing from one call to
     /// the next, so that calls which each promise a fresh instance may
-    /// share one (see [`Headers::stateless`]). A module loaded from a
-    /// stored artifact, whose binary was not read, counts as stateful.
+    /// share one (see [`Headers::stateless`]). A module loaded from an
+    /// artifact kept without its headers counts as stateful.
     pub fn stateless(&self) -> bool {
         self.stateless
     }
@@ -111,6 +123,11 @@ impl CompiledModule {
     /// [`Headers::stateless_when_linked`]).
     pub fn stateless_when_linked(&self) -> bool {
         self.stateless_when_linked
+    }
+
+    /// What the module binary's section headers say.
+    pub(crate) fn headers(&self) -> &Headers {
+        &self.headers
     }
 
     /// Size of the module binary in bytes.
@@ -339,7 +356,7 @@ pub(crate) struct DefinedCaps {
 }
 
 /// What a module's section headers say, read without parsing its code.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Headers {
     pub memories: usize,
     pub tables: usize,
@@ -497,7 +514,8 @@ pub(crate) fn compile_blocking(
     finish(linker, sha, wasm.len(), module, &headers)
 }
 
-/// Loads a module from an artifact made by `Module::serialize` (blocking).
+/// Loads a module from `code` made by `Module::serialize` (blocking), with
+/// the section headers its binary had (see `engine::artifact`).
 ///
 /// # Safety contract
 /// Artifacts come only from this server's own store, keyed by the engine's
@@ -508,17 +526,13 @@ pub(crate) fn deserialize_blocking(
     linker: &Linker<StoreState>,
     sha: Sha256Digest,
     size: usize,
-    artifact: &[u8],
+    code: &[u8],
+    headers: &Headers,
 ) -> Result<CompiledModule, EngineError> {
     // SAFETY: see the contract above; that is what `deserialize` asks for.
-    let module = unsafe { Module::deserialize(engine, artifact) }
+    let module = unsafe { Module::deserialize(engine, code) }
         .map_err(|e| EngineError::Internal(format!("cannot load artifact: {e}")))?;
-    // Nothing is known of its state: it counts as having some.
-    let unknown = Headers {
-        malformed: true,
-        ..Headers::default()
-    };
-    finish(linker, sha, size, module, &unknown)
+    finish(linker, sha, size, module, headers)
 }
 
 /// Wraps a validated module, pre-linking it when it needs only WASI.
@@ -558,6 +572,7 @@ fn finish(
         imports_wasi,
         stateless: headers.stateless(),
         stateless_when_linked: headers.stateless_when_linked(),
+        headers: *headers,
         spares: Spares::default(),
         sync_first: SyncFirst::default(),
     })

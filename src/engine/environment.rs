@@ -494,6 +494,7 @@ impl Environment {
             label: &label,
             hosts: &hosts,
             funcs: None,
+            sync: module.sync_first(),
         };
         target.call(prepared, spec, ExecStats::default(), armed).await
     }
@@ -512,6 +513,7 @@ impl Environment {
             label: &label,
             hosts: &[],
             funcs: None,
+            sync: None,
         };
         target.global(name)
     }

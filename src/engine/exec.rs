@@ -29,7 +29,7 @@ use super::limits::ExecLimits;
 use super::link::{self, LinkedModule};
 use super::memory::{self, MemoryRead, MemoryWrite};
 use super::spare::Spare;
-use super::store::{self, StoreState};
+use super::store::{self, StoreState, SyncFirst};
 use super::types::{signature, type_name, value_type_name};
 use super::values::{
     AnyKind, Arg, HostRef, RefKind, anyref_json, classify_args, externref_json, json_to_val, result_json,
@@ -474,6 +474,10 @@ impl CompiledInstance {
             label: &self.root_label,
             hosts: &self.hosts,
             funcs: Some(&mut self.funcs),
+            sync: match self.stateless_graph {
+                Some(_) => self.root_module.sync_first_when_linked(),
+                None => self.root_module.sync_first(),
+            },
         }
     }
 
@@ -552,6 +556,7 @@ pub(crate) fn call_spare_now(
         label,
         hosts: &[],
         funcs: Some(&mut spare.funcs),
+        sync: module.sync_first(),
     };
     match target.call_now(prepared, spec, ExecStats::default(), armed) {
         Some(done) => Now::Done(done),
@@ -628,6 +633,10 @@ pub(crate) struct Target<'a> {
     /// Where the instance keeps the functions it was called through, if it
     /// lives on after this call.
     pub funcs: Option<&'a mut Funcs>,
+    /// How its calls begin, when they may begin synchronously and run
+    /// again from the start (see `store::call`): when nothing the call can
+    /// reach keeps state.
+    pub sync: Option<&'a SyncFirst>,
 }
 
 impl Target<'_> {
@@ -704,7 +713,7 @@ impl Target<'_> {
             .collect::<Option<_>>()?;
         let mut scope = RootScope::new(&mut *self.store);
         let mut results = vec![Val::I32(0); ty.results().len()];
-        let sync = self.module.sync_first()?;
+        let sync = self.sync?;
         let outcome = match store::call_now(&mut scope, func, Some(&ty), &params, &mut results, sync)? {
             Ok(()) => Ok(returned(&mut scope, &results)),
             Err(e) => {
@@ -856,7 +865,7 @@ impl Target<'_> {
             };
         }
         let mut results = vec![Val::I32(0); ty.results().len()];
-        if let Err(e) = store::call(&mut scope, func, &params, &mut results, self.module.sync_first()).await {
+        if let Err(e) = store::call(&mut scope, func, &params, &mut results, self.sync).await {
             store::drop_uncaught(&mut scope, &e);
             return Err(e);
         }

@@ -29,6 +29,7 @@
 //! - [`settings`] — [`EngineSettings`] and the wasmtime configuration;
 //!   [`fncache`] — the store of wasmtime's incremental compilation cache.
 
+pub mod artifact;
 pub mod classify;
 pub mod compile;
 pub mod component;
@@ -406,10 +407,10 @@ impl WasmEngine {
     /// Serializes a compiled module for the store (see [`Self::load_artifact`]).
     pub async fn artifact(&self, module: &Arc<CompiledModule>) -> Result<Vec<u8>, EngineError> {
         let module = module.clone();
-        tokio::task::spawn_blocking(move || module.module().serialize())
+        tokio::task::spawn_blocking(move || Ok(artifact::encode(module.headers(), &module.module().serialize()?)))
             .await
             .map_err(|e| EngineError::Internal(format!("serialize task failed: {e}")))?
-            .map_err(|e| EngineError::Internal(format!("cannot serialize module: {e}")))
+            .map_err(|e: wasmtime::Error| EngineError::Internal(format!("cannot serialize module: {e}")))
     }
 
     /// Loads a module from an artifact made by [`Self::artifact`], skipping
@@ -424,7 +425,8 @@ impl WasmEngine {
         let engine = self.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let inner = &engine.inner;
-            compile::deserialize_blocking(&inner.engine, &inner.base_linker, sha, size, &artifact)
+            let (headers, code) = artifact::decode(&artifact);
+            compile::deserialize_blocking(&inner.engine, &inner.base_linker, sha, size, code, &headers)
         })
         .await
         .map_err(|e| EngineError::Internal(format!("artifact task failed: {e}")))??;

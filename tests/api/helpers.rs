@@ -23,6 +23,11 @@ pub const DOUBLE_HEX: &str = "0061736d0100000001060160017f017f03020100070a010664
 /// The origin README's `double_twice` module importing `utils.double`.
 pub const DOUBLE_TWICE_HEX: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
 
+/// A module that keeps a count in a global: `bump` adds one and returns
+/// it, so each call of a fresh instance answers 1.
+pub const COUNTER: &str = r#"(module (global $n (mut i32) (i32.const 0))
+    (func (export "bump") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#;
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,

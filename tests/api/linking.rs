@@ -4,11 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{DOUBLE_HEX, DOUBLE_TWICE_HEX, code, spawn_app, spawn_compiled_app};
-
-/// A module that keeps a count in a global: `bump` adds one and returns it.
-const COUNTER: &str = r#"(module (global $n (mut i32) (i32.const 0))
-    (func (export "bump") (result i32) (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#;
+use crate::helpers::{COUNTER, DOUBLE_HEX, DOUBLE_TWICE_HEX, code, spawn_app, spawn_compiled_app};
 
 #[tokio::test]
 async fn a_three_deep_chain_links_recursively() {

@@ -333,6 +333,47 @@ async fn a_stateless_call_that_runs_into_a_tick_is_run_again_with_the_same_answe
 }
 
 #[tokio::test]
+async fn a_linked_call_that_keeps_nothing_is_run_again_with_the_same_answer() {
+    // A root that imports only a stateless host's function keeps nothing
+    // anywhere either: its calls too begin synchronously, and a long one
+    // runs again from the start on a fiber. Its answer and fuel are those
+    // of the same graph with a memory in the root, which is always called
+    // on a fiber.
+    let app = spawn_compiled_app().await;
+    let reruns = |text: &str| sample(text, "wasm_exec_sync_calls_rerun_total").expect("the counter is there");
+    let (status, body) = app.register_wat("count_host", COUNT_TO, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let root = r#"(module (import "count_host" "count" (func $count (param i32) (result i32)))
+        (func (export "count") (param i32) (result i32) (call $count (local.get 0))))"#;
+    let call = |wat: &str, n: i64| json!({"wat": wat, "function_name": "count", "params": [n], "host_modules": ["count_host"]});
+    let n = 50_000_000;
+    let mut answers = Vec::new();
+    for wat in [
+        root.to_string(),
+        root.replacen("(func (export", "(memory 1) (func (export", 1),
+    ] {
+        let (status, body) = app.post("/", &call(&wat, 10)).await;
+        assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([10])), "{body}");
+        let before = reruns(&scrape(&app).await);
+        let (status, body) = app.post("/", &call(&wat, n)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"], json!([n]), "{body}");
+        assert_eq!(body["stats"]["tier"], "compiled", "{body}");
+        answers.push((
+            body["stats"]["fuel_consumed"].as_u64().unwrap(),
+            reruns(&scrape(&app).await) > before,
+        ));
+    }
+    assert_eq!(
+        answers[0].0, answers[1].0,
+        "fuel of the rerun linked call and of the stateful one"
+    );
+    // The counter is the process's: other tests' calls may add to it, so
+    // only its growth over the stateless graph's call is checked.
+    assert!(answers[0].1, "the linked call that keeps nothing was run again");
+}
+
+#[tokio::test]
 async fn calls_made_without_awaiting_answer_as_the_first_call_did() {
     // The first call of a stateless module instantiates it and leaves the
     // instance behind; later calls are made on it without awaiting

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{DOUBLE_HEX, spawn_app_on};
+use crate::helpers::{COUNTER, DOUBLE_HEX, spawn_app_on};
 
 #[tokio::test]
 async fn registered_modules_survive_a_restart() {
@@ -19,12 +19,18 @@ async fn registered_modules_survive_a_restart() {
         &["utils"],
     )
     .await;
-    // Both are compiled in the background, which keeps their artifacts;
+    let (status, body) = app.register_wat("tally", COUNTER, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // They are compiled in the background, which keeps their artifacts;
     // wait for that before stopping.
-    for (name, function) in [("utils", "double"), ("user", "quad")] {
+    for (name, function, params) in [
+        ("utils", "double", json!([1])),
+        ("user", "quad", json!([1])),
+        ("tally", "bump", json!([])),
+    ] {
         let mut compiled = false;
         for _ in 0..400 {
-            let (_, body) = app.execute(name, function, json!([1])).await;
+            let (_, body) = app.execute(name, function, params.clone()).await;
             if body["stats"]["tier"] == "compiled" {
                 compiled = true;
                 break;
@@ -37,7 +43,7 @@ async fn registered_modules_survive_a_restart() {
 
     let app = spawn_app_on(dir.path()).await;
     let (_, list) = app.get("/modules").await;
-    assert_eq!(list["modules"].as_array().unwrap().len(), 2);
+    assert_eq!(list["modules"].as_array().unwrap().len(), 3);
     let (_, utils) = app.get("/modules/utils").await;
     assert_eq!(utils["sha256"], created["sha256"]);
     let (status, body) = app.execute("user", "quad", json!([3])).await;
@@ -47,4 +53,22 @@ async fn registered_modules_survive_a_restart() {
     assert_eq!(body["stats"]["compile"], "loaded", "{body}");
     let (_, body) = app.execute("utils", "double", json!([3])).await;
     assert_eq!(body["stats"]["compile"], "cached", "loaded once, then cached: {body}");
+
+    // The artifacts kept what the binaries' headers said: the stateless
+    // modules' instances serve later calls as before the restart (they
+    // report no instantiation), and the module with a global still gets a
+    // fresh instance for every call.
+    for call in 0..3 {
+        for (name, function, answer) in [("utils", "double", 6), ("user", "quad", 12)] {
+            let (status, body) = app.execute(name, function, json!([3])).await;
+            assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([answer])), "{body}");
+            assert_eq!(body["stats"]["instantiate_us"], 0, "{name}, call {call}: {body}");
+        }
+        let (status, body) = app.execute("tally", "bump", json!([])).await;
+        assert_eq!(
+            (status, &body["results"]),
+            (StatusCode::OK, &json!([1])),
+            "call {call}: {body}"
+        );
+    }
 }
