@@ -26,6 +26,8 @@ const HAS_START: u8 = 1 << 1;
 const MUTABLE_GLOBALS: u8 = 1 << 2;
 const GC_TYPES: u8 = 1 << 3;
 const MALFORMED: u8 = 1 << 4;
+/// Every flag this build writes; an artifact with another set is not read.
+const KNOWN: u8 = IMPORTS_STATE | HAS_START | MUTABLE_GLOBALS | GC_TYPES | MALFORMED;
 
 /// `code` (wasmtime's serialized module) preceded by `headers`.
 pub(crate) fn encode(headers: &Headers, code: &[u8]) -> Vec<u8> {
@@ -62,7 +64,7 @@ pub(crate) fn decode(artifact: &[u8]) -> (Headers, &[u8]) {
     };
     let count = |at: usize| u32::from_le_bytes(fields[at..at + 4].try_into().expect("four bytes")) as usize;
     let flags = fields[12];
-    if flags & !(IMPORTS_STATE | HAS_START | MUTABLE_GLOBALS | GC_TYPES | MALFORMED) != 0 {
+    if flags & !KNOWN != 0 {
         return (unknown, code);
     }
     let headers = Headers {
