@@ -23,10 +23,10 @@ use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{
-    CacheOutcome, Code, CodeLabel, CompiledModule, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, Now,
-    Sha256Digest, WasiConfig, encode_hex, is_component,
+    CacheOutcome, Code, CodeLabel, CompiledModule, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, LinkedModule,
+    Now, Sha256Digest, WasiConfig, encode_hex, is_component,
 };
-use crate::registry::{Interpreted, ResolvedComponent, Runnable};
+use crate::registry::{Interpreted, Registry, ResolvedComponent, Runnable};
 use crate::resolve::{INLINE_LABEL, Resolved, Source, label, resolve, resolve_cached_inline, resolve_component};
 
 pub fn routes() -> Routes {
@@ -347,10 +347,13 @@ fn run_now(app: &AppState, ready: &mut Ready) -> Option<ApiResult<ExecResponse>>
         Source::Registered(name) => app.registry.with_compiled_now(name, |root| {
             call_now(app, root, Some(name), None, checked, found, *started)
         })?,
-        Source::Inline { wasm, host_modules } if host_modules.is_empty() => {
-            match app.engine.with_cached_inline(wasm, |root, digest| {
-                call_now(app, root, None, Some(digest), checked, found, *started)
-            }) {
+        Source::Inline { wasm, host_modules } => {
+            match app
+                .engine
+                .with_cached_inline(wasm, |root, digest| match host_modules.is_empty() {
+                    true => call_now(app, root, None, Some(digest), checked, found, *started),
+                    false => call_linked_now(app, root, Some(digest), host_modules, checked, found, *started),
+                }) {
                 Ok(answer) => answer,
                 Err(digest) => {
                     found.inline = Some((None, digest));
@@ -399,6 +402,69 @@ fn call_now(
         modules: ModulesRan::of(name.unwrap_or(INLINE_NAME), root.sha256_hex(), []),
     };
     Some(call.respond(result, ran, started, &app.metrics, *endpoint))
+}
+
+/// [`run_now`] of inline code `root` (with this `digest`) linked to the
+/// registered `hosts`: made without awaiting when the graph is in the
+/// registry's index and compiled, the imports check (remembered per
+/// thread, `engine::link`) passes, and the engine can make the call so
+/// ([`crate::engine::WasmEngine::run_linked_now`]). Anything else, a
+/// failed import check included, goes on to [`run`], which resolves the
+/// code the usual way and answers its errors.
+fn call_linked_now(
+    app: &AppState,
+    root: &Arc<CompiledModule>,
+    digest: Option<Sha256Digest>,
+    hosts: &[String],
+    checked: &Checked,
+    found: &mut Found,
+    started: Instant,
+) -> Option<ApiResult<ExecResponse>> {
+    let (result, graph) = match linked_now(app, root, hosts, checked) {
+        Some(Ok((Now::Done(result), graph))) => (result, graph),
+        Some(Err(error)) => return Some(Err(error)),
+        Some(Ok((Now::Later(armed_at), _))) => {
+            found.armed_at = armed_at;
+            found.inline = Some((Some(Arc::clone(root)), digest));
+            return None;
+        }
+        None => {
+            found.inline = Some((Some(Arc::clone(root)), digest));
+            return None;
+        }
+    };
+    let ran = Ran {
+        compile: Some(CacheOutcome::Cached),
+        modules: ModulesRan::of(
+            INLINE_NAME,
+            root.sha256_hex(),
+            graph.iter().map(|h| (h.name.as_str(), h.compiled.sha256_hex())),
+        ),
+    };
+    Some(
+        checked
+            .call
+            .respond(result, ran, started, &app.metrics, checked.endpoint),
+    )
+}
+
+/// The engine's answer for [`call_linked_now`], with the graph it linked;
+/// `None` when the graph or its check needs [`run`].
+fn linked_now(
+    app: &AppState,
+    root: &CompiledModule,
+    hosts: &[String],
+    checked: &Checked,
+) -> Option<ApiResult<(Now, Vec<LinkedModule>)>> {
+    let graph = app.registry.link_graph_now(hosts)?;
+    let direct = Registry::direct_hosts(&graph, hosts);
+    app.engine.check_imports(&label(None), root, &direct).ok()?;
+    let spec = match checked.call.spec(checked.limits) {
+        Ok(spec) => spec,
+        Err(error) => return Some(Err(error)),
+    };
+    let now = app.engine.run_linked_now(root, &graph, &CodeLabel(None), &spec);
+    Some(Ok((now, graph)))
 }
 
 /// Runs the checked call `runs` times, each on a fresh instance of the

@@ -554,9 +554,12 @@ pub(crate) fn call_spare_now(
         root: spare.root,
         module,
         label,
-        hosts: &[],
+        hosts: &spare.hosts,
         funcs: Some(&mut spare.funcs),
-        sync: module.sync_first(),
+        sync: match spare.hosts.is_empty() {
+            true => module.sync_first(),
+            false => module.sync_first_when_linked(),
+        },
     };
     match target.call_now(prepared, spec, ExecStats::default(), armed) {
         Some(done) => Now::Done(done),

@@ -817,19 +817,54 @@ impl WasmEngine {
     /// request that makes it need not build one; [`Now::Later`] sends it the
     /// usual way.
     pub fn run_now(&self, root: &CompiledModule, label: &(dyn std::fmt::Display + Sync), call: &CallSpec<'_>) -> Now {
-        if !root.sync_first().is_some_and(store::SyncFirst::now) {
+        run_spare_now(root, root.sync_first(), |spare| spare.hosts.is_empty(), label, call)
+    }
+
+    /// [`Self::run_now`] of a call of `root` linked to `graph` (whose
+    /// imports the caller has checked): made without awaiting when no
+    /// module of the graph keeps state and an earlier call left the
+    /// graph's instances (`engine::spare`), linking exactly these hosts.
+    pub fn run_linked_now(
+        &self,
+        root: &CompiledModule,
+        graph: &[LinkedModule],
+        label: &(dyn std::fmt::Display + Sync),
+        call: &CallSpec<'_>,
+    ) -> Now {
+        if !exec::keeps_nothing(root, graph) {
             return Now::Later(call.armed_at);
         }
-        let Some(mut spare) = root.spares().take(|spare| spare.hosts.is_empty()) else {
-            return Now::Later(call.armed_at);
-        };
-        // Kept again whatever the call did: a stateless instance is as good
-        // as new after any call, and a call made without awaiting cannot
-        // be cut short midway.
-        let now = exec::call_spare_now(&mut spare, root, label, call);
-        root.spares().keep(spare);
-        now
+        run_spare_now(
+            root,
+            root.sync_first_when_linked(),
+            |spare| exec::links(spare, graph),
+            label,
+            call,
+        )
     }
+}
+
+/// The call of [`WasmEngine::run_now`] and [`WasmEngine::run_linked_now`]
+/// on a spare of `root` that `fits`, when `sync` lets it begin so.
+fn run_spare_now(
+    root: &CompiledModule,
+    sync: Option<&store::SyncFirst>,
+    fits: impl FnOnce(&spare::Spare) -> bool,
+    label: &(dyn std::fmt::Display + Sync),
+    call: &CallSpec<'_>,
+) -> Now {
+    if !sync.is_some_and(store::SyncFirst::now) {
+        return Now::Later(call.armed_at);
+    }
+    let Some(mut spare) = root.spares().take(fits) else {
+        return Now::Later(call.armed_at);
+    };
+    // Kept again whatever the call did: a stateless instance (or graph) is
+    // as good as new after any call, and a call made without awaiting
+    // cannot be cut short midway.
+    let now = exec::call_spare_now(&mut spare, root, label, call);
+    root.spares().keep(spare);
+    now
 }
 
 /// The instance a run of one-shot calls may share (see

@@ -761,6 +761,20 @@ impl Registry {
         Ok(graph)
     }
 
+    /// [`Self::link_graph`] when it can be told without awaiting: every
+    /// module of the graph is in the index and compiled in memory. `None`
+    /// otherwise (the caller then asks [`Self::link_graph`], which reads
+    /// the store, compiles, and names what is missing).
+    pub fn link_graph_now(&self, hosts: &[String]) -> Option<Vec<LinkedModule>> {
+        let order = self.indexed_graph_order(hosts).ok()?;
+        let mut graph = Vec::with_capacity(order.len());
+        for name in order {
+            let compiled = self.engine.cached(&self.entry(&name)?.digest)?;
+            graph.push(LinkedModule { name, compiled });
+        }
+        Some(graph)
+    }
+
     /// The interpreter's form of `hosts` and everything they depend on, in
     /// the order of [`Self::link_graph`] (empty for no hosts); `None` when
     /// one of them is not code the interpreter runs (the graph then runs

@@ -236,3 +236,68 @@ async fn a_stateless_link_graph_is_reused_only_for_the_same_graph() {
         );
     }
 }
+
+/// The later calls of a stateless link graph are made without awaiting,
+/// on the graph's kept instances; each answer, success or failure, is the
+/// first call's (which instantiated the graph) but for the timings and
+/// for the first compile of the inline code.
+#[tokio::test]
+async fn a_linked_graphs_later_calls_answer_as_its_first_did() {
+    let app = spawn_compiled_app().await;
+    let host = r#"(module
+        (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2)))
+        (func (export "boom") (unreachable))
+        (func (export "spin") (loop (br 0))))"#;
+    let (status, body) = app.register_wat("at_once_host", host, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let root = r#"(module
+        (import "at_once_host" "double" (func $double (param i32) (result i32)))
+        (import "at_once_host" "boom" (func $boom))
+        (import "at_once_host" "spin" (func $spin))
+        (func (export "double") (param i32) (result i32) (call $double (local.get 0)))
+        (func (export "boom") (call $boom))
+        (func (export "spin") (call $spin)))"#;
+    let calls = [
+        json!({"function_name": "double", "params": [21]}),
+        json!({"function_name": "double", "params": ["-0x80000000"]}),
+        json!({"function_name": "boom"}),
+        json!({"function_name": "spin", "limits": {"fuel": 10000}}),
+        json!({"function_name": "double", "params": [1.5]}),
+        json!({"function_name": "nope"}),
+    ];
+    // Code of its own for each kind of call (an immutable global keeps it
+    // stateless), so that its first call instantiates the graph.
+    let code = |kind: usize| {
+        let global = format!("(global i32 (i32.const {kind})) (func (export \"double\")");
+        root.replacen("(func (export \"double\")", &global, 1)
+    };
+    for (kind, mut call) in calls.into_iter().enumerate() {
+        call["wat"] = json!(code(kind));
+        call["host_modules"] = json!(["at_once_host"]);
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let (status, mut body) = app.post("/", &call).await;
+            for at in ["/stats", "/error/stats"] {
+                if let Some(stats) = body.pointer_mut(at).and_then(|s| s.as_object_mut()) {
+                    for timing in ["wall_time_us", "call_us", "instantiate_us", "compile", "compile_us"] {
+                        stats.remove(timing);
+                    }
+                }
+            }
+            answers.push((status, body));
+        }
+        assert_ne!(answers[0].1["error"]["code"], "invalid_module", "{call}");
+        assert_eq!(answers[0], answers[1], "{call}");
+        assert_eq!(answers[1], answers[2], "{call}");
+    }
+    let (status, body) = app
+        .post(
+            "/",
+            &json!({"wat": code(0), "host_modules": ["at_once_host"], "function_name": "double", "params": [4]}),
+        )
+        .await;
+    assert_eq!((status, &body["results"]), (StatusCode::OK, &json!([8])), "{body}");
+    assert_eq!(body["stats"]["compile"], "cached", "{body}");
+    assert_eq!(body["stats"]["instantiate_us"], 0, "{body}");
+    assert_eq!(body["stats"]["modules"][1]["name"], "at_once_host", "{body}");
+}
