@@ -423,12 +423,10 @@ fn call_linked_now(
     let (result, graph) = match linked_now(app, root, hosts, checked) {
         Some(Ok((Now::Done(result), graph))) => (result, graph),
         Some(Err(error)) => return Some(Err(error)),
-        Some(Ok((Now::Later(armed_at), _))) => {
-            found.armed_at = armed_at;
-            found.inline = Some((Some(Arc::clone(root)), digest));
-            return None;
-        }
-        None => {
+        later => {
+            if let Some(Ok((Now::Later(armed_at), _))) = later {
+                found.armed_at = armed_at;
+            }
             found.inline = Some((Some(Arc::clone(root)), digest));
             return None;
         }
