@@ -18,10 +18,9 @@ use wasm_exec_api::config::Settings;
 use wasm_exec_api::registry::ModuleStore;
 use wasm_exec_api::startup::Application;
 
-/// The origin README's `double` module, as hex.
-pub const DOUBLE_HEX: &str = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
-/// The origin README's `double_twice` module importing `utils.double`.
-pub const DOUBLE_TWICE_HEX: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
+#[path = "fixtures/origin.rs"]
+mod origin;
+pub use origin::{DOUBLE_HEX, DOUBLE_TWICE_HEX};
 
 /// A module that keeps a count in a global: `bump` adds one and returns
 /// it, so each call of a fresh instance answers 1.
@@ -268,6 +267,21 @@ pub fn stats_of(body: &Value) -> &Value {
     } else {
         &body["error"]["stats"]
     }
+}
+
+/// `body` without what differs between two identical calls: the timings
+/// in its `stats` (or its error's), and how its module was found
+/// (`compile`, `compile_us`: the first call compiles, later ones hit the
+/// cache). What is left is what a later call must answer as the first did.
+pub fn without_timings(mut body: Value) -> Value {
+    for at in ["/stats", "/error/stats"] {
+        if let Some(stats) = body.pointer_mut(at).and_then(|s| s.as_object_mut()) {
+            for timing in ["wall_time_us", "call_us", "instantiate_us", "compile", "compile_us"] {
+                stats.remove(timing);
+            }
+        }
+    }
+    body
 }
 
 /// `stats.tier` of a response, success or error.

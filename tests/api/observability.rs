@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{DOUBLE_HEX, spawn_app, spawn_app_with, spawn_compiled_app, test_settings};
+use crate::helpers::{DOUBLE_HEX, spawn_app, spawn_app_with, spawn_compiled_app, test_settings, without_timings};
 
 /// The value of the sample `name` with exactly these labels (in the order
 /// the server writes them), or `None`.
@@ -397,16 +397,8 @@ async fn calls_made_without_awaiting_answer_as_the_first_call_did() {
     for call in calls {
         let mut answers = Vec::new();
         for _ in 0..3 {
-            let (status, mut body) = app.post("/execute", &call).await;
-            // Timings differ from call to call.
-            for at in ["/stats", "/error/stats"] {
-                if let Some(stats) = body.pointer_mut(at).and_then(|s| s.as_object_mut()) {
-                    for timing in ["wall_time_us", "call_us", "instantiate_us"] {
-                        stats.remove(timing);
-                    }
-                }
-            }
-            answers.push((status, body));
+            let (status, body) = app.post("/execute", &call).await;
+            answers.push((status, without_timings(body)));
         }
         assert_eq!(answers[0], answers[1], "{call}");
         assert_eq!(answers[1], answers[2], "{call}");
