@@ -556,10 +556,9 @@ pub(crate) fn call_spare_now(
         label,
         hosts: &spare.hosts,
         funcs: Some(&mut spare.funcs),
-        sync: match spare.hosts.is_empty() {
-            true => module.sync_first(),
-            false => module.sync_first_when_linked(),
-        },
+        // A spare's graph keeps nothing (`keeps_nothing`), and for a module
+        // alone that means it is stateless, so this is its `sync_first` too.
+        sync: module.sync_first_when_linked(),
     };
     match target.call_now(prepared, spec, ExecStats::default(), armed) {
         Some(done) => Now::Done(done),
