@@ -31,9 +31,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DOUBLE_HEX: &str = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
-/// The origin's `double_twice`, which imports `utils.double` and calls it twice.
-const DOUBLE_TWICE_HEX: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
+#[path = "../tests/api/fixtures/origin.rs"]
+mod origin;
+use origin::{DOUBLE_HEX, DOUBLE_TWICE_HEX};
 
 const FIB_WAT: &str = r#"(module (func $fib (export "fib") (param i32) (result i32)
   (if (result i32) (i32.lt_u (local.get 0) (i32.const 2))

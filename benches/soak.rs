@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-const DOUBLE_HEX: &str = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
+#[path = "../tests/api/fixtures/origin.rs"]
+mod origin;
+use origin::DOUBLE_HEX;
 
 struct Server(Child);
 

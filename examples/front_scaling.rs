@@ -39,10 +39,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DOUBLE: &str =
     r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2))))"#;
 
-/// The origin's linking example: `utils` exports `double`, and the inline
-/// module's `double_twice` imports it and calls it twice.
-const UTILS_HEX: &str = "0061736d0100000001060160017f017f03020100070a0106646f75626c6500000a09010700200041026c0b";
-const DOUBLE_TWICE_HEX: &str = "0061736d0100000001060160017f017f021001057574696c7306646f75626c650000030201000710010c646f75626c655f747769636500010a0a0108002000100010000b";
+// The origin's linking example: `utils` exports `double`, and the inline
+// module's `double_twice` imports it and calls it twice.
+#[path = "../tests/api/fixtures/origin.rs"]
+mod origin;
+use origin::{DOUBLE_HEX as UTILS_HEX, DOUBLE_TWICE_HEX};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
