@@ -11,10 +11,15 @@
 //! (`engine::spare`). What every request reads under a lock (a registered
 //! name's entry, the compile cache's module) is remembered per thread
 //! ([`Memo`]), so that a hot lookup takes no lock every core writes.
+//! What a thread uses again call after call (the module it called last,
+//! the link graph it resolved last) it holds and lends ([`lend`]), so
+//! that a hot call does not even write a reference count.
 
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::thread::LocalKey;
 
 /// Cells per sharded value: a thread past this many shares a cell with
 /// another (still correct, only contended again).
@@ -181,6 +186,45 @@ impl<K, V> Memo<K, V> {
     fn mine(&self) -> MutexGuard<'_, Remembered<K, V>> {
         self.cells[shard()].0.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What a thread holds for its next call ([`lend`]): a value and the key
+/// it was looked up under.
+pub type Held<K, V> = RefCell<Option<(K, V)>>;
+
+/// `f` of the value the calling thread holds in `slot`, if its key
+/// `matches`; else of `look_up`'s, which the thread then holds instead,
+/// under `key()`. `None` when `look_up` finds nothing (what was held
+/// stays).
+///
+/// Lending writes nothing another core reads: no lock, and no reference
+/// count (an `Arc` cloned for the call and dropped after it is two writes
+/// to a line every core calling the same code writes). The key carries
+/// whatever must not have changed since the lookup (a cache's version,
+/// read before looking up), so a held value is never lent once it may be
+/// stale. `f` runs while the value is borrowed: a lookup `f` makes in the
+/// same slot is answered without holding what it finds.
+pub fn lend<K, V, R>(
+    slot: &'static LocalKey<Held<K, V>>,
+    matches: impl FnOnce(&K) -> bool,
+    key: impl FnOnce() -> K,
+    look_up: impl FnOnce() -> Option<V>,
+    f: impl FnOnce(&V) -> R,
+) -> Option<R> {
+    slot.try_with(|held| {
+        if let Ok(slot) = held.try_borrow()
+            && let Some((_, value)) = slot.as_ref().filter(|(k, _)| matches(k))
+        {
+            return Some(f(value));
+        }
+        let value = look_up()?;
+        let answer = f(&value);
+        if let Ok(mut slot) = held.try_borrow_mut() {
+            *slot = Some((key(), value));
+        }
+        Some(answer)
+    })
+    .unwrap_or_else(|_| None)
 }
 
 #[cfg(test)]

@@ -21,20 +21,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::compile::{CompiledModule, Sha256Digest};
+use crate::per_thread::{self, Held};
 
-/// A module held by a thread, and what it must match to be handed out.
-struct Held {
-    /// A module runs only in its own engine's stores, and tests run
-    /// several engines in one process.
+/// What a held module must match to be lent: a module runs only in its
+/// own engine's stores (and tests run several engines in one process),
+/// and is lent only while the cache is at the version it was looked up
+/// at.
+#[derive(PartialEq, Eq)]
+struct Key {
     engine: EngineId,
-    /// The compile cache's version when the module was looked up.
     version: u64,
     digest: Sha256Digest,
-    module: Arc<CompiledModule>,
 }
 
 thread_local! {
-    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+    static HELD: Held<Key, Arc<CompiledModule>> = const { RefCell::new(None) };
 }
 
 /// A number unique to one engine in this process (an address could be
@@ -63,27 +64,12 @@ pub(crate) fn with<R>(
     look_up: impl FnOnce() -> Option<Arc<CompiledModule>>,
     f: impl FnOnce(&Arc<CompiledModule>) -> R,
 ) -> Option<R> {
-    HELD.try_with(|held| {
-        if let Ok(slot) = held.try_borrow()
-            && let Some(held) = slot
-                .as_ref()
-                .filter(|h| h.engine == engine && h.version == version && h.digest == *digest)
-        {
-            return Some(f(&held.module));
-        }
-        let module = look_up()?;
-        let answer = f(&module);
-        if let Ok(mut slot) = held.try_borrow_mut() {
-            *slot = Some(Held {
-                engine,
-                version,
-                digest: *digest,
-                module,
-            });
-        }
-        Some(answer)
-    })
-    .unwrap_or_else(|_| None)
+    let key = || Key {
+        engine,
+        version,
+        digest: *digest,
+    };
+    per_thread::lend(&HELD, |held| *held == key(), key, look_up, f)
 }
 
 #[cfg(test)]
