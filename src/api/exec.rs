@@ -23,10 +23,10 @@ use super::responses::{BodyErrors, ErrorBody, GuardedErrors, RunErrors};
 use super::routes::Routes;
 use super::state::AppState;
 use crate::engine::{
-    CacheOutcome, Code, CodeLabel, CompiledModule, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, LinkedModule,
-    Now, Sha256Digest, WasiConfig, encode_hex, is_component,
+    CacheOutcome, Code, CodeLabel, CompiledModule, ExecLimits, InlineWasm, KeptInstance, LimitOverrides, Now,
+    Sha256Digest, WasiConfig, encode_hex, is_component,
 };
-use crate::registry::{Interpreted, Registry, ResolvedComponent, Runnable};
+use crate::registry::{Interpreted, LinkGraph, ResolvedComponent, Runnable};
 use crate::resolve::{INLINE_LABEL, Resolved, Source, label, resolve, resolve_cached_inline, resolve_component};
 
 pub fn routes() -> Routes {
@@ -420,8 +420,11 @@ fn call_linked_now(
     found: &mut Found,
     started: Instant,
 ) -> Option<ApiResult<ExecResponse>> {
-    let (result, graph) = match linked_now(app, root, hosts, checked) {
-        Some(Ok((Now::Done(result), graph))) => (result, graph),
+    let answer = app
+        .registry
+        .with_link_graph_now(hosts, |graph| linked_now(app, root, graph, checked));
+    let (result, modules) = match answer.flatten() {
+        Some(Ok((Now::Done(result), modules))) => (result, modules),
         Some(Err(error)) => return Some(Err(error)),
         later => {
             if let Some(Ok((Now::Later(armed_at), _))) = later {
@@ -433,11 +436,7 @@ fn call_linked_now(
     };
     let ran = Ran {
         compile: Some(CacheOutcome::Cached),
-        modules: ModulesRan::of(
-            INLINE_NAME,
-            root.sha256_hex(),
-            graph.iter().map(|h| (h.name.as_str(), h.compiled.sha256_hex())),
-        ),
+        modules,
     };
     Some(
         checked
@@ -446,23 +445,26 @@ fn call_linked_now(
     )
 }
 
-/// The engine's answer for [`call_linked_now`], with the graph it linked;
-/// `None` when the graph or its check needs [`run`].
+/// The engine's answer for [`call_linked_now`] on `graph`, with the
+/// modules it ran; `None` when the imports check needs [`run`].
 fn linked_now(
     app: &AppState,
     root: &CompiledModule,
-    hosts: &[String],
+    graph: &LinkGraph,
     checked: &Checked,
-) -> Option<ApiResult<(Now, Vec<LinkedModule>)>> {
-    let graph = app.registry.link_graph_now(hosts)?;
-    let direct = Registry::direct_hosts(&graph, hosts);
-    app.engine.check_imports(&label(None), root, &direct).ok()?;
+) -> Option<ApiResult<(Now, ModulesRan)>> {
+    app.engine.check_imports(&label(None), root, &graph.direct).ok()?;
     let spec = match checked.call.spec(checked.limits) {
         Ok(spec) => spec,
         Err(error) => return Some(Err(error)),
     };
-    let now = app.engine.run_linked_now(root, &graph, &CodeLabel(None), &spec);
-    Some(Ok((now, graph)))
+    let now = app.engine.run_linked_now(root, &graph.modules, &CodeLabel(None), &spec);
+    let modules = ModulesRan::of(
+        INLINE_NAME,
+        root.sha256_hex(),
+        graph.modules.iter().map(|h| (h.name.as_str(), h.compiled.sha256_hex())),
+    );
+    Some(Ok((now, modules)))
 }
 
 /// Runs the checked call `runs` times, each on a fresh instance of the

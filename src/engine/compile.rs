@@ -266,7 +266,11 @@ impl CompileCache {
     }
 
     pub(crate) fn count_hit(&self) {
-        self.counters.hits.add(1);
+        self.count_hits(1);
+    }
+
+    pub(crate) fn count_hits(&self, n: u64) {
+        self.counters.hits.add(n);
     }
 
     /// Changes whenever an entry is added or leaves: read it before

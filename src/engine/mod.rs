@@ -241,6 +241,25 @@ impl WasmEngine {
         Some(answer)
     }
 
+    /// [`Self::cached`] without counting a hit: for a caller that counts
+    /// each use of what it found itself ([`Self::count_cache_hits`]).
+    pub fn cached_uncounted(&self, sha: &Sha256Digest) -> Option<Arc<CompiledModule>> {
+        self.inner.cache.get(sha)
+    }
+
+    /// Counts `n` hits of the compile cache: uses of modules a caller found
+    /// there earlier and held (a thread's link graph, `registry::graph`).
+    pub fn count_cache_hits(&self, n: u64) {
+        self.inner.cache.count_hits(n);
+    }
+
+    /// Changes whenever a module is added to the compile cache or leaves
+    /// it: read it before looking modules up, to know later whether what
+    /// was found is still what the cache holds.
+    pub fn cache_version(&self) -> u64 {
+        self.inner.cache.version()
+    }
+
     /// Whether the compile cache holds the module with this hash (without
     /// counting a hit).
     pub fn is_compiled(&self, sha: &Sha256Digest) -> bool {

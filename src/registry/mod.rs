@@ -7,6 +7,7 @@
 //! blocking pool; the store, not the index, decides races.
 
 mod components;
+mod graph;
 pub mod pg_store;
 pub mod redb_store;
 pub mod seal;
@@ -24,6 +25,7 @@ use crate::engine::{
     ModuleInterface, Sha256Digest, TierMode, WasmEngine, encode_hex,
 };
 use crate::per_thread::Memo;
+pub use graph::LinkGraph;
 pub use pg_store::PgStore;
 pub use redb_store::RedbStore;
 pub use seal::ArtifactSeal;
@@ -154,8 +156,11 @@ pub struct Registry {
     index: RwLock<Index>,
     /// Each thread's last few names looked up by [`Self::with_compiled_now`],
     /// with their digests (`None`: the module links others), forgotten at
-    /// every change to the index ([`Self::change_index`]).
+    /// every change to the index ([`Self::change_index`]); its version
+    /// also tells a link graph a thread holds from a stale one ([`graph`]).
     recent: Memo<String, Option<Sha256Digest>>,
+    /// Tells this registry's link graphs held by threads from another's.
+    id: graph::RegistryId,
     /// The store version the index reflects (see [`Self::sync`]).
     version: AtomicU64,
     artifacts: Artifacts,
@@ -269,6 +274,7 @@ impl Registry {
             quota,
             index: RwLock::new(index),
             recent: Memo::default(),
+            id: graph::RegistryId::new(),
             version: AtomicU64::new(version),
             artifacts,
             artifacts_rejected: AtomicU64::new(0),
@@ -761,18 +767,34 @@ impl Registry {
         Ok(graph)
     }
 
-    /// [`Self::link_graph`] when it can be told without awaiting: every
-    /// module of the graph is in the index and compiled in memory. `None`
-    /// otherwise (the caller then asks [`Self::link_graph`], which reads
-    /// the store, compiles, and names what is missing).
-    pub fn link_graph_now(&self, hosts: &[String]) -> Option<Vec<LinkedModule>> {
+    /// `f` of [`Self::link_graph`] when it can be told without awaiting:
+    /// every module of the graph is in the index and compiled in memory.
+    /// `None` otherwise (the caller then asks [`Self::link_graph`], which
+    /// reads the store, compiles, and names what is missing). The graph is
+    /// lent: the calling thread holds it for its next call of the same
+    /// hosts, until the index or the compile cache changes ([`graph`]).
+    pub fn with_link_graph_now<R>(&self, hosts: &[String], f: impl FnOnce(&LinkGraph) -> R) -> Option<R> {
+        // Read before looking up (see `per_thread::lend`).
+        let versions = (self.recent.version(), self.engine.cache_version());
+        let count_hits = |graph: &LinkGraph| {
+            // Each use of a module found in the compile cache is a hit, as
+            // when it is looked up there call by call.
+            self.engine.count_cache_hits(graph.modules.len() as u64);
+            f(graph)
+        };
+        graph::with(self.id, versions, hosts, || self.link_graph_now(hosts), count_hits)
+    }
+
+    /// The lookup of [`Self::with_link_graph_now`].
+    fn link_graph_now(&self, hosts: &[String]) -> Option<LinkGraph> {
         let order = self.indexed_graph_order(hosts).ok()?;
-        let mut graph = Vec::with_capacity(order.len());
+        let mut modules = Vec::with_capacity(order.len());
         for name in order {
-            let compiled = self.engine.cached(&self.entry(&name)?.digest)?;
-            graph.push(LinkedModule { name, compiled });
+            let compiled = self.engine.cached_uncounted(&self.entry(&name)?.digest)?;
+            modules.push(LinkedModule { name, compiled });
         }
-        Some(graph)
+        let direct = Self::direct_hosts(&modules, hosts);
+        Some(LinkGraph { modules, direct })
     }
 
     /// The interpreter's form of `hosts` and everything they depend on, in

@@ -204,8 +204,13 @@ async fn a_stateless_link_graph_is_reused_only_for_the_same_graph() {
     }
 
     // `utils.double` now triples: the same inline code links another graph.
+    // While `utils` is gone, the graph the calls above resolved is not
+    // used again: the call is a link error naming the missing module.
     let (status, body) = app.delete("/modules/utils").await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = app.post("/", &linking).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "link_error"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("utils"), "{body}");
     let triple = r#"(module (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 3))))"#;
     assert_eq!(app.register_wat("utils", triple, &[]).await.0, StatusCode::CREATED);
     for call in 0..4 {
