@@ -263,7 +263,7 @@ impl WasmEngine {
     /// Whether the compile cache holds the module with this hash (without
     /// counting a hit).
     pub fn is_compiled(&self, sha: &Sha256Digest) -> bool {
-        self.inner.cache.get(sha).is_some()
+        self.cached_uncounted(sha).is_some()
     }
 
     /// The compile cache's counters since start.
